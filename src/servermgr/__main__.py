@@ -1,0 +1,3 @@
+from servermgr.cli import main
+
+main()

@@ -1,0 +1,373 @@
+"""TOML config for every role, turned into typed, validated objects.
+
+One file format serves Core (``[server]``, ``[storage]``) and Node
+(``[node]``); either role accepts the other's sections, and every other
+section or key is an error. Errors name the file, the key and the reason, and
+are raised before anything starts. Relative paths are resolved from the
+config file's directory (or the working directory when there is no file).
+
+Pure logic apart from reading the file: ``parse_config`` takes text.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from servermgr.common.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "servermgr.toml"
+CONFIG_ENV = "SERVERMGR_CONFIG"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_./-]{0,253}$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9999
+    heartbeat_interval: float = 5.0
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: Path
+    sqlite_path: Path
+    redis_url: str | None = None
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "core.key"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    core_addr: str | None
+    register_token: str | None = field(default=None, repr=False)
+    hostname: str | None = None
+    data_dir: Path = Path("node-data")
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """The node's own policy for remote execution; Core cannot override it."""
+
+    enabled: bool = True
+    allow: tuple[str, ...] = ()
+    run_as: str | None = None
+    max_timeout: float | None = None
+    max_concurrent: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a config file can say; ``path`` is None for pure defaults."""
+
+    path: Path | None
+    server: ServerConfig
+    storage: StorageConfig
+    node: NodeConfig
+    exec: ExecConfig = field(default_factory=ExecConfig)
+    log_level: str = "info"
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "<defaults>"
+
+    def require_node(self) -> tuple[str, str]:
+        """The node's ``core_addr`` and ``register_token``, or a ConfigError."""
+        if not self.node.core_addr:
+            raise ConfigError(self.source, "node.core_addr", "required to run a node")
+        if not self.node.register_token:
+            raise ConfigError(self.source, "node.register_token", "required to run a node")
+        return self.node.core_addr, self.node.register_token
+
+
+def find_config(
+    explicit: Path | None, environ: Mapping[str, str], cwd: Path
+) -> Path | None:
+    """Which file to read: ``--config``, else $SERVERMGR_CONFIG, else ./servermgr.toml."""
+    if explicit is not None:
+        return explicit
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    candidate = cwd / DEFAULT_CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(path: Path | None, *, cwd: Path) -> Config:
+    """Read and validate ``path``; ``None`` gives the defaults rooted at ``cwd``."""
+    if path is None:
+        return parse_config("", source=None, base_dir=cwd)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), None, "is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(str(path), None, "permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror}") from None
+    base = path.resolve().parent
+    return parse_config(text, source=path, base_dir=base)
+
+
+# --- validation ------------------------------------------------------------
+
+_Check = Callable[[str, Any], Any]
+
+
+class _Section:
+    def __init__(self, source: str, name: str, table: Any) -> None:
+        self.source = source
+        self.name = name
+        if not isinstance(table, dict):
+            raise ConfigError(source, name, f"must be a table, not {_tname(table)}")
+        self.table: dict[str, Any] = table
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.table:
+            if key not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise ConfigError(
+                    self.source, f"{self.name}.{key}", f"unknown key (known keys: {known})"
+                )
+
+    def get(self, key: str, check: _Check, default: Any) -> Any:
+        if key not in self.table:
+            return default
+        reason_or_value = check(key, self.table[key])
+        return reason_or_value
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, f"{self.name}.{key}", reason)
+
+
+def _tname(value: Any) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        dict: "a table",
+        list: "an array",
+    }.get(type(value), type(value).__name__)
+
+
+def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
+    """Validate TOML ``text``; errors name ``source``, the key and the reason."""
+    src = str(source) if source else "<defaults>"
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(src, None, f"invalid TOML: {exc}") from None
+
+    sections = {"server", "storage", "node", "exec", "log"}
+    for name in doc:
+        if name not in sections:
+            raise ConfigError(
+                src, name, f"unknown section (known sections: {', '.join(sorted(sections))})"
+            )
+
+    def path_value(sec: _Section) -> _Check:
+        def check(key: str, value: Any) -> Path:
+            if not isinstance(value, str) or not value:
+                raise sec.fail(key, f"must be a non-empty path string, not {_tname(value)}")
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else base_dir / p
+
+        return check
+
+    server = _Section(src, "server", doc.get("server", {}))
+    server.check_keys({"listen", "heartbeat_interval"})
+    host, port = server.get("listen", lambda k, v: _parse_listen(server, k, v), ("127.0.0.1", 9999))
+    interval = server.get(
+        "heartbeat_interval", lambda k, v: _number(server, k, v, 0.05, 3600.0), 5.0
+    )
+
+    storage = _Section(src, "storage", doc.get("storage", {}))
+    storage.check_keys({"data_dir", "sqlite_path", "redis_url"})
+    data_dir = storage.get("data_dir", path_value(storage), base_dir / "data")
+    sqlite_path = storage.get(
+        "sqlite_path", path_value(storage), data_dir / "server_manager.db"
+    )
+    redis_url = storage.get("redis_url", lambda k, v: _parse_redis(storage, k, v), None)
+
+    node = _Section(src, "node", doc.get("node", {}))
+    node.check_keys({"core_addr", "register_token", "hostname", "data_dir", "labels"})
+    core_addr = node.get("core_addr", lambda k, v: _parse_core_addr(node, k, v), None)
+    token = node.get("register_token", lambda k, v: _string(node, k, v), None)
+    hostname = node.get("hostname", lambda k, v: _parse_hostname(node, k, v), None)
+    node_dir = node.get("data_dir", path_value(node), base_dir / "node-data")
+    labels = node.get("labels", lambda k, v: _parse_labels(node, k, v), {})
+
+    ex = _Section(src, "exec", doc.get("exec", {}))
+    ex.check_keys({"enabled", "allow", "run_as", "max_timeout", "max_concurrent"})
+    exec_cfg = ExecConfig(
+        enabled=ex.get("enabled", lambda k, v: _bool(ex, k, v), True),
+        allow=ex.get("allow", lambda k, v: _string_list(ex, k, v), ()),
+        run_as=ex.get("run_as", lambda k, v: _string(ex, k, v), None),
+        max_timeout=ex.get("max_timeout", lambda k, v: _number(ex, k, v, 0.1, 7 * 86400.0), None),
+        max_concurrent=int(ex.get("max_concurrent", lambda k, v: _integer(ex, k, v, 1, 1024), 8)),
+    )
+
+    log = _Section(src, "log", doc.get("log", {}))
+    log.check_keys({"level"})
+    level = log.get("level", lambda k, v: _choice(log, k, v, LOG_LEVELS), "info")
+
+    return Config(
+        path=source,
+        server=ServerConfig(listen_host=host, listen_port=port, heartbeat_interval=interval),
+        storage=StorageConfig(data_dir=data_dir, sqlite_path=sqlite_path, redis_url=redis_url),
+        node=NodeConfig(
+            core_addr=core_addr,
+            register_token=token,
+            hostname=hostname,
+            data_dir=node_dir,
+            labels=labels,
+        ),
+        exec=exec_cfg,
+        log_level=level,
+    )
+
+
+def _string(sec: _Section, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise sec.fail(key, f"must be a non-empty string, not {_tname(value)}")
+    return value
+
+
+def _bool(sec: _Section, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise sec.fail(key, f"must be true or false, not {_tname(value)}")
+    return value
+
+
+def _integer(sec: _Section, key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise sec.fail(key, f"must be a whole number, not {_tname(value)}")
+    if not low <= value <= high:
+        raise sec.fail(key, f"must be between {low} and {high}, not {value}")
+    return value
+
+
+def _string_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise sec.fail(key, "must be an array of non-empty strings")
+    return tuple(value)
+
+
+def _number(sec: _Section, key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise sec.fail(key, f"must be a number, not {_tname(value)}")
+    if not low <= value <= high:
+        raise sec.fail(key, f"must be between {low:g} and {high:g}, not {value:g}")
+    return float(value)
+
+
+def _choice(sec: _Section, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise sec.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
+    return value.lower()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError with a reason."""
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [IPv6]:port")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9999")
+        if ":" in host:
+            raise ValueError("write an IPv6 address in brackets, e.g. [::1]:9999")
+    if not host:
+        raise ValueError("the host part is empty")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, not {port_text!r}")
+    return host, int(port_text)
+
+
+def _parse_listen(sec: _Section, key: str, value: Any) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise sec.fail(key, f"must be a string like \"127.0.0.1:9999\", not {_tname(value)}")
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise sec.fail(key, f"bad address {value!r}: {exc}") from None
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str | None:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in schemes:
+        return f"scheme must be {' or '.join(s + '://' for s in schemes)}"
+    if not parts.hostname:
+        return "no host"
+    del port
+    return None
+
+
+def _parse_core_addr(sec: _Section, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise sec.fail(key, f"must be a URL string like \"ws://127.0.0.1:9999\", not {_tname(value)}")
+    reason = _check_url(value, ("ws", "http"))
+    if reason is None and urlsplit(value).path.strip("/"):
+        reason = "give Core's base address without a path, e.g. ws://core.example:9999"
+    if reason:
+        raise sec.fail(key, f"bad URL {value!r}: {reason}")
+    return value.rstrip("/")
+
+
+def _parse_redis(sec: _Section, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise sec.fail(key, f"must be a URL string like \"redis://127.0.0.1:6379\", not {_tname(value)}")
+    reason = _check_url(value, ("redis", "rediss", "unix"))
+    if reason and not (value.startswith("unix://") and len(value) > len("unix://")):
+        raise sec.fail(key, f"bad URL {value!r}: {reason}")
+    return value
+
+
+def _parse_hostname(sec: _Section, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _HOSTNAME.match(value):
+        raise sec.fail(
+            key, f"must be a host name (letters, digits, '.', '-', '_'), not {value!r}"
+        )
+    return value
+
+
+def _parse_labels(sec: _Section, key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise sec.fail(key, f"must be a table of strings, not {_tname(value)}")
+    labels: dict[str, str] = {}
+    for k, v in value.items():
+        if not _LABEL_KEY.match(k):
+            raise sec.fail(f"{key}.{k}", "label names use letters, digits, '.', '-', '_'")
+        if not isinstance(v, str) or not _LABEL_VALUE.match(v):
+            raise sec.fail(
+                f"{key}.{k}", f"label values are strings of letters, digits, '.', '-', '_', '/', not {v!r}"
+            )
+        labels[k] = v
+    return labels

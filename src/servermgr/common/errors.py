@@ -1,0 +1,105 @@
+"""Typed errors shared by every role.
+
+Library code raises these; the CLI turns them into one line and an exit code,
+the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
+
+    ServermgrError                 base; ``exit_code`` for the CLI
+    ├── ConfigError                bad config file, key or value (exit 2)
+    ├── KeyFileError               core key file missing, empty, corrupt, unreadable
+    ├── ProtocolError              a wire message that cannot be accepted
+    ├── StorageError               the database cannot be opened or migrated
+    ├── RegistrationError          Core refused to register a node
+    │   ├── BadTokenError          wrong register token (401)
+    │   └── NameTakenError         hostname already held by another node (409)
+    └── ClientError                a ctl request failed
+        ├── CoreUnreachableError   no answer from Core
+        ├── AuthError              Core refused the key (401)
+        └── ApiError               Core answered with an error document
+            └── NotFoundError      unknown node or job (404)
+"""
+
+from __future__ import annotations
+
+
+class ServermgrError(Exception):
+    """Base of every error servermgr reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ServermgrError):
+    """A config file that cannot be used; names the file, key and reason."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, key: str | None, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"config error: {where}: {reason}")
+
+
+class KeyFileError(ServermgrError):
+    """The core key file exists but cannot be used; it is left untouched."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"core key {path}: {reason}")
+
+
+class ProtocolError(ServermgrError):
+    """A wire message that is not valid; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"protocol error: {reason}")
+
+
+class StorageError(ServermgrError):
+    """The database cannot be opened, migrated or written."""
+
+
+class RegistrationError(ServermgrError):
+    """Core refused to register this node."""
+
+
+class BadTokenError(RegistrationError):
+    """Core rejected the register token."""
+
+
+class NameTakenError(RegistrationError):
+    """The hostname is registered to another node."""
+
+
+class ClientError(ServermgrError):
+    """A request from ctl (or the node's REST calls) failed."""
+
+
+class CoreUnreachableError(ClientError):
+    """Core did not answer at its address."""
+
+
+class AuthError(ClientError):
+    """Core refused the key."""
+
+
+class ApiError(ClientError):
+    """Core answered with an error document."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class NotFoundError(ApiError):
+    """The node or job named does not exist."""

@@ -1,0 +1,264 @@
+"""Wire messages between Core and Node: one JSON object per WebSocket text frame.
+
+Every message has a ``type`` tag. The node's first message is ``hello``, which
+states the protocol version. ``decode`` accepts only what this module
+defines: unknown types, missing, extra or mistyped fields, oversized frames
+and unsupported versions all raise one ``ProtocolError`` with a reason.
+
+Pure logic: no I/O, no clocks, no sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from servermgr.common.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_SAMPLES_PER_HEARTBEAT = 500
+MAX_CHUNK_BYTES = 64 * 1024
+
+# Bounded strings and collections keep a hostile peer from making Core hold
+# (or write to SQLite) more than the frame limit already allows per field.
+Name = Annotated[str, Meta(min_length=1, max_length=253)]
+ShortText = Annotated[str, Meta(max_length=1024)]
+LongText = Annotated[str, Meta(max_length=64 * 1024)]
+JobId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+NodeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+LabelKey = Annotated[str, Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")]
+LabelValue = Annotated[str, Meta(max_length=253, pattern=r"^[A-Za-z0-9_./-]*$")]
+Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=64)]
+NonNeg = Annotated[float, Meta(ge=0)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+
+
+class _Msg(Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=False):
+    """Base of every wire message."""
+
+
+# --- metrics ---------------------------------------------------------------
+
+
+class SystemInfo(Struct, forbid_unknown_fields=True):
+    """Static facts about a node, sent once in ``hello``."""
+
+    os: ShortText | None
+    kernel: ShortText | None
+    arch: ShortText | None
+    cpu_model: ShortText | None
+    cpu_count: NonNegInt | None
+    mem_total: NonNegInt | None
+    boot_time: NonNeg | None
+
+
+class DiskUsage(Struct, forbid_unknown_fields=True):
+    mount: ShortText
+    fstype: ShortText
+    total: NonNegInt
+    used: NonNegInt
+    percent: Percent
+
+
+class NetRate(Struct, forbid_unknown_fields=True):
+    name: ShortText
+    rx_bps: NonNeg | None
+    tx_bps: NonNeg | None
+
+
+class Sample(Struct, forbid_unknown_fields=True):
+    """One metrics sample. A value that is unknown is ``None``, never a guess."""
+
+    ts: NonNeg
+    cpu_percent: Percent | None
+    cpu_per_core: Annotated[list[Percent], Meta(max_length=4096)]
+    load1: NonNeg | None
+    load5: NonNeg | None
+    load15: NonNeg | None
+    mem_total: NonNegInt | None
+    mem_used: NonNegInt | None
+    mem_available: NonNegInt | None
+    mem_percent: Percent | None
+    swap_total: NonNegInt | None
+    swap_used: NonNegInt | None
+    swap_percent: Percent | None
+    disks: Annotated[list[DiskUsage], Meta(max_length=256)]
+    disk_read_bps: NonNeg | None
+    disk_write_bps: NonNeg | None
+    net_rx_bps: NonNeg | None
+    net_tx_bps: NonNeg | None
+    nets: Annotated[list[NetRate], Meta(max_length=256)]
+    uptime: NonNeg | None
+    procs: NonNegInt | None
+
+
+# --- node -> core ----------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello"):
+    protocol: int
+    node_id: NodeId
+    hostname: Name
+    agent_version: Annotated[str, Meta(max_length=64)]
+    info: SystemInfo
+    labels: Labels = {}
+
+
+class Heartbeat(_Msg, tag="heartbeat"):
+    """``seq`` numbers heartbeats per agent run; ``samples`` is oldest first.
+
+    Usually one sample; after a disconnection the node sends what it buffered.
+    """
+
+    seq: NonNegInt
+    samples: Annotated[list[Sample], Meta(min_length=1, max_length=MAX_SAMPLES_PER_HEARTBEAT)]
+
+
+class JobOutput(_Msg, tag="job.output"):
+    """A chunk of a job's output; ``offset`` is its byte position in the stream.
+
+    Offsets make re-sent chunks idempotent: Core keeps a byte once.
+    """
+
+    job_id: JobId
+    stream: Literal["stdout", "stderr"]
+    offset: NonNegInt
+    chunk: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
+
+
+JobOutcome = Literal["succeeded", "failed", "timed_out", "cancelled", "refused", "error"]
+
+
+class JobResult(_Msg, tag="job.result"):
+    job_id: JobId
+    outcome: JobOutcome
+    exit_code: int | None
+    signal: int | None
+    error: LongText | None
+    duration: NonNeg
+    stdout_bytes: NonNegInt
+    stderr_bytes: NonNegInt
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+# --- core -> node ----------------------------------------------------------
+
+
+class Welcome(_Msg, tag="welcome"):
+    node_id: NodeId
+    heartbeat_interval: Annotated[float, Meta(gt=0)]
+    server_time: NonNeg
+
+
+class HeartbeatAck(_Msg, tag="heartbeat.ack"):
+    """Every sample up to ``seq`` is stored; the node may drop them."""
+
+    seq: NonNegInt
+
+
+class ServiceAction(Struct, forbid_unknown_fields=True):
+    action: Literal["status", "start", "stop", "restart", "reload", "enable", "disable"]
+    unit: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class JobRun(_Msg, tag="job.run"):
+    """Run ``command`` with ``/bin/sh -c``, or a service action (exactly one)."""
+
+    job_id: JobId
+    command: LongText | None
+    service: ServiceAction | None
+    timeout: Annotated[float, Meta(gt=0)]
+    output_cap: NonNegInt
+    env: Annotated[dict[ShortText, LongText], Meta(max_length=256)] = {}
+    cwd: ShortText | None = None
+
+
+class JobAck(_Msg, tag="job.ack"):
+    job_id: JobId
+
+
+class JobCancel(_Msg, tag="job.cancel"):
+    job_id: JobId
+
+
+# --- either way ------------------------------------------------------------
+
+
+class Error(_Msg, tag="error"):
+    code: Annotated[str, Meta(max_length=64)]
+    message: LongText
+
+
+NodeMessage = Hello | Heartbeat | JobOutput | JobResult | Error
+CoreMessage = Welcome | HeartbeatAck | JobRun | JobAck | JobCancel | Error
+Message = Hello | Heartbeat | JobOutput | JobResult | Welcome | HeartbeatAck | JobRun | JobAck | JobCancel | Error
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
+_node_decoder: msgspec.json.Decoder[NodeMessage] = msgspec.json.Decoder(NodeMessage)
+_core_decoder: msgspec.json.Decoder[CoreMessage] = msgspec.json.Decoder(CoreMessage)
+
+
+def encode(msg: Message) -> str:
+    """The JSON text of ``msg``."""
+    return _encoder.encode(msg).decode()
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int) -> Any:
+    if not isinstance(text, (str, bytes)):
+        raise ProtocolError(f"frame must be text, not {type(text).__name__}")
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > max_size:
+        raise ProtocolError(f"frame of {size} bytes is over the limit of {max_size}")
+    try:
+        msg = decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(_reason(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}") from None
+    except UnicodeError as exc:
+        raise ProtocolError(f"invalid text: {exc.reason}") from None
+    if isinstance(msg, Hello) and msg.protocol not in SUPPORTED_VERSIONS:
+        supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+        raise ProtocolError(
+            f"unsupported protocol version {msg.protocol} (this side speaks {supported})"
+        )
+    return msg
+
+
+def _reason(text: str) -> str:
+    if text.startswith("Invalid value") and "`$.type`" in text:
+        return "unknown message type: " + text
+    if "Object missing required field `type`" in text:
+        return "message has no `type`"
+    return text
+
+
+def decode(text: str | bytes, *, max_size: int = MAX_FRAME_BYTES) -> Message:
+    """Parse and validate one frame of either direction."""
+    result: Message = _decode(_decoder, text, max_size)
+    return result
+
+
+def decode_from_node(text: str | bytes, *, max_size: int = MAX_FRAME_BYTES) -> NodeMessage:
+    """Parse a frame Core received: only node -> core messages are accepted."""
+    result: NodeMessage = _decode(_node_decoder, text, max_size)
+    return result
+
+
+def decode_from_core(text: str | bytes, *, max_size: int = MAX_FRAME_BYTES) -> CoreMessage:
+    """Parse a frame a node received: only core -> node messages are accepted."""
+    result: CoreMessage = _decode(_core_decoder, text, max_size)
+    return result
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every message, for docs and other implementations."""
+    schema: dict[str, Any] = msgspec.json.schema(Message)
+    return schema
