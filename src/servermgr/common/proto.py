@@ -233,8 +233,9 @@ def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int
 
 
 def _reason(text: str) -> str:
-    if text.startswith("Invalid value") and "`$.type`" in text:
-        return "unknown message type: " + text
+    if text.startswith("Invalid value ") and text.endswith("`$.type`"):
+        value = text[len("Invalid value "):].rsplit(" - at ", 1)[0]
+        return f"unknown message type {value}"
     if "Object missing required field `type`" in text:
         return "message has no `type`"
     return text

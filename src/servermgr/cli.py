@@ -1,0 +1,286 @@
+"""The ``servermgr`` command line: a thin edge over the roles.
+
+Library code raises typed errors (common/errors.py); ``main`` turns them into
+one line on stderr and an exit code. Heavy modules (trio, httpx, rich,
+hypercorn) are imported inside commands so ``--help`` and ``ctl`` start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from servermgr import __version__
+
+if TYPE_CHECKING:
+    from servermgr.common.config import Config
+    from servermgr.ctl.client import Client
+
+
+class _NodeGroup(TyperGroup):
+    """``ctl node NAME`` shows a node; ``ctl node remove NAME`` removes one."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    name="servermgr",
+    help="A lightweight manager for a fleet of Linux servers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+core_app = typer.Typer(help="Run Core: registration, node gateway, REST API, history.",
+                       no_args_is_help=True)
+node_app = typer.Typer(help="Run the node agent.", no_args_is_help=True)
+key_app = typer.Typer(help="The core key that nodes and operators authenticate with.",
+                      no_args_is_help=True)
+ctl_app = typer.Typer(help="Operate the fleet through Core's API.", no_args_is_help=True)
+ctl_node_app = typer.Typer(cls=_NodeGroup, help="Show or remove one node.",
+                           no_args_is_help=True)
+app.add_typer(core_app, name="core")
+app.add_typer(node_app, name="node")
+app.add_typer(key_app, name="key")
+app.add_typer(ctl_app, name="ctl")
+ctl_app.add_typer(ctl_node_app, name="node")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $SERVERMGR_CONFIG, else "
+                 "./servermgr.toml if present, else built-in defaults).",
+                 dir_okay=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    sys.stderr.write(f"servermgr: {message}\n")
+    raise typer.Exit(code)
+
+
+def _config(path: Path | None) -> Config:
+    from servermgr.common.config import find_config, load_config
+
+    cwd = Path.cwd()
+    return load_config(find_config(path, os.environ, cwd), cwd=cwd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"servermgr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """A lightweight manager for a fleet of Linux servers."""
+
+
+# --- core / node / up --------------------------------------------------------
+
+
+@core_app.command("serve")
+def core_serve(config: ConfigOpt = None) -> None:
+    """Run Core on [server] listen until SIGINT/SIGTERM."""
+    cfg = _config(config)
+    import trio
+
+    from servermgr.common import logs
+    from servermgr.common.run import stop_on_signals
+    from servermgr.core.app import serve
+
+    logs.setup(cfg.log_level)
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stop_on_signals, stop)
+            await serve(cfg, stop)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+@node_app.command("run")
+def node_run(config: ConfigOpt = None) -> None:
+    """Run the node agent: register, send heartbeats, reconnect forever."""
+    cfg = _config(config)
+    cfg.require_node()
+    import trio
+
+    from servermgr.common import logs
+    from servermgr.common.run import stop_on_signals
+    from servermgr.node.agent import Agent
+
+    logs.setup(cfg.log_level)
+    agent = Agent(cfg)
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stop_on_signals, stop)
+            nursery.start_soon(_run_until, agent.run, stop, nursery.cancel_scope)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+async def _run_until(fn: Any, stop: Any, scope: Any) -> None:
+    await fn()
+    scope.cancel()
+
+
+@app.command("up")
+def up(config: ConfigOpt = None) -> None:
+    """Run Core plus a local node in one process: the quickest way to look around."""
+    cfg = _config(config)
+    from servermgr import up as up_mod
+    from servermgr.common import logs
+
+    logs.setup(cfg.log_level)
+    up_mod.main(cfg)
+
+
+# --- key -----------------------------------------------------------------------
+
+
+@key_app.command("show")
+def key_show(
+    config: ConfigOpt = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Core's data directory (overrides [storage] data_dir).",
+        file_okay=False)] = None,
+) -> None:
+    """Print the core key (created if missing). The first line is the key alone."""
+    from servermgr.common.keyfile import load_or_create_key
+
+    if config is not None and data_dir is not None:
+        _fail("give --config or --data-dir, not both", 2)
+    path = (data_dir / "core.key") if data_dir is not None else _config(config).storage.key_path
+    key = load_or_create_key(path)
+    print(key.value)
+    if key.warning:
+        sys.stderr.write(f"warning: {key.warning}\n")
+    note = "created" if key.created else "stored"
+    sys.stderr.write(f"({note} in {key.path}; use it as node.register_token and SERVERMGR_KEY)\n")
+
+
+# --- ctl -----------------------------------------------------------------------
+
+
+@ctl_app.callback()
+def _ctl(
+    ctx: typer.Context,
+    core: Annotated[str | None, typer.Option(
+        "--core", envvar="SERVERMGR_CORE",
+        help="Core's address, e.g. http://127.0.0.1:9999 [default: from the config's "
+        "[server] listen]")] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", envvar="SERVERMGR_KEY", show_envvar=True,
+        help="The core key [default: read from the local Core's data_dir]")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Operate the fleet through Core's API (--core/--key or SERVERMGR_CORE/SERVERMGR_KEY)."""
+    ctx.obj = (core, key, config)
+
+
+def _client(ctx: typer.Context) -> Client:
+    from servermgr.ctl.client import Client, resolve
+
+    core, key, config = ctx.obj
+    base, secret = resolve(core, key, lambda: _config(config))
+    return Client(base, secret)
+
+
+@ctl_app.command("nodes")
+def ctl_nodes(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List nodes: status, CPU, memory, disk, network, load, uptime, last seen."""
+    nodes = _client(ctx).nodes()
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(nodes)
+    else:
+        render.print_nodes(nodes)
+
+
+@ctl_node_app.command("show")
+def ctl_node_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Node name or id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one node: static info, disks, interfaces, latest sample."""
+    node = _client(ctx).node(name)
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(node)
+    else:
+        render.print_node(node)
+
+
+@ctl_node_app.command("remove")
+def ctl_node_remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Node name or id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a node and its history; its name can then be registered again."""
+    result = _client(ctx).remove_node(name)
+    if json_out:
+        from servermgr.ctl import render
+
+        render.print_json(result)
+    else:
+        print(f"removed {result['name']} ({result['removed']})")
+
+
+@ctl_app.command("metrics")
+def ctl_metrics(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Node name or id.")],
+    since: Annotated[str, typer.Option(help="Start: a duration ago (10m, 1h, 7d) or unix "
+                                       "seconds.")] = "1h",
+    until: Annotated[str | None, typer.Option(help="End (default: now).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """A node's metrics over time, with sparklines."""
+    doc = _client(ctx).metrics(name, since=since, until=until)
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(doc["samples"])
+    else:
+        render.print_metrics(doc)
+
+
+def main() -> None:
+    """Entry point: typed errors become one line and an exit code."""
+    from servermgr.common.errors import ServermgrError
+
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except ServermgrError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"servermgr: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

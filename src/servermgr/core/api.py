@@ -1,0 +1,260 @@
+"""REST routes of Core. Every route but /healthz and /openapi.json needs the core key.
+
+Errors have one shape everywhere: ``{"error": {"code": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from servermgr import __version__
+from servermgr.common import proto, timespec
+from servermgr.common.errors import NameTakenError
+from servermgr.core import openapi
+from servermgr.core.cache import NodeStatus, StatusStore
+from servermgr.core.gateway import CLOSE_REMOVED, Gateway, error_body
+from servermgr.core.openapi import Doc, Param
+from servermgr.core.registry import NodeRegistry
+from servermgr.core.security import tokens_equal
+from servermgr.core.storage import NodeRow
+from servermgr.core.writer import Database
+
+log = logging.getLogger("servermgr.core.api")
+
+MAX_BODY = 64 * 1024
+MAX_POINTS = 10000
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+
+
+class ApiFailure(Exception):
+    """Raised by handlers; becomes the JSON error document."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
+    hostname: proto.Name
+    labels: proto.Labels = {}
+
+
+@dataclass
+class Api:
+    core_key: str
+    registry: NodeRegistry
+    status: StatusStore
+    db: Database
+    gateway: Gateway
+    clock: Callable[[], float]
+
+    # --- helpers --------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiFailure(401, "unauthorized", "missing core key (Authorization: Bearer KEY)")
+        if not tokens_equal(token.strip(), self.core_key):
+            raise ApiFailure(401, "unauthorized", "wrong core key")
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+            raise ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
+        return bytes(data)
+
+    def _node(self, ref: str) -> NodeRow:
+        row = self.registry.by_ref(ref)
+        if row is None:
+            raise ApiFailure(404, "not_found", f"no node named {ref!r} (see: servermgr ctl nodes)")
+        return row
+
+    def node_summary(self, row: NodeRow) -> dict[str, Any]:
+        st = self.status.get(row.id)
+        return _summary(row, st)
+
+    # --- handlers -------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def register(self, request: Request) -> Response:
+        self._authorize(request)
+        raw = await self._body(request)
+        try:
+            body = msgspec.json.decode(raw, type=RegisterBody)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ApiFailure(400, "bad_request", f"bad registration: {exc}") from None
+        if not _HOSTNAME.match(body.hostname):
+            raise ApiFailure(400, "bad_request", f"bad hostname {body.hostname!r}")
+        try:
+            row, credential = await self.registry.register(body.hostname, dict(body.labels))
+        except NameTakenError as exc:
+            raise ApiFailure(409, "name_taken", exc.message) from None
+        log.info("registered node %s as %s", row.name, row.id)
+        return JSONResponse(
+            {"node_id": row.id, "name": row.name, "credential": credential}, status_code=201
+        )
+
+    async def list_nodes(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse([self.node_summary(row) for row in self.registry.all()])
+
+    async def get_node(self, request: Request) -> Response:
+        self._authorize(request)
+        row = self._node(request.path_params["ref"])
+        st = self.status.get(row.id)
+        doc = _summary(row, st)
+        doc["info"] = row.info
+        doc["latest"] = msgspec.to_builtins(st.latest) if st and st.latest else None
+        return JSONResponse(doc)
+
+    async def remove_node(self, request: Request) -> Response:
+        self._authorize(request)
+        row = self._node(request.path_params["ref"])
+        self.gateway.disconnect(row.id, CLOSE_REMOVED, "node removed by an operator")
+        await self.registry.remove(row)
+        self.status.forget(row.id)
+        log.info("removed node %s (%s)", row.name, row.id)
+        return JSONResponse({"removed": row.id, "name": row.name})
+
+    async def metrics(self, request: Request) -> Response:
+        self._authorize(request)
+        row = self._node(request.path_params["ref"])
+        now = self.clock()
+        q = request.query_params
+        try:
+            since = timespec.parse_time(q.get("since", "1h"), now=now)
+            until = timespec.parse_time(q["until"], now=now) if "until" in q else now
+            limit = int(q.get("limit", str(MAX_POINTS)))
+        except ValueError as exc:
+            raise ApiFailure(400, "bad_request", str(exc)) from None
+        if not 1 <= limit <= MAX_POINTS:
+            raise ApiFailure(400, "bad_request", f"limit must be 1..{MAX_POINTS}")
+        rows = await self.db.read(self.db.storage.query_metrics, row.seq, since, until, limit)
+        return JSONResponse(
+            {"node_id": row.id, "name": row.name, "since": since, "until": until, "samples": rows}
+        )
+
+    async def openapi_doc(self, request: Request) -> Response:
+        return JSONResponse(openapi.build(self.route_docs()))
+
+    # --- table ----------------------------------------------------------
+
+    def route_table(self) -> list[tuple[str, str, Callable[[Request], Awaitable[Response]], Doc]]:
+        ref = Param("ref", "path", "node name or id")
+        node_schema = {"$ref": "#/components/schemas/Node"}
+        return [
+            ("GET", "/healthz", self.healthz, Doc("Liveness probe", auth="none")),
+            ("GET", "/openapi.json", self.openapi_doc, Doc("This document", auth="none")),
+            (
+                "POST", "/api/v1/register", self.register,
+                Doc(
+                    "Register a node with the core key; returns its id and credential",
+                    body=msgspec.json.schema(RegisterBody), ok=201,
+                ),
+            ),
+            ("GET", "/api/v1/nodes", self.list_nodes,
+             Doc("List nodes with status and latest sample",
+                 result={"type": "array", "items": node_schema})),
+            ("GET", "/api/v1/nodes/{ref}", self.get_node,
+             Doc("One node: static info and latest sample", params=(ref,))),
+            ("DELETE", "/api/v1/nodes/{ref}", self.remove_node,
+             Doc("Remove a node and its history; frees its name", params=(ref,))),
+            ("GET", "/api/v1/nodes/{ref}/metrics", self.metrics,
+             Doc("Raw metrics of a node for a time range", params=(
+                 ref,
+                 Param("since", "query", "start: duration ago (10m, 1h, 7d) or unix seconds"),
+                 Param("until", "query", "end: duration ago or unix seconds (default now)"),
+                 Param("limit", "query", "at most this many samples (newest kept)",
+                       {"type": "integer", "minimum": 1, "maximum": MAX_POINTS}),
+             ))),
+        ]
+
+    def route_docs(self) -> list[tuple[str, str, Doc]]:
+        docs = [(m, p, d) for m, p, _, d in self.route_table()]
+        docs.append(("GET", "/api/v1/node/ws", Doc(
+            "Node WebSocket (hello, heartbeats, jobs)", auth="node_credential", websocket=True)))
+        return docs
+
+    def routes(self) -> list[BaseRoute]:
+        out: list[BaseRoute] = [
+            Route(path, _wrap(handler), methods=[method])
+            for method, path, handler, _ in self.route_table()
+        ]
+        out.append(WebSocketRoute("/api/v1/node/ws", self.gateway.endpoint))
+        return out
+
+
+def _wrap(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiFailure as exc:
+            return error_response(exc.status, exc.code, exc.message)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+def _summary(row: NodeRow, st: NodeStatus | None) -> dict[str, Any]:
+    s = st.latest if st else None
+    disk = max((d.percent for d in s.disks), default=None) if s else None
+    return {
+        "id": row.id,
+        "name": row.name,
+        "status": "online" if st and st.online else "offline",
+        "labels": row.labels,
+        "first_seen": row.first_seen,
+        "last_seen": st.last_seen if st and st.last_seen else row.last_seen,
+        "connected_at": st.connected_at if st else None,
+        "agent_version": row.agent_version,
+        "sample_ts": s.ts if s else None,
+        "cpu_percent": s.cpu_percent if s else None,
+        "mem_percent": s.mem_percent if s else None,
+        "disk_percent": disk,
+        "net_rx_bps": s.net_rx_bps if s else None,
+        "net_tx_bps": s.net_tx_bps if s else None,
+        "load1": s.load1 if s else None,
+        "uptime": s.uptime if s else None,
+        "procs": s.procs if s else None,
+    }
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in the one error shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 404:
+        message = f"no route {request.url.path}"
+    return error_response(exc.status_code, code, message)
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error (see Core's log)")

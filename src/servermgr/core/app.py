@@ -1,0 +1,140 @@
+"""Core: assembles the ASGI app and runs its task tree.
+
+    serve()
+    ├── MetricsWriter.serve        the single SQLite writer (batches)
+    └── hypercorn serve            REST + node WebSocket on one port
+
+Shutdown (``stop`` set, e.g. by SIGTERM): nodes are told (close 1001), the
+HTTP server stops, then the writer flushes what it holds and the database is
+closed. Nothing buffered is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from servermgr.common import proto
+from servermgr.common.config import Config
+from servermgr.core import api as api_mod
+from servermgr.core.cache import MemoryBus, MemoryStatus
+from servermgr.core.gateway import Gateway, GatewayConfig
+from servermgr.core.registry import NodeRegistry
+from servermgr.core.security import CoreKey, load_or_create_key
+from servermgr.core.storage import Storage
+from servermgr.core.writer import Database, MetricsWriter
+
+log = logging.getLogger("servermgr.core")
+
+
+@dataclass
+class Core:
+    """The running parts of one Core process, for callers and tests."""
+
+    config: Config
+    key: CoreKey
+    db: Database
+    registry: NodeRegistry
+    status: MemoryStatus
+    bus: MemoryBus
+    writer: MetricsWriter
+    gateway: Gateway
+    api: api_mod.Api
+    app: Starlette
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        host = self.config.server.listen_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+
+def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[], float]) -> Core:
+    db = Database(storage)
+    registry = NodeRegistry(db, clock=clock)
+    status = MemoryStatus()
+    bus = MemoryBus()
+    writer = MetricsWriter(db)
+    gateway = Gateway(
+        GatewayConfig(heartbeat_interval=config.server.heartbeat_interval),
+        registry, status, bus, writer, clock=clock,
+    )
+    api = api_mod.Api(key.value, registry, status, db, gateway, clock)
+    app = Starlette(
+        routes=api.routes(),
+        exception_handlers={
+            HTTPException: api_mod.http_error_handler,
+            500: api_mod.server_error_handler,
+        },
+    )
+    return Core(config, key, db, registry, status, bus, writer, gateway, api, app)
+
+
+def hypercorn_config(config: Config) -> HyperConfig:
+    hc = HyperConfig()
+    hc.bind = [config.server.listen]
+    hc.backlog = 4096
+    hc.websocket_max_message_size = proto.MAX_FRAME_BYTES
+    hc.h11_max_incomplete_size = 16 * 1024
+    hc.graceful_timeout = 5.0
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("servermgr.core.http")
+    hc.keep_alive_timeout = 30
+    hc.websocket_ping_interval = None
+    return hc
+
+
+async def serve(
+    config: Config,
+    stop: trio.Event,
+    *,
+    clock: Callable[[], float] = time.time,
+    task_status: trio.TaskStatus[Core] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run Core until ``stop`` is set; reports the running ``Core`` when listening."""
+    key = await trio.to_thread.run_sync(load_or_create_key, config.storage.key_path)
+    if key.warning:
+        log.warning("%s", key.warning)
+    if key.created:
+        log.info("created a new core key in %s", key.path)
+    storage = await trio.to_thread.run_sync(Storage.open, config.storage.sqlite_path)
+    if config.storage.redis_url:
+        log.warning("storage.redis_url is set, but this version keeps status in memory; "
+                    "Redis is not used yet")
+    try:
+        core = build(config, key, storage, clock=clock)
+        await core.registry.load()
+        async with trio.open_nursery() as outer:
+            await outer.start(core.writer.serve)
+            stop_http = trio.Event()
+            async with trio.open_nursery() as inner:
+                bound = await inner.start(
+                    partial(hypercorn_serve, core.app, hypercorn_config(config),
+                            shutdown_trigger=stop_http.wait)
+                )
+                core.port = _port(bound[0]) if bound else 0
+                log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
+                task_status.started(core)
+                await stop.wait()
+                log.info("shutting down: telling %d nodes", len(core.gateway.sessions))
+                await core.gateway.close_all()
+                stop_http.set()
+            core.writer.close()
+        log.info("stored %d samples in %d batches; database closed",
+                 core.writer.samples, core.writer.batches)
+    finally:
+        await trio.to_thread.run_sync(storage.close)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))

@@ -1,0 +1,281 @@
+"""WebSocket gateway: one session per connected node.
+
+A session authenticates the node's credential before accepting (a bad one
+gets a real 401, so the node can tell "rejected" from "Core down"), waits for
+``hello``, answers ``welcome``, then reads messages until the node leaves or
+falls silent for three heartbeat intervals. Outgoing messages go through a
+bounded outbox drained by one sender task per session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import trio
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from servermgr import __version__
+from servermgr.common import proto
+from servermgr.common.errors import NameTakenError, ProtocolError
+from servermgr.core.cache import EventBus, StatusStore
+from servermgr.core.registry import NodeRegistry
+from servermgr.core.storage import NodeRow
+from servermgr.core.writer import Ingest, MetricsWriter
+
+log = logging.getLogger("servermgr.core.gateway")
+
+HELLO_TIMEOUT = 10.0
+MISSED_INTERVALS = 3
+MAX_BAD_MESSAGES = 10
+OUTBOX_SIZE = 256
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_SILENT = 4000
+CLOSE_REPLACED = 4001
+CLOSE_REMOVED = 4004
+CLOSE_NAME_TAKEN = 4009
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+@dataclass
+class GatewayConfig:
+    heartbeat_interval: float
+    max_frame: int = proto.MAX_FRAME_BYTES
+
+
+class NodeSession:
+    """A live connection to one node."""
+
+    def __init__(self, node: NodeRow, ws: WebSocket) -> None:
+        self.node = node
+        self.ws = ws
+        self.cancel_scope = trio.CancelScope()
+        self.close_code = CLOSE_GOING_AWAY
+        self.close_reason = ""
+        self._send, self._recv = trio.open_memory_channel[proto.CoreMessage](OUTBOX_SIZE)
+
+    async def send(self, msg: proto.CoreMessage) -> None:
+        """Queue ``msg`` for the node; waits while the outbox is full."""
+        await self._send.send(msg)
+
+    def send_nowait(self, msg: proto.CoreMessage) -> bool:
+        try:
+            self._send.send_nowait(msg)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """End the session; the handler closes the socket with ``code``."""
+        self.close_code = code
+        self.close_reason = reason
+        self.cancel_scope.cancel()
+
+    async def sender(self) -> None:
+        async with self._recv:
+            async for msg in self._recv:
+                try:
+                    await self.ws.send_text(proto.encode(msg))
+                except (RuntimeError, OSError, WebSocketDisconnect):
+                    self.close(CLOSE_GOING_AWAY, "connection lost while sending")
+                    return
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        registry: NodeRegistry,
+        status: StatusStore,
+        bus: EventBus,
+        writer: MetricsWriter,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.status = status
+        self.bus = bus
+        self.writer = writer
+        self.clock = clock
+        self.sessions: dict[str, NodeSession] = {}
+        self.closing = False
+
+    def disconnect(self, node_id: str, code: int, reason: str) -> None:
+        session = self.sessions.get(node_id)
+        if session is not None:
+            session.close(code, reason)
+
+    async def close_all(self, reason: str = "Core is shutting down") -> None:
+        """Tell every node to go (1001) and wait until their sessions ended."""
+        self.closing = True
+        for session in list(self.sessions.values()):
+            session.close(CLOSE_GOING_AWAY, reason)
+        with trio.move_on_after(5):
+            while self.sessions:
+                await trio.sleep(0.01)
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        """The node WebSocket route."""
+        auth = ws.headers.get("authorization", "")
+        scheme, _, credential = auth.partition(" ")
+        node = self.registry.authenticate(credential.strip()) if scheme.lower() == "bearer" else None
+        if node is None or self.closing:
+            status, body = (
+                (503, error_body("shutting_down", "Core is shutting down"))
+                if self.closing
+                else (401, error_body("unauthorized", "unknown or revoked node credential"))
+            )
+            await ws.send_denial_response(JSONResponse(body, status_code=status))
+            return
+        await ws.accept()
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else None
+        try:
+            hello = await self._receive_hello(ws, node)
+        except (ProtocolError, _Closed) as exc:
+            log.info("node %s (%s): handshake failed: %s", node.name, peer, exc)
+            await _close(ws, CLOSE_POLICY, str(exc)[:120])
+            return
+        except trio.TooSlowError:
+            await _close(ws, CLOSE_POLICY, "no hello within 10 s")
+            return
+        try:
+            node = await self.registry.update_hello(
+                node, hello.hostname, dict(hello.labels), msgspec.to_builtins(hello.info),
+                hello.agent_version,
+            )
+        except NameTakenError as exc:
+            await _send_error(ws, "name_taken", exc.message)
+            await _close(ws, CLOSE_NAME_TAKEN, "hostname taken")
+            return
+        session = NodeSession(node, ws)
+        old = self.sessions.get(node.id)
+        if old is not None:
+            old.close(CLOSE_REPLACED, "replaced by a newer connection")
+        self.sessions[node.id] = session
+        now = self.clock()
+        self.status.set_online(node.id, now=now, peer=peer)
+        st = self.status.get(node.id)
+        if st is not None:
+            st.info = msgspec.to_builtins(hello.info)
+        log.info("node %s online from %s", node.name, peer)
+        self.bus.publish({"type": "node.online", "node_id": node.id, "name": node.name, "ts": now})
+        try:
+            await session.send(
+                proto.Welcome(
+                    node_id=node.id,
+                    heartbeat_interval=self.config.heartbeat_interval,
+                    server_time=now,
+                )
+            )
+            with session.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(session.sender)
+                    await self._read_loop(session)
+                    nursery.cancel_scope.cancel()
+        finally:
+            if self.sessions.get(node.id) is session:
+                del self.sessions[node.id]
+                self.status.set_offline(node.id)
+                log.info("node %s offline (%s)", node.name, session.close_reason or "disconnected")
+                self.bus.publish(
+                    {"type": "node.offline", "node_id": node.id, "name": node.name,
+                     "ts": self.clock(), "reason": session.close_reason or "disconnected"}
+                )
+            with trio.CancelScope(shield=True):
+                await _close(ws, session.close_code, session.close_reason)
+
+    async def _receive_hello(self, ws: WebSocket, node: NodeRow) -> proto.Hello:
+        with trio.fail_after(HELLO_TIMEOUT):
+            text = await _receive(ws)
+        msg = proto.decode_from_node(text, max_size=self.config.max_frame)
+        if not isinstance(msg, proto.Hello):
+            raise ProtocolError(f"expected hello first, got {type(msg).__name__}")
+        if msg.node_id != node.id:
+            raise ProtocolError("hello names another node id than the credential's")
+        return msg
+
+    async def _read_loop(self, session: NodeSession) -> None:
+        silent_after = self.config.heartbeat_interval * MISSED_INTERVALS + 1.0
+        bad = 0
+        while True:
+            with trio.move_on_after(silent_after) as idle:
+                try:
+                    text = await _receive(session.ws)
+                except _Closed as exc:
+                    session.close_reason = str(exc)
+                    return
+            if idle.cancelled_caught:
+                session.close_code = CLOSE_SILENT
+                session.close_reason = f"silent for {silent_after:g} s"
+                return
+            try:
+                msg = proto.decode_from_node(text, max_size=self.config.max_frame)
+            except ProtocolError as exc:
+                bad += 1
+                log.warning("node %s sent a bad message: %s", session.node.name, exc.reason)
+                session.send_nowait(proto.Error(code="bad_message", message=exc.reason[:1000]))
+                if bad >= MAX_BAD_MESSAGES:
+                    session.close_code = CLOSE_POLICY
+                    session.close_reason = "too many bad messages"
+                    return
+                continue
+            await self._dispatch(session, msg)
+
+    async def _dispatch(self, session: NodeSession, msg: proto.NodeMessage) -> None:
+        node = session.node
+        if isinstance(msg, proto.Heartbeat):
+            now = self.clock()
+            for sample in msg.samples:
+                self.status.update_sample(node.id, sample, now=now)
+            seq = msg.seq
+
+            def ack() -> None:
+                session.send_nowait(proto.HeartbeatAck(seq=seq))
+
+            await self.writer.submit(Ingest(node.seq, msg.samples, now, ack))
+        elif isinstance(msg, proto.Error):
+            log.warning("node %s reports %s: %s", node.name, msg.code, msg.message[:200])
+        elif isinstance(msg, proto.Hello):
+            session.send_nowait(proto.Error(code="bad_message", message="hello was already sent"))
+        else:
+            session.send_nowait(
+                proto.Error(code="unsupported", message=f"{type(msg).__name__} is not handled yet")
+            )
+
+
+class _Closed(Exception):
+    pass
+
+
+async def _receive(ws: WebSocket) -> str | bytes:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise _Closed(f"closed by node (code {message.get('code', 1000)})")
+    data: str | bytes | None = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    return data
+
+
+async def _send_error(ws: WebSocket, code: str, message: str) -> None:
+    try:
+        await ws.send_text(proto.encode(proto.Error(code=code, message=message)))
+    except (RuntimeError, OSError):
+        pass
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        await ws.close(code, reason[:120])
+    except (RuntimeError, OSError):
+        pass

@@ -1,0 +1,94 @@
+"""The fleet's node directory: registration, credentials, removal.
+
+Kept in memory (loaded from SQLite at start) so a connect storm after a Core
+restart authenticates without touching the database; every change is written
+to SQLite at once, not through the batched writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from servermgr.core import security
+from servermgr.core.storage import NodeRow
+from servermgr.core.writer import Database
+
+
+class NodeRegistry:
+    def __init__(self, db: Database, *, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+        self._by_id: dict[str, NodeRow] = {}
+        self._by_name: dict[str, str] = {}
+
+    async def load(self) -> None:
+        rows = await self._db.read(self._db.storage.list_nodes)
+        for row in rows:
+            self._put(row)
+
+    def _put(self, row: NodeRow) -> None:
+        old = self._by_id.get(row.id)
+        if old is not None and self._by_name.get(old.name) == row.id:
+            del self._by_name[old.name]
+        self._by_id[row.id] = row
+        self._by_name[row.name] = row.id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def all(self) -> Iterable[NodeRow]:
+        return sorted(self._by_id.values(), key=lambda r: r.name)
+
+    def by_id(self, node_id: str) -> NodeRow | None:
+        return self._by_id.get(node_id)
+
+    def by_ref(self, ref: str) -> NodeRow | None:
+        """A node by id, else by name."""
+        row = self._by_id.get(ref)
+        if row is None and ref in self._by_name:
+            row = self._by_id.get(self._by_name[ref])
+        return row
+
+    async def register(self, name: str, labels: dict[str, str]) -> tuple[NodeRow, str]:
+        """A new node and its credential; NameTakenError if ``name`` is held."""
+        node_id = security.new_node_id()
+        credential, cred_hash = security.new_credential(node_id)
+        row = await self._db.write(
+            self._db.storage.insert_node, node_id, name, labels, cred_hash, self._clock()
+        )
+        self._put(row)
+        return row, credential
+
+    def authenticate(self, credential: str) -> NodeRow | None:
+        """The node a credential belongs to, compared in constant time."""
+        parts = security.split_credential(credential)
+        if parts is None:
+            return None
+        row = self._by_id.get(parts[0])
+        if row is None:
+            # Still spend the hash so unknown ids cost what known ones do.
+            security.credential_matches(parts[1], "0" * 64)
+            return None
+        return row if security.credential_matches(parts[1], row.cred_hash) else None
+
+    async def update_hello(
+        self, row: NodeRow, name: str, labels: dict[str, str], info: dict[str, Any],
+        agent_version: str,
+    ) -> NodeRow:
+        await self._db.write(
+            self._db.storage.update_node_hello, row.id, name, labels, info, agent_version,
+            self._clock(),
+        )
+        fresh = await self._db.read(self._db.storage.node_by_id, row.id)
+        if fresh is not None:
+            self._put(fresh)
+            return fresh
+        return row
+
+    async def remove(self, row: NodeRow) -> bool:
+        removed = await self._db.write(self._db.storage.delete_node, row.id)
+        self._by_id.pop(row.id, None)
+        if self._by_name.get(row.name) == row.id:
+            del self._by_name[row.name]
+        return removed

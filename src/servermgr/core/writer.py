@@ -1,0 +1,113 @@
+"""The single SQLite writer and the thread plumbing around Storage.
+
+``Database`` runs Storage calls in worker threads: writes one at a time
+(one writer connection, ``CapacityLimiter(1)``), reads concurrently.
+``MetricsWriter`` batches heartbeats: whatever arrives while one transaction
+commits goes into the next, so the write rate is bounded by batches, not by
+heartbeats. After a batch commits it calls each item's ``on_stored`` (the
+gateway acks the node then, so a node only drops samples that are on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import trio
+
+from servermgr.common import proto
+from servermgr.core.storage import Storage
+
+log = logging.getLogger("servermgr.core.writer")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """Storage reached from trio: serialized writes, concurrent reads."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._write_limiter = trio.CapacityLimiter(1)
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def call() -> T:
+            return fn(*args, **kwargs)
+
+        return await trio.to_thread.run_sync(call, limiter=self._write_limiter)
+
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def call() -> T:
+            return fn(*args, **kwargs)
+
+        return await trio.to_thread.run_sync(call)
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """Samples of one heartbeat; ``on_stored`` runs after they are committed."""
+
+    node_seq: int
+    samples: Sequence[proto.Sample]
+    seen: float
+    on_stored: Callable[[], None] | None = None
+
+
+class MetricsWriter:
+    """One task that turns a stream of heartbeats into few transactions."""
+
+    def __init__(self, db: Database, *, max_batch: int = 20000, buffer: int = 50000) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._send, self._recv = trio.open_memory_channel[Ingest](buffer)
+        self.batches = 0
+        self.samples = 0
+
+    async def submit(self, item: Ingest) -> None:
+        """Queue ``item``; waits (backpressure) when the writer is far behind."""
+        await self._send.send(item)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write batches until ``close()``; then flush what is queued and return."""
+        task_status.started()
+        async with self._recv:
+            while True:
+                try:
+                    first = await self._recv.receive()
+                except trio.EndOfChannel:
+                    return
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[Ingest]) -> None:
+        rows = [(item.node_seq, s) for item in batch for s in item.samples]
+        seen: dict[int, float] = {}
+        for item in batch:
+            seen[item.node_seq] = max(item.seen, seen.get(item.node_seq, 0.0))
+        # Shielded: a batch that began committing finishes, even at shutdown.
+        with trio.CancelScope(shield=True):
+            try:
+                await self._db.write(self._db.storage.write_batch, rows, seen)
+            except sqlite3.Error as exc:
+                # Not acked, so the nodes keep these samples and send them again.
+                log.error("could not store %d samples (%s); nodes will re-send them",
+                          len(rows), exc)
+                return
+        self.batches += 1
+        self.samples += len(rows)
+        for item in batch:
+            if item.on_stored is not None:
+                item.on_stored()
+
+    def close(self) -> None:
+        """Stop accepting; ``serve`` returns once everything queued is written."""
+        self._send.close()

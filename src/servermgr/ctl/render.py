@@ -1,0 +1,210 @@
+"""Rich renderables for ctl, built in one place and printed by commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def console(file: Any = None) -> Console:
+    return Console(file=file or sys.stdout, highlight=False)
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
+        if abs(value) < 1000:
+            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB/s"
+
+
+def fmt_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {s}s"
+    return f"{s}s"
+
+
+def fmt_ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    return "now" if now - ts < 1 else f"{fmt_duration(now - ts)} ago"
+
+
+def sparkline(values: list[float | None], width: int = 30) -> str:
+    """Values scaled between their min and max into block characters."""
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[int(i * step)] for i in range(width)]
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    span = (hi - lo) or 1.0
+    return "".join(
+        " " if v is None else SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))]
+        for v in values
+    )
+
+
+def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col, justify in (
+        ("NAME", "left"), ("STATUS", "left"), ("CPU", "right"), ("MEM", "right"),
+        ("DISK", "right"), ("RX", "right"), ("TX", "right"), ("LOAD", "right"),
+        ("UPTIME", "right"), ("LAST SEEN", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for n in nodes:
+        online = n["status"] == "online"
+        style = "" if online else "dim"
+        table.add_row(
+            Text(n["name"], style="bold" if online else "dim"),
+            Text("● online" if online else "○ offline", style="green" if online else "red"),
+            fmt_pct(n.get("cpu_percent")),
+            fmt_pct(n.get("mem_percent")),
+            fmt_pct(n.get("disk_percent")),
+            fmt_rate(n.get("net_rx_bps")),
+            fmt_rate(n.get("net_tx_bps")),
+            "-" if n.get("load1") is None else f"{n['load1']:.2f}",
+            fmt_duration(n.get("uptime")),
+            fmt_ago(n.get("last_seen"), now),
+            style=style,
+        )
+    return table
+
+
+def print_nodes(nodes: list[dict[str, Any]]) -> None:
+    c = console()
+    if not nodes:
+        c.print("no nodes yet: start one with `servermgr node run --config node.toml`")
+        return
+    online = sum(1 for n in nodes if n["status"] == "online")
+    c.print(nodes_table(nodes, now=time.time()))
+    c.print(Text(f"\n{online}/{len(nodes)} online", style="dim"))
+
+
+def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
+    info = node.get("info") or {}
+    latest = node.get("latest") or {}
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    rows = [
+        ("name", node["name"]),
+        ("id", node["id"]),
+        ("status", node["status"]),
+        ("labels", ", ".join(f"{k}={v}" for k, v in node.get("labels", {}).items()) or "-"),
+        ("last seen", fmt_ago(node.get("last_seen"), now)),
+        ("agent", node.get("agent_version") or "-"),
+        ("os", info.get("os") or "-"),
+        ("kernel", info.get("kernel") or "-"),
+        ("arch", info.get("arch") or "-"),
+        ("cpu", f"{info.get('cpu_model') or '-'} ({info.get('cpu_count') or '?'} cores)"),
+        ("memory", fmt_bytes(info.get("mem_total"))),
+        ("uptime", fmt_duration(latest.get("uptime"))),
+        ("cpu now", fmt_pct(latest.get("cpu_percent"))),
+        ("memory now", f"{fmt_pct(latest.get('mem_percent'))} of {fmt_bytes(latest.get('mem_total'))}"),
+        ("swap", fmt_pct(latest.get("swap_percent"))),
+        ("load", " ".join("-" if latest.get(k) is None else f"{latest[k]:.2f}"
+                          for k in ("load1", "load5", "load15"))),
+        ("processes", str(latest.get("procs") or "-")),
+    ]
+    for k, v in rows:
+        head.add_row(k, v)
+    parts: list[RenderableType] = [head]
+    if latest.get("disks"):
+        disks = Table(title="disks", title_justify="left", box=None, header_style="bold")
+        for col in ("MOUNT", "FS", "USED", "SIZE", "USE%"):
+            disks.add_column(col, justify="left" if col in ("MOUNT", "FS") else "right")
+        for d in latest["disks"]:
+            disks.add_row(d["mount"], d["fstype"], fmt_bytes(d["used"]), fmt_bytes(d["total"]),
+                          fmt_pct(d["percent"]))
+        parts += [Text(""), disks]
+    if latest.get("nets"):
+        nets = Table(title="network", title_justify="left", box=None, header_style="bold")
+        for col in ("INTERFACE", "RX", "TX"):
+            nets.add_column(col, justify="left" if col == "INTERFACE" else "right")
+        for n in latest["nets"]:
+            nets.add_row(n["name"], fmt_rate(n["rx_bps"]), fmt_rate(n["tx_bps"]))
+        parts += [Text(""), nets]
+    return Group(*parts)
+
+
+def print_node(node: dict[str, Any]) -> None:
+    console().print(node_detail(node, now=time.time()))
+
+
+METRIC_ROWS = (
+    ("cpu", "CPU %", fmt_pct),
+    ("mem_percent", "memory %", fmt_pct),
+    ("disk_percent", "disk %", fmt_pct),
+    ("load1", "load 1m", lambda v: "-" if v is None else f"{v:.2f}"),
+    ("net_rx_bps", "net rx", fmt_rate),
+    ("net_tx_bps", "net tx", fmt_rate),
+    ("disk_read_bps", "disk read", fmt_rate),
+    ("disk_write_bps", "disk write", fmt_rate),
+)
+
+
+def metrics_table(doc: dict[str, Any]) -> RenderableType:
+    samples = doc["samples"]
+    if not samples:
+        return Text(f"no samples for {doc['name']} in this range")
+    table = Table(box=None, header_style="bold")
+    for col, justify in (("METRIC", "left"), ("MIN", "right"), ("AVG", "right"),
+                         ("MAX", "right"), ("LAST", "right"), ("HISTORY", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for key, label, fmt in METRIC_ROWS:
+        values = [s.get(key) for s in samples]
+        known = [v for v in values if v is not None]
+        if not known:
+            table.add_row(label, "-", "-", "-", "-", "")
+            continue
+        table.add_row(label, fmt(min(known)), fmt(sum(known) / len(known)), fmt(max(known)),
+                      fmt(known[-1]), Text(sparkline(values, 40), style="cyan"))
+    first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(samples[0]["ts"]))
+    last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(samples[-1]["ts"]))
+    title = Text(f"{doc['name']}: {len(samples)} samples from {first} to {last}\n", style="bold")
+    return Group(title, table)
+
+
+def print_metrics(doc: dict[str, Any]) -> None:
+    console().print(metrics_table(doc))

@@ -1,0 +1,245 @@
+"""Node agent lifecycle: register, connect, hello, heartbeats, reconnect.
+
+    Agent.run()
+    ├── sampler        one sample per interval, connected or not
+    └── connection loop (forever, with backoff)
+        ├── sender     sends unsent samples as heartbeats
+        └── reader     acks, jobs, errors; notices a silent Core
+
+Samples stay in memory until Core acks them (it acks after they are on
+disk), so a Core outage or a dropped connection loses none: they are sent
+again, oldest first, after the next ``welcome``. The buffer is bounded; when
+it overflows the oldest samples go first and are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
+
+from servermgr import __version__
+from servermgr.common import proto
+from servermgr.common.config import Config
+from servermgr.common.errors import CoreUnreachableError, ProtocolError, RegistrationError
+from servermgr.node import identity as ident
+from servermgr.node import transport
+from servermgr.node.collector import Collector, system_info
+
+log = logging.getLogger("servermgr.node")
+
+WELCOME_TIMEOUT = 10.0
+MISSED_INTERVALS = 3
+MAX_BUFFERED = 2000
+
+
+class Rejected(Exception):
+    """Core refused our credential (it no longer knows this node)."""
+
+
+@dataclass
+class Backlog:
+    """Samples not yet acked: ``inflight`` were sent under a seq, ``unsent`` not yet."""
+
+    limit: int = MAX_BUFFERED
+    inflight: deque[tuple[int, proto.Sample]] = field(default_factory=deque)
+    unsent: deque[proto.Sample] = field(default_factory=deque)
+    seq: int = 0
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.inflight) + len(self.unsent)
+
+    def add(self, sample: proto.Sample) -> None:
+        self.unsent.append(sample)
+        while len(self) > self.limit:
+            if self.inflight:
+                self.inflight.popleft()
+            else:
+                self.unsent.popleft()
+            self.dropped += 1
+
+    def take(self, most: int = proto.MAX_SAMPLES_PER_HEARTBEAT) -> proto.Heartbeat | None:
+        """The next heartbeat to send (samples move to ``inflight``), or None."""
+        if not self.unsent:
+            return None
+        self.seq += 1
+        batch = [self.unsent.popleft() for _ in range(min(most, len(self.unsent)))]
+        self.inflight.extend((self.seq, s) for s in batch)
+        return proto.Heartbeat(seq=self.seq, samples=batch)
+
+    def ack(self, seq: int) -> None:
+        while self.inflight and self.inflight[0][0] <= seq:
+            self.inflight.popleft()
+
+    def requeue(self) -> None:
+        """After a lost connection: what was in flight is sent again, first."""
+        self.unsent.extendleft(s for _, s in reversed(self.inflight))
+        self.inflight.clear()
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        collector: Collector | None = None,
+        clock: Callable[[], float] = time.time,
+        backoff: transport.Backoff | None = None,
+    ) -> None:
+        self.core_addr, self.token = config.require_node()
+        self.config = config
+        self.hostname = config.node.hostname or socket.gethostname()
+        self.labels = dict(config.node.labels)
+        self.data_dir = config.node.data_dir
+        self.collector = collector or Collector(clock=clock)
+        self.clock = clock
+        self.backoff = backoff or transport.Backoff()
+        self.backlog = Backlog()
+        self.interval = config.server.heartbeat_interval
+        self.identity: ident.Identity | None = None
+        self.connected = False
+        self._new_sample = trio.Event()
+        self._state = ""
+
+    def _state_change(self, state: str, level: int = logging.INFO) -> None:
+        """Log a state once, not on every retry."""
+        if state != self._state:
+            self._state = state
+            log.log(level, "%s", state)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; raises RegistrationError when Core refuses this node."""
+        self.identity = ident.load(self.data_dir)
+        self.collector.prime()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sampler)
+            task_status.started()
+            await self._connection_loop()
+            nursery.cancel_scope.cancel()
+
+    async def _sampler(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            self.backlog.add(self.collector.sample())
+            self._new_sample.set()
+
+    async def _ensure_identity(self) -> ident.Identity:
+        if self.identity is None:
+            doc = await transport.register(self.core_addr, self.token, self.hostname, self.labels)
+            self.identity = ident.Identity(doc["node_id"], doc["name"], doc["credential"])
+            await trio.to_thread.run_sync(ident.save, self.data_dir, self.identity)
+            log.info("registered with Core as %s (%s)", self.identity.name, self.identity.node_id)
+        return self.identity
+
+    async def _connection_loop(self) -> None:
+        while True:
+            try:
+                identity = await self._ensure_identity()
+                async with transport.connect(self.core_addr, identity.credential) as ws:
+                    await self._session(ws, identity)
+                reason = "Core closed the connection"
+            except RegistrationError:
+                raise
+            except ConnectionRejected as exc:
+                if exc.status_code == 401:
+                    log.warning("Core no longer knows this node's credential; registering again")
+                    self.identity = None
+                    await trio.to_thread.run_sync(ident.forget, self.data_dir)
+                    continue
+                reason = f"Core refused the connection (HTTP {exc.status_code})"
+            except (CoreUnreachableError, HandshakeError, OSError) as exc:
+                reason = f"Core unreachable at {self.core_addr} ({_why(exc)})"
+            except ConnectionClosed as exc:
+                reason = f"connection lost ({_close_reason(exc)})"
+            except trio.TooSlowError:
+                reason = "Core did not answer in time"
+            except ProtocolError as exc:
+                reason = f"Core sent a bad message: {exc.reason}"
+            finally:
+                if self.connected:
+                    self.connected = False
+                    self.backlog.requeue()
+            delay = self.backoff.next()
+            self._state_change(f"disconnected: {reason}; retrying (next in {delay:.1f} s)",
+                               logging.WARNING)
+            await trio.sleep(delay)
+
+    async def _session(self, ws: WebSocketConnection, identity: ident.Identity) -> None:
+        hello = proto.Hello(
+            protocol=proto.PROTOCOL_VERSION,
+            node_id=identity.node_id,
+            hostname=self.hostname,
+            agent_version=__version__,
+            info=system_info(),
+            labels=self.labels,
+        )
+        await ws.send_message(proto.encode(hello))
+        with trio.fail_after(WELCOME_TIMEOUT):
+            while True:
+                msg = proto.decode_from_core(await ws.get_message())
+                if isinstance(msg, proto.Welcome):
+                    break
+                if isinstance(msg, proto.Error):
+                    raise ProtocolError(f"{msg.code}: {msg.message}")
+        self.interval = msg.heartbeat_interval
+        self.connected = True
+        self.backoff.reset()
+        self._state_change(f"connected to Core at {self.core_addr} as {identity.name}")
+        if self.backlog.dropped:
+            log.warning("%d samples were dropped while disconnected (buffer full)",
+                        self.backlog.dropped)
+            self.backlog.dropped = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sender, ws)
+            await self._reader(ws)
+            nursery.cancel_scope.cancel()
+
+    async def _sender(self, ws: WebSocketConnection) -> None:
+        while True:
+            while (hb := self.backlog.take()) is not None:
+                await ws.send_message(proto.encode(hb))
+            self._new_sample = trio.Event()
+            await self._new_sample.wait()
+
+    async def _reader(self, ws: WebSocketConnection) -> None:
+        while True:
+            silent_after = self.interval * MISSED_INTERVALS + 1.0
+            with trio.move_on_after(silent_after) as idle:
+                text = await ws.get_message()
+            if idle.cancelled_caught:
+                self._state_change(f"Core silent for {silent_after:g} s; reconnecting",
+                                   logging.WARNING)
+                return
+            try:
+                msg = proto.decode_from_core(text)
+            except ProtocolError as exc:
+                log.warning("ignoring a bad message from Core: %s", exc.reason)
+                continue
+            if isinstance(msg, proto.HeartbeatAck):
+                self.backlog.ack(msg.seq)
+            elif isinstance(msg, proto.Error):
+                log.warning("Core reports %s: %s", msg.code, msg.message)
+            else:
+                err = proto.Error(code="unsupported",
+                                  message=f"{type(msg).__name__} is not supported by this agent")
+                await ws.send_message(proto.encode(err))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    r = exc.reason
+    if r is None:
+        return "closed"
+    return f"code {r.code}{': ' + r.reason if r.reason else ''}"

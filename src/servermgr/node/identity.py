@@ -1,0 +1,66 @@
+"""The node's identity on disk: its id and credential, mode 0600."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from servermgr.common.errors import ServermgrError
+
+FILE_NAME = "identity.json"
+
+
+@dataclass(frozen=True)
+class Identity:
+    node_id: str
+    name: str
+    credential: str
+
+    def __repr__(self) -> str:
+        return f"Identity(node_id={self.node_id!r}, name={self.name!r})"
+
+
+class IdentityError(ServermgrError):
+    pass
+
+
+def load(data_dir: Path) -> Identity | None:
+    path = data_dir / FILE_NAME
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IdentityError(f"node identity {path}: cannot read: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+        return Identity(str(doc["node_id"]), str(doc["name"]), str(doc["credential"]))
+    except (ValueError, KeyError, TypeError):
+        raise IdentityError(
+            f"node identity {path} is corrupt; delete it to register this node again"
+        ) from None
+
+
+def save(data_dir: Path, identity: Identity) -> None:
+    """Write atomically (temp file, fsync, rename) at mode 0600."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / FILE_NAME
+    tmp = data_dir / f".{FILE_NAME}.{secrets.token_hex(4)}.tmp"
+    doc = {"node_id": identity.node_id, "name": identity.name, "credential": identity.credential}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, json.dumps(doc).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def forget(data_dir: Path) -> None:
+    try:
+        (data_dir / FILE_NAME).unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,144 @@
+"""Config: the original's keys, defaults, and one clear error per bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servermgr.common.config import find_config, load_config, parse_config
+from servermgr.common.errors import ConfigError
+
+ORIGINAL = """
+[server]
+listen = "127.0.0.1:9999"
+[storage]
+sqlite_path = "./data/server_manager.db"
+redis_url = "redis://127.0.0.1:6379"
+[node]
+core_addr = "ws://127.0.0.1:9999"
+register_token = "abcdef123456"
+hostname = "node-01"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "servermgr.toml"
+    path.write_text(text)
+    return path
+
+
+def test_original_keys_work_as_written(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, ORIGINAL), cwd=Path("/"))
+    assert (cfg.server.listen_host, cfg.server.listen_port) == ("127.0.0.1", 9999)
+    assert cfg.storage.sqlite_path == tmp_path / "data" / "server_manager.db"
+    assert cfg.storage.redis_url == "redis://127.0.0.1:6379"
+    assert cfg.node.core_addr == "ws://127.0.0.1:9999"
+    assert cfg.require_node() == ("ws://127.0.0.1:9999", "abcdef123456")
+    assert cfg.node.hostname == "node-01"
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    cfg = load_config(None, cwd=tmp_path)
+    assert cfg.server.listen == "127.0.0.1:9999"
+    assert cfg.server.heartbeat_interval == 5.0
+    assert cfg.storage.data_dir == tmp_path / "data"
+    assert cfg.storage.key_path == tmp_path / "data" / "core.key"
+    assert cfg.storage.sqlite_path == tmp_path / "data" / "server_manager.db"
+    assert cfg.storage.redis_url is None
+    assert cfg.exec.enabled is True
+    assert cfg.log_level == "info"
+
+
+def test_relative_paths_resolve_from_the_config_directory(tmp_path: Path) -> None:
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    cfg = load_config(write(sub, '[storage]\ndata_dir = "state"\n[node]\ndata_dir = "n"\n'),
+                      cwd=Path("/"))
+    assert cfg.storage.data_dir == sub / "state"
+    assert cfg.storage.sqlite_path == sub / "state" / "server_manager.db"
+    assert cfg.node.data_dir == sub / "n"
+
+
+def test_ipv6_listen() -> None:
+    cfg = parse_config('[server]\nlisten = "[::1]:0"', source=None, base_dir=Path("/"))
+    assert (cfg.server.listen_host, cfg.server.listen_port) == ("::1", 0)
+    assert cfg.server.listen == "[::1]:0"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[server]\nlisten = 42", "server.listen", "must be a string"),
+        ('[server]\nlisten = "localhost"', "server.listen", "expected host:port"),
+        ('[server]\nlisten = "127.0.0.1:99999"', "server.listen", "port must be a number"),
+        ('[server]\nlisten = ":9999"', "server.listen", "host part is empty"),
+        ("[server]\nheartbeat_interval = 0", "server.heartbeat_interval", "between"),
+        ('[server]\nheartbeat_interval = "5"', "server.heartbeat_interval", "must be a number"),
+        ("[server]\nport = 1", "server.port", "unknown key"),
+        ("[servre]\n", "servre", "unknown section"),
+        ('[node]\ncore_addr = "ftp://x"', "node.core_addr", "scheme must be"),
+        ('[node]\ncore_addr = "ws://h:9999/api"', "node.core_addr", "without a path"),
+        ('[node]\ncore_addr = "ws://h:notaport"', "node.core_addr", "bad URL"),
+        ('[storage]\nredis_url = "http://x"', "storage.redis_url", "scheme must be"),
+        ('[node]\nhostname = "bad name!"', "node.hostname", "must be a host name"),
+        ('[node]\nlabels = {role = 3}', "node.labels.role", "label values"),
+        ('[node]\nlabels = "web"', "node.labels", "must be a table"),
+        ("[exec]\nenabled = 1", "exec.enabled", "true or false"),
+        ("[exec]\nallow = 'ls'", "exec.allow", "array"),
+        ("[exec]\nmax_concurrent = 0", "exec.max_concurrent", "between"),
+        ('[log]\nlevel = "loud"', "log.level", "must be one of"),
+        ("server = 1", "server", "must be a table"),
+    ],
+)
+def test_bad_values_name_file_key_and_reason(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, cwd=tmp_path)
+    err = info.value
+    assert err.path == str(path)
+    assert err.key == key
+    assert reason in err.reason
+    assert str(path) in str(err) and key in str(err)
+    assert err.exit_code == 2
+
+
+def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nlisten = "127.0.0.1:9999"\nbroken = \n')
+    with pytest.raises(ConfigError, match="invalid TOML.*line 3"):
+        load_config(path, cwd=tmp_path)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml", cwd=tmp_path)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, cwd=tmp_path)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary, cwd=tmp_path)
+
+
+def test_missing_required_node_keys(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[node]\ncore_addr = "ws://127.0.0.1:1"\n'), cwd=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        cfg.require_node()
+    assert info.value.key == "node.register_token"
+    assert "required" in info.value.reason
+
+
+def test_find_config_order(tmp_path: Path) -> None:
+    explicit = tmp_path / "x.toml"
+    assert find_config(explicit, {"SERVERMGR_CONFIG": "/e.toml"}, tmp_path) == explicit
+    assert find_config(None, {"SERVERMGR_CONFIG": "/e.toml"}, tmp_path) == Path("/e.toml")
+    assert find_config(None, {}, tmp_path) is None
+    write(tmp_path, "")
+    assert find_config(None, {}, tmp_path) == tmp_path / "servermgr.toml"
+
+
+def test_register_token_is_not_in_repr(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, ORIGINAL), cwd=tmp_path)
+    assert "abcdef123456" not in repr(cfg)

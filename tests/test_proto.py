@@ -1,0 +1,149 @@
+"""Wire protocol: round trips, every error case, and fuzzing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from servermgr.common import proto
+from servermgr.common.errors import ProtocolError
+
+
+def sample(ts: float = 1_700_000_000.0) -> proto.Sample:
+    return proto.Sample(
+        ts=ts, cpu_percent=12.5, cpu_per_core=[10.0, 15.0], load1=0.5, load5=0.4, load15=0.3,
+        mem_total=8 << 30, mem_used=2 << 30, mem_available=6 << 30, mem_percent=25.0,
+        swap_total=0, swap_used=0, swap_percent=None,
+        disks=[proto.DiskUsage(mount="/", fstype="ext4", total=100, used=40, percent=40.0)],
+        disk_read_bps=10.0, disk_write_bps=None, net_rx_bps=100.0, net_tx_bps=50.0,
+        nets=[proto.NetRate(name="eth0", rx_bps=100.0, tx_bps=50.0)], uptime=3600.0, procs=120,
+    )
+
+
+INFO = proto.SystemInfo(os="Debian 12", kernel="6.1", arch="x86_64", cpu_model=None,
+                        cpu_count=2, mem_total=8 << 30, boot_time=1.0)
+
+EVERY_MESSAGE: list[proto.Message] = [
+    proto.Hello(protocol=1, node_id="n1", hostname="node-01", agent_version="0.1.0",
+                info=INFO, labels={"role": "web"}),
+    proto.Heartbeat(seq=3, samples=[sample(), sample(1_700_000_005.0)]),
+    proto.JobOutput(job_id="j1", stream="stderr", offset=10, chunk=b"\xff[bold]\n"),
+    proto.JobResult(job_id="j1", outcome="failed", exit_code=3, signal=None, error=None,
+                    duration=0.25, stdout_bytes=3, stderr_bytes=4, stdout_truncated=False,
+                    stderr_truncated=True),
+    proto.Welcome(node_id="n1", heartbeat_interval=5.0, server_time=1_700_000_000.0),
+    proto.HeartbeatAck(seq=3),
+    proto.JobRun(job_id="j1", command="uptime", service=None, timeout=60.0, output_cap=1 << 20),
+    proto.JobRun(job_id="j2", command=None,
+                 service=proto.ServiceAction(action="restart", unit="nginx.service"),
+                 timeout=30.0, output_cap=1024, env={"A": "b"}, cwd="/tmp"),
+    proto.JobAck(job_id="j1"),
+    proto.JobCancel(job_id="j1"),
+    proto.Error(code="bad_message", message="nope"),
+]
+
+
+@pytest.mark.parametrize("msg", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(msg: proto.Message) -> None:
+    text = proto.encode(msg)
+    assert json.loads(text)["type"] == msg.__struct_config__.tag
+    assert proto.decode(text) == msg
+
+
+def test_direction_is_enforced() -> None:
+    welcome = proto.encode(EVERY_MESSAGE[4])
+    with pytest.raises(ProtocolError, match="welcome"):
+        proto.decode_from_node(welcome)
+    hello = proto.encode(EVERY_MESSAGE[0])
+    with pytest.raises(ProtocolError):
+        proto.decode_from_core(hello)
+    assert isinstance(proto.decode_from_node(hello), proto.Hello)
+
+
+def _hello_doc() -> dict[str, object]:
+    doc: dict[str, object] = json.loads(proto.encode(EVERY_MESSAGE[0]))
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "invalid JSON"),
+        ('"a string"', "Expected `object`"),
+        ("{}", "no `type`"),
+        ('{"type": "reboot"}', "unknown message type 'reboot'"),
+        ('{"type": "job.ack"}', "missing required field `job_id`"),
+        ('{"type": "job.ack", "job_id": "j1", "extra": 1}', "unknown field `extra`"),
+        ('{"type": "job.ack", "job_id": 5}', "Expected `str`, got `int`"),
+        ('{"type": "heartbeat", "seq": 1, "samples": []}', "length >= 1"),
+        ('{"type": "job.ack", "job_id": "a b"}', "matching regex"),
+    ],
+)
+def test_invalid_frames_raise_protocol_error(text: str, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        proto.decode(text)
+    assert reason in info.value.reason
+
+
+def test_unsupported_protocol_version() -> None:
+    doc = _hello_doc()
+    doc["protocol"] = 99
+    with pytest.raises(ProtocolError, match="unsupported protocol version 99"):
+        proto.decode(json.dumps(doc))
+
+
+def test_frame_over_size_limit() -> None:
+    msg = proto.Error(code="x", message="a" * 1000)
+    text = proto.encode(msg)
+    assert proto.decode(text, max_size=len(text)) == msg
+    with pytest.raises(ProtocolError, match="over the limit"):
+        proto.decode(text, max_size=len(text) - 1)
+    big = '{"type":"error","code":"x","message":"' + "a" * proto.MAX_FRAME_BYTES + '"}'
+    with pytest.raises(ProtocolError, match="over the limit"):
+        proto.decode(big)
+
+
+def test_binary_chunk_survives_unchanged() -> None:
+    raw = bytes(range(256)) + b"[bold]red[/bold]"
+    msg = proto.JobOutput(job_id="j", stream="stdout", offset=0, chunk=raw)
+    decoded = proto.decode(proto.encode(msg))
+    assert isinstance(decoded, proto.JobOutput)
+    assert decoded.chunk == raw
+
+
+def test_json_schema_names_every_type() -> None:
+    schema = json.dumps(proto.json_schema())
+    for msg in EVERY_MESSAGE:
+        assert f'"{msg.__struct_config__.tag}"' in schema
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary()))
+def test_arbitrary_input_raises_only_protocol_error(text: str | bytes) -> None:
+    try:
+        proto.decode(text)
+    except ProtocolError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([m.__struct_config__.tag for m in EVERY_MESSAGE]),
+       st.dictionaries(st.text(max_size=20), json_values, max_size=6))
+def test_arbitrary_objects_with_known_type_raise_only_protocol_error(
+    tag: str, fields: dict[str, object]
+) -> None:
+    fields["type"] = tag
+    try:
+        proto.decode(json.dumps(fields))
+    except ProtocolError:
+        pass
