@@ -1,0 +1,137 @@
+"""Schema migrations of Core's SQLite database.
+
+The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS`` is an
+ordered list of ``Migration(version, description, apply)``; to change the
+schema, append one with the next version number and never edit one that has
+shipped. Each migration runs in its own ``BEGIN IMMEDIATE`` transaction
+together with the version bump, so a failure leaves the file at the last good
+version, and applying twice is a no-op.
+
+Migrations are raw SQL on purpose: a migration is frozen once released, so it
+must not depend on how a library happens to render DDL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import NamedTuple
+
+from servermgr.common.errors import StorageError
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _v1_nodes_and_metrics(conn: sqlite3.Connection) -> None:
+    # AUTOINCREMENT: a removed node's seq is never reused, so samples of a
+    # removed node still queued in the writer cannot land in a new node's history.
+    conn.execute(
+        """
+        CREATE TABLE nodes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT UNIQUE NOT NULL,
+            name TEXT UNIQUE NOT NULL,
+            labels TEXT NOT NULL,
+            cred_hash TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL,
+            info TEXT,
+            agent_version TEXT
+        )
+        """
+    )
+    # Clustered by (node, ts): one node's time range is a few adjacent pages.
+    conn.execute(
+        """
+        CREATE TABLE metrics (
+            node INTEGER NOT NULL REFERENCES nodes(seq) ON DELETE CASCADE,
+            ts REAL NOT NULL,
+            cpu REAL,
+            load1 REAL,
+            load5 REAL,
+            load15 REAL,
+            mem_used INTEGER,
+            mem_total INTEGER,
+            mem_percent REAL,
+            swap_percent REAL,
+            disk_percent REAL,
+            disk_read_bps REAL,
+            disk_write_bps REAL,
+            net_rx_bps REAL,
+            net_tx_bps REAL,
+            uptime REAL,
+            procs INTEGER,
+            PRIMARY KEY (node, ts)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _check_registry(migrations: tuple[Migration, ...]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(migrations) + 1)):
+        raise RuntimeError(f"migration versions must be 1, 2, 3, ... in order, not {versions}")
+
+
+_check_registry(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(
+    conn: sqlite3.Connection, where: str, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> list[int]:
+    """Bring the database on ``conn`` (autocommit mode) up to the latest version.
+
+    Returns the versions applied. ``where`` names the file in error messages.
+    A database from a newer servermgr is refused, untouched.
+    """
+    latest = migrations[-1].version if migrations else 0
+    refuse_newer(user_version(conn), latest, where)
+    applied: list[int] = []
+    for migration in migrations:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read under the write lock: another process may have migrated meanwhile.
+            current = user_version(conn)
+            refuse_newer(current, latest, where)
+            if current >= migration.version:
+                conn.execute("ROLLBACK")
+                continue
+            migration.apply(conn)
+            conn.execute(f"PRAGMA user_version = {migration.version:d}")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(
+                    f"database {where}: migration {migration.version} "
+                    f"({migration.description}) failed: {exc}"
+                ) from exc
+            raise
+        applied.append(migration.version)
+    return applied
+
+
+def refuse_newer(current: int, latest: int, where: str) -> None:
+    """StorageError if the file's schema ``current`` is newer than ``latest``."""
+    if current > latest:
+        raise StorageError(
+            f"database {where} has schema version {current}, newer than this "
+            f"servermgr supports ({latest}); upgrade servermgr to open it"
+        )

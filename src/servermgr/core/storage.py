@@ -1,0 +1,316 @@
+"""Core's SQLite storage: nodes and metrics history (synchronous).
+
+One writer connection, used by one thread at a time (``writer.Database``
+serializes calls with a ``CapacityLimiter(1)``); every write is one explicit
+``BEGIN IMMEDIATE`` transaction. Reads use a small pool of separate
+``query_only`` connections, so any number of worker threads can read while
+the writer writes (WAL: readers see the last committed batch, never half of
+one). A pool rather than one connection per thread, because trio's worker
+threads come and go and per-thread connections would pile up.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servermgr.common import proto
+from servermgr.common.errors import NameTakenError, StorageError
+from servermgr.core import migrations
+
+BUSY_TIMEOUT_MS = 5000
+MAX_IDLE_READERS = 8
+
+METRIC_FIELDS: tuple[str, ...] = (
+    "cpu", "load1", "load5", "load15", "mem_used", "mem_total", "mem_percent",
+    "swap_percent", "disk_percent", "disk_read_bps", "disk_write_bps",
+    "net_rx_bps", "net_tx_bps", "uptime", "procs",
+)
+_QUERY_COLUMNS = ("ts", *METRIC_FIELDS)
+
+# The EXISTS guard drops samples of a node removed while they were queued;
+# without it the foreign key would fail the whole batch.
+_INSERT_METRICS = (
+    f"INSERT OR IGNORE INTO metrics (node, ts, {', '.join(METRIC_FIELDS)}) "
+    f"SELECT ?1, ?2, {', '.join(f'?{i}' for i in range(3, len(METRIC_FIELDS) + 3))} "
+    "WHERE EXISTS (SELECT 1 FROM nodes WHERE seq = ?1)"
+)
+_UPDATE_SEEN = "UPDATE nodes SET last_seen = max(coalesce(last_seen, ?1), ?1) WHERE seq = ?2"
+_SELECT_METRICS = (
+    f"SELECT {', '.join(_QUERY_COLUMNS)} FROM metrics "
+    "WHERE node = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?"
+)
+_NODE_COLUMNS = "seq, id, name, labels, cred_hash, first_seen, last_seen, info, agent_version"
+
+
+def sample_row(sample: proto.Sample) -> tuple[float | int | None, ...]:
+    """The ``METRIC_FIELDS`` columns of ``sample``; None stays None (NULL)."""
+    disk = max((d.percent for d in sample.disks), default=None)
+    return (
+        sample.cpu_percent, sample.load1, sample.load5, sample.load15,
+        sample.mem_used, sample.mem_total, sample.mem_percent, sample.swap_percent,
+        disk, sample.disk_read_bps, sample.disk_write_bps,
+        sample.net_rx_bps, sample.net_tx_bps, sample.uptime, sample.procs,
+    )
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """A registered node as stored. ``seq`` is the compact key of its metrics."""
+
+    seq: int
+    id: str
+    name: str
+    labels: dict[str, str]
+    cred_hash: str
+    first_seen: float
+    last_seen: float | None
+    info: dict[str, Any] | None
+    agent_version: str | None
+
+    def public(self) -> dict[str, Any]:
+        """JSON-able view for the API: no credential hash, no internal key."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "labels": dict(self.labels),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "info": dict(self.info) if self.info is not None else None,
+            "agent_version": self.agent_version,
+        }
+
+    @classmethod
+    def from_db(cls, row: tuple[Any, ...]) -> NodeRow:
+        seq, id_, name, labels, cred_hash, first_seen, last_seen, info, agent_version = row
+        return cls(
+            seq=seq, id=id_, name=name, labels=json.loads(labels), cred_hash=cred_hash,
+            first_seen=first_seen, last_seen=last_seen,
+            info=json.loads(info) if info is not None else None,
+            agent_version=agent_version,
+        )
+
+
+def _name_taken(name: str) -> NameTakenError:
+    return NameTakenError(
+        f"hostname {name!r} is already registered to another node; "
+        f"free it with: servermgr ctl node remove {name}"
+    )
+
+
+class Storage:
+    """The database file. Build with ``Storage.open``; ``close()`` when done."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Storage:
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        StorageError if it is not a SQLite database, is from a newer
+        servermgr, or cannot be opened or migrated.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"database {path}: cannot create its directory: {exc}") from exc
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {path}: cannot open: {exc}") from exc
+        try:
+            _setup_writer(conn, path)
+            migrations.migrate(conn, str(path))
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def close(self) -> None:
+        """Close every connection; idempotent. Readers still running finish first."""
+        with self._lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        self._conn.close()
+
+    # --- nodes ----------------------------------------------------------
+
+    def insert_node(
+        self, node_id: str, name: str, labels: dict[str, str], cred_hash: str, now: float
+    ) -> NodeRow:
+        """Register a node, committed at once. NameTakenError if ``name`` is held."""
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone():
+                raise _name_taken(name)
+            cur = conn.execute(
+                "INSERT INTO nodes (id, name, labels, cred_hash, first_seen) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (node_id, name, json.dumps(labels), cred_hash, now),
+            )
+            seq = cur.lastrowid
+        assert seq is not None
+        return NodeRow(seq, node_id, name, dict(labels), cred_hash, now, None, None, None)
+
+    def update_node_hello(
+        self, node_id: str, name: str, labels: dict[str, str], info: dict[str, Any] | None,
+        agent_version: str, now: float,
+    ) -> None:
+        """Record what a node said in its hello; NameTakenError on a rename onto another node."""
+        with self._write() as conn:
+            holder = conn.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
+            if holder is not None and holder[0] != node_id:
+                raise _name_taken(name)
+            conn.execute(
+                "UPDATE nodes SET name = ?, labels = ?, info = ?, agent_version = ?, "
+                "last_seen = ? WHERE id = ?",
+                (name, json.dumps(labels), json.dumps(info) if info is not None else None,
+                 agent_version, now, node_id),
+            )
+
+    def delete_node(self, node_id: str) -> bool:
+        """Remove a node and all its metrics in one transaction; False if unknown."""
+        with self._write() as conn:
+            row = conn.execute("SELECT seq FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if row is None:
+                return False
+            # Explicit, though the foreign key cascades too: no reliance on the pragma.
+            conn.execute("DELETE FROM metrics WHERE node = ?", (row[0],))
+            conn.execute("DELETE FROM nodes WHERE seq = ?", (row[0],))
+        return True
+
+    def node_by_id(self, node_id: str) -> NodeRow | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (node_id,)
+            ).fetchone()
+        return NodeRow.from_db(row) if row is not None else None
+
+    def node(self, ref: str) -> NodeRow | None:
+        """A node by id, else by name."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?1 OR name = ?1 "
+                "ORDER BY id = ?1 DESC LIMIT 1",
+                (ref,),
+            ).fetchone()
+        return NodeRow.from_db(row) if row is not None else None
+
+    def list_nodes(self) -> list[NodeRow]:
+        """Every node, ordered by name."""
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY name").fetchall()
+        return [NodeRow.from_db(r) for r in rows]
+
+    # --- metrics --------------------------------------------------------
+
+    def write_batch(
+        self, samples: Sequence[tuple[int, proto.Sample]], seen: Mapping[int, float]
+    ) -> None:
+        """Store samples ``(node seq, sample)`` and last-seen times in one transaction.
+
+        A re-sent sample (same node and ts) is stored once; samples of a node
+        removed meanwhile are dropped.
+        """
+        if not samples and not seen:
+            return
+        rows = [(seq, s.ts, *sample_row(s)) for seq, s in samples]
+        with self._write() as conn:
+            conn.executemany(_INSERT_METRICS, rows)
+            conn.executemany(_UPDATE_SEEN, [(ts, seq) for seq, ts in seen.items()])
+
+    def query_metrics(
+        self, node_seq: int, since: float, until: float, limit: int = 10000
+    ) -> list[dict[str, float | int | None]]:
+        """Samples with ``since <= ts <= until``, oldest first; the newest ``limit`` if more."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        with self._read() as conn:
+            rows = conn.execute(_SELECT_METRICS, (node_seq, since, until, limit)).fetchall()
+        rows.reverse()
+        return [dict(zip(_QUERY_COLUMNS, r, strict=True)) for r in rows]
+
+    def count_metrics(self, node_seq: int) -> int:
+        """How many raw samples are stored for a node."""
+        with self._read() as conn:
+            count: int = conn.execute(
+                "SELECT count(*) FROM metrics WHERE node = ?", (node_seq,)
+            ).fetchone()[0]
+        return count
+
+    # --- connections ----------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One immediate transaction on the writer connection."""
+        if self._closed:
+            raise StorageError(f"database {self.path} is closed")
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself on some errors (disk full, I/O).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection from the pool, for the duration of one call."""
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"database {self.path} is closed")
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = self._open_reader()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not self._closed and len(self._readers) < MAX_IDLE_READERS
+                if keep:
+                    self._readers.append(conn)
+            if not keep:
+                conn.close()
+
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+
+def _setup_writer(conn: sqlite3.Connection, path: Path) -> None:
+    """Pragmas of the writer connection; refuses a file that is not a database."""
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        # Read the header first: a garbage file or a newer schema is refused
+        # here, before any pragma below writes to the file.
+        version = migrations.user_version(conn)
+        migrations.refuse_newer(version, migrations.LATEST_VERSION, str(path))
+        # Only takes effect before the first table exists, i.e. on a new file.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"database {path}: not a usable SQLite database ({exc})") from exc
+    if str(mode).lower() != "wal":
+        raise StorageError(f"database {path}: cannot use WAL journal mode (got {mode!r})")
