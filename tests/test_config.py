@@ -53,8 +53,9 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
 def test_relative_paths_resolve_from_the_config_directory(tmp_path: Path) -> None:
     sub = tmp_path / "etc"
     sub.mkdir()
-    cfg = load_config(write(sub, '[storage]\ndata_dir = "state"\n[node]\ndata_dir = "n"\n'),
-                      cwd=Path("/"))
+    cfg = load_config(
+        write(sub, '[storage]\ndata_dir = "state"\n[node]\ndata_dir = "n"\n'), cwd=Path("/")
+    )
     assert cfg.storage.data_dir == sub / "state"
     assert cfg.storage.sqlite_path == sub / "state" / "server_manager.db"
     assert cfg.node.data_dir == sub / "n"
@@ -82,7 +83,7 @@ def test_ipv6_listen() -> None:
         ('[node]\ncore_addr = "ws://h:notaport"', "node.core_addr", "bad URL"),
         ('[storage]\nredis_url = "http://x"', "storage.redis_url", "scheme must be"),
         ('[node]\nhostname = "bad name!"', "node.hostname", "must be a host name"),
-        ('[node]\nlabels = {role = 3}', "node.labels.role", "label values"),
+        ("[node]\nlabels = {role = 3}", "node.labels.role", "label values"),
         ('[node]\nlabels = "web"', "node.labels", "must be a table"),
         ("[exec]\nenabled = 1", "exec.enabled", "true or false"),
         ("[exec]\nallow = 'ls'", "exec.allow", "array"),
@@ -101,7 +102,8 @@ def test_bad_values_name_file_key_and_reason(
     assert err.path == str(path)
     assert err.key == key
     assert reason in err.reason
-    assert str(path) in str(err) and key in str(err)
+    assert str(path) in str(err)
+    assert key in str(err)
     assert err.exit_code == 2
 
 

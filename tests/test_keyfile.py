@@ -18,7 +18,8 @@ def test_created_once_then_loaded(tmp_path: Path) -> None:
     path = tmp_path / "data" / "core.key"
     first = load_or_create_key(path)
     assert first.created
-    assert len(first.value) == 64 and int(first.value, 16) >= 0
+    assert len(first.value) == 64
+    assert int(first.value, 16) >= 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     second = load_or_create_key(path)
     assert not second.created
@@ -55,7 +56,8 @@ def test_open_permissions_warn_with_the_fix(tmp_path: Path) -> None:
     path.chmod(0o644)
     key = load_or_create_key(path)
     assert key.warning is not None
-    assert str(path) in key.warning and "chmod 600" in key.warning
+    assert str(path) in key.warning
+    assert "chmod 600" in key.warning
 
 
 def test_read_key_does_not_create(tmp_path: Path) -> None:

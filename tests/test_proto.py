@@ -14,32 +14,75 @@ from servermgr.common.errors import ProtocolError
 
 def sample(ts: float = 1_700_000_000.0) -> proto.Sample:
     return proto.Sample(
-        ts=ts, cpu_percent=12.5, cpu_per_core=[10.0, 15.0], load1=0.5, load5=0.4, load15=0.3,
-        mem_total=8 << 30, mem_used=2 << 30, mem_available=6 << 30, mem_percent=25.0,
-        swap_total=0, swap_used=0, swap_percent=None,
+        ts=ts,
+        cpu_percent=12.5,
+        cpu_per_core=[10.0, 15.0],
+        load1=0.5,
+        load5=0.4,
+        load15=0.3,
+        mem_total=8 << 30,
+        mem_used=2 << 30,
+        mem_available=6 << 30,
+        mem_percent=25.0,
+        swap_total=0,
+        swap_used=0,
+        swap_percent=None,
         disks=[proto.DiskUsage(mount="/", fstype="ext4", total=100, used=40, percent=40.0)],
-        disk_read_bps=10.0, disk_write_bps=None, net_rx_bps=100.0, net_tx_bps=50.0,
-        nets=[proto.NetRate(name="eth0", rx_bps=100.0, tx_bps=50.0)], uptime=3600.0, procs=120,
+        disk_read_bps=10.0,
+        disk_write_bps=None,
+        net_rx_bps=100.0,
+        net_tx_bps=50.0,
+        nets=[proto.NetRate(name="eth0", rx_bps=100.0, tx_bps=50.0)],
+        uptime=3600.0,
+        procs=120,
     )
 
 
-INFO = proto.SystemInfo(os="Debian 12", kernel="6.1", arch="x86_64", cpu_model=None,
-                        cpu_count=2, mem_total=8 << 30, boot_time=1.0)
+INFO = proto.SystemInfo(
+    os="Debian 12",
+    kernel="6.1",
+    arch="x86_64",
+    cpu_model=None,
+    cpu_count=2,
+    mem_total=8 << 30,
+    boot_time=1.0,
+)
 
 EVERY_MESSAGE: list[proto.Message] = [
-    proto.Hello(protocol=1, node_id="n1", hostname="node-01", agent_version="0.1.0",
-                info=INFO, labels={"role": "web"}),
+    proto.Hello(
+        protocol=1,
+        node_id="n1",
+        hostname="node-01",
+        agent_version="0.1.0",
+        info=INFO,
+        labels={"role": "web"},
+    ),
     proto.Heartbeat(seq=3, samples=[sample(), sample(1_700_000_005.0)]),
     proto.JobOutput(job_id="j1", stream="stderr", offset=10, chunk=b"\xff[bold]\n"),
-    proto.JobResult(job_id="j1", outcome="failed", exit_code=3, signal=None, error=None,
-                    duration=0.25, stdout_bytes=3, stderr_bytes=4, stdout_truncated=False,
-                    stderr_truncated=True),
+    proto.JobResult(
+        job_id="j1",
+        outcome="failed",
+        exit_code=3,
+        signal=None,
+        error=None,
+        duration=0.25,
+        stdout_bytes=3,
+        stderr_bytes=4,
+        stdout_truncated=False,
+        stderr_truncated=True,
+    ),
     proto.Welcome(node_id="n1", heartbeat_interval=5.0, server_time=1_700_000_000.0),
     proto.HeartbeatAck(seq=3),
     proto.JobRun(job_id="j1", command="uptime", service=None, timeout=60.0, output_cap=1 << 20),
-    proto.JobRun(job_id="j2", command=None,
-                 service=proto.ServiceAction(action="restart", unit="nginx.service"),
-                 timeout=30.0, output_cap=1024, env={"A": "b"}, cwd="/tmp"),
+    proto.JobRun(
+        job_id="j2",
+        command=None,
+        service=proto.ServiceAction(action="restart", unit="nginx.service"),
+        timeout=30.0,
+        output_cap=1024,
+        env={"A": "b"},
+        cwd="/tmp",
+    ),
     proto.JobAck(job_id="j1"),
     proto.JobCancel(job_id="j1"),
     proto.Error(code="bad_message", message="nope"),
@@ -131,14 +174,18 @@ def test_arbitrary_input_raises_only_protocol_error(text: str | bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([m.__struct_config__.tag for m in EVERY_MESSAGE]),
-       st.dictionaries(st.text(max_size=20), json_values, max_size=6))
+@given(
+    st.sampled_from([m.__struct_config__.tag for m in EVERY_MESSAGE]),
+    st.dictionaries(st.text(max_size=20), json_values, max_size=6),
+)
 def test_arbitrary_objects_with_known_type_raise_only_protocol_error(
     tag: str, fields: dict[str, object]
 ) -> None:

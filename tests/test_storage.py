@@ -18,15 +18,27 @@ from servermgr.core.storage import METRIC_FIELDS, NodeRow, Storage, sample_row
 
 def make_sample(ts: float, **overrides: Any) -> proto.Sample:
     fields: dict[str, Any] = {
-        "ts": ts, "cpu_percent": 12.5, "cpu_per_core": [10.0, 15.0],
-        "load1": 0.5, "load5": 0.4, "load15": 0.3,
-        "mem_total": 8_000_000_000, "mem_used": 2_000_000_000, "mem_available": 6_000_000_000,
-        "mem_percent": 25.0, "swap_total": 1_000_000, "swap_used": 0, "swap_percent": 0.0,
+        "ts": ts,
+        "cpu_percent": 12.5,
+        "cpu_per_core": [10.0, 15.0],
+        "load1": 0.5,
+        "load5": 0.4,
+        "load15": 0.3,
+        "mem_total": 8_000_000_000,
+        "mem_used": 2_000_000_000,
+        "mem_available": 6_000_000_000,
+        "mem_percent": 25.0,
+        "swap_total": 1_000_000,
+        "swap_used": 0,
+        "swap_percent": 0.0,
         "disks": [proto.DiskUsage(mount="/", fstype="ext4", total=100, used=40, percent=40.0)],
-        "disk_read_bps": 1000.0, "disk_write_bps": 2000.0,
-        "net_rx_bps": 300.0, "net_tx_bps": 400.0,
+        "disk_read_bps": 1000.0,
+        "disk_write_bps": 2000.0,
+        "net_rx_bps": 300.0,
+        "net_tx_bps": 400.0,
         "nets": [proto.NetRate(name="eth0", rx_bps=300.0, tx_bps=400.0)],
-        "uptime": 3600.0, "procs": 123,
+        "uptime": 3600.0,
+        "procs": 123,
     }
     fields.update(overrides)
     return proto.Sample(**fields)
@@ -260,8 +272,11 @@ def test_write_batch_stores_samples_and_last_seen(storage: Storage) -> None:
     web1 = add_node(storage, "web-1")
     web2 = add_node(storage, "web-2")
     storage.write_batch(
-        [(web1.seq, make_sample(10.0)), (web1.seq, make_sample(15.0, cpu_percent=99.0)),
-         (web2.seq, make_sample(10.0))],
+        [
+            (web1.seq, make_sample(10.0)),
+            (web1.seq, make_sample(15.0, cpu_percent=99.0)),
+            (web2.seq, make_sample(10.0)),
+        ],
         {web1.seq: 16.0, web2.seq: 11.0},
     )
     rows = storage.query_metrics(web1.seq, 0, 100)
@@ -288,8 +303,12 @@ def test_samples_of_a_removed_node_are_dropped_not_the_batch(storage: Storage) -
     kept = add_node(storage, "kept")
     storage.delete_node(gone.id)
     storage.write_batch(
-        [(gone.seq, make_sample(1.0)), (kept.seq, make_sample(1.0)),
-         (gone.seq, make_sample(2.0)), (kept.seq, make_sample(2.0))],
+        [
+            (gone.seq, make_sample(1.0)),
+            (kept.seq, make_sample(1.0)),
+            (gone.seq, make_sample(2.0)),
+            (kept.seq, make_sample(2.0)),
+        ],
         {gone.seq: 2.0, kept.seq: 2.0},
     )
     assert storage.count_metrics(kept.seq) == 2
@@ -302,12 +321,18 @@ def test_query_range_is_inclusive_and_oldest_first(storage: Storage) -> None:
     other = add_node(storage, "web-2")
     # Written out of order, across two batches.
     storage.write_batch([(node.seq, make_sample(float(t))) for t in (50, 10, 30)], {})
-    storage.write_batch([(node.seq, make_sample(float(t))) for t in (20, 40)]
-                        + [(other.seq, make_sample(25.0))], {})
+    storage.write_batch(
+        [(node.seq, make_sample(float(t))) for t in (20, 40)] + [(other.seq, make_sample(25.0))], {}
+    )
 
     assert [r["ts"] for r in storage.query_metrics(node.seq, 20, 40)] == [20.0, 30.0, 40.0]
     assert [r["ts"] for r in storage.query_metrics(node.seq, 0, 1e9)] == [
-        10.0, 20.0, 30.0, 40.0, 50.0]
+        10.0,
+        20.0,
+        30.0,
+        40.0,
+        50.0,
+    ]
     assert storage.query_metrics(node.seq, 41, 49) == []
     assert storage.query_metrics(node.seq, 40, 20) == []
 
@@ -324,7 +349,12 @@ def test_query_limit_keeps_the_newest_in_order(storage: Storage) -> None:
 def test_unknown_values_are_stored_as_null(storage: Storage) -> None:
     node = add_node(storage, "web-1")
     sample = make_sample(
-        1.0, cpu_percent=None, load1=None, swap_percent=None, disks=[], net_rx_bps=None,
+        1.0,
+        cpu_percent=None,
+        load1=None,
+        swap_percent=None,
+        disks=[],
+        net_rx_bps=None,
         procs=None,
     )
     storage.write_batch([(node.seq, sample)], {})
@@ -429,10 +459,25 @@ def test_sample_row_maps_fields_in_column_order() -> None:
 
 def test_sample_row_without_disks_or_values_is_all_null() -> None:
     empty: dict[str, Any] = {
-        name: None for name in (
-            "cpu_percent", "load1", "load5", "load15", "mem_total", "mem_used",
-            "mem_available", "mem_percent", "swap_total", "swap_used", "swap_percent",
-            "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "uptime", "procs",
+        name: None
+        for name in (
+            "cpu_percent",
+            "load1",
+            "load5",
+            "load15",
+            "mem_total",
+            "mem_used",
+            "mem_available",
+            "mem_percent",
+            "swap_total",
+            "swap_used",
+            "swap_percent",
+            "disk_read_bps",
+            "disk_write_bps",
+            "net_rx_bps",
+            "net_tx_bps",
+            "uptime",
+            "procs",
         )
     }
     row = sample_row(make_sample(1.0, disks=[], **empty))

@@ -39,14 +39,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-core_app = typer.Typer(help="Run Core: registration, node gateway, REST API, history.",
-                       no_args_is_help=True)
+core_app = typer.Typer(
+    help="Run Core: registration, node gateway, REST API, history.", no_args_is_help=True
+)
 node_app = typer.Typer(help="Run the node agent.", no_args_is_help=True)
-key_app = typer.Typer(help="The core key that nodes and operators authenticate with.",
-                      no_args_is_help=True)
+key_app = typer.Typer(
+    help="The core key that nodes and operators authenticate with.", no_args_is_help=True
+)
 ctl_app = typer.Typer(help="Operate the fleet through Core's API.", no_args_is_help=True)
-ctl_node_app = typer.Typer(cls=_NodeGroup, help="Show or remove one node.",
-                           no_args_is_help=True)
+ctl_node_app = typer.Typer(cls=_NodeGroup, help="Show or remove one node.", no_args_is_help=True)
 app.add_typer(core_app, name="core")
 app.add_typer(node_app, name="node")
 app.add_typer(key_app, name="key")
@@ -55,9 +56,13 @@ ctl_app.add_typer(ctl_node_app, name="node")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $SERVERMGR_CONFIG, else "
-                 "./servermgr.toml if present, else built-in defaults).",
-                 dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $SERVERMGR_CONFIG, else "
+        "./servermgr.toml if present, else built-in defaults).",
+        dir_okay=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -82,8 +87,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """A lightweight manager for a fleet of Linux servers."""
 
@@ -160,9 +169,14 @@ def up(config: ConfigOpt = None) -> None:
 @key_app.command("show")
 def key_show(
     config: ConfigOpt = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="Core's data directory (overrides [storage] data_dir).",
-        file_okay=False)] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Core's data directory (overrides [storage] data_dir).",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Print the core key (created if missing). The first line is the key alone."""
     from servermgr.common.keyfile import load_or_create_key
@@ -184,13 +198,24 @@ def key_show(
 @ctl_app.callback()
 def _ctl(
     ctx: typer.Context,
-    core: Annotated[str | None, typer.Option(
-        "--core", envvar="SERVERMGR_CORE",
-        help="Core's address, e.g. http://127.0.0.1:9999 [default: from the config's "
-        "[server] listen]")] = None,
-    key: Annotated[str | None, typer.Option(
-        "--key", envvar="SERVERMGR_KEY", show_envvar=True,
-        help="The core key [default: read from the local Core's data_dir]")] = None,
+    core: Annotated[
+        str | None,
+        typer.Option(
+            "--core",
+            envvar="SERVERMGR_CORE",
+            help="Core's address, e.g. http://127.0.0.1:9999 [default: from the config's "
+            "[server] listen]",
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="SERVERMGR_KEY",
+            show_envvar=True,
+            help="The core key [default: read from the local Core's data_dir]",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Operate the fleet through Core's API (--core/--key or SERVERMGR_CORE/SERVERMGR_KEY)."""
@@ -253,8 +278,9 @@ def ctl_node_remove(
 def ctl_metrics(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Node name or id.")],
-    since: Annotated[str, typer.Option(help="Start: a duration ago (10m, 1h, 7d) or unix "
-                                       "seconds.")] = "1h",
+    since: Annotated[
+        str, typer.Option(help="Start: a duration ago (10m, 1h, 7d) or unix seconds.")
+    ] = "1h",
     until: Annotated[str | None, typer.Option(help="End (default: now).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -277,10 +303,18 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
-    except ServermgrError as exc:
-        if debug:
+    except (ServermgrError, BaseExceptionGroup) as exc:
+        error = _single_error(exc, ServermgrError)
+        if debug or error is None:
             raise
-        sys.stderr.write(f"servermgr: {exc}\n")
-        sys.exit(exc.exit_code)
+        sys.stderr.write(f"servermgr: {error}\n")
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _single_error(exc: BaseException, kind: type[Any]) -> Any:
+    """``exc`` itself, or the one ``kind`` error inside nested exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kind) else None

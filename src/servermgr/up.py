@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -47,24 +48,35 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
                 await agent.run()
 
         nursery.start_soon(run_node)
-        announce(_banner(url, core.key.value, core.key.path, agent.hostname))
+        announce(_banner(url, core.key.value, core.key.path, agent.hostname, prog=_prog()))
         await stop.wait()
         node_scope.cancel()
 
 
-def _banner(url: str, key: str, key_path: object, hostname: str) -> str:
-    env = f"export SERVERMGR_CORE={url} SERVERMGR_KEY=$(servermgr key show | head -1)"
+def _prog() -> str:
+    """How the user invoked us, so the printed commands can be pasted as they are."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("__main__.py"):
+        return "python -m servermgr"
+    if "/" in argv0:
+        rel = os.path.relpath(argv0)
+        return rel if rel.startswith(".") or rel.startswith("/") else "./" + rel
+    return "servermgr"
+
+
+def _banner(url: str, key: str, key_path: object, hostname: str, *, prog: str) -> str:
+    ws = url.replace("http://", "ws://", 1)
     return (
         f"\nservermgr is up: Core on {url}, a local node named {hostname!r}.\n"
         f"core key: {key}  (in {key_path})\n\n"
         "Try, in another terminal in this directory:\n"
-        "  servermgr ctl nodes\n"
-        f"  servermgr ctl node {hostname}\n"
-        f"  servermgr ctl metrics {hostname} --since 10m\n\n"
-        "Add a node on another host: copy dist/servermgr.pyz there and run\n"
-        f"  servermgr node run --config node.toml   (core_addr = \"{url.replace('http', 'ws', 1)}\","
-        " register_token = the core key)\n"
-        f"From elsewhere: {env}\n"
+        f"  {prog} ctl nodes\n"
+        f"  {prog} ctl node {hostname}\n"
+        f"  {prog} ctl metrics {hostname} --since 10m\n\n"
+        "Add a node on another host (listen on a reachable address first): copy\n"
+        "dist/servermgr.pyz there and run `servermgr node run --config node.toml` with\n"
+        f'  [node] core_addr = "{ws}" and register_token = the core key.\n'
+        f"ctl from another host: export SERVERMGR_CORE={url} SERVERMGR_KEY=<the core key>\n"
         "Stop with Ctrl-C.\n"
     )
 

@@ -97,9 +97,7 @@ class Config:
         return self.node.core_addr, self.node.register_token
 
 
-def find_config(
-    explicit: Path | None, environ: Mapping[str, str], cwd: Path
-) -> Path | None:
+def find_config(explicit: Path | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
     """Which file to read: ``--config``, else $SERVERMGR_CONFIG, else ./servermgr.toml."""
     if explicit is not None:
         return explicit
@@ -205,9 +203,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     storage = _Section(src, "storage", doc.get("storage", {}))
     storage.check_keys({"data_dir", "sqlite_path", "redis_url"})
     data_dir = storage.get("data_dir", path_value(storage), base_dir / "data")
-    sqlite_path = storage.get(
-        "sqlite_path", path_value(storage), data_dir / "server_manager.db"
-    )
+    sqlite_path = storage.get("sqlite_path", path_value(storage), data_dir / "server_manager.db")
     redis_url = storage.get("redis_url", lambda k, v: _parse_redis(storage, k, v), None)
 
     node = _Section(src, "node", doc.get("node", {}))
@@ -309,7 +305,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _parse_listen(sec: _Section, key: str, value: Any) -> tuple[str, int]:
     if not isinstance(value, str):
-        raise sec.fail(key, f"must be a string like \"127.0.0.1:9999\", not {_tname(value)}")
+        raise sec.fail(key, f'must be a string like "127.0.0.1:9999", not {_tname(value)}')
     try:
         return parse_listen(value)
     except ValueError as exc:
@@ -332,7 +328,7 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str | None:
 
 def _parse_core_addr(sec: _Section, key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise sec.fail(key, f"must be a URL string like \"ws://127.0.0.1:9999\", not {_tname(value)}")
+        raise sec.fail(key, f'must be a URL string like "ws://127.0.0.1:9999", not {_tname(value)}')
     reason = _check_url(value, ("ws", "http"))
     if reason is None and urlsplit(value).path.strip("/"):
         reason = "give Core's base address without a path, e.g. ws://core.example:9999"
@@ -343,7 +339,9 @@ def _parse_core_addr(sec: _Section, key: str, value: Any) -> str:
 
 def _parse_redis(sec: _Section, key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise sec.fail(key, f"must be a URL string like \"redis://127.0.0.1:6379\", not {_tname(value)}")
+        raise sec.fail(
+            key, f'must be a URL string like "redis://127.0.0.1:6379", not {_tname(value)}'
+        )
     reason = _check_url(value, ("redis", "rediss", "unix"))
     if reason and not (value.startswith("unix://") and len(value) > len("unix://")):
         raise sec.fail(key, f"bad URL {value!r}: {reason}")
@@ -352,9 +350,7 @@ def _parse_redis(sec: _Section, key: str, value: Any) -> str:
 
 def _parse_hostname(sec: _Section, key: str, value: Any) -> str:
     if not isinstance(value, str) or not _HOSTNAME.match(value):
-        raise sec.fail(
-            key, f"must be a host name (letters, digits, '.', '-', '_'), not {value!r}"
-        )
+        raise sec.fail(key, f"must be a host name (letters, digits, '.', '-', '_'), not {value!r}")
     return value
 
 
@@ -367,7 +363,8 @@ def _parse_labels(sec: _Section, key: str, value: Any) -> dict[str, str]:
             raise sec.fail(f"{key}.{k}", "label names use letters, digits, '.', '-', '_'")
         if not isinstance(v, str) or not _LABEL_VALUE.match(v):
             raise sec.fail(
-                f"{key}.{k}", f"label values are strings of letters, digits, '.', '-', '_', '/', not {v!r}"
+                f"{key}.{k}",
+                f"label values are strings of letters, digits, '.', '-', '_', '/', not {v!r}",
             )
         labels[k] = v
     return labels

@@ -98,15 +98,23 @@ def _load(path: Path, *, created: bool) -> CoreKey:
         os.close(fd)
     text = data.decode("ascii", "replace").strip()
     if not text:
-        raise KeyFileError(str(path), "file is empty; restore it from a backup, or delete it "
-                           "to create a new key (every node must then get the new key)")
+        raise KeyFileError(
+            str(path),
+            "file is empty; restore it from a backup, or delete it "
+            "to create a new key (every node must then get the new key)",
+        )
     if not _KEY_RE.match(text):
-        raise KeyFileError(str(path), "file is corrupt (expected 64 hex characters); restore it "
-                           "from a backup, or delete it to create a new key")
+        raise KeyFileError(
+            str(path),
+            "file is corrupt (expected 64 hex characters); restore it "
+            "from a backup, or delete it to create a new key",
+        )
     warning = None
     if st.st_mode & 0o077:
-        warning = (f"core key {path} is readable by group or others "
-                   f"(mode {stat.S_IMODE(st.st_mode):04o}); fix with: chmod 600 {path}")
+        warning = (
+            f"core key {path} is readable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); fix with: chmod 600 {path}"
+        )
     return CoreKey(value=text, path=path, created=created, warning=warning)
 
 

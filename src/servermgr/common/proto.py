@@ -197,7 +197,18 @@ class Error(_Msg, tag="error"):
 
 NodeMessage = Hello | Heartbeat | JobOutput | JobResult | Error
 CoreMessage = Welcome | HeartbeatAck | JobRun | JobAck | JobCancel | Error
-Message = Hello | Heartbeat | JobOutput | JobResult | Welcome | HeartbeatAck | JobRun | JobAck | JobCancel | Error
+Message = (
+    Hello
+    | Heartbeat
+    | JobOutput
+    | JobResult
+    | Welcome
+    | HeartbeatAck
+    | JobRun
+    | JobAck
+    | JobCancel
+    | Error
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
@@ -223,7 +234,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid JSON: {exc}") from None
     except UnicodeError as exc:
-        raise ProtocolError(f"invalid text: {exc.reason}") from None
+        raise ProtocolError(f"invalid text: {exc}") from None
     if isinstance(msg, Hello) and msg.protocol not in SUPPORTED_VERSIONS:
         supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
         raise ProtocolError(
@@ -234,7 +245,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int
 
 def _reason(text: str) -> str:
     if text.startswith("Invalid value ") and text.endswith("`$.type`"):
-        value = text[len("Invalid value "):].rsplit(" - at ", 1)[0]
+        value = text[len("Invalid value ") :].rsplit(" - at ", 1)[0]
         return f"unknown message type {value}"
     if "Object missing required field `type`" in text:
         return "message has no `type`"

@@ -172,33 +172,72 @@ class Api:
             ("GET", "/healthz", self.healthz, Doc("Liveness probe", auth="none")),
             ("GET", "/openapi.json", self.openapi_doc, Doc("This document", auth="none")),
             (
-                "POST", "/api/v1/register", self.register,
+                "POST",
+                "/api/v1/register",
+                self.register,
                 Doc(
                     "Register a node with the core key; returns its id and credential",
-                    body=msgspec.json.schema(RegisterBody), ok=201,
+                    body=msgspec.json.schema(RegisterBody),
+                    ok=201,
                 ),
             ),
-            ("GET", "/api/v1/nodes", self.list_nodes,
-             Doc("List nodes with status and latest sample",
-                 result={"type": "array", "items": node_schema})),
-            ("GET", "/api/v1/nodes/{ref}", self.get_node,
-             Doc("One node: static info and latest sample", params=(ref,))),
-            ("DELETE", "/api/v1/nodes/{ref}", self.remove_node,
-             Doc("Remove a node and its history; frees its name", params=(ref,))),
-            ("GET", "/api/v1/nodes/{ref}/metrics", self.metrics,
-             Doc("Raw metrics of a node for a time range", params=(
-                 ref,
-                 Param("since", "query", "start: duration ago (10m, 1h, 7d) or unix seconds"),
-                 Param("until", "query", "end: duration ago or unix seconds (default now)"),
-                 Param("limit", "query", "at most this many samples (newest kept)",
-                       {"type": "integer", "minimum": 1, "maximum": MAX_POINTS}),
-             ))),
+            (
+                "GET",
+                "/api/v1/nodes",
+                self.list_nodes,
+                Doc(
+                    "List nodes with status and latest sample",
+                    result={"type": "array", "items": node_schema},
+                ),
+            ),
+            (
+                "GET",
+                "/api/v1/nodes/{ref}",
+                self.get_node,
+                Doc("One node: static info and latest sample", params=(ref,)),
+            ),
+            (
+                "DELETE",
+                "/api/v1/nodes/{ref}",
+                self.remove_node,
+                Doc("Remove a node and its history; frees its name", params=(ref,)),
+            ),
+            (
+                "GET",
+                "/api/v1/nodes/{ref}/metrics",
+                self.metrics,
+                Doc(
+                    "Raw metrics of a node for a time range",
+                    params=(
+                        ref,
+                        Param(
+                            "since", "query", "start: duration ago (10m, 1h, 7d) or unix seconds"
+                        ),
+                        Param("until", "query", "end: duration ago or unix seconds (default now)"),
+                        Param(
+                            "limit",
+                            "query",
+                            "at most this many samples (newest kept)",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_POINTS},
+                        ),
+                    ),
+                ),
+            ),
         ]
 
     def route_docs(self) -> list[tuple[str, str, Doc]]:
         docs = [(m, p, d) for m, p, _, d in self.route_table()]
-        docs.append(("GET", "/api/v1/node/ws", Doc(
-            "Node WebSocket (hello, heartbeats, jobs)", auth="node_credential", websocket=True)))
+        docs.append(
+            (
+                "GET",
+                "/api/v1/node/ws",
+                Doc(
+                    "Node WebSocket (hello, heartbeats, jobs)",
+                    auth="node_credential",
+                    websocket=True,
+                ),
+            )
+        )
         return docs
 
     def routes(self) -> list[BaseRoute]:
@@ -210,7 +249,9 @@ class Api:
         return out
 
 
-def _wrap(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _wrap(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)

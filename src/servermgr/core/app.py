@@ -67,7 +67,11 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
     writer = MetricsWriter(db)
     gateway = Gateway(
         GatewayConfig(heartbeat_interval=config.server.heartbeat_interval),
-        registry, status, bus, writer, clock=clock,
+        registry,
+        status,
+        bus,
+        writer,
+        clock=clock,
     )
     api = api_mod.Api(key.value, registry, status, db, gateway, clock)
     app = Starlette(
@@ -109,8 +113,10 @@ async def serve(
         log.info("created a new core key in %s", key.path)
     storage = await trio.to_thread.run_sync(Storage.open, config.storage.sqlite_path)
     if config.storage.redis_url:
-        log.warning("storage.redis_url is set, but this version keeps status in memory; "
-                    "Redis is not used yet")
+        log.warning(
+            "storage.redis_url is set, but this version keeps status in memory; "
+            "Redis is not used yet"
+        )
     try:
         core = build(config, key, storage, clock=clock)
         await core.registry.load()
@@ -119,8 +125,12 @@ async def serve(
             stop_http = trio.Event()
             async with trio.open_nursery() as inner:
                 bound = await inner.start(
-                    partial(hypercorn_serve, core.app, hypercorn_config(config),
-                            shutdown_trigger=stop_http.wait)
+                    partial(
+                        hypercorn_serve,
+                        core.app,  # type: ignore[arg-type]  # Starlette is ASGI 3
+                        hypercorn_config(config),
+                        shutdown_trigger=stop_http.wait,
+                    )
                 )
                 core.port = _port(bound[0]) if bound else 0
                 log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
@@ -130,8 +140,11 @@ async def serve(
                 await core.gateway.close_all()
                 stop_http.set()
             core.writer.close()
-        log.info("stored %d samples in %d batches; database closed",
-                 core.writer.samples, core.writer.batches)
+        log.info(
+            "stored %d samples in %d batches; database closed",
+            core.writer.samples,
+            core.writer.batches,
+        )
     finally:
         await trio.to_thread.run_sync(storage.close)
 

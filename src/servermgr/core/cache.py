@@ -101,7 +101,9 @@ class MemoryBus:
             sub.offer(event)
 
     @asynccontextmanager
-    async def subscribe(self, *, buffer: int = 1024) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
+    async def subscribe(
+        self, *, buffer: int = 1024
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
         send, recv = trio.open_memory_channel[dict[str, Any]](buffer)
         sub = _Subscriber(send)
         self._subs.add(sub)

@@ -19,7 +19,6 @@ import trio
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from servermgr import __version__
 from servermgr.common import proto
 from servermgr.common.errors import NameTakenError, ProtocolError
 from servermgr.core.cache import EventBus, StatusStore
@@ -61,6 +60,7 @@ class NodeSession:
         self.cancel_scope = trio.CancelScope()
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
+        self.done = trio.Event()
         self._send, self._recv = trio.open_memory_channel[proto.CoreMessage](OUTBOX_SIZE)
 
     async def send(self, msg: proto.CoreMessage) -> None:
@@ -118,17 +118,20 @@ class Gateway:
     async def close_all(self, reason: str = "Core is shutting down") -> None:
         """Tell every node to go (1001) and wait until their sessions ended."""
         self.closing = True
-        for session in list(self.sessions.values()):
+        sessions = list(self.sessions.values())
+        for session in sessions:
             session.close(CLOSE_GOING_AWAY, reason)
         with trio.move_on_after(5):
-            while self.sessions:
-                await trio.sleep(0.01)
+            for session in sessions:
+                await session.done.wait()
 
     async def endpoint(self, ws: WebSocket) -> None:
         """The node WebSocket route."""
         auth = ws.headers.get("authorization", "")
         scheme, _, credential = auth.partition(" ")
-        node = self.registry.authenticate(credential.strip()) if scheme.lower() == "bearer" else None
+        node = (
+            self.registry.authenticate(credential.strip()) if scheme.lower() == "bearer" else None
+        )
         if node is None or self.closing:
             status, body = (
                 (503, error_body("shutting_down", "Core is shutting down"))
@@ -150,7 +153,10 @@ class Gateway:
             return
         try:
             node = await self.registry.update_hello(
-                node, hello.hostname, dict(hello.labels), msgspec.to_builtins(hello.info),
+                node,
+                hello.hostname,
+                dict(hello.labels),
+                msgspec.to_builtins(hello.info),
                 hello.agent_version,
             )
         except NameTakenError as exc:
@@ -188,11 +194,17 @@ class Gateway:
                 self.status.set_offline(node.id)
                 log.info("node %s offline (%s)", node.name, session.close_reason or "disconnected")
                 self.bus.publish(
-                    {"type": "node.offline", "node_id": node.id, "name": node.name,
-                     "ts": self.clock(), "reason": session.close_reason or "disconnected"}
+                    {
+                        "type": "node.offline",
+                        "node_id": node.id,
+                        "name": node.name,
+                        "ts": self.clock(),
+                        "reason": session.close_reason or "disconnected",
+                    }
                 )
             with trio.CancelScope(shield=True):
                 await _close(ws, session.close_code, session.close_reason)
+            session.done.set()
 
     async def _receive_hello(self, ws: WebSocket, node: NodeRow) -> proto.Hello:
         with trio.fail_after(HELLO_TIMEOUT):

@@ -71,9 +71,7 @@ def _v1_nodes_and_metrics(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
-)
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

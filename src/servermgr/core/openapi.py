@@ -55,7 +55,9 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
                 },
                 "default": {
                     "description": "Error",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
                 },
             },
         }
@@ -91,7 +93,9 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
             "securitySchemes": {
                 "coreKey": {"type": "http", "scheme": "bearer", "description": "the core key"},
                 "nodeCredential": {
-                    "type": "http", "scheme": "bearer", "description": "a node's own credential",
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a node's own credential",
                 },
             },
         },

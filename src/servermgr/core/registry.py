@@ -73,11 +73,20 @@ class NodeRegistry:
         return row if security.credential_matches(parts[1], row.cred_hash) else None
 
     async def update_hello(
-        self, row: NodeRow, name: str, labels: dict[str, str], info: dict[str, Any],
+        self,
+        row: NodeRow,
+        name: str,
+        labels: dict[str, str],
+        info: dict[str, Any],
         agent_version: str,
     ) -> NodeRow:
         await self._db.write(
-            self._db.storage.update_node_hello, row.id, name, labels, info, agent_version,
+            self._db.storage.update_node_hello,
+            row.id,
+            name,
+            labels,
+            info,
+            agent_version,
             self._clock(),
         )
         fresh = await self._db.read(self._db.storage.node_by_id, row.id)

@@ -28,9 +28,21 @@ BUSY_TIMEOUT_MS = 5000
 MAX_IDLE_READERS = 8
 
 METRIC_FIELDS: tuple[str, ...] = (
-    "cpu", "load1", "load5", "load15", "mem_used", "mem_total", "mem_percent",
-    "swap_percent", "disk_percent", "disk_read_bps", "disk_write_bps",
-    "net_rx_bps", "net_tx_bps", "uptime", "procs",
+    "cpu",
+    "load1",
+    "load5",
+    "load15",
+    "mem_used",
+    "mem_total",
+    "mem_percent",
+    "swap_percent",
+    "disk_percent",
+    "disk_read_bps",
+    "disk_write_bps",
+    "net_rx_bps",
+    "net_tx_bps",
+    "uptime",
+    "procs",
 )
 _QUERY_COLUMNS = ("ts", *METRIC_FIELDS)
 
@@ -53,10 +65,21 @@ def sample_row(sample: proto.Sample) -> tuple[float | int | None, ...]:
     """The ``METRIC_FIELDS`` columns of ``sample``; None stays None (NULL)."""
     disk = max((d.percent for d in sample.disks), default=None)
     return (
-        sample.cpu_percent, sample.load1, sample.load5, sample.load15,
-        sample.mem_used, sample.mem_total, sample.mem_percent, sample.swap_percent,
-        disk, sample.disk_read_bps, sample.disk_write_bps,
-        sample.net_rx_bps, sample.net_tx_bps, sample.uptime, sample.procs,
+        sample.cpu_percent,
+        sample.load1,
+        sample.load5,
+        sample.load15,
+        sample.mem_used,
+        sample.mem_total,
+        sample.mem_percent,
+        sample.swap_percent,
+        disk,
+        sample.disk_read_bps,
+        sample.disk_write_bps,
+        sample.net_rx_bps,
+        sample.net_tx_bps,
+        sample.uptime,
+        sample.procs,
     )
 
 
@@ -90,8 +113,13 @@ class NodeRow:
     def from_db(cls, row: tuple[Any, ...]) -> NodeRow:
         seq, id_, name, labels, cred_hash, first_seen, last_seen, info, agent_version = row
         return cls(
-            seq=seq, id=id_, name=name, labels=json.loads(labels), cred_hash=cred_hash,
-            first_seen=first_seen, last_seen=last_seen,
+            seq=seq,
+            id=id_,
+            name=name,
+            labels=json.loads(labels),
+            cred_hash=cred_hash,
+            first_seen=first_seen,
+            last_seen=last_seen,
             info=json.loads(info) if info is not None else None,
             agent_version=agent_version,
         )
@@ -168,8 +196,13 @@ class Storage:
         return NodeRow(seq, node_id, name, dict(labels), cred_hash, now, None, None, None)
 
     def update_node_hello(
-        self, node_id: str, name: str, labels: dict[str, str], info: dict[str, Any] | None,
-        agent_version: str, now: float,
+        self,
+        node_id: str,
+        name: str,
+        labels: dict[str, str],
+        info: dict[str, Any] | None,
+        agent_version: str,
+        now: float,
     ) -> None:
         """Record what a node said in its hello; NameTakenError on a rename onto another node."""
         with self._write() as conn:
@@ -179,8 +212,14 @@ class Storage:
             conn.execute(
                 "UPDATE nodes SET name = ?, labels = ?, info = ?, agent_version = ?, "
                 "last_seen = ? WHERE id = ?",
-                (name, json.dumps(labels), json.dumps(info) if info is not None else None,
-                 agent_version, now, node_id),
+                (
+                    name,
+                    json.dumps(labels),
+                    json.dumps(info) if info is not None else None,
+                    agent_version,
+                    now,
+                    node_id,
+                ),
             )
 
     def delete_node(self, node_id: str) -> bool:

@@ -99,8 +99,9 @@ class MetricsWriter:
                 await self._db.write(self._db.storage.write_batch, rows, seen)
             except sqlite3.Error as exc:
                 # Not acked, so the nodes keep these samples and send them again.
-                log.error("could not store %d samples (%s); nodes will re-send them",
-                          len(rows), exc)
+                log.error(
+                    "could not store %d samples (%s); nodes will re-send them", len(rows), exc
+                )
                 return
         self.batches += 1
         self.samples += len(rows)

@@ -45,7 +45,9 @@ def resolve(core: str | None, key: str | None, config: Callable[[], Config]) -> 
 
 
 class Client:
-    def __init__(self, base_url: str, key: str, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, base_url: str, key: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.base_url = base_url
         self._http = httpx.Client(
             base_url=base_url,

@@ -87,9 +87,16 @@ def sparkline(values: list[float | None], width: int = 30) -> str:
 def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col, justify in (
-        ("NAME", "left"), ("STATUS", "left"), ("CPU", "right"), ("MEM", "right"),
-        ("DISK", "right"), ("RX", "right"), ("TX", "right"), ("LOAD", "right"),
-        ("UPTIME", "right"), ("LAST SEEN", "right"),
+        ("NAME", "left"),
+        ("STATUS", "left"),
+        ("CPU", "right"),
+        ("MEM", "right"),
+        ("DISK", "right"),
+        ("RX", "right"),
+        ("TX", "right"),
+        ("LOAD", "right"),
+        ("UPTIME", "right"),
+        ("LAST SEEN", "right"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for n in nodes:
@@ -141,10 +148,18 @@ def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
         ("memory", fmt_bytes(info.get("mem_total"))),
         ("uptime", fmt_duration(latest.get("uptime"))),
         ("cpu now", fmt_pct(latest.get("cpu_percent"))),
-        ("memory now", f"{fmt_pct(latest.get('mem_percent'))} of {fmt_bytes(latest.get('mem_total'))}"),
+        (
+            "memory now",
+            f"{fmt_pct(latest.get('mem_percent'))} of {fmt_bytes(latest.get('mem_total'))}",
+        ),
         ("swap", fmt_pct(latest.get("swap_percent"))),
-        ("load", " ".join("-" if latest.get(k) is None else f"{latest[k]:.2f}"
-                          for k in ("load1", "load5", "load15"))),
+        (
+            "load",
+            " ".join(
+                "-" if latest.get(k) is None else f"{latest[k]:.2f}"
+                for k in ("load1", "load5", "load15")
+            ),
+        ),
         ("processes", str(latest.get("procs") or "-")),
     ]
     for k, v in rows:
@@ -155,8 +170,13 @@ def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
         for col in ("MOUNT", "FS", "USED", "SIZE", "USE%"):
             disks.add_column(col, justify="left" if col in ("MOUNT", "FS") else "right")
         for d in latest["disks"]:
-            disks.add_row(d["mount"], d["fstype"], fmt_bytes(d["used"]), fmt_bytes(d["total"]),
-                          fmt_pct(d["percent"]))
+            disks.add_row(
+                d["mount"],
+                d["fstype"],
+                fmt_bytes(d["used"]),
+                fmt_bytes(d["total"]),
+                fmt_pct(d["percent"]),
+            )
         parts += [Text(""), disks]
     if latest.get("nets"):
         nets = Table(title="network", title_justify="left", box=None, header_style="bold")
@@ -189,8 +209,14 @@ def metrics_table(doc: dict[str, Any]) -> RenderableType:
     if not samples:
         return Text(f"no samples for {doc['name']} in this range")
     table = Table(box=None, header_style="bold")
-    for col, justify in (("METRIC", "left"), ("MIN", "right"), ("AVG", "right"),
-                         ("MAX", "right"), ("LAST", "right"), ("HISTORY", "left")):
+    for col, justify in (
+        ("METRIC", "left"),
+        ("MIN", "right"),
+        ("AVG", "right"),
+        ("MAX", "right"),
+        ("LAST", "right"),
+        ("HISTORY", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for key, label, fmt in METRIC_ROWS:
         values = [s.get(key) for s in samples]
@@ -198,8 +224,14 @@ def metrics_table(doc: dict[str, Any]) -> RenderableType:
         if not known:
             table.add_row(label, "-", "-", "-", "-", "")
             continue
-        table.add_row(label, fmt(min(known)), fmt(sum(known) / len(known)), fmt(max(known)),
-                      fmt(known[-1]), Text(sparkline(values, 40), style="cyan"))
+        table.add_row(
+            label,
+            fmt(min(known)),
+            fmt(sum(known) / len(known)),
+            fmt(max(known)),
+            fmt(known[-1]),
+            Text(sparkline(values, 40), style="cyan"),
+        )
     first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(samples[0]["ts"]))
     last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(samples[-1]["ts"]))
     title = Text(f"{doc['name']}: {len(samples)} samples from {first} to {last}\n", style="bold")

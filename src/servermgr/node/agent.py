@@ -37,6 +37,7 @@ log = logging.getLogger("servermgr.node")
 WELCOME_TIMEOUT = 10.0
 MISSED_INTERVALS = 3
 MAX_BUFFERED = 2000
+FIRST_SAMPLE_AFTER = 1.0
 
 
 class Rejected(Exception):
@@ -118,17 +119,26 @@ class Agent:
         """Run until cancelled; raises RegistrationError when Core refuses this node."""
         self.identity = ident.load(self.data_dir)
         self.collector.prime()
+        refused: RegistrationError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sampler)
             task_status.started()
-            await self._connection_loop()
+            try:
+                await self._connection_loop()
+            except RegistrationError as exc:
+                refused = exc
             nursery.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
 
     async def _sampler(self) -> None:
+        # The collector was primed at start: the first sample (with CPU %)
+        # comes after at most a second, the rest at Core's interval.
+        await trio.sleep(min(self.interval, FIRST_SAMPLE_AFTER))
         while True:
-            await trio.sleep(self.interval)
             self.backlog.add(self.collector.sample())
             self._new_sample.set()
+            await trio.sleep(self.interval)
 
     async def _ensure_identity(self) -> ident.Identity:
         if self.identity is None:
@@ -167,8 +177,9 @@ class Agent:
                     self.connected = False
                     self.backlog.requeue()
             delay = self.backoff.next()
-            self._state_change(f"disconnected: {reason}; retrying (next in {delay:.1f} s)",
-                               logging.WARNING)
+            self._state_change(
+                f"disconnected: {reason}; retrying (next in {delay:.1f} s)", logging.WARNING
+            )
             await trio.sleep(delay)
 
     async def _session(self, ws: WebSocketConnection, identity: ident.Identity) -> None:
@@ -193,8 +204,9 @@ class Agent:
         self.backoff.reset()
         self._state_change(f"connected to Core at {self.core_addr} as {identity.name}")
         if self.backlog.dropped:
-            log.warning("%d samples were dropped while disconnected (buffer full)",
-                        self.backlog.dropped)
+            log.warning(
+                "%d samples were dropped while disconnected (buffer full)", self.backlog.dropped
+            )
             self.backlog.dropped = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender, ws)
@@ -214,8 +226,9 @@ class Agent:
             with trio.move_on_after(silent_after) as idle:
                 text = await ws.get_message()
             if idle.cancelled_caught:
-                self._state_change(f"Core silent for {silent_after:g} s; reconnecting",
-                                   logging.WARNING)
+                self._state_change(
+                    f"Core silent for {silent_after:g} s; reconnecting", logging.WARNING
+                )
                 return
             try:
                 msg = proto.decode_from_core(text)
@@ -227,8 +240,10 @@ class Agent:
             elif isinstance(msg, proto.Error):
                 log.warning("Core reports %s: %s", msg.code, msg.message)
             else:
-                err = proto.Error(code="unsupported",
-                                  message=f"{type(msg).__name__} is not supported by this agent")
+                err = proto.Error(
+                    code="unsupported",
+                    message=f"{type(msg).__name__} is not supported by this agent",
+                )
                 await ws.send_message(proto.encode(err))
 
 

@@ -7,11 +7,13 @@ identity never loads it.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
-from trio_websocket import WebSocketConnection, open_websocket_url
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from servermgr.common import addr, proto
 from servermgr.common.errors import (
@@ -22,11 +24,14 @@ from servermgr.common.errors import (
 )
 
 CONNECT_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
 
-async def register(core_addr: str, token: str, hostname: str, labels: dict[str, str]) -> dict[str, Any]:
+async def register(
+    core_addr: str, token: str, hostname: str, labels: dict[str, str]
+) -> dict[str, Any]:
     """``{"node_id", "name", "credential"}`` from Core, or a typed error."""
     import httpx
 
@@ -61,29 +66,74 @@ def _error_message(resp: Any) -> str:
         return resp.text[:200] if resp.text else f"HTTP {resp.status_code}"
 
 
-def connect(core_addr: str, credential: str) -> AbstractAsyncContextManager[WebSocketConnection]:
-    return open_websocket_url(
-        addr.ws_url(core_addr),
-        extra_headers=[(b"authorization", f"Bearer {credential}".encode())],
-        max_message_size=proto.MAX_FRAME_BYTES,
-        message_queue_size=64,
-        connect_timeout=CONNECT_TIMEOUT,
-        disconnect_timeout=CONNECT_TIMEOUT,
-    )
+@asynccontextmanager
+async def connect(core_addr: str, credential: str | None) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket to Core authenticated with the node's credential.
+
+    Opens the TCP stream itself so it is closed on every path: trio-websocket
+    leaves the socket to the garbage collector when the handshake is
+    rejected (401), which a node retrying for days would feel.
+    """
+    url = urlsplit(addr.ws_url(core_addr))
+    host = url.hostname or "127.0.0.1"
+    port = url.port or (443 if url.scheme == "wss" else 80)
+    host_header = url.netloc
+    headers = [(b"authorization", f"Bearer {credential}".encode())] if credential else []
+    with trio.fail_after(CONNECT_TIMEOUT):
+        stream = await trio.open_tcp_stream(host, port)
+    try:
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    ws = await wrap_client_stream(
+                        nursery,
+                        stream,
+                        host_header,
+                        url.path,
+                        extra_headers=headers,
+                        max_message_size=proto.MAX_FRAME_BYTES,
+                        message_queue_size=64,
+                    )
+                try:
+                    yield ws
+                except BaseException:
+                    # Cancelled or failed: no close handshake (the reader
+                    # task that would see Core's reply may be cancelled too).
+                    await trio.aclose_forcefully(stream)
+                    raise
+                with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await ws.aclose()
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested groups (reader task or body), else the group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class Backoff:
     """Exponential backoff with jitter: ~0.5 s, 1 s, 2 s … capped at 30 s."""
 
-    def __init__(self, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP,
-                 rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        *,
+        base: float = BACKOFF_BASE,
+        cap: float = BACKOFF_CAP,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.base = base
         self.cap = cap
         self.rng = rng
         self.attempt = 0
 
     def next(self) -> float:
-        delay = min(self.cap, self.base * (2 ** self.attempt))
+        delay: float = min(self.cap, self.base * 2.0**self.attempt)
         self.attempt = min(self.attempt + 1, 30)
         return delay * (0.5 + self.rng() / 2)
 

@@ -1,0 +1,295 @@
+"""Core and nodes in one process: registration, heartbeats, liveness, reconnects."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
+
+from servermgr.common import proto
+from servermgr.common.errors import BadTokenError, NameTakenError
+from servermgr.core.app import Core
+from servermgr.node import identity as ident
+from servermgr.node.transport import connect
+
+from .conftest import INTERVAL, StartCore, StartNode, node_config, wait_for
+
+
+def online(core: Core, name: str) -> bool:
+    row = core.registry.by_ref(name)
+    st = core.status.get(row.id) if row else None
+    return bool(st and st.online)
+
+
+def has_sample(core: Core, name: str) -> bool:
+    row = core.registry.by_ref(name)
+    st = core.status.get(row.id) if row else None
+    return bool(st and st.online and st.latest is not None)
+
+
+def db_count(core: Core, name: str) -> int:
+    row = core.registry.by_ref(name)
+    if row is None:
+        return 0
+    with sqlite3.connect(core.config.storage.sqlite_path) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM metrics WHERE node = ?", (row.seq,)).fetchone()
+    return int(n)
+
+
+async def test_node_is_online_with_metrics_and_samples_land_in_sqlite(
+    core: Core, start_node: StartNode
+) -> None:
+    await start_node(core, "node-01", role="web")
+    # First sample comes min(interval, 1 s) after start; allow two intervals more.
+    await wait_for(lambda: has_sample(core, "node-01"), limit=3)
+    st = core.status.get(core.registry.by_ref("node-01").id)  # type: ignore[union-attr]
+    assert st is not None
+    assert st.latest is not None
+    assert st.latest.cpu_percent is not None
+    assert 0 <= st.latest.cpu_percent <= 100
+    assert st.latest.mem_percent is not None
+    row = core.registry.by_ref("node-01")
+    assert row is not None
+    assert row.labels == {"role": "web"}
+    assert row.info is not None
+    assert row.info["cpu_count"] >= 1
+    await wait_for(lambda: db_count(core, "node-01") >= 3, limit=5)
+
+
+async def test_restarted_node_keeps_its_id(
+    core: Core, start_node: StartNode, tmp_path: Path
+) -> None:
+    node = await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    first = core.registry.by_ref("node-01")
+    assert first is not None
+    saved = ident.load(tmp_path / "nodes" / "node-01")
+    assert saved is not None
+    assert saved.node_id == first.id
+    assert (tmp_path / "nodes" / "node-01" / "identity.json").stat().st_mode & 0o777 == 0o600
+    node.kill()
+    await node.done.wait()
+    await wait_for(lambda: not online(core, "node-01"))
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    assert len(core.registry) == 1
+    assert core.registry.by_ref("node-01").id == first.id  # type: ignore[union-attr]
+
+
+async def test_two_nodes_on_one_host_are_two_nodes(core: Core, start_node: StartNode) -> None:
+    await start_node(core, "node-a")
+    await start_node(core, "node-b")
+    await wait_for(lambda: online(core, "node-a") and online(core, "node-b"))
+    a, b = core.registry.by_ref("node-a"), core.registry.by_ref("node-b")
+    assert a is not None
+    assert b is not None
+    assert a.id != b.id
+
+
+async def test_wrong_register_token_stops_the_node(
+    core: Core, start_node: StartNode, tmp_path: Path
+) -> None:
+    cfg = node_config(core, tmp_path, "node-01")
+    import dataclasses
+
+    bad = dataclasses.replace(cfg, node=dataclasses.replace(cfg.node, register_token="0" * 64))
+    node = await start_node(core, "node-01", config=bad)
+    with trio.fail_after(5):
+        await node.done.wait()
+    assert isinstance(node.error, BadTokenError)
+    assert "register token" in str(node.error)
+    assert len(core.registry) == 0
+
+
+async def test_hostname_held_by_another_node_is_refused(
+    core: Core, start_node: StartNode, tmp_path: Path
+) -> None:
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    import dataclasses
+
+    other = node_config(core, tmp_path / "other-host", "node-01")
+    node = await start_node(core, "node-01", config=other)
+    with trio.fail_after(5):
+        await node.done.wait()
+    assert isinstance(node.error, NameTakenError)
+    assert "servermgr ctl node remove node-01" in str(node.error)
+    assert len(core.registry) == 1
+    del dataclasses
+
+
+async def test_core_restart_nodes_come_back_and_no_sample_is_lost(
+    start_core: StartCore, start_node: StartNode, tmp_path: Path
+) -> None:
+    first = await start_core()
+    await start_node(first.core, "node-01")
+    await wait_for(lambda: db_count(first.core, "node-01") >= 2, limit=5)
+    port = first.core.port
+    first.stop.set()
+    await first.done.wait()
+    # Core is down for several intervals while the node keeps sampling.
+    await trio.sleep(INTERVAL * 6)
+    from .conftest import core_config
+
+    cfg = core_config(tmp_path)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, listen_port=port))
+    second = await start_core(cfg)
+    core = second.core
+    row = core.registry.by_ref("node-01")
+    assert row is not None
+    assert not online(core, "node-01")  # offline until it connects again
+    await wait_for(lambda: online(core, "node-01"), limit=10)
+    await wait_for(lambda: db_count(core, "node-01") >= 8, limit=5)
+    with sqlite3.connect(core.config.storage.sqlite_path) as conn:
+        ts = [
+            t
+            for (t,) in conn.execute(
+                "SELECT ts FROM metrics WHERE node = ? ORDER BY ts", (row.seq,)
+            )
+        ]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    assert max(gaps) < INTERVAL * 2.5, f"gap in history: {max(gaps):.2f}s"
+
+
+async def test_wiped_database_node_registers_again(
+    start_core: StartCore, start_node: StartNode, tmp_path: Path
+) -> None:
+    first = await start_core()
+    node = await start_node(first.core, "node-01")
+    await wait_for(lambda: online(first.core, "node-01"))
+    node.kill()
+    first.stop.set()
+    await first.done.wait()
+    db = first.core.config.storage.sqlite_path
+    for suffix in ("", "-wal", "-shm"):
+        await trio.Path(str(db) + suffix).unlink(missing_ok=True)
+    second = await start_core()
+    await start_node(second.core, "node-01")
+    await wait_for(lambda: online(second.core, "node-01"), limit=10)
+    saved = ident.load(tmp_path / "nodes" / "node-01")
+    assert saved is not None
+    assert second.core.registry.by_ref("node-01").id == saved.node_id  # type: ignore[union-attr]
+
+
+async def test_removed_node_is_disconnected_and_forgotten(
+    core: Core, start_node: StartNode
+) -> None:
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    row = core.registry.by_ref("node-01")
+    assert row is not None
+    core.gateway.disconnect(row.id, 4004, "removed")
+    await core.registry.remove(row)
+    core.status.forget(row.id)
+    # The node's credential is gone: it registers afresh under its name.
+    await wait_for(
+        lambda: (
+            core.registry.by_ref("node-01") is not None
+            and core.registry.by_ref("node-01").id != row.id
+        ),
+        limit=10,
+    )  # type: ignore[union-attr]
+
+
+# --- hostile and broken peers ---------------------------------------------------
+
+
+async def _register(core: Core, name: str) -> tuple[str, str]:
+    from servermgr.node import transport
+
+    doc = await transport.register(core.url, core.key.value, name, {})
+    return doc["node_id"], doc["credential"]
+
+
+def _hello(node_id: str, name: str) -> str:
+    info = proto.SystemInfo(
+        os=None,
+        kernel=None,
+        arch=None,
+        cpu_model=None,
+        cpu_count=None,
+        mem_total=None,
+        boot_time=None,
+    )
+    return proto.encode(
+        proto.Hello(protocol=1, node_id=node_id, hostname=name, agent_version="test", info=info)
+    )
+
+
+async def test_unauthenticated_websocket_gets_401(core: Core) -> None:
+    for credential in (None, "nx.bogus", core.key.value):
+        with pytest.raises(ConnectionRejected) as info:
+            async with connect(core.url, credential):
+                pass
+        assert info.value.status_code == 401
+        assert info.value.body is not None
+        assert json.loads(info.value.body)["error"]["code"] == "unauthorized"
+
+
+async def test_bad_traffic_is_refused_while_other_nodes_keep_working(
+    core: Core, start_node: StartNode
+) -> None:
+    await start_node(core, "good")
+    await wait_for(lambda: has_sample(core, "good"), limit=3)
+    node_id, cred = await _register(core, "evil")
+
+    # Malformed messages get an error reply and the connection stays up.
+    async with connect(core.url, cred) as ws:
+        await ws.send_message(_hello(node_id, "evil"))
+        assert isinstance(proto.decode(await ws.get_message()), proto.Welcome)
+        await ws.send_message("{not json")
+        reply = proto.decode(await ws.get_message())
+        assert isinstance(reply, proto.Error)
+        assert reply.code == "bad_message"
+        await ws.send_message('{"type": "heartbeat", "seq": 1, "samples": "x"}')
+        reply = proto.decode(await ws.get_message())
+        assert isinstance(reply, proto.Error)
+        assert "samples" in reply.message
+        assert online(core, "evil")
+
+    # A first message that is not hello ends the handshake.
+    async with connect(core.url, cred) as ws:
+        await ws.send_message(proto.encode(proto.HeartbeatAck(seq=1)))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert closed.value.reason is not None
+        assert closed.value.reason.code == 1008
+
+    # A frame over 1 MiB closes that connection (1009) and only that one.
+    async with connect(core.url, cred) as ws:
+        await ws.send_message(_hello(node_id, "evil"))
+        await ws.get_message()
+        await ws.send_message("x" * (proto.MAX_FRAME_BYTES + 10))
+        with pytest.raises(ConnectionClosed) as closed:
+            await _read_until_closed(ws)
+        assert closed.value.reason is not None
+        assert closed.value.reason.code == 1009
+
+    before = db_count(core, "good")
+    await wait_for(lambda: db_count(core, "good") > before, limit=3)
+    assert online(core, "good")
+
+
+async def _read_until_closed(ws: WebSocketConnection) -> None:
+    while True:
+        await ws.get_message()
+
+
+async def test_silent_node_goes_offline(core: Core) -> None:
+    node_id, cred = await _register(core, "quiet")
+    async with connect(core.url, cred) as ws:
+        await ws.send_message(_hello(node_id, "quiet"))
+        await ws.get_message()
+        assert online(core, "quiet")
+        # 3 missed intervals (+1 s slack) later Core gives up on it.
+        await wait_for(lambda: not online(core, "quiet"), limit=INTERVAL * 3 + 3)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert closed.value.reason is not None
+        assert closed.value.reason.code == 4000
