@@ -100,14 +100,16 @@ def test_migrations_apply_once_and_new_ones_are_appended(tmp_path: Path) -> None
         calls.append(2)
         conn.execute("CREATE TABLE extra (x INTEGER)")
 
-    extended = (*migrations.MIGRATIONS, migrations.Migration(2, "extra table", v2))
+    latest = migrations.LATEST_VERSION
+    nxt = latest + 1
+    extended = (*migrations.MIGRATIONS, migrations.Migration(nxt, "extra table", v2))
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
     try:
-        assert migrations.migrate(conn, "m.db") == [1]
-        assert migrations.migrate(conn, "m.db", extended) == [2]
+        assert migrations.migrate(conn, "m.db") == list(range(1, latest + 1))
+        assert migrations.migrate(conn, "m.db", extended) == [nxt]
         assert migrations.migrate(conn, "m.db", extended) == []
         assert calls == [2]
-        assert migrations.user_version(conn) == 2
+        assert migrations.user_version(conn) == nxt
     finally:
         conn.close()
 
@@ -117,12 +119,13 @@ def test_failed_migration_leaves_previous_version(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE half (x INTEGER)")
         conn.execute("THIS IS NOT SQL")
 
-    extended = (*migrations.MIGRATIONS, migrations.Migration(2, "broken", broken))
+    latest = migrations.LATEST_VERSION
+    extended = (*migrations.MIGRATIONS, migrations.Migration(latest + 1, "broken", broken))
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
     try:
         with pytest.raises(StorageError, match=r"m\.db: migration 2 \(broken\) failed"):
             migrations.migrate(conn, "m.db", extended)
-        assert migrations.user_version(conn) == 1
+        assert migrations.user_version(conn) == latest
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "half" not in tables
     finally:

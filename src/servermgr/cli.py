@@ -294,6 +294,259 @@ def ctl_metrics(
         render.print_metrics(doc)
 
 
+def _seconds(text: str, option: str) -> float:
+    from servermgr.common.timespec import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}", 2)
+
+
+def _job_body(
+    target: str,
+    command: str | None,
+    service: dict[str, str] | None,
+    *,
+    timeout: str,
+    output_cap: int,
+    wait: str,
+    env: list[str],
+    cwd: str | None,
+) -> dict[str, Any]:
+    env_map: dict[str, str] = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--env {item!r}: use NAME=VALUE", 2)
+        env_map[key] = value
+    body: dict[str, Any] = {
+        "target": target,
+        "timeout": _seconds(timeout, "--timeout"),
+        "output_cap": output_cap,
+        "wait": _seconds(wait, "--wait"),
+        "env": env_map,
+        "cwd": cwd,
+    }
+    body["command" if command is not None else "service"] = command or service
+    return body
+
+
+def _target(args: list[str], all_nodes: bool, label: str | None) -> tuple[str, list[str], bool]:
+    """(target spec, remaining words, single node?) from ``[TARGET] WORDS...``."""
+    if all_nodes and label:
+        _fail("give --all or --label, not both", 2)
+    if all_nodes:
+        return "*", args, False
+    if label:
+        return label, args, False
+    if not args:
+        _fail("missing TARGET: a node name, a comma list, key=value labels, --all or --label", 2)
+    target = args[0]
+    single = "," not in target and "=" not in target and target not in ("*", "all")
+    return target, args[1:], single
+
+
+TimeoutOpt = Annotated[
+    str, typer.Option("--timeout", "-t", help="Kill the command after this long (30s, 5m, 1h).")
+]
+WaitOpt = Annotated[
+    str,
+    typer.Option(
+        "--wait", help="Queue the job for offline nodes this long (10m) instead of failing at once."
+    ),
+]
+AllOpt = Annotated[bool, typer.Option("--all", "-a", help="Target every node.")]
+LabelOpt = Annotated[
+    str | None,
+    typer.Option("--label", "-l", help="Target nodes with these labels: role=web,env=prod."),
+]
+
+
+@ctl_app.command("exec", context_settings={"ignore_unknown_options": False})
+def ctl_exec(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            help="TARGET (node, node-01,node-02 or role=web) then the command; quote the command "
+            "or put it after --.",
+            show_default=False,
+        ),
+    ],
+    all_nodes: AllOpt = False,
+    label: LabelOpt = None,
+    timeout: TimeoutOpt = "60s",
+    output_cap: Annotated[
+        int, typer.Option("--output-cap", help="Keep at most this many bytes per stream per node.")
+    ] = 1 << 20,
+    wait: WaitOpt = "0s",
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env", "-e", help="Set NAME=VALUE in the command's environment (repeatable)."
+        ),
+    ] = None,
+    cwd: Annotated[str | None, typer.Option("--cwd", help="Working directory.")] = None,
+    json_out: JsonOpt = False,
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Print the output when the job is done, not live.")
+    ] = False,
+) -> None:
+    """Run a shell command on one node or many, with live output.
+
+    One node: its output as written and its exit code. Several: lines prefixed
+    with the node name and a summary on stderr; exit 0 only if all succeeded.
+    Exit 124: timed out; 255: ctl, Core or the node could not run it.
+    """
+    target, words, single = _target(args, all_nodes, label)
+    if not words:
+        _fail("missing the command to run", 2)
+    body = _job_body(
+        target,
+        " ".join(words),
+        None,
+        timeout=timeout,
+        output_cap=output_cap,
+        wait=wait,
+        env=env or [],
+        cwd=cwd,
+    )
+    from servermgr.ctl import exec as exec_mod
+
+    code = exec_mod.run(_client(ctx), body, single=single, stream=not no_stream, as_json=json_out)
+    raise typer.Exit(code)
+
+
+SERVICE_ACTIONS = ("status", "start", "stop", "restart", "reload", "enable", "disable")
+
+
+@ctl_app.command("service")
+def ctl_service(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            help="TARGET ACTION UNIT (ACTION: status, start, stop, restart, reload, enable, "
+            "disable); with --all or --label: ACTION UNIT.",
+            show_default=False,
+        ),
+    ],
+    all_nodes: AllOpt = False,
+    label: LabelOpt = None,
+    timeout: TimeoutOpt = "60s",
+    wait: WaitOpt = "0s",
+    json_out: JsonOpt = False,
+) -> None:
+    """Manage a systemd unit on nodes, with the same guarantees as exec."""
+    target, words, single = _target(args, all_nodes, label)
+    if len(words) != 2:
+        _fail("expected ACTION UNIT, e.g. restart nginx", 2)
+    action, unit = words
+    if action not in SERVICE_ACTIONS:
+        _fail(f"unknown action {action!r}: use one of {', '.join(SERVICE_ACTIONS)}", 2)
+    body = _job_body(
+        target,
+        None,
+        {"action": action, "unit": unit},
+        timeout=timeout,
+        output_cap=1 << 20,
+        wait=wait,
+        env=[],
+        cwd=None,
+    )
+    from servermgr.ctl import exec as exec_mod
+
+    raise typer.Exit(exec_mod.run(_client(ctx), body, single=single, as_json=json_out))
+
+
+@ctl_app.command("jobs")
+def ctl_jobs(
+    ctx: typer.Context,
+    node: Annotated[str | None, typer.Option(help="Only jobs that ran on this node.")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only jobs with a node in this state (e.g. failed, running).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many (newest first).")] = 20,
+    before: Annotated[
+        float | None,
+        typer.Option(help="Page: jobs created before this time (the next_before of --json)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    for k, v in (("node", node), ("state", state), ("before", before)):
+        if v is not None:
+            params[k] = v
+    doc = _client(ctx).request("GET", "/api/v1/jobs", params=params)
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(doc)
+    else:
+        render.print_jobs(doc["jobs"])
+
+
+@ctl_app.command("job")
+def ctl_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one job: each node's state, exit code, duration and output."""
+    from urllib.parse import quote
+
+    doc = _client(ctx).request("GET", f"/api/v1/jobs/{quote(job_id, safe='')}")
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(doc)
+    else:
+        render.print_job(doc)
+
+
+@ctl_app.command("cancel")
+def ctl_cancel(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel a job on every node where it has not finished."""
+    from urllib.parse import quote
+
+    doc = _client(ctx).request("POST", f"/api/v1/jobs/{quote(job_id, safe='')}/cancel")
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(doc)
+    else:
+        print(f"cancel sent for job {doc['id']}")
+
+
+@ctl_app.command("audit")
+def ctl_audit(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="Only since (1h, 7d, unix seconds).")] = None,
+    action: Annotated[str | None, typer.Option(help="exec or service.")] = None,
+    limit: Annotated[int, typer.Option(help="How many rows (newest first).")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """The audit log: who ran what, where, when, and how it ended."""
+    params: dict[str, Any] = {"limit": limit}
+    if since is not None:
+        params["since"] = since
+    if action is not None:
+        params["action"] = action
+    rows = _client(ctx).request("GET", "/api/v1/audit", params=params)
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(rows)
+    else:
+        render.print_audit(rows)
+
+
 def main() -> None:
     """Entry point: typed errors become one line and an exit code."""
     from servermgr.common.errors import ServermgrError

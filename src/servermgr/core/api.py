@@ -9,7 +9,8 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from servermgr import __version__
 from servermgr.common import proto, timespec
@@ -35,6 +37,9 @@ log = logging.getLogger("servermgr.core.api")
 MAX_BODY = 64 * 1024
 MAX_POINTS = 10000
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class ApiFailure(Exception):
@@ -65,6 +70,11 @@ class Api:
     db: Database
     gateway: Gateway
     clock: Callable[[], float]
+    # Routes other modules add (jobs): (method, path, handler, doc) and (path, ws endpoint, doc).
+    extra: list[tuple[str, str, Handler, Doc]] = field(default_factory=list)
+    extra_ws: list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]] = field(
+        default_factory=list
+    )
 
     # --- helpers --------------------------------------------------------
 
@@ -81,10 +91,12 @@ class Api:
         if declared and declared.isdigit() and int(declared) > MAX_BODY:
             raise ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
         data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_BODY:
-                raise ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
+        # aclosing: leaving the loop early must finalize the stream here, not in the GC.
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                data += chunk
+                if len(data) > MAX_BODY:
+                    raise ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
         return bytes(data)
 
     def _node(self, ref: str) -> NodeRow:
@@ -223,6 +235,7 @@ class Api:
                     ),
                 ),
             ),
+            *self.extra,
         ]
 
     def route_docs(self) -> list[tuple[str, str, Doc]]:
@@ -238,15 +251,36 @@ class Api:
                 ),
             )
         )
+        docs += [("GET", path, doc) for path, _, doc in self.extra_ws]
         return docs
 
     def routes(self) -> list[BaseRoute]:
+        # One Route per path, so a 405 names every method the path allows.
+        by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+        for method, path, handler, _ in self.route_table():
+            by_path.setdefault(path, {})[method] = handler
         out: list[BaseRoute] = [
-            Route(path, _wrap(handler), methods=[method])
-            for method, path, handler, _ in self.route_table()
+            Route(path, _dispatch(handlers), methods=list(handlers))
+            for path, handlers in by_path.items()
         ]
         out.append(WebSocketRoute("/api/v1/node/ws", self.gateway.endpoint))
+        out += [WebSocketRoute(path, endpoint) for path, endpoint, _ in self.extra_ws]
         return out
+
+
+def _dispatch(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """One endpoint for the methods of one path (HEAD answered by GET)."""
+    wrapped = {method: _wrap(handler) for method, handler in handlers.items()}
+    if "GET" in wrapped:
+        wrapped.setdefault("HEAD", wrapped["GET"])
+
+    async def endpoint(request: Request) -> Response:
+        return await wrapped[request.method](request)
+
+    endpoint.__name__ = "_".join(h.__name__ for h in handlers.values())
+    return endpoint
 
 
 def _wrap(
@@ -293,7 +327,13 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404:
         message = f"no route {request.url.path}"
-    return error_response(exc.status_code, code, message)
+    allow = (exc.headers or {}).get("Allow")
+    if exc.status_code == 405 and allow:
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {allow})"
+    response = error_response(exc.status_code, code, message)
+    if allow:
+        response.headers["Allow"] = allow
+    return response
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:

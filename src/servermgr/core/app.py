@@ -2,6 +2,7 @@
 
     serve()
     ├── MetricsWriter.serve        the single SQLite writer (batches)
+    ├── Scheduler.serve            job deadlines: expire queued, mark silent lost
     └── hypercorn serve            REST + node WebSocket on one port
 
 Shutdown (``stop`` set, e.g. by SIGTERM): nodes are told (close 1001), the
@@ -28,7 +29,9 @@ from servermgr.common.config import Config
 from servermgr.core import api as api_mod
 from servermgr.core.cache import MemoryBus, MemoryStatus
 from servermgr.core.gateway import Gateway, GatewayConfig
+from servermgr.core.jobs_api import JobsApi
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.scheduler import Scheduler
 from servermgr.core.security import CoreKey, load_or_create_key
 from servermgr.core.storage import Storage
 from servermgr.core.writer import Database, MetricsWriter
@@ -48,6 +51,7 @@ class Core:
     bus: MemoryBus
     writer: MetricsWriter
     gateway: Gateway
+    jobs: Scheduler
     api: api_mod.Api
     app: Starlette
     port: int = 0
@@ -73,7 +77,12 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
         writer,
         clock=clock,
     )
+    jobs = Scheduler(db, registry, gateway, bus, clock=clock)
+    gateway.jobs = jobs
     api = api_mod.Api(key.value, registry, status, db, gateway, clock)
+    jobs_api = JobsApi(api, jobs)
+    api.extra += jobs_api.routes()
+    api.extra_ws += jobs_api.ws_routes()
     app = Starlette(
         routes=api.routes(),
         exception_handlers={
@@ -81,7 +90,7 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
             500: api_mod.server_error_handler,
         },
     )
-    return Core(config, key, db, registry, status, bus, writer, gateway, api, app)
+    return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app)
 
 
 def hypercorn_config(config: Config) -> HyperConfig:
@@ -120,8 +129,16 @@ async def serve(
     try:
         core = build(config, key, storage, clock=clock)
         await core.registry.load()
+        await core.jobs.load()
         async with trio.open_nursery() as outer:
             await outer.start(core.writer.serve)
+            jobs_scope = trio.CancelScope()
+
+            async def run_jobs(task_status: trio.TaskStatus[None]) -> None:
+                with jobs_scope:
+                    await core.jobs.serve(task_status=task_status)
+
+            await outer.start(run_jobs)
             stop_http = trio.Event()
             async with trio.open_nursery() as inner:
                 bound = await inner.start(
@@ -139,6 +156,7 @@ async def serve(
                 log.info("shutting down: telling %d nodes", len(core.gateway.sessions))
                 await core.gateway.close_all()
                 stop_http.set()
+            jobs_scope.cancel()
             core.writer.close()
         log.info(
             "stored %d samples in %d batches; database closed",

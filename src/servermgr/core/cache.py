@@ -8,8 +8,8 @@ out to live client streams.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,31 +81,40 @@ class MemoryStatus:
         self._nodes.pop(node_id, None)
 
 
+Event = dict[str, Any]
+Match = Callable[[Event], bool]
+
+
 class EventBus(Protocol):
-    def publish(self, event: dict[str, Any]) -> None: ...
-    def subscribe(self, *, buffer: int = ...) -> Any: ...
+    def publish(self, event: Event) -> None: ...
+
+    def subscribe(
+        self, *, buffer: int = 1024, match: Match | None = None
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Event]]: ...
 
 
 class MemoryBus:
     """Fan-out of events to subscribers with bounded buffers.
 
     A subscriber that falls behind loses events rather than slowing Core; it
-    learns so from a ``{"type": "dropped", "count": N}`` event.
+    learns so from a ``{"type": "dropped", "count": N}`` event. ``match``
+    filters what a subscriber receives (e.g. one job's events).
     """
 
     def __init__(self) -> None:
         self._subs: set[_Subscriber] = set()
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: Event) -> None:
         for sub in list(self._subs):
-            sub.offer(event)
+            if sub.match is None or sub.match(event):
+                sub.offer(event)
 
     @asynccontextmanager
     async def subscribe(
-        self, *, buffer: int = 1024
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
-        send, recv = trio.open_memory_channel[dict[str, Any]](buffer)
-        sub = _Subscriber(send)
+        self, *, buffer: int = 1024, match: Match | None = None
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+        send, recv = trio.open_memory_channel[Event](buffer)
+        sub = _Subscriber(send, match)
         self._subs.add(sub)
         try:
             async with recv:
@@ -116,11 +125,12 @@ class MemoryBus:
 
 
 class _Subscriber:
-    def __init__(self, send: trio.MemorySendChannel[dict[str, Any]]) -> None:
+    def __init__(self, send: trio.MemorySendChannel[Event], match: Match | None) -> None:
         self.send = send
+        self.match = match
         self.dropped = 0
 
-    def offer(self, event: dict[str, Any]) -> None:
+    def offer(self, event: Event) -> None:
         try:
             if self.dropped:
                 self.send.send_nowait({"type": "dropped", "count": self.dropped})

@@ -10,9 +10,9 @@ bounded outbox drained by one sender task per session.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -25,6 +25,9 @@ from servermgr.core.cache import EventBus, StatusStore
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.storage import NodeRow
 from servermgr.core.writer import Ingest, MetricsWriter
+
+if TYPE_CHECKING:
+    from servermgr.core.scheduler import Scheduler
 
 log = logging.getLogger("servermgr.core.gateway")
 
@@ -109,6 +112,12 @@ class Gateway:
         self.clock = clock
         self.sessions: dict[str, NodeSession] = {}
         self.closing = False
+        self.jobs: Scheduler | None = None
+
+    def sender(self, node_id: str) -> Callable[[proto.CoreMessage], Awaitable[None]] | None:
+        """How to reach a connected node now, or None when it is offline."""
+        session = self.sessions.get(node_id)
+        return session.send if session is not None else None
 
     def disconnect(self, node_id: str, code: int, reason: str) -> None:
         session = self.sessions.get(node_id)
@@ -186,6 +195,8 @@ class Gateway:
             with session.cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(session.sender)
+                    if self.jobs is not None:
+                        nursery.start_soon(self.jobs.node_online, node.id)
                     await self._read_loop(session)
                     nursery.cancel_scope.cancel()
         finally:
@@ -251,10 +262,19 @@ class Gateway:
                 self.status.update_sample(node.id, sample, now=now)
             seq = msg.seq
 
-            def ack() -> None:
+            def heartbeat_ack() -> None:
                 session.send_nowait(proto.HeartbeatAck(seq=seq))
 
-            await self.writer.submit(Ingest(node.seq, msg.samples, now, ack))
+            await self.writer.submit(Ingest(node.seq, msg.samples, now, heartbeat_ack))
+        elif isinstance(msg, proto.JobOutput) and self.jobs is not None:
+            await self.jobs.on_output(node.id, msg)
+        elif isinstance(msg, proto.JobResult) and self.jobs is not None:
+            job_id = msg.job_id
+
+            async def job_ack() -> None:
+                await session.send(proto.JobAck(job_id=job_id))
+
+            await self.jobs.on_result(node.id, msg, job_ack)
         elif isinstance(msg, proto.Error):
             log.warning("node %s reports %s: %s", node.name, msg.code, msg.message[:200])
         elif isinstance(msg, proto.Hello):

@@ -71,7 +71,68 @@ def _v1_nodes_and_metrics(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),)
+def _v2_jobs_and_audit(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            command TEXT,
+            service TEXT,
+            target TEXT NOT NULL,
+            timeout REAL NOT NULL,
+            output_cap INTEGER NOT NULL,
+            env TEXT NOT NULL,
+            cwd TEXT,
+            deadline REAL NOT NULL,
+            principal TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX jobs_created ON jobs (created)")
+    conn.execute(
+        """
+        CREATE TABLE job_nodes (
+            job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            node_id TEXT NOT NULL,
+            node_name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            exit_code INTEGER,
+            signal INTEGER,
+            error TEXT,
+            sent_at REAL,
+            finished_at REAL,
+            duration REAL,
+            stdout BLOB NOT NULL DEFAULT x'',
+            stderr BLOB NOT NULL DEFAULT x'',
+            stdout_truncated INTEGER NOT NULL DEFAULT 0,
+            stderr_truncated INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (job_id, node_id)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX job_nodes_by_node ON job_nodes (node_id, state)")
+    conn.execute(
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            principal TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            job_id TEXT,
+            outcome TEXT
+        )
+        """
+    )
+    conn.execute("CREATE INDEX audit_ts ON audit (ts)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
+    Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -20,6 +20,36 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+# What api._summary returns for a node; a test keeps the two in step.
+NODE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "name", "status", "labels", "first_seen", "last_seen"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "status": {"type": "string", "enum": ["online", "offline"]},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "first_seen": {"type": "number", "description": "unix seconds"},
+        "last_seen": {**_nullable("number"), "description": "unix seconds"},
+        "connected_at": {**_nullable("number"), "description": "unix seconds; null if offline"},
+        "agent_version": _nullable("string"),
+        "sample_ts": {**_nullable("number"), "description": "time of the latest sample"},
+        "cpu_percent": _nullable("number"),
+        "mem_percent": _nullable("number"),
+        "disk_percent": {**_nullable("number"), "description": "the fullest disk"},
+        "net_rx_bps": _nullable("number"),
+        "net_tx_bps": _nullable("number"),
+        "load1": _nullable("number"),
+        "uptime": {**_nullable("number"), "description": "seconds"},
+        "procs": _nullable("integer"),
+    },
+}
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -45,6 +75,7 @@ class Doc:
 def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
     """OpenAPI 3.1 for ``(method, path, doc)`` triples."""
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Node": NODE_SCHEMA}
     for method, path, doc in routes:
         op: dict[str, Any] = {
             "summary": doc.summary,
@@ -83,13 +114,13 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": doc.body}},
             }
-        paths.setdefault(path, {})[method.lower()] = op
+        paths.setdefault(path, {})[method.lower()] = _hoist_defs(op, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "servermgr Core API", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": {"Error": ERROR_SCHEMA},
+            "schemas": schemas,
             "securitySchemes": {
                 "coreKey": {"type": "http", "scheme": "bearer", "description": "the core key"},
                 "nodeCredential": {
@@ -101,3 +132,22 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
         },
         "security": [{"coreKey": []}],
     }
+
+
+def _hoist_defs(node: Any, schemas: dict[str, Any]) -> Any:
+    """``node`` with msgspec's ``$defs`` moved into ``schemas`` and its refs pointed there.
+
+    msgspec writes ``{"$ref": "#/$defs/X", "$defs": {...}}``; inside an OpenAPI
+    document ``#/$defs/X`` would resolve against the document root and dangle.
+    """
+    if isinstance(node, list):
+        return [_hoist_defs(v, schemas) for v in node]
+    if not isinstance(node, dict):
+        return node
+    for name, schema in node.get("$defs", {}).items():
+        schemas.setdefault(name, _hoist_defs(schema, schemas))
+    out = {k: _hoist_defs(v, schemas) for k, v in node.items() if k != "$defs"}
+    ref = out.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        out["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+    return out

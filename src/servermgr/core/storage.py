@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,14 @@ class Storage:
         return count
 
     # --- connections ----------------------------------------------------
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One immediate write transaction, for other tables' stores (jobs, audit)."""
+        return self._write()
+
+    def reader(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A pooled read-only connection, for other tables' stores."""
+        return self._read()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -49,7 +49,7 @@ class Client:
         self, base_url: str, key: str, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.base_url = base_url
-        self._http = httpx.Client(
+        self.http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {key}"},
             timeout=TIMEOUT,
@@ -58,24 +58,28 @@ class Client:
         )
 
     def close(self) -> None:
-        self._http.close()
+        self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            resp = self._http.request(method, path, **kwargs)
+            resp = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise CoreUnreachableError(
                 f"cannot reach Core at {self.base_url} ({exc.__class__.__name__}: {exc}); "
                 "is it running? (--core / SERVERMGR_CORE)"
             ) from None
         if resp.status_code >= 400:
-            code, message = _error(resp)
-            if resp.status_code == 401:
-                raise AuthError(f"Core refused the key: {message} (--key / SERVERMGR_KEY)")
-            if resp.status_code == 404:
-                raise NotFoundError(404, code, message)
-            raise ApiError(resp.status_code, code, message)
+            self.raise_for(resp)
         return resp.json()
+
+    def raise_for(self, resp: httpx.Response) -> None:
+        """The typed error for an error response."""
+        code, message = _error(resp)
+        if resp.status_code == 401:
+            raise AuthError(f"Core refused the key: {message} (--key / SERVERMGR_KEY)")
+        if resp.status_code == 404:
+            raise NotFoundError(404, code, message)
+        raise ApiError(resp.status_code, code, message)
 
     def nodes(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/nodes")

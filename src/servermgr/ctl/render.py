@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -163,7 +164,7 @@ def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
         ("processes", str(latest.get("procs") or "-")),
     ]
     for k, v in rows:
-        head.add_row(k, v)
+        head.add_row(k, Text(str(v)))
     parts: list[RenderableType] = [head]
     if latest.get("disks"):
         disks = Table(title="disks", title_justify="left", box=None, header_style="bold")
@@ -171,8 +172,8 @@ def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
             disks.add_column(col, justify="left" if col in ("MOUNT", "FS") else "right")
         for d in latest["disks"]:
             disks.add_row(
-                d["mount"],
-                d["fstype"],
+                Text(d["mount"]),
+                Text(d["fstype"]),
                 fmt_bytes(d["used"]),
                 fmt_bytes(d["total"]),
                 fmt_pct(d["percent"]),
@@ -183,7 +184,7 @@ def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
         for col in ("INTERFACE", "RX", "TX"):
             nets.add_column(col, justify="left" if col == "INTERFACE" else "right")
         for n in latest["nets"]:
-            nets.add_row(n["name"], fmt_rate(n["rx_bps"]), fmt_rate(n["tx_bps"]))
+            nets.add_row(Text(n["name"]), fmt_rate(n["rx_bps"]), fmt_rate(n["tx_bps"]))
         parts += [Text(""), nets]
     return Group(*parts)
 
@@ -240,3 +241,132 @@ def metrics_table(doc: dict[str, Any]) -> RenderableType:
 
 def print_metrics(doc: dict[str, Any]) -> None:
     console().print(metrics_table(doc))
+
+
+STATE_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "refused": "yellow",
+    "expired": "yellow",
+    "lost": "red",
+    "queued": "dim",
+    "sent": "cyan",
+    "running": "cyan",
+}
+
+
+def _exit(n: dict[str, Any]) -> str:
+    if n.get("exit_code") is not None:
+        return str(n["exit_code"])
+    if n.get("signal") is not None:
+        return f"signal {n['signal']}"
+    return "-"
+
+
+def job_summary(job: dict[str, Any]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col, justify in (
+        ("NODE", "left"),
+        ("STATE", "left"),
+        ("EXIT", "right"),
+        ("DURATION", "right"),
+        ("NOTE", "left"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=col != "NOTE")  # type: ignore[arg-type]
+    for n in job["nodes"]:
+        note = n.get("error") or ""
+        if n.get("stdout_truncated") or n.get("stderr_truncated"):
+            note = (note + "; " if note else "") + "output truncated"
+        table.add_row(
+            Text(n["node"]),
+            Text(n["state"], style=STATE_STYLE.get(n["state"], "")),
+            _exit(n),
+            "-" if n.get("duration") is None else f"{n['duration']:.2f}s",
+            Text(note),
+        )
+    return table
+
+
+def print_job_summary(job: dict[str, Any]) -> None:
+    c = Console(file=sys.stderr, highlight=False)
+    ok = sum(1 for n in job["nodes"] if n["state"] == "succeeded")
+    c.print()
+    c.print(job_summary(job))
+    c.print(Text(f"{ok}/{len(job['nodes'])} succeeded · job {job['id']}", style="dim"))
+
+
+def jobs_table(jobs: list[dict[str, Any]], *, now: float) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("JOB", "CREATED", "TARGET", "STATE", "NODES", "COMMAND"):
+        table.add_column(
+            col, no_wrap=True, overflow="ellipsis", ratio=1 if col == "COMMAND" else None
+        )
+    for j in jobs:
+        states = ", ".join(f"{v} {k}" for k, v in sorted(j["states"].items()))
+        table.add_row(
+            j["id"],
+            fmt_ago(j["created"], now),
+            Text(j["target"]),
+            Text(j["state"], style="cyan" if j["state"] == "running" else ""),
+            states,
+            Text(_what(j)),
+        )
+    return table
+
+
+def print_jobs(jobs: list[dict[str, Any]]) -> None:
+    c = console()
+    if not jobs:
+        c.print("no jobs yet: try `servermgr ctl exec NODE 'uptime'`")
+        return
+    c.print(jobs_table(jobs, now=time.time()))
+
+
+def _what(job: dict[str, Any]) -> str:
+    if job.get("command") is not None:
+        return str(job["command"])
+    service = job.get("service") or {}
+    return f"systemctl {service.get('action')} {service.get('unit')}"
+
+
+def print_job(job: dict[str, Any]) -> None:
+    c = console()
+    c.print(Text(f"job {job['id']}: {_what(job)}", style="bold"))
+    c.print(
+        Text(
+            f"target {job['target']} · {job['state']} · by {job['principal']} · "
+            f"timeout {job['timeout']:g}s",
+            style="dim",
+        )
+    )
+    c.print(job_summary(job))
+    for n in job["nodes"]:
+        for stream in ("stdout", "stderr"):
+            if n.get(stream):
+                c.print(Text(f"\n── {n['node']} {stream} ──", style="bold"))
+                sys.stdout.flush()
+                sys.stdout.buffer.write(base64.b64decode(n[f"{stream}_b64"]))
+                sys.stdout.flush()
+
+
+def print_audit(rows: list[dict[str, Any]]) -> None:
+    c = console()
+    if not rows:
+        c.print("the audit log is empty")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("TIME", "WHO", "ACTION", "TARGET", "OUTCOME", "JOB", "WHAT"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", ratio=1 if col == "WHAT" else None)
+    for r in rows:
+        table.add_row(
+            time.strftime("%m-%d %H:%M:%S", time.localtime(r["ts"])),
+            r["principal"],
+            r["action"],
+            Text(r["target"]),
+            r["outcome"] or "running",
+            r["job_id"] or "-",
+            Text(r["detail"]),
+        )
+    c.print(table)

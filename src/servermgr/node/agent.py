@@ -31,6 +31,7 @@ from servermgr.common.errors import CoreUnreachableError, ProtocolError, Registr
 from servermgr.node import identity as ident
 from servermgr.node import transport
 from servermgr.node.collector import Collector, system_info
+from servermgr.node.executor import Executor
 
 log = logging.getLogger("servermgr.node")
 
@@ -85,6 +86,27 @@ class Backlog:
         self.inflight.clear()
 
 
+@dataclass
+class JobSpool:
+    """A job's output chunks and result, kept until Core acks the result."""
+
+    messages: list[proto.JobOutput | proto.JobResult] = field(default_factory=list)
+    sent: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.messages) and isinstance(self.messages[-1], proto.JobResult)
+
+    def rewind(self) -> None:
+        self.sent = 0
+
+    def next_unsent(self) -> proto.JobOutput | proto.JobResult | None:
+        if self.sent >= len(self.messages):
+            return None
+        self.sent += 1
+        return self.messages[self.sent - 1]
+
+
 class Agent:
     def __init__(
         self,
@@ -106,7 +128,10 @@ class Agent:
         self.interval = config.server.heartbeat_interval
         self.identity: ident.Identity | None = None
         self.connected = False
-        self._new_sample = trio.Event()
+        self._wake = trio.Event()
+        self.jobs: dict[str, JobSpool] = {}
+        self.executor = Executor(config.exec)
+        self._nursery: trio.Nursery | None = None
         self._state = ""
 
     def _state_change(self, state: str, level: int = logging.INFO) -> None:
@@ -121,6 +146,7 @@ class Agent:
         self.collector.prime()
         refused: RegistrationError | None = None
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._sampler)
             task_status.started()
             try:
@@ -137,7 +163,7 @@ class Agent:
         await trio.sleep(min(self.interval, FIRST_SAMPLE_AFTER))
         while True:
             self.backlog.add(self.collector.sample())
-            self._new_sample.set()
+            self._wake.set()
             await trio.sleep(self.interval)
 
     async def _ensure_identity(self) -> ident.Identity:
@@ -214,11 +240,50 @@ class Agent:
             nursery.cancel_scope.cancel()
 
     async def _sender(self, ws: WebSocketConnection) -> None:
+        """The one writer of this connection: heartbeats, then job output and results.
+
+        Every spooled job message is sent again on a new connection (Core
+        keeps each byte and each result once), in order, before newer ones.
+        """
+        for spool in self.jobs.values():
+            spool.rewind()
         while True:
             while (hb := self.backlog.take()) is not None:
                 await ws.send_message(proto.encode(hb))
-            self._new_sample = trio.Event()
-            await self._new_sample.wait()
+            for spool in list(self.jobs.values()):
+                while (msg := spool.next_unsent()) is not None:
+                    await ws.send_message(proto.encode(msg))
+            self._wake = trio.Event()
+            await self._wake.wait()
+
+    def _start_job(self, job: proto.JobRun) -> None:
+        spool = self.jobs.get(job.job_id)
+        if spool is not None:
+            # Core sent it again (it did not see our result yet): resend, never rerun.
+            spool.rewind()
+            self._wake.set()
+            return
+        spool = self.jobs[job.job_id] = JobSpool()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_job, job, spool)
+
+    async def _run_job(self, job: proto.JobRun, spool: JobSpool) -> None:
+        async def emit(out: proto.JobOutput) -> None:
+            spool.messages.append(out)
+            self._wake.set()
+
+        what = job.command if job.command is not None else f"service {job.service}"
+        log.info("job %s: running %r", job.job_id, what[:200])
+        result = await self.executor.run(job, emit)
+        log.info(
+            "job %s: %s (exit %s) in %.2f s",
+            job.job_id,
+            result.outcome,
+            result.exit_code,
+            result.duration,
+        )
+        spool.messages.append(result)
+        self._wake.set()
 
     async def _reader(self, ws: WebSocketConnection) -> None:
         while True:
@@ -237,6 +302,14 @@ class Agent:
                 continue
             if isinstance(msg, proto.HeartbeatAck):
                 self.backlog.ack(msg.seq)
+            elif isinstance(msg, proto.JobRun):
+                self._start_job(msg)
+            elif isinstance(msg, proto.JobCancel):
+                self.executor.cancel(msg.job_id)
+            elif isinstance(msg, proto.JobAck):
+                spool = self.jobs.get(msg.job_id)
+                if spool is not None and spool.finished:
+                    del self.jobs[msg.job_id]
             elif isinstance(msg, proto.Error):
                 log.warning("Core reports %s: %s", msg.code, msg.message)
             else:

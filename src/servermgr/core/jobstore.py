@@ -1,0 +1,295 @@
+"""SQL for jobs, per-node results and the audit log (synchronous; run in threads).
+
+A job row says what was asked; a job_nodes row per targeted node says what
+happened there. Results are stored idempotently by (job id, node id): a
+result for a node already in a final state changes nothing, so a re-sent
+result is recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from servermgr.core.storage import Storage
+
+FINAL_STATES = frozenset(
+    {"succeeded", "failed", "timed_out", "cancelled", "refused", "expired", "lost"}
+)
+OPEN_STATES = frozenset({"queued", "sent", "running"})
+# A result may still land on a node marked lost: it came back after all.
+_ACCEPTS_RESULT = "('queued', 'sent', 'running', 'lost')"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    created: float
+    command: str | None
+    service: dict[str, str] | None
+    target: str
+    timeout: float
+    output_cap: int
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    deadline: float = 0.0
+    principal: str = "core-key"
+
+    def describe(self) -> str:
+        if self.service:
+            return f"systemctl {self.service['action']} {self.service['unit']}"
+        return self.command or ""
+
+
+@dataclass
+class NodeResult:
+    node_id: str
+    name: str
+    state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    sent_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+
+_JOB_COLS = (
+    "id, created, command, service, target, timeout, output_cap, env, cwd, deadline, principal"
+)
+_NODE_COLS = (
+    "node_id, node_name, state, exit_code, signal, error, sent_at, finished_at, duration, "
+    "stdout, stderr, stdout_truncated, stderr_truncated"
+)
+
+
+def _job(row: tuple[Any, ...]) -> JobRecord:
+    id_, created, command, service, target, timeout, cap, env, cwd, deadline, principal = row
+    return JobRecord(
+        id=id_,
+        created=created,
+        command=command,
+        service=json.loads(service) if service else None,
+        target=target,
+        timeout=timeout,
+        output_cap=cap,
+        env=json.loads(env),
+        cwd=cwd,
+        deadline=deadline,
+        principal=principal,
+    )
+
+
+def _node(row: tuple[Any, ...]) -> NodeResult:
+    return NodeResult(
+        node_id=row[0],
+        name=row[1],
+        state=row[2],
+        exit_code=row[3],
+        signal=row[4],
+        error=row[5],
+        sent_at=row[6],
+        finished_at=row[7],
+        duration=row[8],
+        stdout=bytes(row[9]),
+        stderr=bytes(row[10]),
+        stdout_truncated=bool(row[11]),
+        stderr_truncated=bool(row[12]),
+    )
+
+
+class JobStore:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def create(self, job: JobRecord, nodes: list[NodeResult], audit_detail: str) -> None:
+        with self.storage.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO jobs ({_JOB_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.id,
+                    job.created,
+                    job.command,
+                    json.dumps(job.service) if job.service else None,
+                    job.target,
+                    job.timeout,
+                    job.output_cap,
+                    json.dumps(job.env),
+                    job.cwd,
+                    job.deadline,
+                    job.principal,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO job_nodes (job_id, node_id, node_name, state, error, finished_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [(job.id, n.node_id, n.name, n.state, n.error, n.finished_at) for n in nodes],
+            )
+            conn.execute(
+                "INSERT INTO audit (ts, principal, action, target, detail, job_id) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    job.created,
+                    job.principal,
+                    "service" if job.service else "exec",
+                    job.target,
+                    audit_detail,
+                    job.id,
+                ),
+            )
+
+    def set_state(
+        self, job_id: str, node_id: str, state: str, *, now: float, error: str | None = None
+    ) -> bool:
+        """Move an open node entry to ``state``; False if it was already final."""
+        final = state in FINAL_STATES
+        with self.storage.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE job_nodes SET state = ?, error = coalesce(?, error), "
+                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, "
+                "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+                "WHERE job_id = ? AND node_id = ? AND state IN ('queued', 'sent', 'running')",
+                (state, error, state, now, final, now, job_id, node_id),
+            )
+            changed = cur.rowcount > 0
+            if changed and final:
+                self._audit_outcome(conn, job_id)
+        return changed
+
+    def store_result(self, job_id: str, result: NodeResult, *, now: float) -> bool:
+        """Record a node's final result once; False if one was already stored."""
+        with self.storage.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE job_nodes SET state = ?, exit_code = ?, signal = ?, error = ?, "
+                "finished_at = ?, duration = ?, stdout = ?, stderr = ?, "
+                "stdout_truncated = ?, stderr_truncated = ? "
+                f"WHERE job_id = ? AND node_id = ? AND state IN {_ACCEPTS_RESULT}",
+                (
+                    result.state,
+                    result.exit_code,
+                    result.signal,
+                    result.error,
+                    now,
+                    result.duration,
+                    result.stdout,
+                    result.stderr,
+                    result.stdout_truncated,
+                    result.stderr_truncated,
+                    job_id,
+                    result.node_id,
+                ),
+            )
+            changed = cur.rowcount > 0
+            if changed:
+                self._audit_outcome(conn, job_id)
+        return changed
+
+    def _audit_outcome(self, conn: Any, job_id: str) -> None:
+        """When every node of a job is final, write its outcome into the audit row."""
+        rows = conn.execute(
+            "SELECT state, count(*) FROM job_nodes WHERE job_id = ? GROUP BY state", (job_id,)
+        ).fetchall()
+        counts = dict(rows)
+        if any(s in OPEN_STATES for s in counts):
+            return
+        outcome = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        conn.execute("UPDATE audit SET outcome = ? WHERE job_id = ?", (outcome, job_id))
+
+    def get(self, job_id: str) -> tuple[JobRecord, list[NodeResult]] | None:
+        with self.storage.reader() as conn:
+            row = conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            nodes = conn.execute(
+                f"SELECT {_NODE_COLS} FROM job_nodes WHERE job_id = ? ORDER BY node_name",
+                (job_id,),
+            ).fetchall()
+        return _job(row), [_node(n) for n in nodes]
+
+    def list_jobs(
+        self,
+        *,
+        node_id: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[tuple[JobRecord, dict[str, int]]]:
+        """Jobs newest first, each with its count of nodes per state."""
+        where: list[str] = []
+        args: list[Any] = []
+        if before is not None:
+            where.append("j.created < ?")
+            args.append(before)
+        if node_id is not None or state is not None:
+            sub: list[str] = []
+            sub_args: list[Any] = []
+            if node_id is not None:
+                sub.append("n.node_id = ?")
+                sub_args.append(node_id)
+            if state is not None:
+                sub.append("n.state = ?")
+                sub_args.append(state)
+            where.append(
+                f"EXISTS (SELECT 1 FROM job_nodes n WHERE n.job_id = j.id AND {' AND '.join(sub)})"
+            )
+            args += sub_args
+        sql = f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} FROM jobs j"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY j.created DESC LIMIT ?"
+        with self.storage.reader() as conn:
+            jobs = [_job(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
+            out = []
+            for job in jobs:
+                counts = dict(
+                    conn.execute(
+                        "SELECT state, count(*) FROM job_nodes WHERE job_id = ? GROUP BY state",
+                        (job.id,),
+                    ).fetchall()
+                )
+                out.append((job, counts))
+        return out
+
+    def open_entries(self) -> list[tuple[JobRecord, NodeResult]]:
+        """Every (job, node) not final yet: Core reloads these after a restart."""
+        with self.storage.reader() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))}, "
+                f"{', '.join('n.' + c.strip() for c in _NODE_COLS.split(','))} "
+                "FROM job_nodes n JOIN jobs j ON j.id = n.job_id "
+                "WHERE n.state IN ('queued', 'sent', 'running', 'lost') ORDER BY j.created"
+            ).fetchall()
+        return [(_job(r[:11]), _node(r[11:])) for r in rows]
+
+    def audit(
+        self,
+        *,
+        limit: int = 100,
+        since: float | None = None,
+        principal: str | None = None,
+        action: str | None = None,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if principal is not None:
+            where.append("principal = ?")
+            args.append(principal)
+        if action is not None:
+            where.append("action = ?")
+            args.append(action)
+        sql = "SELECT ts, principal, action, target, detail, job_id, outcome FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        with self.storage.reader() as conn:
+            rows = conn.execute(sql, (*args, limit)).fetchall()
+        keys = ("ts", "principal", "action", "target", "detail", "job_id", "outcome")
+        return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -1,0 +1,490 @@
+"""Core's REST API in-process: auth, the one error shape, limits, OpenAPI, node routes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import trio
+from starlette.routing import Route, WebSocketRoute
+from trio_websocket import ConnectionRejected, wrap_client_stream
+
+from servermgr.common import addr, proto
+from servermgr.core import api as api_mod
+from servermgr.core.app import Core
+from servermgr.core.openapi import NODE_SCHEMA
+
+from .conftest import StartNode
+
+TIME_CAP = 20.0
+PUBLIC = {"/healthz", "/openapi.json"}
+
+
+@pytest.fixture(autouse=True)
+def time_cap(nursery: trio.Nursery) -> None:
+    """Every test here has an absolute cap (the nursery is cancelled when the test ends)."""
+
+    async def watchdog() -> None:
+        await trio.sleep(TIME_CAP)
+        raise TimeoutError(f"test took over {TIME_CAP:g} s")
+
+    nursery.start_soon(watchdog)
+
+
+@pytest.fixture
+async def anon(core: Core) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=core.url, trust_env=False, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+async def api(core: Core) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {core.key.value}"}
+    async with httpx.AsyncClient(
+        base_url=core.url, headers=headers, trust_env=False, timeout=5
+    ) as client:
+        yield client
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> str:
+    """The one error shape, exactly: ``{"error": {"code": ..., "message": ...}}``."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    doc = resp.json()
+    assert set(doc) == {"error"}
+    assert set(doc["error"]) == {"code", "message"}
+    assert doc["error"]["code"] == code
+    message = doc["error"]["message"]
+    assert isinstance(message, str)
+    assert message.strip()
+    return message
+
+
+async def register(api: httpx.AsyncClient, name: str, **labels: str) -> dict[str, Any]:
+    resp = await api.post("/api/v1/register", json={"hostname": name, "labels": labels})
+    assert resp.status_code == 201, resp.text
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
+def sample(ts: float, cpu: float) -> proto.Sample:
+    return proto.Sample(
+        ts=ts,
+        cpu_percent=cpu,
+        cpu_per_core=[cpu],
+        load1=0.5,
+        load5=0.4,
+        load15=0.3,
+        mem_total=1000,
+        mem_used=400,
+        mem_available=600,
+        mem_percent=40.0,
+        swap_total=0,
+        swap_used=0,
+        swap_percent=0.0,
+        disks=[proto.DiskUsage(mount="/", fstype="ext4", total=100, used=25, percent=25.0)],
+        disk_read_bps=1.0,
+        disk_write_bps=2.0,
+        net_rx_bps=3.0,
+        net_tx_bps=4.0,
+        nets=[],
+        uptime=1234.0,
+        procs=42,
+    )
+
+
+async def store_samples(core: Core, name: str, stamps: list[float]) -> None:
+    """Samples straight into SQLite, as the writer stores a heartbeat's."""
+    row = core.registry.by_ref(name)
+    assert row is not None
+    rows = [(row.seq, sample(ts, cpu=float(i))) for i, ts in enumerate(stamps)]
+    await core.db.write(core.db.storage.write_batch, rows, {})
+
+
+def concrete(path: str, ref: str) -> str:
+    return re.sub(r"\{[^}]+\}", ref, path)
+
+
+def protected_routes(core: Core) -> Iterator[tuple[str, str]]:
+    """(method, path template) of every HTTP route that needs the core key."""
+    for route in core.app.routes:
+        if isinstance(route, Route) and route.path not in PUBLIC:
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":
+                    yield method, route.path
+
+
+# --- auth ---------------------------------------------------------------------
+
+
+async def test_every_route_but_health_and_openapi_needs_the_core_key(
+    core: Core, anon: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    node = await register(api, "node-01")
+    routes = list(protected_routes(core))
+    paths = {p for _, p in routes}
+    assert {"/api/v1/register", "/api/v1/nodes", "/api/v1/nodes/{ref}"} <= paths
+    bad_headers: list[dict[str, str]] = [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {core.key.value}x"},
+        {"Authorization": f"Basic {core.key.value}"},
+        {"Authorization": core.key.value},
+        # A node's own credential speaks for that node on the WebSocket only.
+        {"Authorization": f"Bearer {node['credential']}"},
+    ]
+    for method, template in routes:
+        path = concrete(template, "node-01")
+        for headers in bad_headers:
+            resp = await anon.request(method, path, headers=headers, json={"hostname": "x"})
+            assert_error(resp, 401, "unauthorized")
+            assert resp.headers["www-authenticate"] == "Bearer"
+            assert core.key.value not in resp.text
+    # Nothing above had an effect.
+    assert (await api.get("/api/v1/nodes/node-01")).json()["id"] == node["node_id"]
+    assert [n["name"] for n in (await api.get("/api/v1/nodes")).json()] == ["node-01"]
+
+    health = await anon.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert (await anon.get("/openapi.json")).status_code == 200
+
+
+async def ws_handshake(core: Core, url: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """Open and close a WebSocket; the TCP stream is ours, so a rejection cannot leak it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", core.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(5):
+                ws = await wrap_client_stream(
+                    nursery, stream, f"127.0.0.1:{core.port}", urlsplit(url).path,
+                    extra_headers=headers,
+                )
+            await ws.aclose()
+    except BaseExceptionGroup as group:
+        (exc,) = group.exceptions
+        raise exc from None
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def test_every_websocket_route_refuses_bad_credentials_with_401(
+    core: Core, api: httpx.AsyncClient
+) -> None:
+    node = await register(api, "node-01")
+    ws_routes = [r.path for r in core.app.routes if isinstance(r, WebSocketRoute)]
+    assert addr.NODE_WS_PATH in ws_routes
+    for template in ws_routes:
+        url = addr.ws_url(core.url, concrete(template, "node-01"))
+        # The node socket takes a node credential, never the core key; the others the reverse.
+        swapped = core.key.value if template == addr.NODE_WS_PATH else node["credential"]
+        for token in (None, "wrong", swapped):
+            headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+            with pytest.raises(ConnectionRejected) as info:
+                await ws_handshake(core, url, headers)
+            assert info.value.status_code == 401, f"{template} with {token!r}"
+            assert info.value.body is not None
+            assert json.loads(info.value.body)["error"]["code"] == "unauthorized"
+
+
+# --- the one error shape ------------------------------------------------------
+
+
+async def test_unknown_node_unknown_route_and_wrong_method_share_the_error_shape(
+    api: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    for path in ("/api/v1/nodes/nope", "/api/v1/nodes/nope/metrics"):
+        message = assert_error(await api.get(path), 404, "not_found")
+        assert "'nope'" in message
+    assert_error(await api.delete("/api/v1/nodes/nope"), 404, "not_found")
+    for path in ("/nope", "/api/v1/nope", "/api/v2/nodes"):
+        assert_error(await anon.get(path), 404, "not_found")
+        assert_error(await api.get(path), 404, "not_found")
+
+    resp = await api.put("/api/v1/nodes")
+    message = assert_error(resp, 405, "method_not_allowed")
+    assert "GET" in resp.headers["allow"]
+    assert "PUT" in message
+    resp = await api.post("/api/v1/nodes/nope")
+    assert_error(resp, 405, "method_not_allowed")
+    assert {"GET", "DELETE"} <= {m.strip() for m in resp.headers["allow"].split(",")}
+    assert_error(await api.get("/api/v1/register"), 405, "method_not_allowed")
+
+
+async def test_register_body_over_64_kib_is_413(api: httpx.AsyncClient) -> None:
+    big = b'{"hostname": "node-01", "labels": {"a": "' + b"x" * api_mod.MAX_BODY + b'"}}'
+    resp = await api.post(
+        "/api/v1/register", content=big, headers={"content-type": "application/json"}
+    )
+    assert_error(resp, 413, "too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: the limit holds while reading the stream.
+        for _ in range(20):
+            yield b" " * 8192
+
+    resp = await api.post("/api/v1/register", content=chunks())
+    assert_error(resp, 413, "too_large")
+    assert (await api.get("/api/v1/nodes")).json() == []
+
+
+async def test_request_heads_are_bounded(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/api/v1/nodes", headers={"x-big": "x" * 128 * 1024})
+    assert resp.status_code in (400, 413, 414, 431)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"",
+        b"[]",
+        b'{"labels": {}}',
+        b'{"hostname": ""}',
+        b'{"hostname": 7}',
+        b'{"hostname": "two words"}',
+        b'{"hostname": "-dash-first"}',
+        b'{"hostname": "../../etc"}',
+        b'{"hostname": "ok", "extra": 1}',
+        b'{"hostname": "ok", "labels": {"bad key": "v"}}',
+        b'{"hostname": "ok", "labels": {"k": 1}}',
+    ],
+)
+async def test_bad_registration_is_400(api: httpx.AsyncClient, body: bytes) -> None:
+    resp = await api.post(
+        "/api/v1/register", content=body, headers={"content-type": "application/json"}
+    )
+    assert_error(resp, 400, "bad_request")
+    assert (await api.get("/api/v1/nodes")).json() == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"since": "bogus"},
+        {"since": "-5"},
+        {"since": "1e20"},
+        {"until": "yesterday"},
+        {"limit": "0"},
+        {"limit": "abc"},
+        {"limit": str(api_mod.MAX_POINTS + 1)},
+    ],
+)
+async def test_bad_metrics_range_is_400(
+    api: httpx.AsyncClient, query: dict[str, str]
+) -> None:
+    await register(api, "node-01")
+    resp = await api.get("/api/v1/nodes/node-01/metrics", params=query)
+    message = assert_error(resp, 400, "bad_request")
+    assert next(iter(query.values())) in message or "limit" in message
+
+
+async def test_taken_name_is_409_and_says_how_to_free_it(api: httpx.AsyncClient) -> None:
+    first = await register(api, "node-01")
+    resp = await api.post("/api/v1/register", json={"hostname": "node-01"})
+    message = assert_error(resp, 409, "name_taken")
+    assert "servermgr ctl node remove node-01" in message
+    nodes = (await api.get("/api/v1/nodes")).json()
+    assert [n["id"] for n in nodes] == [first["node_id"]]
+
+
+# --- OpenAPI ------------------------------------------------------------------
+
+
+def _refs(doc: Any) -> Iterator[str]:
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from _refs(value)
+
+
+def _resolve(doc: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        assert isinstance(node, dict)
+        assert part in node, f"{ref} does not resolve"
+        node = node[part]
+    return node
+
+
+async def test_openapi_describes_every_route_and_its_refs_resolve(
+    core: Core, anon: httpx.AsyncClient
+) -> None:
+    resp = await anon.get("/openapi.json")
+    assert resp.status_code == 200
+    doc = resp.json()
+    assert doc["openapi"].startswith("3.1")
+    paths = doc["paths"]
+    for route in core.app.routes:
+        if isinstance(route, WebSocketRoute):
+            assert "get" in paths.get(route.path, {}), f"WebSocket {route.path} undocumented"
+            continue
+        assert isinstance(route, Route)
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in paths.get(route.path, {}), (
+                    f"{method} {route.path} is missing from /openapi.json"
+                )
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            public = path in PUBLIC
+            assert (op.get("security") == []) == public, f"{method} {path} auth is wrong"
+            names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert names == set(re.findall(r"\{([^}]+)\}", path)), f"{method} {path} params"
+
+    refs = set(_refs(doc))
+    assert "#/components/schemas/Node" in refs
+    assert "#/components/schemas/Error" in refs
+    for ref in refs:
+        assert isinstance(_resolve(doc, ref), dict)
+    assert "$defs" not in resp.text
+
+
+async def test_node_schema_matches_what_the_api_returns(core: Core, api: httpx.AsyncClient) -> None:
+    await register(api, "node-01")
+    (node,) = (await api.get("/api/v1/nodes")).json()
+    assert set(node) == set(NODE_SCHEMA["properties"])
+    assert set(NODE_SCHEMA["required"]) <= set(node)
+
+
+# --- nodes and metrics --------------------------------------------------------
+
+
+async def test_list_and_show_a_live_node(
+    core: Core, api: httpx.AsyncClient, start_node: StartNode
+) -> None:
+    idle = await register(api, "idle")
+    await start_node(core, "node-01", role="web")
+
+    async def live() -> dict[str, Any]:
+        while True:
+            for n in (await api.get("/api/v1/nodes")).json():
+                if n["name"] == "node-01" and n["cpu_percent"] is not None:
+                    return dict(n)
+            await trio.sleep(0.05)
+
+    with trio.fail_after(5):
+        node = await live()
+    assert node["status"] == "online"
+    assert node["labels"] == {"role": "web"}
+    assert 0 <= node["cpu_percent"] <= 100
+    assert 0 <= node["mem_percent"] <= 100
+    assert node["last_seen"] >= node["first_seen"]
+    assert node["connected_at"] is not None
+
+    nodes = (await api.get("/api/v1/nodes")).json()
+    assert [n["name"] for n in nodes] == ["idle", "node-01"]
+    assert nodes[0]["status"] == "offline"
+    assert nodes[0]["id"] == idle["node_id"]
+    assert nodes[0]["cpu_percent"] is None
+    assert nodes[0]["last_seen"] is None
+
+    by_name = (await api.get("/api/v1/nodes/node-01")).json()
+    by_id = (await api.get(f"/api/v1/nodes/{node['id']}")).json()
+    assert by_name["id"] == by_id["id"] == node["id"]
+    assert by_name["info"]["cpu_count"] >= 1
+    assert by_name["latest"]["ts"] > 0
+    assert isinstance(by_name["latest"]["disks"], list)
+    idle_doc = (await api.get("/api/v1/nodes/idle")).json()
+    assert idle_doc["info"] is None
+    assert idle_doc["latest"] is None
+
+
+async def test_metrics_range_and_limit(core: Core, api: httpx.AsyncClient) -> None:
+    await register(api, "node-01")
+    now = time.time()
+    stamps = [now - 7200, now - 3000, now - 1800, now - 600, now - 60]
+    await store_samples(core, "node-01", stamps)
+
+    doc = (await api.get("/api/v1/nodes/node-01/metrics")).json()  # default: last hour
+    assert doc["name"] == "node-01"
+    assert [s["ts"] for s in doc["samples"]] == stamps[1:]
+    first = doc["samples"][0]
+    assert {"ts", "cpu", "mem_percent", "load1", "disk_percent", "net_rx_bps"} <= set(first)
+    assert first["mem_percent"] == 40.0
+    assert first["disk_percent"] == 25.0
+
+    got = (await api.get("/api/v1/nodes/node-01/metrics", params={"since": "3h"})).json()
+    assert [s["ts"] for s in got["samples"]] == stamps
+    got = (await api.get("/api/v1/nodes/node-01/metrics", params={"since": "20m"})).json()
+    assert [s["ts"] for s in got["samples"]] == stamps[3:]
+    absolute = {"since": str(now - 4000), "until": str(now - 1000)}
+    got = (await api.get("/api/v1/nodes/node-01/metrics", params=absolute)).json()
+    assert [s["ts"] for s in got["samples"]] == stamps[1:3]
+    assert got["since"] == pytest.approx(now - 4000)
+    assert got["until"] == pytest.approx(now - 1000)
+    # The limit keeps the newest samples, still oldest first.
+    got = (
+        await api.get("/api/v1/nodes/node-01/metrics", params={"since": "1d", "limit": "2"})
+    ).json()
+    assert [s["ts"] for s in got["samples"]] == stamps[-2:]
+    got = (await api.get("/api/v1/nodes/node-01/metrics", params={"since": "30s"})).json()
+    assert got["samples"] == []
+
+
+async def test_remove_frees_the_name_and_deletes_history(
+    core: Core, api: httpx.AsyncClient
+) -> None:
+    old = await register(api, "node-01")
+    other = await register(api, "node-02")
+    now = time.time()
+    await store_samples(core, "node-01", [now - 30, now - 20, now - 10])
+    await store_samples(core, "node-02", [now - 30])
+    seq = core.registry.by_ref("node-01").seq  # type: ignore[union-attr]
+
+    resp = await api.delete("/api/v1/nodes/node-01")
+    assert resp.status_code == 200
+    assert resp.json() == {"removed": old["node_id"], "name": "node-01"}
+    assert_error(await api.get("/api/v1/nodes/node-01"), 404, "not_found")
+    assert_error(await api.get(f"/api/v1/nodes/{old['node_id']}"), 404, "not_found")
+    assert_error(await api.delete("/api/v1/nodes/node-01"), 404, "not_found")
+    assert [n["name"] for n in (await api.get("/api/v1/nodes")).json()] == ["node-02"]
+    assert await core.db.read(core.db.storage.count_metrics, seq) == 0
+
+    new = await register(api, "node-01")
+    assert new["node_id"] != old["node_id"]
+    got = (await api.get("/api/v1/nodes/node-01/metrics", params={"since": "1h"})).json()
+    assert got["samples"] == []
+    kept = (await api.get("/api/v1/nodes/node-02/metrics")).json()
+    assert len(kept["samples"]) == 1
+    # Remove by id works too.
+    resp = await api.delete(f"/api/v1/nodes/{other['node_id']}")
+    assert resp.json()["name"] == "node-02"
+
+
+async def test_removing_a_connected_node_disconnects_it(
+    core: Core, api: httpx.AsyncClient, start_node: StartNode
+) -> None:
+    await start_node(core, "node-01")
+
+    async def node_id(online: bool) -> str:
+        while True:
+            resp = await api.get("/api/v1/nodes/node-01")
+            if resp.status_code == 200 and (resp.json()["status"] == "online") == online:
+                return str(resp.json()["id"])
+            await trio.sleep(0.05)
+
+    with trio.fail_after(5):
+        first = await node_id(online=True)
+    resp = await api.delete("/api/v1/nodes/node-01")
+    assert resp.status_code == 200
+    # Its credential is revoked; the agent registers afresh under its name.
+    with trio.fail_after(10):
+        while (second := await node_id(online=True)) == first:
+            await trio.sleep(0.05)
+    assert second != first
