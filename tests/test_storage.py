@@ -123,7 +123,7 @@ def test_failed_migration_leaves_previous_version(tmp_path: Path) -> None:
     extended = (*migrations.MIGRATIONS, migrations.Migration(latest + 1, "broken", broken))
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
     try:
-        with pytest.raises(StorageError, match=r"m\.db: migration 2 \(broken\) failed"):
+        with pytest.raises(StorageError, match=rf"m\.db: migration {latest + 1} \(broken\) failed"):
             migrations.migrate(conn, "m.db", extended)
         assert migrations.user_version(conn) == latest
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}

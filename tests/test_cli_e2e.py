@@ -1,0 +1,507 @@
+"""End to end: the real ``servermgr`` CLI as subprocesses, Core and nodes from config files.
+
+Each test has an absolute time cap, waits for conditions by polling the CLI or
+the REST API against a deadline, and kills every process it started (checked
+with psutil: no process carrying this test's marker outlives it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import httpx
+import psutil
+import pytest
+
+import servermgr
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL = 0.5
+MARKER = "SERVERMGR_E2E_RUN"
+_exe = shutil.which("servermgr", path=os.path.dirname(sys.executable))
+SERVERMGR = [_exe] if _exe else [sys.executable, "-m", "servermgr"]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@dataclass
+class Proc:
+    """A long-running servermgr process; its stderr (the log) goes to ``log``."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+    pid: int
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return self.popen.poll() is None or self.popen.pid != self.pid
+
+
+@dataclass
+class Fleet:
+    """Runs the CLI in ``tmp`` and remembers every process for cleanup."""
+
+    tmp: Path
+    cap: float
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    procs: list[Proc] = field(default_factory=list)
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.cap
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SERVERMGR_")}
+        self.env[MARKER] = self.run_id
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"test exceeded its cap of {self.cap:g} s")
+        return left
+
+    # --- files ------------------------------------------------------------
+
+    def core_config(self, port: int, name: str = "core.toml") -> Path:
+        path = self.tmp / name
+        path.write_text(
+            f'[server]\nlisten = "127.0.0.1:{port}"\nheartbeat_interval = {INTERVAL}\n'
+            '[storage]\ndata_dir = "core-data"\n'
+        )
+        return path
+
+    def node_config(self, name: str, port: int, token: str) -> Path:
+        path = self.tmp / f"{name}.toml"
+        path.write_text(
+            f"[server]\nheartbeat_interval = {INTERVAL}\n"
+            f'[node]\ncore_addr = "ws://127.0.0.1:{port}"\nregister_token = "{token}"\n'
+            f'hostname = "{name}"\ndata_dir = "{name}-data"\n'
+        )
+        return path
+
+    # --- processes --------------------------------------------------------
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """One short CLI call, bounded by the test's deadline."""
+        return subprocess.run(
+            [*SERVERMGR, *args],
+            cwd=cwd or self.tmp,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=min(self.left(), 20),
+        )
+
+    def spawn(self, name: str, *args: str) -> Proc:
+        log = self.tmp / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [*SERVERMGR, *args],
+                cwd=self.tmp,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proc = Proc(popen, log, popen.pid)
+        self.procs.append(proc)
+        return proc
+
+    def spawn_background(self, name: str, *args: str) -> Proc:
+        """Start like ``servermgr … &`` in a script: a non-interactive shell's
+        background job, which starts with SIGINT ignored. ``popen`` is the
+        shell; it prints the job's pid, waits, then prints ``exit=N``."""
+        log = self.tmp / f"{name}.log"
+        popen = subprocess.Popen(
+            ["sh", "-c", '"$@" >"$LOG" 2>&1 & echo $!; wait $!; echo "exit=$?"', "sh"]
+            + [*SERVERMGR, *args],
+            cwd=self.tmp,
+            env={**self.env, "LOG": str(log)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert popen.stdout is not None
+        pid = int(popen.stdout.readline())
+        proc = Proc(popen, log, pid)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, sig: int) -> int:
+        """Send ``sig`` to the servermgr process; its exit code."""
+        os.kill(proc.pid, sig)
+        if proc.popen.pid == proc.pid:
+            return proc.popen.wait(timeout=min(self.left(), 15))
+        out, _ = proc.popen.communicate(timeout=min(self.left(), 15))
+        m = re.search(rb"exit=(\d+)", out)
+        assert m, out
+        return int(m.group(1))
+
+    def cleanup(self) -> list[str]:
+        """Kill whatever is left; the command lines of processes that had to be killed late."""
+        for proc in self.procs:
+            for pid in {proc.pid, proc.popen.pid}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        orphans = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.pid != os.getpid() and p.environ().get(MARKER) == self.run_id:
+                    orphans.append(" ".join(p.cmdline()))
+                    p.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return orphans
+
+    # --- polling ----------------------------------------------------------
+
+    def poll(self, what: str, check: Callable[[], T | None], limit: float) -> T:
+        """The first truthy ``check()`` within ``limit`` seconds."""
+        end = time.monotonic() + min(limit, self.left())
+        last: Any = None
+        while time.monotonic() < end:
+            last = check()
+            if last:
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {limit:g} s waiting for {what}; last: {last!r}")
+
+    def ctl_json(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        """``ctl … --json`` output, or None when the call failed (e.g. Core still down)."""
+        res = self.run("ctl", *args, "--json", env=env)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+
+class _CapExceeded(Exception):
+    pass
+
+
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    marker = request.node.get_closest_marker("cap")
+    cap = float(marker.args[0]) if marker else 15.0
+    f = Fleet(tmp_path, cap)
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise _CapExceeded(f"test exceeded its absolute cap of {cap:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, cap + 5)
+    try:
+        yield f
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        orphans = f.cleanup()
+        assert not orphans, f"processes outlived the test: {orphans}"
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """A failed command: exit ``code``, nothing on stdout, one ``servermgr:`` line on stderr."""
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("servermgr: ")
+    assert "Traceback" not in res.stderr
+    return lines[0]
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1, trust_env=False).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def start_core(fleet: Fleet, port: int, *, config: str = "core.toml") -> tuple[Proc, str]:
+    """Core on ``port`` (listening when this returns) and its key."""
+    cfg = fleet.core_config(port, config)
+    key = fleet.run("key", "show", "--config", str(cfg))
+    assert key.returncode == 0, key.stderr
+    core = fleet.spawn(f"core-{port}", "core", "serve", "--config", str(cfg))
+    fleet.poll(f"Core listening on {port}", lambda: healthy(port) or not core.alive(), 10)
+    assert core.alive(), core.text()
+    return core, key.stdout.split()[0]
+
+
+# --- no Core needed --------------------------------------------------------------
+
+
+@pytest.mark.cap(20)
+def test_version_and_help_on_every_command(fleet: Fleet) -> None:
+    import typer.main
+
+    from servermgr.cli import app
+
+    def walk(cmd: Any, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    commands = list(walk(typer.main.get_command(app), []))
+    assert ["ctl", "node", "remove"] in commands
+    assert ["ctl", "metrics"] in commands
+    procs = [
+        (path, subprocess.Popen([*SERVERMGR, *path, "--help"], **_pipes(fleet)))
+        for path in commands
+    ]
+    version = subprocess.Popen([*SERVERMGR, "--version"], **_pipes(fleet))
+    for path, proc in procs:
+        out, err = proc.communicate(timeout=fleet.left())
+        assert proc.returncode == 0, (path, err)
+        assert "Usage:" in out, path
+        assert err == ""
+    out, _ = version.communicate(timeout=fleet.left())
+    assert version.returncode == 0
+    assert out.strip() == f"servermgr {servermgr.__version__}"
+
+
+def _pipes(fleet: Fleet) -> dict[str, Any]:
+    return {
+        "cwd": fleet.tmp,
+        "env": fleet.env,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+    }
+
+
+def test_key_show_prints_the_same_private_key_twice(fleet: Fleet) -> None:
+    data = fleet.tmp / "data"
+    first = fleet.run("key", "show", "--data-dir", str(data))
+    second = fleet.run("key", "show", "--data-dir", str(data))
+    for res in (first, second):
+        assert res.returncode == 0, res.stderr
+        assert re.fullmatch(r"[0-9a-f]{64}\n", res.stdout), res.stdout
+    assert first.stdout == second.stdout
+    assert "created" in first.stderr
+    assert "created" not in second.stderr
+    key_file = data / "core.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() == first.stdout.strip()
+
+
+def test_config_errors_exit_2_naming_file_key_and_reason(fleet: Fleet) -> None:
+    bad = fleet.tmp / "bad.toml"
+    bad.write_text("[server]\nlisten = 42\n")
+    nodeless = fleet.tmp / "nodeless.toml"
+    nodeless.write_text('[node]\nregister_token = "abc"\n')
+    typo = fleet.tmp / "typo.toml"
+    typo.write_text('[server]\nlisten = "127.0.0.1:1"\nheartbeat = 5\n')
+    cases = [
+        (["core", "serve", "--config", str(bad)], bad, "server.listen", "must be a string"),
+        (["node", "run", "--config", str(bad)], bad, "server.listen", "must be a string"),
+        (["ctl", "--config", str(bad), "nodes"], bad, "server.listen", "must be a string"),
+        (["node", "run", "--config", str(nodeless)], nodeless, "node.core_addr", "required"),
+        (["core", "serve", "--config", str(typo)], typo, "server.heartbeat", "unknown key"),
+        (["core", "serve", "--config", "missing.toml"], "missing.toml", "", "not found"),
+    ]
+    procs = [subprocess.Popen([*SERVERMGR, *args], **_pipes(fleet)) for args, *_ in cases]
+    for proc, (args, path, key, reason) in zip(procs, cases, strict=True):
+        out, err = proc.communicate(timeout=fleet.left())
+        assert proc.returncode == 2, (args, out, err)
+        lines = err.splitlines()
+        assert len(lines) == 1, (args, err)
+        assert str(path) in lines[0]
+        assert key in lines[0]
+        assert reason in lines[0]
+    env = {"SERVERMGR_CONFIG": str(bad)}
+    one_line_error(fleet.run("core", "serve", env=env), code=2)
+
+
+# --- against a running Core ------------------------------------------------------
+
+
+@pytest.mark.cap(25)
+def test_bad_key_unknown_node_and_unreachable_core_are_one_line_errors(fleet: Fleet) -> None:
+    port = free_port()
+    _, key = start_core(fleet, port)
+    url = f"http://127.0.0.1:{port}"
+
+    bad_node = fleet.spawn(
+        "bad-node", "node", "run", "--config", str(fleet.node_config("node-01", port, "0" * 64))
+    )
+    good_env = {"SERVERMGR_CORE": url, "SERVERMGR_KEY": key}
+
+    line = one_line_error(fleet.run("ctl", "--core", url, "--key", "0" * 64, "nodes"))
+    assert "key" in line
+    line = one_line_error(fleet.run("ctl", "nodes", env={**good_env, "SERVERMGR_KEY": "nope"}))
+    assert "refused the key" in line
+    for args in (["node", "nope"], ["node", "remove", "nope"], ["metrics", "nope"]):
+        line = one_line_error(fleet.run("ctl", *args, env=good_env))
+        assert "'nope'" in line
+    down = f"http://127.0.0.1:{free_port()}"
+    line = one_line_error(fleet.run("ctl", "--core", down, "--key", key, "nodes"))
+    assert "cannot reach Core" in line
+    assert down in line
+    # No key given and no local key file to fall back on.
+    empty = fleet.tmp / "elsewhere"
+    empty.mkdir()
+    line = one_line_error(fleet.run("ctl", "--core", url, "nodes", cwd=empty))
+    assert "SERVERMGR_KEY" in line
+
+    code = bad_node.popen.wait(timeout=min(fleet.left(), 10))
+    assert code != 0
+    last = bad_node.text().strip().splitlines()[-1]
+    assert "register token" in last
+    assert "Traceback" not in bad_node.text()
+    assert fleet.ctl_json("nodes", env=good_env) == []
+
+
+@pytest.mark.cap(40)
+def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
+    port = free_port()
+    core, key = start_core(fleet, port)
+    env = {"SERVERMGR_CORE": f"http://127.0.0.1:{port}", "SERVERMGR_KEY": key}
+    names = ["node-01", "node-02", "node-03"]
+    nodes = [
+        fleet.spawn(n, "node", "run", "--config", str(fleet.node_config(n, port, key)))
+        for n in names
+    ]
+
+    def all_online(after: float = 0.0) -> list[dict[str, Any]] | None:
+        listed = fleet.ctl_json("nodes", env=env)
+        ok = (
+            listed is not None
+            and [n["name"] for n in listed] == names
+            and all(
+                n["status"] == "online"
+                and n["cpu_percent"] is not None
+                and n["mem_percent"] is not None
+                and (n["sample_ts"] or 0) > after
+                for n in listed
+            )
+        )
+        return listed if ok else None
+
+    listed = fleet.poll("three online nodes with metrics", all_online, 10)
+    ids = {n["name"]: n["id"] for n in listed}
+    for n in listed:
+        assert {"id", "name", "status", "last_seen", "cpu_percent", "mem_percent"} <= set(n)
+        assert 0 <= n["cpu_percent"] <= 100
+        assert 0 < n["mem_percent"] <= 100
+        assert n["last_seen"] > time.time() - 10
+
+    table = fleet.run("ctl", "nodes", env=env)
+    assert table.returncode == 0
+    assert "3/3 online" in table.stdout
+    for n in names:
+        assert n in table.stdout
+    detail = fleet.run("ctl", "node", "node-02", env=env)
+    assert detail.returncode == 0
+    assert ids["node-02"] in detail.stdout
+    assert "online" in detail.stdout
+
+    samples = fleet.poll(
+        "a few samples of node-01",
+        lambda: (s := fleet.ctl_json("metrics", "node-01", "--since", "10m", env=env))
+        and len(s) >= 3
+        and s,
+        10,
+    )
+    for s in samples:
+        assert {"ts", "cpu", "mem_percent", "load1", "net_rx_bps"} <= set(s)
+    assert [s["ts"] for s in samples] == sorted(s["ts"] for s in samples)
+    sparks = fleet.run("ctl", "metrics", "node-01", "--since", "10m", env=env)
+    assert sparks.returncode == 0
+    assert "node-01" in sparks.stdout
+    assert re.search("[▁▂▃▄▅▆▇█]{3}", sparks.stdout), sparks.stdout
+    stored_before = samples[-1]["ts"]
+
+    # kill -9: no goodbye to the nodes, no final flush.
+    os.kill(core.pid, signal.SIGKILL)
+    core.popen.wait(timeout=5)
+    killed_at = time.time()
+
+    # A fresh Core the nodes cannot reach (another port, same data): all three
+    # are known from SQLite and offline, whatever the nodes are doing.
+    alt_port = free_port()
+    alt, _ = start_core(fleet, alt_port, config="core-alt.toml")
+    alt_env = {**env, "SERVERMGR_CORE": f"http://127.0.0.1:{alt_port}"}
+    listed = fleet.ctl_json("nodes", env=alt_env)
+    assert [(n["name"], n["id"], n["status"]) for n in listed] == [
+        (n, ids[n], "offline") for n in names
+    ]
+    assert fleet.stop(alt, signal.SIGTERM) == 0
+
+    # Core again on its own port: the nodes come back by themselves.
+    restarted_at = time.time()
+    core, _ = start_core(fleet, port)
+    first = fleet.ctl_json("nodes", env=env)
+    for n in first:
+        # Online only if it really connected to this Core.
+        assert n["status"] == "offline" or n["connected_at"] >= restarted_at, n
+    listed = fleet.poll("all three back online", lambda: all_online(after=restarted_at), 15)
+    assert {n["name"]: n["id"] for n in listed} == ids
+    assert all(node.alive() for node in nodes)
+
+    history = fleet.ctl_json("metrics", "node-01", "--since", "10m", env=env)
+    stamps = [s["ts"] for s in history]
+    assert stored_before in stamps
+    assert any(ts > killed_at for ts in stamps)
+
+    code = fleet.stop(core, signal.SIGTERM)
+    assert code == 0, core.text()
+    m = re.search(r"stored (\d+) samples", core.text())
+    assert m, core.text()
+    assert int(m.group(1)) >= 3
+    for node in nodes:
+        assert node.alive(), node.text()
+        assert fleet.stop(node, signal.SIGTERM) == 0, node.text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_backgrounded_core_stops_gracefully(fleet: Fleet, sig: signal.Signals) -> None:
+    port = free_port()
+    cfg = fleet.core_config(port)
+    key = fleet.run("key", "show", "--config", str(cfg)).stdout.split()[0]
+    core = fleet.spawn_background("core", "core", "serve", "--config", str(cfg))
+    node = fleet.spawn("node", "node", "run", "--config", str(fleet.node_config("n1", port, key)))
+    env = {"SERVERMGR_CORE": f"http://127.0.0.1:{port}", "SERVERMGR_KEY": key}
+    fleet.poll(
+        "stored samples",
+        lambda: len(fleet.ctl_json("metrics", "n1", "--since", "5m", env=env) or []) >= 2,
+        10,
+    )
+    assert fleet.stop(core, sig) == 0, core.text()
+    log = core.text()
+    assert f"received {sig.name}" in log
+    m = re.search(r"stored (\d+) samples", log)
+    assert m, log
+    assert int(m.group(1)) >= 2
+    assert "Traceback" not in log
+    assert node.alive()
