@@ -1,0 +1,263 @@
+"""Jobs end to end in one process: real Core, real agents, real child processes."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import trio
+
+from servermgr.common.config import ExecConfig
+from servermgr.core.app import Core
+
+from .conftest import StartNode, node_config, wait_for
+
+
+def api(core: Core) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=core.url, headers={"Authorization": f"Bearer {core.key.value}"}, timeout=10
+    )
+
+
+async def submit(core: Core, **body: Any) -> dict[str, Any]:
+    async with api(core) as client:
+        resp = await client.post("/api/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
+async def finished(core: Core, job_id: str, limit: float = 15) -> dict[str, Any]:
+    """The job document once every node is final (read from the live stream)."""
+    async with api(core) as client:
+        with trio.fail_after(limit):
+            async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream") as resp:
+                assert resp.status_code == 200
+                lines = [line async for line in resp.aiter_lines()]  # ends after "done"
+        assert '"type": "done"' in lines[-1]
+        doc: dict[str, Any] = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+    return doc
+
+
+def by_node(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["node"]: n for n in job["nodes"]}
+
+
+def online(core: Core, *names: str) -> bool:
+    rows = [core.registry.by_ref(n) for n in names]
+    return all(r is not None and (st := core.status.get(r.id)) and st.online for r in rows)
+
+
+def live_processes(marker: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(p.info["cmdline"] or []):
+            out.append(p)
+    return out
+
+
+@pytest.fixture
+async def fleet(core: Core, start_node: StartNode) -> Core:
+    await start_node(core, "node-01", role="web")
+    await start_node(core, "node-02", role="web")
+    await start_node(core, "node-03", role="db")
+    await wait_for(lambda: online(core, "node-01", "node-02", "node-03"))
+    return core
+
+
+async def test_output_and_exit_codes_propagate(fleet: Core) -> None:
+    job = await submit(fleet, target="node-01", command="echo hi; echo err >&2; exit 3")
+    done = await finished(fleet, job["id"])
+    n = by_node(done)["node-01"]
+    assert n["state"] == "failed"
+    assert n["exit_code"] == 3
+    assert base64.b64decode(n["stdout_b64"]) == b"hi\n"
+    assert base64.b64decode(n["stderr_b64"]) == b"err\n"
+    assert n["duration"] is not None and n["duration"] >= 0
+
+
+async def test_fan_out_by_label_and_to_all(fleet: Core) -> None:
+    job = await submit(fleet, target="role=web", command="hostname")
+    assert sorted(n["node"] for n in job["nodes"]) == ["node-01", "node-02"]
+    done = await finished(fleet, job["id"])
+    assert {n["state"] for n in done["nodes"]} == {"succeeded"}
+    job = await submit(fleet, target="*", command='test "$(hostname)" != nothing')
+    done = await finished(fleet, job["id"])
+    assert len(done["nodes"]) == 3
+
+
+async def test_binary_and_markup_output_unchanged(fleet: Core) -> None:
+    job = await submit(fleet, target="node-02", command=r"printf '[bold]x\377\000y\n'")
+    n = by_node(await finished(fleet, job["id"]))["node-02"]
+    assert base64.b64decode(n["stdout_b64"]) == b"[bold]x\xff\x00y\n"
+
+
+async def test_timeout_kills_the_process_group(fleet: Core) -> None:
+    marker = "sleep 97.5"
+    job = await submit(fleet, target="node-01", command=f"{marker}; echo never", timeout=1)
+    n = by_node(await finished(fleet, job["id"]))["node-01"]
+    assert n["state"] == "timed_out"
+    assert b"never" not in base64.b64decode(n["stdout_b64"])
+    await wait_for(lambda: not live_processes(marker), limit=5)
+
+
+async def test_backgrounded_grandchild_does_not_hang_the_job(fleet: Core) -> None:
+    job = await submit(fleet, target="node-01", command="sleep 96.5 & echo started")
+    n = by_node(await finished(fleet, job["id"], limit=10))["node-01"]
+    assert n["state"] == "succeeded"
+    assert base64.b64decode(n["stdout_b64"]) == b"started\n"
+    await wait_for(lambda: not live_processes("sleep 96.5"), limit=5)
+
+
+async def test_cancel_a_running_job(fleet: Core) -> None:
+    job = await submit(fleet, target="node-03", command="echo go; sleep 95.5")
+    await wait_for(lambda: bool(live_processes("sleep 95.5")), limit=5)
+    async with api(fleet) as client:
+        resp = await client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 200
+    n = by_node(await finished(fleet, job["id"]))["node-03"]
+    assert n["state"] == "cancelled"
+    assert base64.b64decode(n["stdout_b64"]) == b"go\n"
+    await wait_for(lambda: not live_processes("sleep 95.5"), limit=5)
+
+
+async def test_large_output_is_capped_and_flagged(fleet: Core) -> None:
+    job = await submit(
+        fleet, target="node-01", command="head -c 5242880 /dev/zero; echo e >&2", output_cap=1 << 20
+    )
+    n = by_node(await finished(fleet, job["id"], limit=30))["node-01"]
+    assert n["state"] == "succeeded"
+    assert n["stdout_bytes"] == 1 << 20
+    assert n["stdout_truncated"] is True
+    assert n["stderr_truncated"] is False
+    assert base64.b64decode(n["stderr_b64"]) == b"e\n"
+
+
+async def test_offline_node_fails_at_once_unless_the_job_waits(
+    fleet: Core, start_node: StartNode, tmp_path: Path
+) -> None:
+    # node-04 registers, then goes away.
+    node = await start_node(fleet, "node-04")
+    await wait_for(lambda: online(fleet, "node-04"))
+    node.kill()
+    await wait_for(lambda: not online(fleet, "node-04"))
+
+    job = await submit(fleet, target="node-04", command="true")
+    assert by_node(job)["node-04"]["state"] == "expired"
+    assert "offline" in by_node(job)["node-04"]["error"]
+
+    waiting = await submit(fleet, target="node-04", command="echo back", wait=30)
+    assert by_node(waiting)["node-04"]["state"] == "queued"
+    expiring = await submit(fleet, target="node-04", command="echo late", wait=0.5)
+    await trio.sleep(1.5)
+    await start_node(fleet, "node-04")
+    done = await finished(fleet, waiting["id"])
+    assert by_node(done)["node-04"]["state"] == "succeeded"
+    assert base64.b64decode(by_node(done)["node-04"]["stdout_b64"]) == b"back\n"
+    late = by_node(await finished(fleet, expiring["id"]))["node-04"]
+    assert late["state"] == "expired"
+
+
+async def test_node_policy_refuses(core: Core, start_node: StartNode, tmp_path: Path) -> None:
+    cfg = node_config(core, tmp_path, "locked")
+    cfg = dataclasses.replace(cfg, exec=ExecConfig(enabled=False))
+    await start_node(core, "locked", config=cfg)
+    cfg2 = dataclasses.replace(
+        node_config(core, tmp_path, "picky"), exec=ExecConfig(allow=("uptime", "echo *"))
+    )
+    await start_node(core, "picky", config=cfg2)
+    await wait_for(lambda: online(core, "locked", "picky"))
+
+    n = by_node(await finished(core, (await submit(core, target="locked", command="id"))["id"]))
+    assert n["locked"]["state"] == "refused"
+    assert "disabled" in n["locked"]["error"]
+
+    ok = await submit(core, target="picky", command="echo allowed")
+    assert by_node(await finished(core, ok["id"]))["picky"]["state"] == "succeeded"
+    no = await submit(core, target="picky", command="rm -rf /tmp/nothing")
+    assert by_node(await finished(core, no["id"]))["picky"]["state"] == "refused"
+
+
+async def test_bad_unit_name_is_refused_without_a_shell(fleet: Core) -> None:
+    job = await submit(
+        fleet, target="node-01", service={"action": "status", "unit": "nginx; rm -rf /"}
+    )
+    n = by_node(await finished(fleet, job["id"]))["node-01"]
+    assert n["state"] == "refused"
+    assert "unit" in n["error"]
+
+
+async def test_unknown_target_and_bad_requests(fleet: Core) -> None:
+    async with api(fleet) as client:
+        r = await client.post("/api/v1/jobs", json={"target": "nope", "command": "true"})
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "not_found"
+        assert "nope" in r.json()["error"]["message"]
+        r = await client.post("/api/v1/jobs", json={"target": "role=none", "command": "true"})
+        assert r.status_code == 400
+        r = await client.post("/api/v1/jobs", json={"target": "node-01"})
+        assert r.status_code == 400
+        r = await client.post(
+            "/api/v1/jobs", json={"target": "node-01", "command": "x", "timeout": -1}
+        )
+        assert r.status_code == 400
+        r = await client.get("/api/v1/jobs/nope")
+        assert r.status_code == 404
+
+
+async def test_jobs_are_listed_and_audited(fleet: Core) -> None:
+    first = await submit(fleet, target="node-01", command="true")
+    second = await submit(fleet, target="role=web", command="false")
+    await finished(fleet, first["id"])
+    await finished(fleet, second["id"])
+    async with api(fleet) as client:
+        listing = (await client.get("/api/v1/jobs", params={"limit": 1})).json()
+        assert [j["id"] for j in listing["jobs"]] == [second["id"]]
+        page2 = (
+            await client.get("/api/v1/jobs", params={"limit": 1, "before": listing["next_before"]})
+        ).json()
+        assert [j["id"] for j in page2["jobs"]] == [first["id"]]
+        failed = (await client.get("/api/v1/jobs", params={"state": "failed"})).json()
+        assert [j["id"] for j in failed["jobs"]] == [second["id"]]
+        audit = (await client.get("/api/v1/audit")).json()
+    rows = {r["job_id"]: r for r in audit}
+    assert rows[first["id"]]["detail"] == "true"
+    assert rows[first["id"]]["principal"] == "core-key"
+    assert rows[first["id"]]["outcome"] == "1 succeeded"
+    assert rows[second["id"]]["outcome"] == "2 failed"
+
+
+async def test_result_sent_twice_is_stored_once(fleet: Core) -> None:
+    job = await submit(fleet, target="node-01", command="echo once")
+    done = await finished(fleet, job["id"])
+    row = fleet.registry.by_ref("node-01")
+    assert row is not None
+    from servermgr.common import proto
+
+    again = proto.JobResult(
+        job_id=job["id"],
+        outcome="failed",
+        exit_code=9,
+        signal=None,
+        error=None,
+        duration=1.0,
+        stdout_bytes=0,
+        stderr_bytes=0,
+        stdout_truncated=False,
+        stderr_truncated=False,
+    )
+    acks: list[str] = []
+
+    async def ack() -> None:
+        acks.append(job["id"])
+
+    await fleet.jobs.on_result(row.id, again, ack)
+    after = await finished(fleet, job["id"])
+    assert acks == [job["id"]]  # acked, so the node forgets it
+    assert by_node(after)["node-01"]["exit_code"] == 0
+    assert by_node(after) == by_node(done)
