@@ -78,7 +78,8 @@ async def test_output_and_exit_codes_propagate(fleet: Core) -> None:
     assert n["exit_code"] == 3
     assert base64.b64decode(n["stdout_b64"]) == b"hi\n"
     assert base64.b64decode(n["stderr_b64"]) == b"err\n"
-    assert n["duration"] is not None and n["duration"] >= 0
+    assert n["duration"] is not None
+    assert n["duration"] >= 0
 
 
 async def test_fan_out_by_label_and_to_all(fleet: Core) -> None:
