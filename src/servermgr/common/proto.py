@@ -107,6 +107,9 @@ class Hello(_Msg, tag="hello"):
     agent_version: Annotated[str, Meta(max_length=64)]
     info: SystemInfo
     labels: Labels = {}
+    # Jobs the node has received and not had acked (running or with a result
+    # to send): Core re-sends any job it sent that is not in this list.
+    jobs: Annotated[list[JobId], Meta(max_length=100_000)] = []
 
 
 class Heartbeat(_Msg, tag="heartbeat"):

@@ -66,6 +66,8 @@ def parse_labels(spec: str) -> dict[str, str]:
         key, sep, value = part.strip().partition("=")
         if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
             raise ValueError(f"bad label selector {part!r}: use key=value")
+        if labels.get(key, value) != value:
+            raise ValueError(f"bad label selector {spec!r}: {key!r} given two different values")
         labels[key] = value
     return labels
 

@@ -196,7 +196,7 @@ class Gateway:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(session.sender)
                     if self.jobs is not None:
-                        nursery.start_soon(self.jobs.node_online, node.id)
+                        nursery.start_soon(self.jobs.node_online, node.id, set(hello.jobs))
                     await self._read_loop(session)
                     nursery.cancel_scope.cancel()
         finally:

@@ -213,10 +213,22 @@ class Scheduler:
 
     # --- node events ----------------------------------------------------
 
-    async def node_online(self, node_id: str) -> None:
-        """Send what waited for this node; repeat cancels it missed."""
+    async def node_online(self, node_id: str, known: set[str] | None = None) -> None:
+        """Send what waited for this node; repeat cancels it missed.
+
+        ``known`` are the jobs the node says it has (its spool survives
+        restarts): a job sent to it that it does not have never arrived, so
+        it is sent again; one it has will have its result re-sent by the node.
+        """
         for entry in [e for e in self.live.values() if e.node_id == node_id]:
-            if entry.state == "queued":
+            never_arrived = (
+                known is not None
+                and entry.state in ("sent", "running")
+                and entry.job.id not in known
+            )
+            if never_arrived:
+                log.info("job %s: %s does not have it; sending it again", entry.job.id, entry.name)
+            if entry.state == "queued" or never_arrived:
                 await self._dispatch(entry)
             elif entry.cancel_requested:
                 send = self.sessions.sender(node_id)

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from servermgr.common.errors import CoreUnreachableError
+from servermgr.common.errors import ClientError, CoreUnreachableError
 from servermgr.ctl.client import Client
 
 EXIT_TIMEOUT = 124
@@ -95,7 +95,19 @@ def run(
     stream: bool = True,
     as_json: bool = False,
 ) -> int:
-    """Create the job, follow it, print; returns the exit code."""
+    """Create the job, follow it, print; returns the exit code.
+
+    A request that fails (Core unreachable, key refused, unknown node, bad
+    target) raises its ClientError with exit code 255, as ssh does.
+    """
+    try:
+        return _run(client, body, single=single, stream=stream, as_json=as_json)
+    except ClientError as exc:
+        exc.exit_code = EXIT_FAILURE
+        raise
+
+
+def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as_json: bool) -> int:
     job = client.request("POST", "/api/v1/jobs", json=body)
     job_id = job["id"]
     names = [n["node"] for n in job["nodes"]]

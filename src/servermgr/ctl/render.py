@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -15,8 +17,15 @@ from rich.text import Text
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def console(file: Any = None) -> Console:
-    return Console(file=file or sys.stdout, highlight=False)
+PIPED_WIDTH = 512
+
+
+def console(file: Any = None, *, environ: Mapping[str, str] = os.environ) -> Console:
+    """A console on ``file``; piped output is not cut to 80 columns (scripts grep it)."""
+    out = file or sys.stdout
+    isatty = getattr(out, "isatty", None)
+    piped = not (isatty and isatty()) and not environ.get("COLUMNS")
+    return Console(file=out, highlight=False, width=PIPED_WIDTH if piped else None)
 
 
 def print_json(doc: Any) -> None:
@@ -99,12 +108,21 @@ def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> Table:
         ("UPTIME", "right"),
         ("LAST SEEN", "right"),
     ):
-        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        # NAME gives up width first on a narrow terminal (cut with an ellipsis);
+        # otherwise rich squeezes every column and the numbers vanish.
+        table.add_column(
+            col,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=col != "NAME",
+            overflow="ellipsis",
+        )
     for n in nodes:
         online = n["status"] == "online"
         style = "" if online else "dim"
         table.add_row(
-            Text(n["name"], style="bold" if online else "dim"),
+            Text(
+                n["name"], style="bold" if online else "dim", no_wrap=True, overflow="ellipsis"
+            ),
             Text("● online" if online else "○ offline", style="green" if online else "red"),
             fmt_pct(n.get("cpu_percent")),
             fmt_pct(n.get("mem_percent")),
@@ -297,21 +315,33 @@ def print_job_summary(job: dict[str, Any]) -> None:
     c.print(Text(f"{ok}/{len(job['nodes'])} succeeded · job {job['id']}", style="dim"))
 
 
+def _add_column(table: Table, name: str, *, shrink: bool) -> None:
+    """A column kept whole (ids, times), or one that gives up width when the table is too wide.
+
+    rich narrows only wrappable columns first, then every column evenly (short
+    ones vanish, ids get cut); so shrinking columns are wrappable and their
+    cells (``_cut``) stay on one line with an ellipsis.
+    """
+    table.add_column(name, no_wrap=not shrink, overflow="ellipsis")
+
+
+def _cut(text: str) -> Text:
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
 def jobs_table(jobs: list[dict[str, Any]], *, now: float) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("JOB", "CREATED", "TARGET", "STATE", "NODES", "COMMAND"):
-        table.add_column(
-            col, no_wrap=True, overflow="ellipsis", ratio=1 if col == "COMMAND" else None
-        )
+        _add_column(table, col, shrink=col in ("TARGET", "NODES", "COMMAND"))
     for j in jobs:
         states = ", ".join(f"{v} {k}" for k, v in sorted(j["states"].items()))
         table.add_row(
             j["id"],
             fmt_ago(j["created"], now),
-            Text(j["target"]),
+            _cut(j["target"]),
             Text(j["state"], style="cyan" if j["state"] == "running" else ""),
-            states,
-            Text(_what(j)),
+            _cut(states),
+            _cut(_what(j)),
         )
     return table
 
@@ -358,15 +388,15 @@ def print_audit(rows: list[dict[str, Any]]) -> None:
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("TIME", "WHO", "ACTION", "TARGET", "OUTCOME", "JOB", "WHAT"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", ratio=1 if col == "WHAT" else None)
+        _add_column(table, col, shrink=col in ("TARGET", "OUTCOME", "WHAT"))
     for r in rows:
         table.add_row(
             time.strftime("%m-%d %H:%M:%S", time.localtime(r["ts"])),
             r["principal"],
             r["action"],
-            Text(r["target"]),
-            r["outcome"] or "running",
+            _cut(r["target"]),
+            _cut(r["outcome"] or "running"),
             r["job_id"] or "-",
-            Text(r["detail"]),
+            _cut(r["detail"]),
         )
     c.print(table)

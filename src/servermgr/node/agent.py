@@ -32,6 +32,7 @@ from servermgr.node import identity as ident
 from servermgr.node import transport
 from servermgr.node.collector import Collector, system_info
 from servermgr.node.executor import Executor
+from servermgr.node.spool import Spool, SpoolEntry
 
 log = logging.getLogger("servermgr.node")
 
@@ -88,14 +89,18 @@ class Backlog:
 
 @dataclass
 class JobSpool:
-    """A job's output chunks and result, kept until Core acks the result."""
+    """A job's output and result (on disk in ``entry``) and how much this connection sent."""
 
-    messages: list[proto.JobOutput | proto.JobResult] = field(default_factory=list)
+    entry: SpoolEntry
     sent: int = 0
 
     @property
+    def messages(self) -> list[proto.JobOutput | proto.JobResult]:
+        return self.entry.messages
+
+    @property
     def finished(self) -> bool:
-        return bool(self.messages) and isinstance(self.messages[-1], proto.JobResult)
+        return self.entry.finished
 
     def rewind(self) -> None:
         self.sent = 0
@@ -131,6 +136,7 @@ class Agent:
         self._wake = trio.Event()
         self.jobs: dict[str, JobSpool] = {}
         self.executor = Executor(config.exec)
+        self.spool = Spool(self.data_dir / "jobs")
         self._nursery: trio.Nursery | None = None
         self._state = ""
 
@@ -143,6 +149,10 @@ class Agent:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; raises RegistrationError when Core refuses this node."""
         self.identity = ident.load(self.data_dir)
+        for job_id, entry in self.spool.load().items():
+            self.jobs[job_id] = JobSpool(entry)
+        if self.jobs:
+            log.info("%d job result(s) from before the restart wait for Core", len(self.jobs))
         self.collector.prime()
         refused: RegistrationError | None = None
         async with trio.open_nursery() as nursery:
@@ -216,6 +226,7 @@ class Agent:
             agent_version=__version__,
             info=system_info(),
             labels=self.labels,
+            jobs=list(self.jobs),
         )
         await ws.send_message(proto.encode(hello))
         with trio.fail_after(WELCOME_TIMEOUT):
@@ -263,7 +274,8 @@ class Agent:
             spool.rewind()
             self._wake.set()
             return
-        spool = self.jobs[job.job_id] = JobSpool()
+        # On disk before anything runs: a job this node has is never run twice.
+        spool = self.jobs[job.job_id] = JobSpool(self.spool.received(job.job_id))
         assert self._nursery is not None
         self._nursery.start_soon(self._run_job, job, spool)
 
@@ -274,7 +286,9 @@ class Agent:
 
         what = job.command if job.command is not None else f"service {job.service}"
         log.info("job %s: running %r", job.job_id, what[:200])
-        result = await self.executor.run(job, emit)
+        result = await self.executor.run(
+            job, emit, on_start=lambda pgid: self.spool.started(spool.entry, pgid)
+        )
         log.info(
             "job %s: %s (exit %s) in %.2f s",
             job.job_id,
@@ -283,6 +297,7 @@ class Agent:
             result.duration,
         )
         spool.messages.append(result)
+        self.spool.finished(spool.entry)
         self._wake.set()
 
     async def _reader(self, ws: WebSocketConnection) -> None:
@@ -310,6 +325,7 @@ class Agent:
                 spool = self.jobs.get(msg.job_id)
                 if spool is not None and spool.finished:
                     del self.jobs[msg.job_id]
+                    self.spool.acked(msg.job_id)
             elif isinstance(msg, proto.Error):
                 log.warning("Core reports %s: %s", msg.code, msg.message)
             else:

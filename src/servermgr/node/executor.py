@@ -152,7 +152,9 @@ class Executor:
         state.cancel()
         return True
 
-    async def run(self, job: proto.JobRun, emit: Emit) -> proto.JobResult:
+    async def run(
+        self, job: proto.JobRun, emit: Emit, *, on_start: Callable[[int], None] | None = None
+    ) -> proto.JobResult:
         """Run ``job`` to the end, passing its output to ``emit``, and say how it went.
 
         Refusals and failures to start are results, not exceptions. Each
@@ -183,13 +185,19 @@ class Executor:
             try:
                 if state.cancelled:
                     return _result(job, "cancelled", error="cancelled while waiting for a slot")
-                return await self._start(job, emit, state)
+                return await self._start(job, emit, state, on_start)
             finally:
                 self._slots.release_on_behalf_of(state)
         finally:
             del self._jobs[job.job_id]
 
-    async def _start(self, job: proto.JobRun, emit: Emit, state: _JobState) -> proto.JobResult:
+    async def _start(
+        self,
+        job: proto.JobRun,
+        emit: Emit,
+        state: _JobState,
+        on_start: Callable[[int], None] | None,
+    ) -> proto.JobResult:
         if job.service is not None:  # the unit name passed exec_policy.check
             systemctl = shutil.which(self._systemctl)
             if systemctl is None:
@@ -219,6 +227,8 @@ class Executor:
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return _result(job, "error", error=_start_error(exc, job))
+        if on_start is not None:
+            on_start(proc.pid)  # the process group id, for cleanup after an agent crash
         return await self._supervise(job, emit, state, proc, started)
 
     async def _supervise(
