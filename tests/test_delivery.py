@@ -53,7 +53,8 @@ async def test_node_restart_mid_job_reports_instead_of_hanging(
     await wait_for(lambda: bool(live_processes("sleep 94.5")), limit=5)
     spool = tmp_path / "nodes" / "node-01" / "jobs"
     (spooled,) = spool.glob("*.json")
-    assert json.loads(spooled.read_text())["pgid"] is not None
+    # The process group is on disk, for the next agent to clean up.
+    await wait_for(lambda: json.loads(spooled.read_text())["pgid"] is not None, limit=5)
     node.kill()
     await node.done.wait()
     await start_node(core, "node-01")
