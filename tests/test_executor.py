@@ -370,7 +370,12 @@ def fake_systemctl(tmp_path: Path) -> Path:
 
 
 async def test_service_action_runs_systemctl_without_a_shell(tmp_path: Path) -> None:
-    ex = Executor(ExecConfig(), grace=0.5, systemctl=str(fake_systemctl(tmp_path)))
+    ex = Executor(
+        ExecConfig(),
+        grace=0.5,
+        systemctl=str(fake_systemctl(tmp_path)),
+        systemd_run_dir=str(tmp_path),
+    )
     with trio.fail_after(20):
         sink = Sink()
         result = await ex.run(make_job(service=("restart", "getty@tty1.service")), sink)
@@ -380,7 +385,7 @@ async def test_service_action_runs_systemctl_without_a_shell(tmp_path: Path) -> 
 
 async def test_bad_unit_is_rejected_without_running_anything(tmp_path: Path) -> None:
     systemctl = fake_systemctl(tmp_path)
-    ex = Executor(ExecConfig(), grace=0.5, systemctl=str(systemctl))
+    ex = Executor(ExecConfig(), grace=0.5, systemctl=str(systemctl), systemd_run_dir=str(tmp_path))
     with trio.fail_after(20):
         result = await ex.run(make_job(service=("restart", "nginx; rm -rf /")), Sink())
     assert result.outcome == "refused"
@@ -451,3 +456,16 @@ async def test_run_as_other_user_needs_root() -> None:
     assert result.outcome == "error"
     assert result.error is not None
     assert "only root" in result.error
+
+
+async def test_service_action_where_systemd_does_not_run(tmp_path: Path) -> None:
+    ex = Executor(
+        ExecConfig(),
+        systemctl=str(fake_systemctl(tmp_path)),
+        systemd_run_dir=str(tmp_path / "missing"),
+    )
+    with trio.fail_after(10):
+        result = await ex.run(make_job(service=("status", "nginx")), Sink())
+    assert result.outcome == "error"
+    assert result.error is not None
+    assert "systemd is not running" in result.error

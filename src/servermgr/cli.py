@@ -230,6 +230,17 @@ def _client(ctx: typer.Context) -> Client:
     return Client(base, secret)
 
 
+def _exec_client(ctx: typer.Context) -> Client:
+    """The client for exec/service, whose own failures exit 255 (as ssh does)."""
+    from servermgr.common.errors import ClientError
+
+    try:
+        return _client(ctx)
+    except ClientError as exc:
+        exc.exit_code = 255
+        raise
+
+
 @ctl_app.command("nodes")
 def ctl_nodes(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List nodes: status, CPU, memory, disk, network, load, uptime, last seen."""
@@ -272,6 +283,22 @@ def ctl_node_remove(
         render.print_json(result)
     else:
         print(f"removed {result['name']} ({result['removed']})")
+
+
+@ctl_app.command("top")
+def ctl_top(ctx: typer.Context) -> None:
+    """Live dashboard of every node: CPU, memory, disk, network, load (q quits).
+
+    Keys: s sort · / filter by name or label · arrows/j/k select · Enter details ·
+    PgUp/PgDn scroll · Esc back · q quit.
+    """
+    from servermgr.ctl.client import resolve
+
+    core, key, config = ctx.obj
+    base, secret = resolve(core, key, lambda: _config(config))
+    from servermgr.ctl import dashboard
+
+    raise typer.Exit(dashboard.main(base, secret))
 
 
 @ctl_app.command("metrics")
@@ -414,7 +441,9 @@ def ctl_exec(
     )
     from servermgr.ctl import exec as exec_mod
 
-    code = exec_mod.run(_client(ctx), body, single=single, stream=not no_stream, as_json=json_out)
+    code = exec_mod.run(
+        _exec_client(ctx), body, single=single, stream=not no_stream, as_json=json_out
+    )
     raise typer.Exit(code)
 
 
@@ -457,7 +486,7 @@ def ctl_service(
     )
     from servermgr.ctl import exec as exec_mod
 
-    raise typer.Exit(exec_mod.run(_client(ctx), body, single=single, as_json=json_out))
+    raise typer.Exit(exec_mod.run(_exec_client(ctx), body, single=single, as_json=json_out))
 
 
 @ctl_app.command("jobs")

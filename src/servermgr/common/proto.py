@@ -125,7 +125,8 @@ class Heartbeat(_Msg, tag="heartbeat"):
 class JobOutput(_Msg, tag="job.output"):
     """A chunk of a job's output; ``offset`` is its byte position in the stream.
 
-    Offsets make re-sent chunks idempotent: Core keeps a byte once.
+    Offsets make re-sent chunks idempotent: Core keeps a byte once. An empty
+    chunk at offset 0 is sent when the job's process starts.
     """
 
     job_id: JobId

@@ -142,6 +142,7 @@ class JobStore:
                     job.id,
                 ),
             )
+            self._audit_outcome(conn, job.id)  # every node may be final already (offline)
 
     def set_state(
         self, job_id: str, node_id: str, state: str, *, now: float, error: str | None = None

@@ -239,6 +239,12 @@ class Scheduler:
         entry = self.live.get((msg.job_id, node_id))
         if entry is None:
             return
+        if entry.state == "sent":  # an empty chunk at offset 0 says the job started
+            entry.state = "running"
+            await self.db.write(
+                self.store.set_state, entry.job.id, node_id, "running", now=self.clock()
+            )
+            self._publish_state(entry.job.id, node_id, entry.name, "running")
         buf = entry.out[msg.stream]
         have = len(buf)
         end = msg.offset + len(msg.chunk)
@@ -246,12 +252,6 @@ class Scheduler:
             return  # a gap (never sent in order) or bytes we already have
         new = msg.chunk[have - msg.offset :]
         buf += new
-        if entry.state == "sent":
-            entry.state = "running"
-            await self.db.write(
-                self.store.set_state, entry.job.id, node_id, "running", now=self.clock()
-            )
-            self._publish_state(entry.job.id, node_id, entry.name, "running")
         self.bus.publish(
             {
                 "type": "output",

@@ -286,9 +286,16 @@ class Agent:
 
         what = job.command if job.command is not None else f"service {job.service}"
         log.info("job %s: running %r", job.job_id, what[:200])
-        result = await self.executor.run(
-            job, emit, on_start=lambda pgid: self.spool.started(spool.entry, pgid)
-        )
+
+        def started(pgid: int) -> None:
+            self.spool.started(spool.entry, pgid)
+            # An empty chunk tells Core the job is running (not just sent).
+            spool.messages.append(
+                proto.JobOutput(job_id=job.job_id, stream="stdout", offset=0, chunk=b"")
+            )
+            self._wake.set()
+
+        result = await self.executor.run(job, emit, on_start=started)
         log.info(
             "job %s: %s (exit %s) in %.2f s",
             job.job_id,

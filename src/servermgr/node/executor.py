@@ -37,6 +37,10 @@ Emit = Callable[[proto.JobOutput], Awaitable[None]]
 Stream = Literal["stdout", "stderr"]
 
 NO_SYSTEMD = "systemd is not available on this node (systemctl not found)"
+SYSTEMD_NOT_RUNNING = (
+    "systemd is not running on this node (systemctl is installed, but /run/systemd/system "
+    "is missing)"
+)
 _MAX_ERROR = 4096
 _POLL = 0.02  # how often to look whether a signalled process group is gone
 
@@ -127,7 +131,9 @@ class Executor:
         chunk_interval: float = 0.05,
         systemctl: str = "systemctl",
         drain: float = 0.25,
+        systemd_run_dir: str = "/run/systemd/system",
     ) -> None:
+        self._systemd_run_dir = systemd_run_dir
         self._policy = policy
         self._grace = grace
         self._chunk_interval = chunk_interval
@@ -202,6 +208,8 @@ class Executor:
             systemctl = shutil.which(self._systemctl)
             if systemctl is None:
                 return _result(job, "error", error=NO_SYSTEMD)
+            if not os.path.isdir(self._systemd_run_dir):  # noqa: ASYNC240  # sd_booted(3), a stat
+                return _result(job, "error", error=SYSTEMD_NOT_RUNNING)
             argv = [systemctl, job.service.action, job.service.unit]
         else:
             assert job.command is not None
