@@ -25,6 +25,7 @@ from servermgr.common.errors import (
 
 CONNECT_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 1.0
+GOODBYE_TIMEOUT = 0.2
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
@@ -97,8 +98,11 @@ async def connect(core_addr: str, credential: str | None) -> AsyncIterator[WebSo
                 try:
                     yield ws
                 except BaseException:
-                    # Cancelled or failed: no close handshake (the reader
-                    # task that would see Core's reply may be cancelled too).
+                    # Cancelled (shutdown) or failed: say goodbye (1001) but do
+                    # not wait long for Core's reply, whose reader task may be
+                    # cancelled too.
+                    with trio.move_on_after(GOODBYE_TIMEOUT, shield=True):
+                        await ws.aclose(1001, "node agent stopping")
                     await trio.aclose_forcefully(stream)
                     raise
                 with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
