@@ -36,5 +36,5 @@ def test_times_are_a_duration_ago_or_absolute() -> None:
     assert parse_time("1700000000", now=0.0) == 1_700_000_000.0
     with pytest.raises(ValueError, match="bad time"):
         parse_time("yesterday", now=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad duration"):
         parse_time("9" * 400 + "d", now=0.0)
