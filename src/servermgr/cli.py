@@ -32,6 +32,7 @@ class _NodeGroup(TyperGroup):
 
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="servermgr",
     help="A lightweight manager for a fleet of Linux servers.",
     no_args_is_help=True,
@@ -40,14 +41,22 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 core_app = typer.Typer(
-    help="Run Core: registration, node gateway, REST API, history.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Run Core: registration, node gateway, REST API, history.",
+    no_args_is_help=True,
 )
-node_app = typer.Typer(help="Run the node agent.", no_args_is_help=True)
+node_app = typer.Typer(rich_markup_mode=None, help="Run the node agent.", no_args_is_help=True)
 key_app = typer.Typer(
-    help="The core key that nodes and operators authenticate with.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="The core key that nodes and operators authenticate with.",
+    no_args_is_help=True,
 )
-ctl_app = typer.Typer(help="Operate the fleet through Core's API.", no_args_is_help=True)
-ctl_node_app = typer.Typer(cls=_NodeGroup, help="Show or remove one node.", no_args_is_help=True)
+ctl_app = typer.Typer(
+    rich_markup_mode=None, help="Operate the fleet through Core's API.", no_args_is_help=True
+)
+ctl_node_app = typer.Typer(
+    rich_markup_mode=None, cls=_NodeGroup, help="Show or remove one node.", no_args_is_help=True
+)
 app.add_typer(core_app, name="core")
 app.add_typer(node_app, name="node")
 app.add_typer(key_app, name="key")
@@ -309,10 +318,17 @@ def ctl_metrics(
         str, typer.Option(help="Start: a duration ago (10m, 1h, 7d) or unix seconds.")
     ] = "1h",
     until: Annotated[str | None, typer.Option(help="End (default: now).")] = None,
+    step: Annotated[
+        str,
+        typer.Option(
+            help="Resolution: raw, 1m or 1h; auto picks by range "
+            "(raw up to 6h, 1m below 7d, else 1h)."
+        ),
+    ] = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """A node's metrics over time, with sparklines."""
-    doc = _client(ctx).metrics(name, since=since, until=until)
+    """A node's metrics over time, with sparklines (1-minute or hourly rollups for long ranges)."""
+    doc = _client(ctx).metrics(name, since=since, until=until, step=step)
     from servermgr.ctl import render
 
     if json_out:
@@ -580,9 +596,10 @@ def main() -> None:
     """Entry point: typed errors become one line and an exit code."""
     from servermgr.common.errors import ServermgrError
 
-    debug = "--debug" in sys.argv
+    # Only as the first argument: a remote command may have its own --debug.
+    debug = sys.argv[1:2] == ["--debug"]
     if debug:
-        sys.argv.remove("--debug")
+        del sys.argv[1]
     try:
         app()
     except (ServermgrError, BaseExceptionGroup) as exc:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servermgr.common.errors import ConfigError
+from servermgr.common.timespec import parse_duration
 
 DEFAULT_CONFIG_NAME = "servermgr.toml"
 CONFIG_ENV = "SERVERMGR_CONFIG"
@@ -47,6 +48,11 @@ class StorageConfig:
     data_dir: Path
     sqlite_path: Path
     redis_url: str | None = None
+    # History kept per resolution (seconds), and an optional cap on the file.
+    retention_raw: float = 86400.0
+    retention_1m: float = 7 * 86400.0
+    retention_1h: float = 365 * 86400.0
+    max_db_size: int | None = None
 
     @property
     def key_path(self) -> Path:
@@ -201,10 +207,33 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     )
 
     storage = _Section(src, "storage", doc.get("storage", {}))
-    storage.check_keys({"data_dir", "sqlite_path", "redis_url"})
+    storage.check_keys(
+        {
+            "data_dir",
+            "sqlite_path",
+            "redis_url",
+            "retention_raw",
+            "retention_1m",
+            "retention_1h",
+            "max_db_size",
+        }
+    )
     data_dir = storage.get("data_dir", path_value(storage), base_dir / "data")
     sqlite_path = storage.get("sqlite_path", path_value(storage), data_dir / "server_manager.db")
     redis_url = storage.get("redis_url", lambda k, v: _parse_redis(storage, k, v), None)
+    keep: dict[str, float] = {}
+    for key, default, finer in (
+        ("retention_raw", StorageConfig.retention_raw, None),
+        ("retention_1m", StorageConfig.retention_1m, "retention_raw"),
+        ("retention_1h", StorageConfig.retention_1h, "retention_1m"),
+    ):
+        keep[key] = storage.get(key, lambda k, v: _retention(storage, k, v), default)
+        if finer is not None and keep[key] < keep[finer]:
+            given = _span(keep[key]) + ("" if key in storage.table else " by default")
+            raise storage.fail(
+                key, f"is {given}, shorter than storage.{finer} ({_span(keep[finer])})"
+            )
+    max_db_size = storage.get("max_db_size", lambda k, v: _parse_size(storage, k, v), None)
 
     node = _Section(src, "node", doc.get("node", {}))
     node.check_keys({"core_addr", "register_token", "hostname", "data_dir", "labels"})
@@ -231,7 +260,15 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     return Config(
         path=source,
         server=ServerConfig(listen_host=host, listen_port=port, heartbeat_interval=interval),
-        storage=StorageConfig(data_dir=data_dir, sqlite_path=sqlite_path, redis_url=redis_url),
+        storage=StorageConfig(
+            data_dir=data_dir,
+            sqlite_path=sqlite_path,
+            redis_url=redis_url,
+            retention_raw=keep["retention_raw"],
+            retention_1m=keep["retention_1m"],
+            retention_1h=keep["retention_1h"],
+            max_db_size=max_db_size,
+        ),
         node=NodeConfig(
             core_addr=core_addr,
             register_token=token,
@@ -282,6 +319,50 @@ def _choice(sec: _Section, key: str, value: Any, choices: tuple[str, ...]) -> st
     if not isinstance(value, str) or value.lower() not in choices:
         raise sec.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
     return value.lower()
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, **{f"{p}b": 1000**i for i, p in enumerate("kmgt", 1)}}
+_SIZE_UNITS |= {f"{p}ib": 1024**i for i, p in enumerate("kmgt", 1)}
+
+
+def parse_size(text: str) -> int:
+    """``1GiB``, ``500MB``, ``4096``: bytes. KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"bad size {text!r}: use e.g. 500MB, 1GiB or a number of bytes")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+
+
+def _retention(sec: _Section, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise sec.fail(key, f'must be a duration like "24h" or "30d", not {_tname(value)}')
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    except ValueError as exc:
+        raise sec.fail(key, str(exc)) from None
+    if not 600 <= seconds <= 100 * 365 * 86400:
+        raise sec.fail(key, f"must be between 10m and 100 years, not {value!r}")
+    return seconds
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _parse_size(sec: _Section, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise sec.fail(key, f'must be a size like "1GiB" or "500MB", not {_tname(value)}')
+    try:
+        size = parse_size(value) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise sec.fail(key, str(exc)) from None
+    if size < 2**20:
+        raise sec.fail(key, f"must be at least 1MiB, not {value!r}")
+    return size
 
 
 def parse_listen(text: str) -> tuple[str, int]:

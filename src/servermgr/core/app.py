@@ -2,6 +2,7 @@
 
     serve()
     ├── MetricsWriter.serve        the single SQLite writer (batches)
+    ├── History.serve              rollups, retention, size cap (through the writer lock)
     ├── Scheduler.serve            job deadlines: expire queued, mark silent lost
     └── hypercorn serve            REST + node WebSocket on one port
 
@@ -26,9 +27,12 @@ from starlette.exceptions import HTTPException
 
 from servermgr.common import proto
 from servermgr.common.config import Config
+from servermgr.common.errors import ServermgrError
 from servermgr.core import api as api_mod
 from servermgr.core.cache import MemoryBus, MemoryStatus
+from servermgr.core.events_api import EventsApi
 from servermgr.core.gateway import Gateway, GatewayConfig
+from servermgr.core.history import History, retention_of
 from servermgr.core.jobs_api import JobsApi
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
@@ -80,9 +84,11 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
     jobs = Scheduler(db, registry, gateway, bus, clock=clock)
     gateway.jobs = jobs
     api = api_mod.Api(key.value, registry, status, db, gateway, clock)
+    api.retention = retention_of(config.storage)
     jobs_api = JobsApi(api, jobs)
     api.extra += jobs_api.routes()
     api.extra_ws += jobs_api.ws_routes()
+    api.extra_ws += EventsApi(api, jobs).ws_routes()
     app = Starlette(
         routes=api.routes(),
         exception_handlers={
@@ -132,6 +138,20 @@ async def serve(
         await core.jobs.load()
         async with trio.open_nursery() as outer:
             await outer.start(core.writer.serve)
+            # Rollups lag ingest by about two heartbeats.
+            history = History(
+                core.db,
+                core.api.retention,
+                clock=clock,
+                interval=min(10.0, 2 * config.server.heartbeat_interval),
+            )
+            history_scope = trio.CancelScope()
+
+            async def run_history(task_status: trio.TaskStatus[None]) -> None:
+                with history_scope:
+                    await history.serve(task_status=task_status)
+
+            await outer.start(run_history)
             jobs_scope = trio.CancelScope()
 
             async def run_jobs(task_status: trio.TaskStatus[None]) -> None:
@@ -141,22 +161,27 @@ async def serve(
             await outer.start(run_jobs)
             stop_http = trio.Event()
             async with trio.open_nursery() as inner:
-                bound = await inner.start(
-                    partial(
-                        hypercorn_serve,
-                        core.app,  # type: ignore[arg-type]  # Starlette is ASGI 3
-                        hypercorn_config(config),
-                        shutdown_trigger=stop_http.wait,
+                try:
+                    bound = await inner.start(
+                        partial(
+                            hypercorn_serve,
+                            core.app,  # type: ignore[arg-type]  # Starlette is ASGI 3
+                            hypercorn_config(config),
+                            shutdown_trigger=stop_http.wait,
+                        )
                     )
-                )
+                except (OSError, BaseExceptionGroup) as exc:
+                    raise _listen_error(exc, config) from None
                 core.port = _port(bound[0]) if bound else 0
                 log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
                 task_status.started(core)
                 await stop.wait()
                 log.info("shutting down: telling %d nodes", len(core.gateway.sessions))
                 await core.gateway.close_all()
+                core.bus.publish({"type": "core.shutdown", "ts": clock()})  # ends event streams
                 stop_http.set()
             jobs_scope.cancel()
+            history_scope.cancel()
             core.writer.close()
         log.info(
             "stored %d samples in %d batches; database closed",
@@ -165,6 +190,19 @@ async def serve(
         )
     finally:
         await trio.to_thread.run_sync(storage.close)
+
+
+def _listen_error(exc: BaseException, config: Config) -> BaseException:
+    """One clear line for a port in use or not allowed; anything else as it was."""
+    found = exc
+    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
+        found = found.exceptions[0]
+    if isinstance(found, OSError):
+        return ServermgrError(
+            f"cannot listen on {config.server.listen} ({found.strerror or found}): "
+            "is another Core running? change [server] listen"
+        )
+    return exc
 
 
 def _port(url: str) -> int:

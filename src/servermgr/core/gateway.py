@@ -113,6 +113,8 @@ class Gateway:
         self.sessions: dict[str, NodeSession] = {}
         self.closing = False
         self.jobs: Scheduler | None = None
+        # Live client streams that want heartbeats (events_api): none, no event.
+        self.heartbeat_subscribers = 0
 
     def sender(self, node_id: str) -> Callable[[proto.CoreMessage], Awaitable[None]] | None:
         """How to reach a connected node now, or None when it is offline."""
@@ -266,6 +268,10 @@ class Gateway:
                 session.send_nowait(proto.HeartbeatAck(seq=seq))
 
             await self.writer.submit(Ingest(node.seq, msg.samples, now, heartbeat_ack))
+            if self.heartbeat_subscribers:
+                self.bus.publish(
+                    {"type": "node.heartbeat", "node_id": node.id, "name": node.name, "ts": now}
+                )
         elif isinstance(msg, proto.JobOutput) and self.jobs is not None:
             await self.jobs.on_output(node.id, msg)
         elif isinstance(msg, proto.JobResult) and self.jobs is not None:

@@ -129,9 +129,59 @@ def _v2_jobs_and_audit(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX audit_ts ON audit (ts)")
 
 
+# Each metric's average under its own name, then its minimum and maximum, as
+# scaled integers (see core/rollup.py); n is the number of raw samples.
+_ROLLUP_COLUMNS = """
+    node INTEGER NOT NULL REFERENCES nodes(seq) ON DELETE CASCADE,
+    ts INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    cpu INTEGER, cpu_min INTEGER, cpu_max INTEGER,
+    load1 INTEGER, load1_min INTEGER, load1_max INTEGER,
+    load5 INTEGER, load5_min INTEGER, load5_max INTEGER,
+    load15 INTEGER, load15_min INTEGER, load15_max INTEGER,
+    mem_used INTEGER, mem_used_min INTEGER, mem_used_max INTEGER,
+    mem_total INTEGER, mem_total_min INTEGER, mem_total_max INTEGER,
+    mem_percent INTEGER, mem_percent_min INTEGER, mem_percent_max INTEGER,
+    swap_percent INTEGER, swap_percent_min INTEGER, swap_percent_max INTEGER,
+    disk_percent INTEGER, disk_percent_min INTEGER, disk_percent_max INTEGER,
+    disk_read_bps INTEGER, disk_read_bps_min INTEGER, disk_read_bps_max INTEGER,
+    disk_write_bps INTEGER, disk_write_bps_min INTEGER, disk_write_bps_max INTEGER,
+    net_rx_bps INTEGER, net_rx_bps_min INTEGER, net_rx_bps_max INTEGER,
+    net_tx_bps INTEGER, net_tx_bps_min INTEGER, net_tx_bps_max INTEGER,
+    uptime INTEGER, uptime_min INTEGER, uptime_max INTEGER,
+    procs INTEGER, procs_min INTEGER, procs_max INTEGER,
+    PRIMARY KEY (node, ts)
+"""
+
+
+def _v3_rollups(conn: sqlite3.Connection) -> None:
+    # Clustered by (node, bucket start) like the raw table.
+    conn.execute(f"CREATE TABLE metrics_1m ({_ROLLUP_COLUMNS}) WITHOUT ROWID")
+    conn.execute(f"CREATE TABLE metrics_1h ({_ROLLUP_COLUMNS}) WITHOUT ROWID")
+    # Buckets to (re)compute: level 60 from raw samples, level 3600 from
+    # minutes. mark grows on every re-mark, so a pass clears only what it saw.
+    conn.execute(
+        """
+        CREATE TABLE rollup_dirty (
+            level INTEGER NOT NULL,
+            node INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            mark INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (level, node, bucket)
+        ) WITHOUT ROWID
+        """
+    )
+    # History stored before this version gets its rollups too.
+    conn.execute(
+        "INSERT INTO rollup_dirty (level, node, bucket) "
+        "SELECT DISTINCT 60, node, CAST(ts / 60 AS INTEGER) * 60 FROM metrics"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
     Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
+    Migration(3, "1-minute and 1-hour rollups of metrics", _v3_rollups),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -93,7 +93,9 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
             },
         }
         if doc.websocket:
-            op["description"] = "WebSocket upgrade; messages are described in docs/protocol.md."
+            op["description"] = (
+                "WebSocket upgrade; messages are described in docs/reference/protocol.md."
+            )
         if doc.auth == "none":
             op["security"] = []
         elif doc.auth == "node_credential":

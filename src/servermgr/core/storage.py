@@ -22,7 +22,7 @@ from typing import Any
 
 from servermgr.common import proto
 from servermgr.common.errors import NameTakenError, StorageError
-from servermgr.core import migrations
+from servermgr.core import migrations, rollup
 
 BUSY_TIMEOUT_MS = 5000
 MAX_IDLE_READERS = 8
@@ -54,6 +54,11 @@ _INSERT_METRICS = (
     "WHERE EXISTS (SELECT 1 FROM nodes WHERE seq = ?1)"
 )
 _UPDATE_SEEN = "UPDATE nodes SET last_seen = max(coalesce(last_seen, ?1), ?1) WHERE seq = ?2"
+# The minute of every stored sample is (re)computed by core/history.py.
+_MARK_MINUTE = (
+    "INSERT INTO rollup_dirty (level, node, bucket) VALUES (60, ?, ?) "
+    "ON CONFLICT (level, node, bucket) DO UPDATE SET mark = mark + 1"
+)
 _SELECT_METRICS = (
     f"SELECT {', '.join(_QUERY_COLUMNS)} FROM metrics "
     "WHERE node = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?"
@@ -230,6 +235,9 @@ class Storage:
                 return False
             # Explicit, though the foreign key cascades too: no reliance on the pragma.
             conn.execute("DELETE FROM metrics WHERE node = ?", (row[0],))
+            conn.execute("DELETE FROM metrics_1m WHERE node = ?", (row[0],))
+            conn.execute("DELETE FROM metrics_1h WHERE node = ?", (row[0],))
+            conn.execute("DELETE FROM rollup_dirty WHERE node = ?", (row[0],))
             conn.execute("DELETE FROM nodes WHERE seq = ?", (row[0],))
         return True
 
@@ -264,7 +272,8 @@ class Storage:
         """Store samples ``(node seq, sample)`` and last-seen times in one transaction.
 
         A re-sent sample (same node and ts) is stored once; samples of a node
-        removed meanwhile are dropped.
+        removed meanwhile are dropped. The minutes they fall in are marked for
+        the rollups (late samples included).
         """
         if not samples and not seen:
             return
@@ -272,6 +281,8 @@ class Storage:
         with self._write() as conn:
             conn.executemany(_INSERT_METRICS, rows)
             conn.executemany(_UPDATE_SEEN, [(ts, seq) for seq, ts in seen.items()])
+            minutes = {(seq, rollup.bucket(s.ts, rollup.MINUTE)) for seq, s in samples}
+            conn.executemany(_MARK_MINUTE, sorted(minutes))
 
     def query_metrics(
         self, node_seq: int, since: float, until: float, limit: int = 10000
@@ -291,6 +302,34 @@ class Storage:
                 "SELECT count(*) FROM metrics WHERE node = ?", (node_seq,)
             ).fetchone()[0]
         return count
+
+    # --- file upkeep (core/history.py) ----------------------------------
+
+    def file_size(self) -> tuple[int, int]:
+        """``(bytes in the database file, bytes of free pages in it)``; WAL not counted."""
+        with self._read() as conn:
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages * size), int(free * size)
+
+    def release_pages(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system; how many were."""
+        if self._closed:
+            raise StorageError(f"database {self.path} is closed")
+        conn = self._conn
+        before: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        # executescript steps the pragma to completion (execute frees one
+        # page); it runs as its own transaction on the writer connection.
+        conn.executescript(f"PRAGMA incremental_vacuum({pages:d});")
+        after: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return before - after
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it to zero bytes."""
+        if self._closed:
+            raise StorageError(f"database {self.path} is closed")
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # --- connections ----------------------------------------------------
 

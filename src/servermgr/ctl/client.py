@@ -70,7 +70,12 @@ class Client:
             ) from None
         if resp.status_code >= 400:
             self.raise_for(resp)
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(
+                resp.status_code, "bad_response", _not_core(resp, self.base_url)
+            ) from None
 
     def raise_for(self, resp: httpx.Response) -> None:
         """The typed error for an error response."""
@@ -93,10 +98,14 @@ class Client:
         result: dict[str, Any] = self.request("DELETE", f"/api/v1/nodes/{_seg(ref)}")
         return result
 
-    def metrics(self, ref: str, *, since: str, until: str | None = None) -> dict[str, Any]:
+    def metrics(
+        self, ref: str, *, since: str, until: str | None = None, step: str | None = None
+    ) -> dict[str, Any]:
         params = {"since": since}
         if until is not None:
             params["until"] = until
+        if step is not None:
+            params["step"] = step
         result: dict[str, Any] = self.request(
             "GET", f"/api/v1/nodes/{_seg(ref)}/metrics", params=params
         )
@@ -114,4 +123,13 @@ def _error(resp: httpx.Response) -> tuple[str, str]:
         err = resp.json()["error"]
         return str(err["code"]), str(err["message"])
     except (ValueError, KeyError, TypeError):
-        return "http_error", f"HTTP {resp.status_code}: {resp.text[:200]}"
+        return "http_error", _not_core(resp, f"{resp.url.scheme}://{resp.url.netloc.decode()}")
+
+
+def _not_core(resp: httpx.Response, where: str) -> str:
+    """One line for an answer that is not Core's JSON (some other server at --core)."""
+    snippet = " ".join(resp.text.split())[:80]
+    return (
+        f"{where.rstrip('/')} answered HTTP {resp.status_code} with something that is not "
+        f"Core's JSON ({snippet or 'empty body'}); is --core / SERVERMGR_CORE right?"
+    )

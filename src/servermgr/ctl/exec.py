@@ -119,11 +119,17 @@ def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as
     )
     live = stream and not as_json
     try:
-        for event in stream_events(client, job_id, timeout=body.get("timeout", 60.0)):
+        # A queued job may wait for its node before its timeout starts.
+        patience = body.get("timeout", 60.0) + body.get("wait", 0.0)
+        for event in stream_events(client, job_id, timeout=patience):
             if live and event["type"] == "output":
                 printer.output(
                     event["node"], event["stream"], event["offset"], base64.b64decode(event["data"])
                 )
+            elif event["type"] == "dropped":
+                # Core skipped events for us: stop printing live (no gaps);
+                # the rest is printed from the stored job below.
+                live = False
             elif event["type"] == "done":
                 break
     except KeyboardInterrupt:
@@ -136,7 +142,7 @@ def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as
     if as_json:
         sys.stdout.write(json.dumps(final, indent=2) + "\n")
     else:
-        if not live:
+        if not live:  # whatever was not printed live, from where printing stopped
             for n in nodes:
                 printer.output(n["node"], "stdout", 0, base64.b64decode(n["stdout_b64"]))
                 printer.output(n["node"], "stderr", 0, base64.b64decode(n["stderr_b64"]))

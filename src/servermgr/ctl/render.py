@@ -120,9 +120,7 @@ def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> Table:
         online = n["status"] == "online"
         style = "" if online else "dim"
         table.add_row(
-            Text(
-                n["name"], style="bold" if online else "dim", no_wrap=True, overflow="ellipsis"
-            ),
+            Text(n["name"], style="bold" if online else "dim", no_wrap=True, overflow="ellipsis"),
             Text("● online" if online else "○ offline", style="green" if online else "red"),
             fmt_pct(n.get("cpu_percent")),
             fmt_pct(n.get("mem_percent")),
@@ -223,6 +221,9 @@ METRIC_ROWS = (
 )
 
 
+STEP_NAMES = {"raw": "samples", "1m": "1-minute averages", "1h": "hourly averages"}
+
+
 def metrics_table(doc: dict[str, Any]) -> RenderableType:
     samples = doc["samples"]
     if not samples:
@@ -237,23 +238,28 @@ def metrics_table(doc: dict[str, Any]) -> RenderableType:
         ("HISTORY", "left"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    step = doc.get("step", "raw")
     for key, label, fmt in METRIC_ROWS:
         values = [s.get(key) for s in samples]
         known = [v for v in values if v is not None]
         if not known:
             table.add_row(label, "-", "-", "-", "-", "")
             continue
+        # Rollups carry each bucket's extremes: MIN/MAX are true extremes, not of averages.
+        lows = [s[f"{key}_min"] for s in samples if s.get(f"{key}_min") is not None] or known
+        highs = [s[f"{key}_max"] for s in samples if s.get(f"{key}_max") is not None] or known
         table.add_row(
             label,
-            fmt(min(known)),
+            fmt(min(lows)),
             fmt(sum(known) / len(known)),
-            fmt(max(known)),
+            fmt(max(highs)),
             fmt(known[-1]),
             Text(sparkline(values, 40), style="cyan"),
         )
     first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(samples[0]["ts"]))
     last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(samples[-1]["ts"]))
-    title = Text(f"{doc['name']}: {len(samples)} samples from {first} to {last}\n", style="bold")
+    what = STEP_NAMES.get(step, "samples")
+    title = Text(f"{doc['name']}: {len(samples)} {what} from {first} to {last}\n", style="bold")
     return Group(title, table)
 
 

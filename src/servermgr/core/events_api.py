@@ -1,0 +1,330 @@
+"""Live event stream for clients: ``/api/v1/events`` over WebSocket.
+
+What ``ctl top`` (and any other live view) reads: a snapshot of the fleet,
+then what changes. Authenticate with ``Authorization: Bearer <core key>``;
+without it the handshake is refused with a real 401 and the error document
+(``{"error": {"code": "unauthorized", ...}}``); bad query parameters get 400.
+
+Query parameters, all optional:
+
+    types=node,heartbeat,job   live event kinds to send (default: all three)
+    nodes=web-1,web-2          only these nodes, by name or id (job events too)
+    history=60                 CPU/memory values per node in the snapshot (0..600)
+    interval=1                 heartbeat batching window in seconds (0..60, 0: none)
+
+Every message is one JSON text frame with a ``type``:
+
+    snapshot      first, exactly once:
+                  {"type": "snapshot", "ts", "version", "heartbeat_interval",
+                   "nodes": [<node>, ...],
+                   "history": {<node id>: {"ts": [...], "cpu_percent": [...],
+                                           "mem_percent": [...]}},   oldest first
+                   "jobs_open": [<job id>, ...]}
+    node.online   {"type", "ts", "node_id", "name", "node": <node>}
+    node.offline  {"type", "ts", "node_id", "name", "reason"}
+    node.removed  {"type", "ts", "node_id", "name"}  (an operator removed it)
+    heartbeats    {"type", "ts", "nodes": [<node>, ...]}   the latest of each
+                  node that sent a heartbeat in the window (types=heartbeat)
+    job.state     {"type", "job_id", "node_id", "node", "state", ...}  one
+                  node's entry changed (queued, sent, running, then final:
+                  succeeded, failed, timed_out, cancelled, refused, expired,
+                  lost; final ones may add exit_code, signal, error, duration)
+    job.done      {"type", "job_id"}   every node of the job is final
+    dropped       {"type", "count"}    events lost: this client read too slowly
+    keepalive     {"type", "ts"}       after 15 s without another message
+    shutdown      {"type", "ts", "reason"}  Core is stopping; closes with 1001
+
+``<node>`` is a node exactly as ``GET /api/v1/nodes`` lists it (id, name,
+status, labels, cpu_percent, mem_percent, disk_percent, net_rx_bps,
+net_tx_bps, load1, uptime, last_seen, ...). Events can repeat what the
+snapshot already holds; applying them again is harmless.
+
+A slow client never slows Core: the bus drops what it cannot hold (the client
+gets ``dropped``), heartbeats are coalesced per node, and a send that stays
+blocked for 30 s ends the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from servermgr import __version__
+from servermgr.core.api import Api
+from servermgr.core.cache import Event
+from servermgr.core.gateway import CLOSE_GOING_AWAY, error_body
+from servermgr.core.openapi import Doc, Param
+from servermgr.core.scheduler import Scheduler
+from servermgr.core.security import tokens_equal
+from servermgr.core.storage import NodeRow, Storage
+
+log = logging.getLogger("servermgr.core.events")
+
+KINDS = ("node", "heartbeat", "job")
+KIND_OF = {
+    "node.online": "node",
+    "node.offline": "node",
+    "node.removed": "node",
+    "node.heartbeat": "heartbeat",
+    "state": "job",
+    "done": "job",
+}
+SHUTDOWN = "core.shutdown"  # published by Core's serve() when it stops
+MAX_HISTORY = 600
+KEEPALIVE = 15.0
+SEND_TIMEOUT = 30.0
+BUFFER = 4096
+
+
+class BadQuery(ValueError):
+    pass
+
+
+class Options:
+    """The query parameters of one stream, validated."""
+
+    def __init__(self, query: Any) -> None:
+        types = _csv(query.get("types")) or list(KINDS)
+        unknown = sorted(set(types) - set(KINDS))
+        if unknown:
+            raise BadQuery(f"unknown types {', '.join(unknown)} (use {', '.join(KINDS)})")
+        self.kinds = frozenset(types)
+        self.nodes = frozenset(_csv(query.get("nodes")))
+        try:
+            self.history = int(query.get("history", "60"))
+            self.interval = float(query.get("interval", "1"))
+        except ValueError:
+            raise BadQuery("history must be an integer and interval a number") from None
+        if not 0 <= self.history <= MAX_HISTORY:
+            raise BadQuery(f"history must be 0..{MAX_HISTORY}")
+        if not 0 <= self.interval <= 60:
+            raise BadQuery("interval must be 0..60 seconds")
+
+    def wants_node(self, node_id: str | None, name: str | None) -> bool:
+        return not self.nodes or node_id in self.nodes or name in self.nodes
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+class EventsApi:
+    def __init__(self, api: Api, scheduler: Scheduler) -> None:
+        self.api = api
+        self.jobs = scheduler
+
+    async def websocket(self, ws: WebSocket) -> None:
+        auth = ws.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not tokens_equal(token.strip(), self.api.core_key):
+            await _deny(ws, 401, "unauthorized", "wrong or missing core key")
+            return
+        try:
+            opts = Options(ws.query_params)
+        except BadQuery as exc:
+            await _deny(ws, 400, "bad_request", str(exc))
+            return
+        await ws.accept()
+        gateway = self.api.gateway
+        watch = "heartbeat" in opts.kinds
+        if watch:
+            gateway.heartbeat_subscribers += 1
+        try:
+            async with (
+                self.api.gateway.bus.subscribe(buffer=BUFFER, match=_matcher(opts)) as live,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(_read_until_closed, ws, nursery.cancel_scope)
+                await self._send(ws, await self.snapshot(opts))
+                await self._pump(ws, live, opts)
+                nursery.cancel_scope.cancel()
+        except* (WebSocketDisconnect, RuntimeError, OSError, trio.TooSlowError):
+            pass  # the client went away or stopped reading; nothing to keep
+        finally:
+            if watch:
+                gateway.heartbeat_subscribers -= 1
+            with trio.CancelScope(shield=True):
+                await _close(ws, 1000)
+
+    async def snapshot(self, opts: Options) -> dict[str, Any]:
+        now = self.api.clock()
+        rows = [r for r in self.api.registry.all() if opts.wants_node(r.id, r.name)]
+        nodes = [self.api.node_summary(r) for r in rows]
+        history: dict[str, dict[str, list[Any]]] = {}
+        interval = self.api.gateway.config.heartbeat_interval
+        if opts.history and rows:
+            since = now - max(60.0, opts.history * interval * 2)
+            history = await self.api.db.read(
+                _history, self.api.db.storage, rows, since, now, opts.history
+            )
+        open_jobs = {
+            e.job.id
+            for e in self.jobs.live.values()
+            if opts.wants_node(e.node_id, e.name) and "job" in opts.kinds
+        }
+        return {
+            "type": "snapshot",
+            "ts": now,
+            "version": __version__,
+            "heartbeat_interval": interval,
+            "nodes": nodes,
+            "history": history,
+            "jobs_open": sorted(open_jobs),
+        }
+
+    async def _pump(
+        self, ws: WebSocket, live: trio.MemoryReceiveChannel[Event], opts: Options
+    ) -> None:
+        """Forward live events; heartbeats are coalesced per node for ``interval``."""
+        pending: dict[str, None] = {}
+        flush_at = 0.0
+        idle_until = trio.current_time() + KEEPALIVE
+        while True:
+            event: Event | None = None
+            with trio.move_on_at(flush_at if pending else idle_until):
+                event = await live.receive()
+            beat = event is not None and event["type"] == "node.heartbeat"
+            if event is not None and beat:
+                if not pending:
+                    flush_at = trio.current_time() + opts.interval
+                pending[event["node_id"]] = None
+                if opts.interval > 0:
+                    continue
+            if pending:  # the window is over, or another event must not overtake them
+                await self._send(ws, self._heartbeats(pending))
+                pending.clear()
+            elif event is None:
+                await self._send(ws, {"type": "keepalive", "ts": self.api.clock()})
+            idle_until = trio.current_time() + KEEPALIVE
+            if event is None or beat:
+                continue
+            out = self._translate(event)
+            if out is not None:
+                await self._send(ws, out)
+            if event["type"] == SHUTDOWN:
+                await _close(ws, CLOSE_GOING_AWAY, "Core is shutting down")
+                return
+
+    def _heartbeats(self, node_ids: Iterable[str]) -> dict[str, Any]:
+        registry = self.api.registry
+        rows = [row for nid in node_ids if (row := registry.by_id(nid)) is not None]
+        nodes = [self.api.node_summary(row) for row in rows]
+        return {"type": "heartbeats", "ts": self.api.clock(), "nodes": nodes}
+
+    def _translate(self, event: Event) -> dict[str, Any] | None:
+        kind = event["type"]
+        if kind == "node.online":
+            row = self.api.registry.by_id(event["node_id"])
+            if row is None:
+                return None
+            return {**event, "node": self.api.node_summary(row)}
+        if kind in ("state", "done"):
+            return {**event, "type": f"job.{kind}"}
+        if kind == SHUTDOWN:
+            return {"type": "shutdown", "ts": event.get("ts"), "reason": "Core is shutting down"}
+        return event  # node.offline, node.removed, dropped
+
+    async def _send(self, ws: WebSocket, doc: dict[str, Any]) -> None:
+        with trio.fail_after(SEND_TIMEOUT):
+            await ws.send_text(json.dumps(doc, separators=(",", ":")))
+
+    def ws_routes(self) -> list[tuple[str, Any, Doc]]:
+        return [
+            (
+                "/api/v1/events",
+                self.websocket,
+                Doc(
+                    "Live events: a snapshot of the fleet, then node online/offline, "
+                    "heartbeat summaries and job state changes",
+                    websocket=True,
+                    params=(
+                        Param("types", "query", "comma list of node, heartbeat, job (default all)"),
+                        Param("nodes", "query", "comma list of node names or ids (default all)"),
+                        Param(
+                            "history",
+                            "query",
+                            f"CPU/memory values per node in the snapshot (0..{MAX_HISTORY})",
+                            {"type": "integer"},
+                        ),
+                        Param(
+                            "interval",
+                            "query",
+                            "heartbeat batching window in seconds (0..60, default 1)",
+                            {"type": "number"},
+                        ),
+                    ),
+                ),
+            )
+        ]
+
+
+def _matcher(opts: Options) -> Callable[[Event], bool]:
+    """Which bus events this stream takes; runs in publish(), so it stays cheap."""
+    jobs_seen: set[str] = set()
+
+    def match(event: Event) -> bool:
+        kind = KIND_OF.get(event["type"])
+        if kind is None:
+            return bool(event["type"] == SHUTDOWN)
+        if kind not in opts.kinds:
+            return False
+        if not opts.nodes:
+            return True
+        if event["type"] == "done":
+            if event["job_id"] in jobs_seen:
+                jobs_seen.discard(event["job_id"])
+                return True
+            return False
+        ok = opts.wants_node(event.get("node_id"), event.get("name") or event.get("node"))
+        if ok and kind == "job":
+            jobs_seen.add(event["job_id"])
+        return ok
+
+    return match
+
+
+def _history(
+    storage: Storage, rows: list[NodeRow], since: float, until: float, limit: int
+) -> dict[str, dict[str, list[Any]]]:
+    """Recent CPU and memory per node, in one worker-thread call."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for row in rows:
+        samples = storage.query_metrics(row.seq, since, until, limit)
+        if samples:
+            out[row.id] = {
+                "ts": [s["ts"] for s in samples],
+                "cpu_percent": [_round(s.get("cpu")) for s in samples],
+                "mem_percent": [_round(s.get("mem_percent")) for s in samples],
+            }
+    return out
+
+
+def _round(value: float | int | None) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+async def _read_until_closed(ws: WebSocket, scope: trio.CancelScope) -> None:
+    """Watch for the client's close: sends after it are silently dropped."""
+    try:
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    scope.cancel()
+
+
+async def _deny(ws: WebSocket, status: int, code: str, message: str) -> None:
+    await ws.send_denial_response(JSONResponse(error_body(code, message), status_code=status))
+
+
+async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    try:
+        await ws.close(code, reason)
+    except (RuntimeError, OSError):
+        pass

@@ -1,0 +1,236 @@
+"""The reference docs follow the code: commands, options, config keys, routes, messages.
+
+Each test reads the real thing (the typer command tree, the config parser,
+Core's route table, the wire message types) and fails when docs/ is missing
+something or documents something that no longer exists.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import typer.main
+
+from servermgr.cli import app
+from servermgr.common import proto
+from servermgr.common.config import parse_config
+from servermgr.common.errors import ConfigError
+from servermgr.core.app import Core
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+REFERENCE = DOCS / "reference"
+
+
+def sections(path: Path, level: int) -> dict[str, str]:
+    """Heading text -> body, for headings of exactly ``level`` (a body ends at the next
+    heading of the same or a higher level)."""
+    out: dict[str, str] = {}
+    title: str | None = None
+    body: list[str] = []
+    in_fence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        m = None if in_fence else re.match(r"^(#{1,6}) (.*?)\s*$", line)
+        if m and len(m.group(1)) <= level:
+            if title is not None:
+                out[title] = "\n".join(body)
+            title = m.group(2) if len(m.group(1)) == level else None
+            body = []
+        elif title is not None:
+            body.append(line)
+    if title is not None:
+        out[title] = "\n".join(body)
+    return out
+
+
+# --- CLI ---------------------------------------------------------------------
+
+
+def command_tree() -> Iterator[tuple[str, Any]]:
+    """("servermgr ctl node remove", click command) for every command and group."""
+
+    def walk(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            if not sub.hidden:
+                yield from walk(sub, f"{path} {name}")
+
+    yield from walk(typer.main.get_command(app), "servermgr")
+
+
+def cli_sections() -> dict[str, str]:
+    return {
+        title: body
+        for title, body in sections(REFERENCE / "cli.md", 3).items()
+        if title.startswith("servermgr")
+    }
+
+
+def test_every_command_has_a_section_and_every_section_a_command() -> None:
+    commands = {path for path, _ in command_tree()}
+    documented = set(cli_sections())
+    assert not commands - documented, f"missing from docs/reference/cli.md: {commands - documented}"
+    assert not documented - commands, f"documented but not commands: {documented - commands}"
+
+
+def test_cli_headings_are_exact() -> None:
+    text = (REFERENCE / "cli.md").read_text(encoding="utf-8")
+    loose = [h for h in re.findall(r"^#+ .*servermgr.*$", text, re.M) if not h.startswith("### ")]
+    assert not loose, f"command headings must be '### servermgr ...': {loose}"
+
+
+def test_every_option_is_documented_in_its_command_section() -> None:
+    docs = cli_sections()
+    missing = []
+    for path, cmd in command_tree():
+        body = docs.get(path, "")
+        for param in cmd.params:
+            if param.param_type_name != "option":
+                continue
+            for flag in [*param.opts, *param.secondary_opts]:
+                if not re.search(rf"`{re.escape(flag)}(?![\w-])", body):
+                    missing.append(f"{path}: {flag}")
+    assert not missing, f"options missing from docs/reference/cli.md: {missing}"
+
+
+# --- config ------------------------------------------------------------------
+
+
+def _known(text: str, what: str) -> list[str]:
+    """The names the parser lists in its 'unknown ...' error for ``text``."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, source=None, base_dir=Path("/nonexistent"))
+    m = re.search(rf"known {what}: ([^)]*)\)", err.value.reason)
+    assert m, f"the parser no longer lists the known {what}: {err.value.reason!r}"
+    return [k.strip() for k in m.group(1).split(",")]
+
+
+def config_keys() -> dict[str, list[str]]:
+    """Every section and key the config parser accepts, as the parser itself lists them."""
+    return {
+        section: _known(f"[{section}]\nno_such_key_for_docs = 1\n", "keys")
+        for section in _known("[no_such_section_for_docs]\n", "sections")
+    }
+
+
+def test_config_keys_are_found() -> None:
+    keys = config_keys()
+    assert {"server", "storage", "node", "exec", "log"} <= set(keys)
+    assert "listen" in keys["server"]
+
+
+def test_every_config_key_is_in_the_reference() -> None:
+    docs = sections(REFERENCE / "config.md", 2)
+    missing = []
+    for section, keys in config_keys().items():
+        body = docs.get(f"`[{section}]`")
+        if body is None:
+            missing.append(f"[{section}]")
+            continue
+        missing += [f"{section}.{k}" for k in keys if f"`{k}`" not in body]
+    assert not missing, f"config keys missing from docs/reference/config.md: {missing}"
+
+
+def test_config_reference_names_no_unknown_key() -> None:
+    known = config_keys()
+    stale = []
+    for title, body in sections(REFERENCE / "config.md", 2).items():
+        m = re.fullmatch(r"`\[(\w+)\]`", title)
+        if m is None:
+            continue
+        keys = set(known.get(m.group(1), []))
+        stale += [
+            f"{m.group(1)}.{k}" for k in re.findall(r"^\| `(\w+)` \|", body, re.M) if k not in keys
+        ]
+    assert not stale, f"docs/reference/config.md documents unknown keys: {stale}"
+
+
+def test_every_config_key_is_in_the_example() -> None:
+    text = (ROOT / "servermgr.toml.example").read_text(encoding="utf-8")
+    parts = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
+    example = dict(zip(parts[1::2], parts[2::2], strict=True))
+    missing = []
+    for section, keys in config_keys().items():
+        body = example.get(section)
+        if body is None:
+            missing.append(f"[{section}]")
+            continue
+        missing += [
+            f"{section}.{k}"
+            for k in keys
+            if not re.search(rf"^#?\s*{re.escape(k)}\s*=", body, re.M)
+        ]
+    assert not missing, f"config keys missing from servermgr.toml.example: {missing}"
+
+
+# --- REST API ----------------------------------------------------------------
+
+
+async def test_every_route_is_in_the_api_reference(core: Core) -> None:
+    routes = {f"{method} {path}" for method, path, _ in core.api.route_docs()}
+    documented = {
+        title.strip("`")
+        for title in sections(REFERENCE / "api.md", 3)
+        if re.match(r"^`?(GET|POST|PUT|PATCH|DELETE) /", title)
+    }
+    assert not routes - documented, f"missing from docs/reference/api.md: {routes - documented}"
+    assert not documented - routes, f"documented but not routes: {documented - routes}"
+
+
+# --- wire protocol -----------------------------------------------------------
+
+
+def message_types() -> dict[str, type[msgspec.Struct]]:
+    types: dict[str, type[msgspec.Struct]] = {}
+    for cls in typing.get_args(proto.Message):
+        tag = cls.__struct_config__.tag
+        assert isinstance(tag, str)
+        types[tag] = cls
+    return types
+
+
+def test_every_message_type_and_field_is_in_the_protocol_reference() -> None:
+    docs = {
+        title.strip("`"): body for title, body in sections(REFERENCE / "protocol.md", 3).items()
+    }
+    missing = []
+    for tag, cls in message_types().items():
+        body = docs.get(tag)
+        if body is None:
+            missing.append(tag)
+            continue
+        missing += [
+            f"{tag}.{f.encode_name}"
+            for f in msgspec.structs.fields(cls)
+            if f"`{f.encode_name}`" not in body
+        ]
+    assert not missing, f"messages or fields missing from docs/reference/protocol.md: {missing}"
+
+
+def test_protocol_reference_names_no_unknown_message_type() -> None:
+    docs = sections(REFERENCE / "protocol.md", 3)
+    tags = set(message_types())
+    stale = [
+        t.strip("`") for t in docs if re.fullmatch(r"`[a-z.]+`", t) and t.strip("`") not in tags
+    ]
+    assert not stale, f"docs/reference/protocol.md documents unknown messages: {stale}"
+
+
+def test_doc_links_resolve() -> None:
+    broken = []
+    for page in DOCS.rglob("*.md"):
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target:
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, f"broken links: {broken}"
