@@ -594,7 +594,7 @@ def ctl_audit(
 
 def main() -> None:
     """Entry point: typed errors become one line and an exit code."""
-    from servermgr.common.errors import ServermgrError
+    from servermgr.common.errors import ServermgrError, single_error
 
     # Only as the first argument: a remote command may have its own --debug.
     debug = sys.argv[1:2] == ["--debug"]
@@ -603,17 +603,11 @@ def main() -> None:
     try:
         app()
     except (ServermgrError, BaseExceptionGroup) as exc:
-        error = _single_error(exc, ServermgrError)
+        found = single_error(exc)
+        error = found if isinstance(found, ServermgrError) else None
         if debug or error is None:
             raise
         sys.stderr.write(f"servermgr: {error}\n")
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def _single_error(exc: BaseException, kind: type[Any]) -> Any:
-    """``exc`` itself, or the one ``kind`` error inside nested exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc if isinstance(exc, kind) else None

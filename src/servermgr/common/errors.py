@@ -103,3 +103,14 @@ class ApiError(ClientError):
 
 class NotFoundError(ApiError):
     """The node or job named does not exist."""
+
+
+def single_error(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups, else ``exc`` itself.
+
+    trio's nurseries wrap what a task raises in exception groups; a CLI that
+    reports one line wants the error itself.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

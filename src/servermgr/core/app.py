@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 
 from servermgr.common import proto
 from servermgr.common.config import Config
-from servermgr.common.errors import ServermgrError
+from servermgr.common.errors import ServermgrError, single_error
 from servermgr.core import api as api_mod
 from servermgr.core.cache import MemoryBus, MemoryStatus
 from servermgr.core.events_api import EventsApi
@@ -194,9 +194,7 @@ async def serve(
 
 def _listen_error(exc: BaseException, config: Config) -> BaseException:
     """One clear line for a port in use or not allowed; anything else as it was."""
-    found = exc
-    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
-        found = found.exceptions[0]
+    found = single_error(exc)
     if isinstance(found, OSError):
         return ServermgrError(
             f"cannot listen on {config.server.listen} ({found.strerror or found}): "

@@ -7,15 +7,13 @@ identity never loads it.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import urlsplit
 
-import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
 
-from servermgr.common import addr, proto
+from servermgr.common import addr, proto, ws
 from servermgr.common.errors import (
     BadTokenError,
     CoreUnreachableError,
@@ -23,9 +21,7 @@ from servermgr.common.errors import (
     RegistrationError,
 )
 
-CONNECT_TIMEOUT = 5.0
-CLOSE_TIMEOUT = 1.0
-GOODBYE_TIMEOUT = 0.2
+CONNECT_TIMEOUT = ws.CONNECT_TIMEOUT
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
@@ -67,79 +63,15 @@ def _error_message(resp: Any) -> str:
         return resp.text[:200] if resp.text else f"HTTP {resp.status_code}"
 
 
-@asynccontextmanager
-async def connect(core_addr: str, credential: str | None) -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket to Core authenticated with the node's credential.
-
-    Opens the TCP stream itself so it is closed on every path: trio-websocket
-    leaves the socket to the garbage collector when the handshake is
-    rejected (401), which a node retrying for days would feel.
-    """
-    url = urlsplit(addr.ws_url(core_addr))
-    host = url.hostname or "127.0.0.1"
-    port = url.port or (443 if url.scheme == "wss" else 80)
-    host_header = url.netloc
-    headers = [(b"authorization", f"Bearer {credential}".encode())] if credential else []
-    with trio.fail_after(CONNECT_TIMEOUT):
-        stream = await trio.open_tcp_stream(host, port)
-    try:
-        try:
-            async with trio.open_nursery() as nursery:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    ws = await wrap_client_stream(
-                        nursery,
-                        stream,
-                        host_header,
-                        url.path,
-                        extra_headers=headers,
-                        max_message_size=proto.MAX_FRAME_BYTES,
-                        message_queue_size=64,
-                    )
-                try:
-                    yield ws
-                except BaseException:
-                    # Cancelled (shutdown) or failed: say goodbye (1001) but do
-                    # not wait long for Core's reply, whose reader task may be
-                    # cancelled too.
-                    with trio.move_on_after(GOODBYE_TIMEOUT, shield=True):
-                        await ws.aclose(1001, "node agent stopping")
-                    await trio.aclose_forcefully(stream)
-                    raise
-                with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                    await ws.aclose()
-        except BaseExceptionGroup as group:
-            raise _single(group) from None
-    finally:
-        await trio.aclose_forcefully(stream)
+def connect(
+    core_addr: str, credential: str | None
+) -> AbstractAsyncContextManager[WebSocketConnection]:
+    """The node's WebSocket to Core, authenticated with its credential."""
+    return ws.connect(addr.ws_url(core_addr), bearer=credential, max_message=proto.MAX_FRAME_BYTES)
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested groups (reader task or body), else the group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+class Backoff(ws.Backoff):
+    """Reconnect delays: a first retry within about a second, capped at 30 s."""
 
-
-class Backoff:
-    """Exponential backoff with jitter: ~0.5 s, 1 s, 2 s … capped at 30 s."""
-
-    def __init__(
-        self,
-        *,
-        base: float = BACKOFF_BASE,
-        cap: float = BACKOFF_CAP,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.rng = rng
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay: float = min(self.cap, self.base * 2.0**self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
-        return delay * (0.5 + self.rng() / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
+    def __init__(self, *, rng: Callable[[], float] = random.random) -> None:
+        super().__init__(base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=rng)
