@@ -432,7 +432,7 @@ async def test_metrics_range_and_limit(core: Core, api: httpx.AsyncClient) -> No
     assert doc["name"] == "node-01"
     assert [s["ts"] for s in doc["samples"]] == stamps[1:]
     first = doc["samples"][0]
-    assert {"ts", "cpu", "mem_percent", "load1", "disk_percent", "net_rx_bps"} <= set(first)
+    assert {"ts", "cpu_percent", "mem_percent", "load1", "disk_percent", "net_rx_bps"} <= set(first)
     assert first["mem_percent"] == 40.0
     assert first["disk_percent"] == 25.0
 

@@ -520,7 +520,7 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
         10,
     )
     for s in samples:
-        assert {"ts", "cpu", "mem_percent", "load1", "net_rx_bps"} <= set(s)
+        assert {"ts", "cpu_percent", "mem_percent", "load1", "net_rx_bps"} <= set(s)
     assert [s["ts"] for s in samples] == sorted(s["ts"] for s in samples)
     sparks = fleet.run("ctl", "metrics", "node-01", "--since", "10m", env=env)
     assert sparks.returncode == 0

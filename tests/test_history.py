@@ -451,8 +451,10 @@ async def test_metrics_route_picks_the_resolution_by_range(core: Core) -> None:
         day = await get(since="24h")
         assert day["step"] == "1m"
         assert 20 * 60 <= len(day["samples"]) <= 20 * 60 + 1
-        assert {"ts", "cpu", "cpu_min", "cpu_max", "net_rx_bps_max"} <= set(day["samples"][0])
-        assert day["samples"][0]["cpu"] == 10.0
+        assert {"ts", "cpu_percent", "cpu_percent_min", "cpu_percent_max", "net_rx_bps_max"} <= set(
+            day["samples"][0]
+        )
+        assert day["samples"][0]["cpu_percent"] == 10.0
         month = await get(since="30d")
         assert month["step"] == "1h"
         assert 20 <= len(month["samples"]) <= 21
@@ -476,8 +478,8 @@ def test_ctl_metrics_shows_the_step_and_true_extremes_of_rollups() -> None:
     from servermgr.ctl import render
 
     points = [
-        {"ts": T0, "cpu": 20.0, "cpu_min": 5.0, "cpu_max": 90.0},
-        {"ts": T0 + 60, "cpu": 30.0, "cpu_min": 10.0, "cpu_max": 40.0},
+        {"ts": T0, "cpu_percent": 20.0, "cpu_percent_min": 5.0, "cpu_percent_max": 90.0},
+        {"ts": T0 + 60, "cpu_percent": 30.0, "cpu_percent_min": 10.0, "cpu_percent_max": 40.0},
     ]
     out = StringIO()
     Console(file=out, width=200).print(

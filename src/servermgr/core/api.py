@@ -204,6 +204,10 @@ class Api:
         rows = await self.db.read(
             history.query, self.db.storage, step, row.seq, since, until, limit
         )
+        for point in rows:  # the column is "cpu"; the API says cpu_percent, as samples do
+            for suffix in ("", "_min", "_max"):
+                if "cpu" + suffix in point:
+                    point["cpu_percent" + suffix] = point.pop("cpu" + suffix)
         doc = {
             "node_id": row.id,
             "name": row.name,

@@ -210,7 +210,7 @@ def print_node(node: dict[str, Any]) -> None:
 
 
 METRIC_ROWS = (
-    ("cpu", "CPU %", fmt_pct),
+    ("cpu_percent", "CPU %", fmt_pct),
     ("mem_percent", "memory %", fmt_pct),
     ("disk_percent", "disk %", fmt_pct),
     ("load1", "load 1m", lambda v: "-" if v is None else f"{v:.2f}"),
