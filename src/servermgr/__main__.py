@@ -1,3 +1,3 @@
-from servermgr.cli import main
+from servermgr.main import main
 
 main()

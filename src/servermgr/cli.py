@@ -337,59 +337,6 @@ def ctl_metrics(
         render.print_metrics(doc)
 
 
-def _seconds(text: str, option: str) -> float:
-    from servermgr.common.timespec import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        _fail(f"{option}: {exc}", 2)
-
-
-def _job_body(
-    target: str,
-    command: str | None,
-    service: dict[str, str] | None,
-    *,
-    timeout: str,
-    output_cap: int,
-    wait: str,
-    env: list[str],
-    cwd: str | None,
-) -> dict[str, Any]:
-    env_map: dict[str, str] = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _fail(f"--env {item!r}: use NAME=VALUE", 2)
-        env_map[key] = value
-    body: dict[str, Any] = {
-        "target": target,
-        "timeout": _seconds(timeout, "--timeout"),
-        "output_cap": output_cap,
-        "wait": _seconds(wait, "--wait"),
-        "env": env_map,
-        "cwd": cwd,
-    }
-    body["command" if command is not None else "service"] = command or service
-    return body
-
-
-def _target(args: list[str], all_nodes: bool, label: str | None) -> tuple[str, list[str], bool]:
-    """(target spec, remaining words, single node?) from ``[TARGET] WORDS...``."""
-    if all_nodes and label:
-        _fail("give --all or --label, not both", 2)
-    if all_nodes:
-        return "*", args, False
-    if label:
-        return label, args, False
-    if not args:
-        _fail("missing TARGET: a node name, a comma list, key=value labels, --all or --label", 2)
-    target = args[0]
-    single = "," not in target and "=" not in target and target not in ("*", "all")
-    return target, args[1:], single
-
-
 TimeoutOpt = Annotated[
     str, typer.Option("--timeout", "-t", help="Kill the command after this long (30s, 5m, 1h).")
 ]
@@ -442,10 +389,12 @@ def ctl_exec(
     with the node name and a summary on stderr; exit 0 only if all succeeded.
     Exit 124: timed out; 255: ctl, Core or the node could not run it.
     """
-    target, words, single = _target(args, all_nodes, label)
+    from servermgr.ctl.jobspec import job_body, target_of
+
+    target, words, single = target_of(args, all_nodes, label)
     if not words:
         _fail("missing the command to run", 2)
-    body = _job_body(
+    body = job_body(
         target,
         " ".join(words),
         None,
@@ -461,9 +410,6 @@ def ctl_exec(
         _exec_client(ctx), body, single=single, stream=not no_stream, as_json=json_out
     )
     raise typer.Exit(code)
-
-
-SERVICE_ACTIONS = ("status", "start", "stop", "restart", "reload", "enable", "disable")
 
 
 @ctl_app.command("service")
@@ -484,16 +430,13 @@ def ctl_service(
     json_out: JsonOpt = False,
 ) -> None:
     """Manage a systemd unit on nodes, with the same guarantees as exec."""
-    target, words, single = _target(args, all_nodes, label)
-    if len(words) != 2:
-        _fail("expected ACTION UNIT, e.g. restart nginx", 2)
-    action, unit = words
-    if action not in SERVICE_ACTIONS:
-        _fail(f"unknown action {action!r}: use one of {', '.join(SERVICE_ACTIONS)}", 2)
-    body = _job_body(
+    from servermgr.ctl.jobspec import job_body, service_spec, target_of
+
+    target, words, single = target_of(args, all_nodes, label)
+    body = job_body(
         target,
         None,
-        {"action": action, "unit": unit},
+        service_spec(words),
         timeout=timeout,
         output_cap=1 << 20,
         wait=wait,
@@ -590,24 +533,3 @@ def ctl_audit(
         render.print_json(rows)
     else:
         render.print_audit(rows)
-
-
-def main() -> None:
-    """Entry point: typed errors become one line and an exit code."""
-    from servermgr.common.errors import ServermgrError, single_error
-
-    # Only as the first argument: a remote command may have its own --debug.
-    debug = sys.argv[1:2] == ["--debug"]
-    if debug:
-        del sys.argv[1]
-    try:
-        app()
-    except (ServermgrError, BaseExceptionGroup) as exc:
-        found = single_error(exc)
-        error = found if isinstance(found, ServermgrError) else None
-        if debug or error is None:
-            raise
-        sys.stderr.write(f"servermgr: {error}\n")
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -5,6 +5,7 @@ the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
 
     ServermgrError                 base; ``exit_code`` for the CLI
     ├── ConfigError                bad config file, key or value (exit 2)
+    ├── UsageError                 bad command-line input (exit 2)
     ├── KeyFileError               core key file missing, empty, corrupt, unreadable
     ├── ProtocolError              a wire message that cannot be accepted
     ├── StorageError               the database cannot be opened or migrated
@@ -45,6 +46,12 @@ class ConfigError(ServermgrError):
         self.reason = reason
         where = f"{path}: {key}" if key else path
         super().__init__(f"config error: {where}: {reason}")
+
+
+class UsageError(ServermgrError):
+    """Bad command-line input that the parser could not catch."""
+
+    exit_code = 2
 
 
 class KeyFileError(ServermgrError):

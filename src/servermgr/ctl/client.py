@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import http.client
+import json
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from servermgr.common import addr
 from servermgr.common.errors import (
@@ -44,30 +45,80 @@ def resolve(core: str | None, key: str | None, config: Callable[[], Config]) -> 
     return addr.http_base(core), key.strip()
 
 
+class Response:
+    """What ctl needs of an HTTP answer."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code = status
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
 class Client:
-    def __init__(
-        self, base_url: str, key: str, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
+    """Core's REST API over the standard library's http.client.
+
+    Not httpx: importing httpx costs ctl ~200 ms here (httpcore pulls in trio
+    and h2), and `ctl exec` is timed against Salt. One keep-alive connection
+    for plain requests, a fresh one for each stream.
+    """
+
+    def __init__(self, base_url: str, key: str, *, timeout: float = TIMEOUT) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=TIMEOUT,
-            transport=transport,
-            trust_env=False,
-        )
+        parts = urlsplit(base_url)
+        self._secure = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._secure else 80)
+        self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._secure:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
     def close(self) -> None:
-        self.http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CoreUnreachableError(
-                f"cannot reach Core at {self.base_url} ({exc.__class__.__name__}: {exc}); "
-                "is it running? (--core / SERVERMGR_CORE)"
-            ) from None
+    def _unreachable(self, exc: BaseException) -> CoreUnreachableError:
+        why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        return CoreUnreachableError(
+            f"cannot reach Core at {self.base_url} ({why}); is it running? "
+            "(--core / SERVERMGR_CORE)"
+        )
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        if params:
+            path += "?" + urlencode(params)
+        body = None if json is None else _dumps(json)
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._connect(self._timeout)
+            try:
+                self._conn.request(method, path, body=body, headers=headers)
+                raw = self._conn.getresponse()
+                resp = Response(raw.status, raw.read())
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()  # a kept-alive connection Core closed: try once more
+                if attempt == 2:
+                    raise self._unreachable(exc) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise self._unreachable(exc) from None
         if resp.status_code >= 400:
             self.raise_for(resp)
         try:
@@ -77,9 +128,29 @@ class Client:
                 resp.status_code, "bad_response", _not_core(resp, self.base_url)
             ) from None
 
-    def raise_for(self, resp: httpx.Response) -> None:
+    def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
+        """Lines of a streamed answer (NDJSON); each read may wait ``read_timeout`` s."""
+        conn = self._connect(read_timeout)
+        try:
+            try:
+                conn.request("GET", path, headers=self._headers)
+                raw = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from None
+            if raw.status >= 400:
+                self.raise_for(Response(raw.status, raw.read()))
+            while True:
+                line = raw.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield line
+        finally:
+            conn.close()
+
+    def raise_for(self, resp: Response) -> None:
         """The typed error for an error response."""
-        code, message = _error(resp)
+        code, message = _error(resp, self.base_url)
         if resp.status_code == 401:
             raise AuthError(f"Core refused the key: {message} (--key / SERVERMGR_KEY)")
         if resp.status_code == 404:
@@ -112,21 +183,27 @@ class Client:
         return result
 
 
+def _dumps(doc: Any) -> bytes:
+    import json as _json
+
+    return _json.dumps(doc).encode()
+
+
 def _seg(ref: str) -> str:
     from urllib.parse import quote
 
     return quote(ref, safe="")
 
 
-def _error(resp: httpx.Response) -> tuple[str, str]:
+def _error(resp: Response, where: str) -> tuple[str, str]:
     try:
         err = resp.json()["error"]
         return str(err["code"]), str(err["message"])
     except (ValueError, KeyError, TypeError):
-        return "http_error", _not_core(resp, f"{resp.url.scheme}://{resp.url.netloc.decode()}")
+        return "http_error", _not_core(resp, where)
 
 
-def _not_core(resp: httpx.Response, where: str) -> str:
+def _not_core(resp: Response, where: str) -> str:
     """One line for an answer that is not Core's JSON (some other server at --core)."""
     snippet = " ".join(resp.text.split())[:80]
     return (

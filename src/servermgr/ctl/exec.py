@@ -9,13 +9,12 @@ job timed out, 255 when ctl, Core or the node could not run it.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
-
-import httpx
 
 from servermgr.common.errors import ClientError, CoreUnreachableError
 from servermgr.ctl.client import Client
@@ -69,18 +68,11 @@ class Printer:
 def stream_events(client: Client, job_id: str, *, timeout: float) -> Iterator[dict[str, Any]]:
     """The job's live events from Core's NDJSON stream."""
     try:
-        with client.http.stream(
-            "GET",
-            f"/api/v1/jobs/{job_id}/stream",
-            timeout=httpx.Timeout(10.0, read=timeout + STREAM_SLACK),
-        ) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                client.raise_for(resp)
-            for line in resp.iter_lines():
-                if line:
-                    yield json.loads(line)
-    except httpx.TransportError as exc:
+        for line in client.stream_lines(
+            f"/api/v1/jobs/{job_id}/stream", read_timeout=timeout + STREAM_SLACK
+        ):
+            yield json.loads(line)
+    except (OSError, http.client.HTTPException) as exc:
         raise CoreUnreachableError(
             f"lost the connection to Core ({exc.__class__.__name__}); the job goes on: "
             f"servermgr ctl job {job_id}"

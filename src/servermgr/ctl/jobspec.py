@@ -1,0 +1,79 @@
+"""A job request from what the operator typed: target, command or service, options.
+
+Shared by the typer commands and the fast path (ctl/fastpath.py); no typer
+here. Bad input raises UsageError (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servermgr.common.errors import UsageError
+from servermgr.common.timespec import parse_duration
+
+SERVICE_ACTIONS = ("status", "start", "stop", "restart", "reload", "enable", "disable")
+
+
+def seconds(text: str, option: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def target_of(args: list[str], all_nodes: bool, label: str | None) -> tuple[str, list[str], bool]:
+    """(target spec, remaining words, single node?) from ``[TARGET] WORDS...``."""
+    if all_nodes and label:
+        raise UsageError("give --all or --label, not both")
+    if all_nodes:
+        return "*", args, False
+    if label:
+        return label, args, False
+    if not args:
+        raise UsageError(
+            "missing TARGET: a node name, a comma list, key=value labels, --all or --label"
+        )
+    target = args[0]
+    single = "," not in target and "=" not in target and target not in ("*", "all")
+    return target, args[1:], single
+
+
+def service_spec(words: list[str]) -> dict[str, str]:
+    if len(words) != 2:
+        raise UsageError("expected ACTION UNIT, e.g. restart nginx")
+    action, unit = words
+    if action not in SERVICE_ACTIONS:
+        raise UsageError(f"unknown action {action!r}: use one of {', '.join(SERVICE_ACTIONS)}")
+    return {"action": action, "unit": unit}
+
+
+def job_body(
+    target: str,
+    command: str | None,
+    service: dict[str, str] | None,
+    *,
+    timeout: str,
+    output_cap: int,
+    wait: str,
+    env: list[str],
+    cwd: str | None,
+) -> dict[str, Any]:
+    """The body of ``POST /api/v1/jobs``."""
+    env_map: dict[str, str] = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r}: use NAME=VALUE")
+        env_map[key] = value
+    if output_cap < 0:
+        raise UsageError("--output-cap must not be negative")
+    body: dict[str, Any] = {
+        "target": target,
+        "timeout": seconds(timeout, "--timeout"),
+        "output_cap": output_cap,
+        "wait": seconds(wait, "--wait"),
+        "env": env_map,
+        "cwd": cwd,
+    }
+    body["command" if command is not None else "service"] = command or service
+    return body
