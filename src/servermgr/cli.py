@@ -231,6 +231,16 @@ def _ctl(
     ctx.obj = (core, key, config)
 
 
+def _show(json_out: bool, doc: Any, printer: str, table: Any = None) -> None:
+    """Print ``doc`` as JSON, or ``table`` (default: ``doc``) with ``render.<printer>``."""
+    from servermgr.ctl import render
+
+    if json_out:
+        render.print_json(doc)
+    else:
+        getattr(render, printer)(doc if table is None else table)
+
+
 def _client(ctx: typer.Context) -> Client:
     from servermgr.ctl.client import Client, resolve
 
@@ -254,12 +264,7 @@ def _exec_client(ctx: typer.Context) -> Client:
 def ctl_nodes(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List nodes: status, CPU, memory, disk, network, load, uptime, last seen."""
     nodes = _client(ctx).nodes()
-    from servermgr.ctl import render
-
-    if json_out:
-        render.print_json(nodes)
-    else:
-        render.print_nodes(nodes)
+    _show(json_out, nodes, "print_nodes")
 
 
 @ctl_node_app.command("show")
@@ -270,12 +275,7 @@ def ctl_node_show(
 ) -> None:
     """Show one node: static info, disks, interfaces, latest sample."""
     node = _client(ctx).node(name)
-    from servermgr.ctl import render
-
-    if json_out:
-        render.print_json(node)
-    else:
-        render.print_node(node)
+    _show(json_out, node, "print_node")
 
 
 @ctl_node_app.command("remove")
@@ -329,12 +329,7 @@ def ctl_metrics(
 ) -> None:
     """A node's metrics over time, with sparklines (1-minute or hourly rollups for long ranges)."""
     doc = _client(ctx).metrics(name, since=since, until=until, step=step)
-    from servermgr.ctl import render
-
-    if json_out:
-        render.print_json(doc["samples"])
-    else:
-        render.print_metrics(doc)
+    _show(json_out, doc["samples"], "print_metrics", doc)
 
 
 TimeoutOpt = Annotated[
@@ -468,12 +463,7 @@ def ctl_jobs(
         if v is not None:
             params[k] = v
     doc = _client(ctx).request("GET", "/api/v1/jobs", params=params)
-    from servermgr.ctl import render
-
-    if json_out:
-        render.print_json(doc)
-    else:
-        render.print_jobs(doc["jobs"])
+    _show(json_out, doc, "print_jobs", doc["jobs"])
 
 
 @ctl_app.command("job")
@@ -486,12 +476,7 @@ def ctl_job(
     from urllib.parse import quote
 
     doc = _client(ctx).request("GET", f"/api/v1/jobs/{quote(job_id, safe='')}")
-    from servermgr.ctl import render
-
-    if json_out:
-        render.print_json(doc)
-    else:
-        render.print_job(doc)
+    _show(json_out, doc, "print_job")
 
 
 @ctl_app.command("cancel")
@@ -527,9 +512,4 @@ def ctl_audit(
     if action is not None:
         params["action"] = action
     rows = _client(ctx).request("GET", "/api/v1/audit", params=params)
-    from servermgr.ctl import render
-
-    if json_out:
-        render.print_json(rows)
-    else:
-        render.print_audit(rows)
+    _show(json_out, rows, "print_audit")
