@@ -95,3 +95,26 @@ async def test_a_job_the_node_never_received_is_sent_again(
     n = by_node(await finished(core, record.id))["node-01"]
     assert n["state"] == "succeeded"
     assert base64.b64decode(n["stdout_b64"]) == b"arrived\n"
+
+
+async def test_a_queued_job_survives_a_core_restart(
+    start_core: StartCore, start_node: StartNode, tmp_path: Path
+) -> None:
+    first = await start_core()
+    node = await start_node(first.core, "node-01")
+    await wait_for(lambda: online(first.core, "node-01"))
+    node.kill()
+    await wait_for(lambda: not online(first.core, "node-01"))
+    job = await submit(first.core, target="node-01", command="echo queued", wait=60)
+    assert by_node(job)["node-01"]["state"] == "queued"
+    port = first.core.port
+    first.stop.set()
+    await first.done.wait()
+
+    cfg = core_config(tmp_path)
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, listen_port=port))
+    second = (await start_core(cfg)).core
+    await start_node(second, "node-01")
+    n = by_node(await finished(second, job["id"]))["node-01"]
+    assert n["state"] == "succeeded"
+    assert base64.b64decode(n["stdout_b64"]) == b"queued\n"
