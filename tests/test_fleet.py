@@ -293,3 +293,18 @@ async def test_silent_node_goes_offline(core: Core) -> None:
             await ws.get_message()
         assert closed.value.reason is not None
         assert closed.value.reason.code == 4000
+
+
+async def test_a_node_logs_each_state_once_not_every_retry(
+    start_core: StartCore, start_node: StartNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await start_core()
+    await start_node(first.core, "node-01")
+    await wait_for(lambda: online(first.core, "node-01"))
+    caplog.set_level("INFO", logger="servermgr.node")
+    first.stop.set()
+    await first.done.wait()
+    await trio.sleep(3)  # several retries: 0.5 s, 1 s, 2 s (with jitter)
+    lines = [r.getMessage() for r in caplog.records if r.name == "servermgr.node"]
+    unreachable = [m for m in lines if "Core unreachable" in m]
+    assert len(unreachable) == 1, lines

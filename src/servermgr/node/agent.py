@@ -40,6 +40,7 @@ WELCOME_TIMEOUT = 10.0
 MISSED_INTERVALS = 3
 MAX_BUFFERED = 2000
 FIRST_SAMPLE_AFTER = 1.0
+BACKOFF_NOTE = f"{transport.BACKOFF_BASE:g} s at first, at most {transport.BACKOFF_CAP:g} s"
 
 
 class Rejected(Exception):
@@ -214,7 +215,8 @@ class Agent:
                     self.backlog.requeue()
             delay = self.backoff.next()
             self._state_change(
-                f"disconnected: {reason}; retrying (next in {delay:.1f} s)", logging.WARNING
+                f"disconnected: {reason}; retrying with backoff (every {BACKOFF_NOTE})",
+                logging.WARNING,
             )
             await trio.sleep(delay)
 
