@@ -262,3 +262,35 @@ async def test_result_sent_twice_is_stored_once(fleet: Core) -> None:
     assert acks == [job["id"]]  # acked, so the node forgets it
     assert by_node(after)["node-01"]["exit_code"] == 0
     assert by_node(after) == by_node(done)
+
+
+async def test_an_entry_being_dispatched_to_an_online_node_does_not_expire(fleet: Core) -> None:
+    # A big fan-out dispatches node after node; a deadline check in between
+    # must not expire the ones still waiting their turn (wait = 0).
+    from servermgr.core.jobstore import JobRecord, NodeResult
+    from servermgr.core.scheduler import Entry
+
+    row = fleet.registry.by_ref("node-02")
+    assert row is not None
+    now = fleet.jobs.clock()
+    record = JobRecord(
+        id="fanout-turn",
+        created=now - 5,
+        command="echo turn",
+        service=None,
+        target="node-02",
+        timeout=10,
+        output_cap=1024,
+        deadline=now - 5,
+    )
+    await fleet.db.write(
+        fleet.jobs.store.create, record, [NodeResult(row.id, "node-02", "queued")], "echo turn"
+    )
+    entry = Entry(record, row.id, "node-02", "queued")
+    fleet.jobs.live[entry.key] = entry
+    await fleet.jobs.tick()
+    assert entry.state == "queued"
+    assert fleet.jobs.live.get(entry.key) is entry
+    await fleet.jobs.node_online(row.id)
+    n = by_node(await finished(fleet, record.id))["node-02"]
+    assert n["state"] == "succeeded"

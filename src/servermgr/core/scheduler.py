@@ -123,23 +123,30 @@ class Scheduler:
         task_status.started()
         while True:
             await trio.sleep(TICK)
-            now = self.clock()
-            for entry in list(self.live.values()):
-                if entry.state == "queued" and now > entry.job.deadline:
-                    await self._finish_state(
-                        entry, "expired", "node stayed offline past the job's deadline"
-                    )
-                elif (
-                    entry.state in ("sent", "running")
-                    and entry.sent_at is not None
-                    and now > entry.sent_at + entry.job.timeout + LOST_GRACE
-                ):
-                    await self._finish_state(
-                        entry,
-                        "lost",
-                        "no result from the node by the job's timeout + "
-                        f"{LOST_GRACE:g} s (a late result will still be recorded)",
-                    )
+            await self.tick()
+
+    async def tick(self) -> None:
+        """One pass of the deadline checks."""
+        now = self.clock()
+        for entry in list(self.live.values()):
+            # Only an entry whose node is offline expires: one being
+            # dispatched right now (a large fan-out) is not late.
+            offline = self.sessions.sender(entry.node_id) is None
+            if entry.state == "queued" and now > entry.job.deadline and offline:
+                await self._finish_state(
+                    entry, "expired", "node stayed offline past the job's deadline"
+                )
+            elif (
+                entry.state in ("sent", "running")
+                and entry.sent_at is not None
+                and now > entry.sent_at + entry.job.timeout + LOST_GRACE
+            ):
+                await self._finish_state(
+                    entry,
+                    "lost",
+                    "no result from the node by the job's timeout + "
+                    f"{LOST_GRACE:g} s (a late result will still be recorded)",
+                )
 
     # --- requests -------------------------------------------------------
 
@@ -318,8 +325,8 @@ class Scheduler:
 
     async def _dispatch(self, entry: Entry) -> None:
         send = self.sessions.sender(entry.node_id)
-        if send is None:
-            return
+        if send is None or self.live.get(entry.key) is not entry:
+            return  # offline, or finished meanwhile (cancelled, expired)
         job = entry.job
         service = proto.ServiceAction(**job.service) if job.service else None  # type: ignore[arg-type]
         await send(

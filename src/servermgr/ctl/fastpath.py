@@ -126,7 +126,6 @@ def _option(argv: list[str], i: int, spec: dict[str, str]) -> tuple[str | None, 
 
 def run(parsed: Parsed) -> int:
     """Resolve Core and the key, build the job, follow it; the exit code."""
-    from servermgr.common.config import find_config, load_config
     from servermgr.common.errors import ClientError
     from servermgr.ctl import exec as exec_mod
     from servermgr.ctl.client import Client, resolve
@@ -136,7 +135,9 @@ def run(parsed: Parsed) -> int:
     key = parsed.ctl.get("key") or os.environ.get("SERVERMGR_KEY") or None
     config = parsed.ctl.get("config")
 
-    def load() -> object:
+    def load() -> object:  # only when --core or --key is missing
+        from servermgr.common.config import find_config, load_config
+
         cwd = Path.cwd()
         return load_config(find_config(Path(config) if config else None, os.environ, cwd), cwd=cwd)
 
