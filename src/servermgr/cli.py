@@ -134,31 +134,9 @@ def core_serve(config: ConfigOpt = None) -> None:
 @node_app.command("run")
 def node_run(config: ConfigOpt = None) -> None:
     """Run the node agent: register, send heartbeats, reconnect forever."""
-    cfg = _config(config)
-    cfg.require_node()
-    import trio
+    from servermgr.node.run import run_agent
 
-    from servermgr.common import logs
-    from servermgr.common.run import stop_on_signals
-    from servermgr.node.agent import Agent
-
-    logs.setup(cfg.log_level)
-    agent = Agent(cfg)
-
-    async def main() -> None:
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(stop_on_signals, stop)
-            nursery.start_soon(_run_until, agent.run, stop, nursery.cancel_scope)
-            await stop.wait()
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-
-
-async def _run_until(fn: Any, stop: Any, scope: Any) -> None:
-    await fn()
-    scope.cancel()
+    run_agent(config)
 
 
 @app.command("up")

@@ -1,0 +1,41 @@
+"""``servermgr node run``: the agent as a process, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+from servermgr.common import logs
+from servermgr.common.config import find_config, load_config
+from servermgr.common.run import stop_on_signals
+from servermgr.node.agent import Agent
+
+
+def run_agent(config: Path | None) -> None:
+    """Validate the config (ConfigError, exit 2), then run the agent.
+
+    Raises RegistrationError when Core refuses this node (wrong register
+    token, name taken): the caller reports it in one line and exits 1.
+    """
+    cwd = Path.cwd()
+    cfg = load_config(find_config(config, os.environ, cwd), cwd=cwd)
+    cfg.require_node()
+    logs.setup(cfg.log_level)
+    agent = Agent(cfg)
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stop_on_signals, stop)
+
+            async def agent_then_stop() -> None:
+                await agent.run()
+                stop.set()
+
+            nursery.start_soon(agent_then_stop)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
