@@ -1,0 +1,616 @@
+"""Shared plumbing of the benchmarks: processes, /proc readings, tables.
+
+Every process a benchmark starts goes through ``Procs``: each child gets its
+own session (so its whole process group can be signalled), and leaving the
+``with`` block -- normally, on an exception, on Ctrl-C or on SIGTERM (turned
+into KeyboardInterrupt by ``install_signal_handlers``) -- sends SIGTERM to
+every group, waits, then SIGKILLs what is left.
+
+CPU figures come from /proc (utime + stime of a process and its threads), so
+they do not grow when other programs load the shared machine; wall-clock
+figures do, which is why every benchmark prints ``os.getloadavg()`` next to
+them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import httpx
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+# --- signals and limits -----------------------------------------------------
+
+
+def install_signal_handlers() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt: ``finally`` blocks stop the children."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    # Started in the background by a non-interactive shell, SIGINT comes ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's open-file limit to at least ``wanted`` if allowed; the new soft limit.
+
+    Root may raise the hard limit too (up to fs.nr_open); others get the hard limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    if hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            pass
+    target = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- /proc ----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid``."""
+    with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size (shared pages divided among their users), if the kernel tells."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (for "what else ran meanwhile")."""
+    with open("/proc/stat", encoding="ascii") as f:
+        parts = f.readline().split()[1:]
+    values = [int(v) for v in parts[:8]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / CLK_TCK
+
+
+def loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    return {
+        "commit": commit(),
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_gib": round(mem / 2**30, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg": loadavg(),
+    }
+
+
+def commit() -> str:
+    """The servermgr commit measured (``+dirty`` when src/ has local changes), if known."""
+    root = BENCH_DIR.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def print_machine() -> None:
+    m = machine()
+    print(
+        f"machine: {m['nproc']} cpu ({m['cpu_model']}), {m['mem_gib']} GiB, "
+        f"Python {m['python']}, Linux {m['kernel']}; load {m['loadavg']}; "
+        f"servermgr {m['commit']}",
+        flush=True,
+    )
+
+
+@dataclass
+class Window:
+    """CPU of some processes and of the whole machine over one measured interval."""
+
+    pids: dict[str, int]
+    start: float = 0.0
+    end: float = 0.0
+    cpu0: dict[str, float] = field(default_factory=dict)
+    cpu1: dict[str, float] = field(default_factory=dict)
+    busy0: float = 0.0
+    busy1: float = 0.0
+
+    def __enter__(self) -> Window:
+        self.start = time.time()
+        self.busy0 = system_busy_seconds()
+        self.cpu0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu1 = {k: _cpu_or_nan(p) for k, p in self.pids.items()}
+        self.busy1 = system_busy_seconds()
+        self.end = time.time()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def cpu(self, name: str) -> float:
+        return self.cpu1[name] - self.cpu0[name]
+
+    def others(self) -> float:
+        """Cores' worth of CPU used by everything not in ``pids`` (other people's work)."""
+        ours = sum(self.cpu(k) for k in self.pids)
+        return max(0.0, (self.busy1 - self.busy0 - ours) / self.seconds)
+
+
+def _cpu_or_nan(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return float("nan")
+
+
+# --- statistics and output ----------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0..100), nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if seconds != seconds else f"{seconds * 1000:.1f}"
+
+
+def mib(n: float | None) -> str:
+    return "n/a" if n is None or n != n else f"{n / 2**20:.1f}"
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A Markdown table (pasteable into docs/performance.md)."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    print(f"\n### {title}\n")
+    print(line(cells[0]))
+    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    for r in cells[1:]:
+        print(line(r))
+    print(flush=True)
+
+
+def write_json(path: Path | None, doc: Any) -> None:
+    if path is not None:
+        path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+# --- processes ----------------------------------------------------------------------
+
+
+def servermgr_cmd() -> list[str]:
+    """The ``servermgr`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "servermgr"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "servermgr"]
+
+
+def _limit_nofile(n: int) -> None:
+    raise_nofile(n)
+
+
+class Procs:
+    """Children started in their own sessions; all stopped when the block ends."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def start(
+        self,
+        cmd: Sequence[str],
+        *,
+        log: Path | None = None,
+        stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+        stdout: int | IO[bytes] | None = None,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        out: int | IO[bytes] | None = stdout
+        err: int | IO[bytes] | None = subprocess.DEVNULL
+        if log is not None:
+            handle = open(log, "ab")  # noqa: SIM115 -- closed with the child below
+            err = handle
+            if out is None:
+                out = handle
+        elif out is None:
+            out = subprocess.DEVNULL
+        preexec = (lambda: _limit_nofile(nofile)) if nofile else None
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=stdin,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=preexec,  # noqa: PLW1509 -- only setrlimit
+        )
+        if log is not None:
+            handle.close()
+        self.children.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
+        """SIGTERM the child's process group, wait, then SIGKILL it; its exit code."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # The group may outlive its leader (a job's process): kill what is left.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(5)
+        if proc in self.children:
+            self.children.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        procs = list(reversed(self.children))
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait(5)
+        self.children.clear()
+
+
+@contextlib.contextmanager
+def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A temporary directory, removed afterwards unless ``keep``."""
+    if keep:
+        yield Path(tempfile.mkdtemp(prefix=prefix))
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        yield Path(d)
+
+
+def run_timed(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Run ``cmd`` to completion: (wall seconds, CPU seconds of it and its children, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        if proc.stderr is not None:
+            proc.stderr.close()
+    if proc.returncode != 0 and err:
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+    return wall, usage.ru_utime + usage.ru_stime, proc.returncode
+
+
+# --- Core and agents ------------------------------------------------------------------
+
+
+@dataclass
+class Core:
+    """A running ``servermgr core serve`` subprocess."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    key: str
+    dir: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=timeout,
+            trust_env=False,
+        )
+
+    def env(self) -> dict[str, str]:
+        """Environment for ``servermgr ctl`` against this Core."""
+        return os.environ | {"SERVERMGR_CORE": self.url, "SERVERMGR_KEY": self.key}
+
+
+def start_core(
+    procs: Procs,
+    base: Path,
+    *,
+    interval: float = 5.0,
+    nofile: int = 4096,
+    log_level: str = "info",
+    timeout: float = 30.0,
+    sqlite_path: Path | None = None,
+) -> Core:
+    """Start Core with a fresh data dir under ``base``; returns once /healthz answers.
+
+    ``sqlite_path``: an existing database to serve instead of a new one.
+    """
+    from servermgr.common.keyfile import read_key
+
+    port = free_port()
+    data = base / "core-data"
+    cfg = base / "core.toml"
+    cfg.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nheartbeat_interval = {interval}\n\n'
+        f'[storage]\ndata_dir = "{data}"\n'
+        + (f'sqlite_path = "{sqlite_path}"\n' if sqlite_path else "")
+        + f'\n[log]\nlevel = "{log_level}"\n'
+    )
+    log = base / "core.log"
+    proc = procs.start([*servermgr_cmd(), "core", "serve", "-c", str(cfg)], log=log, nofile=nofile)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Core exited with {proc.returncode}:\n{tail(log)}")
+            try:
+                if http.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Core did not answer within {timeout:g} s:\n{tail(log)}")
+            time.sleep(0.05)
+    key = read_key(data / "core.key").value
+    return Core(proc, url, key, base, log)
+
+
+def start_agent(
+    procs: Procs,
+    core: Core,
+    base: Path,
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    log_level: str = "warning",
+) -> subprocess.Popen[bytes]:
+    """Start a real ``servermgr node run`` named ``name`` against ``core``."""
+    d = base / name
+    d.mkdir(parents=True, exist_ok=True)
+    label_text = "".join(f'{k} = "{v}"\n' for k, v in (labels or {}).items())
+    (d / "node.toml").write_text(
+        f'[node]\ncore_addr = "{core.url.replace("http://", "ws://")}"\n'
+        f'register_token = "{core.key}"\nhostname = "{name}"\ndata_dir = "{d / "data"}"\n'
+        + (f"\n[node.labels]\n{label_text}" if label_text else "")
+        + f'\n[log]\nlevel = "{log_level}"\n'
+    )
+    return procs.start(
+        [*servermgr_cmd(), "node", "run", "-c", str(d / "node.toml")], log=d / "agent.log"
+    )
+
+
+def wait_online(core: Core, names: Sequence[str], timeout: float = 30.0) -> None:
+    """Wait until every node in ``names`` is online and has sent a sample."""
+    deadline = time.monotonic() + timeout
+    wanted = set(names)
+    with core.client() as http:
+        while True:
+            nodes = http.get("/api/v1/nodes").json()
+            ready = {
+                n["name"] for n in nodes if n["status"] == "online" and n["sample_ts"] is not None
+            }
+            if wanted <= ready:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nodes not online after {timeout:g} s: {wanted - ready}")
+            time.sleep(0.1)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- profiling ---------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    """The py-spy executable if installed (``pip install py-spy``)."""
+    candidate = Path(sys.executable).parent / "py-spy"
+    return str(candidate) if candidate.exists() else None
+
+
+def top_frames(collapsed: Path, n: int = 15) -> list[tuple[str, float, float]]:
+    """(frame, self %, total %) of the busiest frames in a py-spy ``--format raw`` file."""
+    self_count: dict[str, int] = {}
+    total_count: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        for f in set(frames):
+            total_count[f] = total_count.get(f, 0) + count
+        self_count[frames[-1]] = self_count.get(frames[-1], 0) + count
+    if not samples:
+        return []
+    ranked = sorted(self_count.items(), key=lambda kv: -kv[1])[:n]
+    return [(f, 100 * c / samples, 100 * total_count[f] / samples) for f, c in ranked]
+
+
+def top_inclusive(collapsed: Path, n: int = 25, contains: str = "") -> list[tuple[str, float]]:
+    """(frame, total %) of frames whose text contains ``contains``, most inclusive first."""
+    total_count: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        for f in set(stack.split(";")):
+            if contains in f:
+                total_count[f] = total_count.get(f, 0) + count
+    if not samples:
+        return []
+    ranked = sorted(total_count.items(), key=lambda kv: -kv[1])[:n]
+    return [(f, 100 * c / samples) for f, c in ranked]
+
+
+def profile(
+    pid: int, seconds: float, out: Path, *, rate: int = 100, gil: bool = True
+) -> Path | None:
+    """Sample ``pid`` with py-spy for ``seconds`` into a collapsed-stack file; None without py-spy.
+
+    ``gil``: only samples of the thread holding the GIL, i.e. where the
+    Python CPU of a GIL-bound process goes (waiting threads left out).
+    """
+    exe = py_spy()
+    if exe is None:
+        return None
+    subprocess.run(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            *(["--gil"] if gil else ["--threads"]),
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=seconds + 60,
+    )
+    return out if out.exists() else None
