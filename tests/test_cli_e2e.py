@@ -461,7 +461,7 @@ def test_bad_key_unknown_node_and_unreachable_core_are_one_line_errors(fleet: Fl
     assert fleet.ctl_json("nodes", env=good_env) == []
 
 
-@cap(40)
+@cap(65)
 def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     port = free_port()
     core, key = start_core(fleet, port)
@@ -551,7 +551,8 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     for n in first:
         # Online only if it really connected to this Core.
         assert n["status"] == "offline" or n["connected_at"] >= restarted_at, n
-    listed = fleet.poll("all three back online", lambda: all_online(after=restarted_at), 15)
+    # Backoff after a ~10 s outage may sleep 8-16 s more: the issue allows 35 s.
+    listed = fleet.poll("all three back online", lambda: all_online(after=restarted_at), 35)
     assert {n["name"]: n["id"] for n in listed} == ids
     assert all(node.alive() for node in nodes)
 

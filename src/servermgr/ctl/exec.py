@@ -134,10 +134,11 @@ def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as
     if as_json:
         sys.stdout.write(json.dumps(final, indent=2) + "\n")
     else:
-        if not live:  # whatever was not printed live, from where printing stopped
-            for n in nodes:
-                printer.output(n["node"], "stdout", 0, base64.b64decode(n["stdout_b64"]))
-                printer.output(n["node"], "stderr", 0, base64.b64decode(n["stderr_b64"]))
+        # Whatever was not printed live (not streaming, events dropped, a stream
+        # cut short), from where printing stopped: the stored job is the truth.
+        for n in nodes:
+            printer.output(n["node"], "stdout", 0, base64.b64decode(n["stdout_b64"]))
+            printer.output(n["node"], "stderr", 0, base64.b64decode(n["stderr_b64"]))
         printer.flush()
         if printer.prefix:
             from servermgr.ctl import render
