@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,20 +30,13 @@ import pytest
 
 import servermgr
 
+from .support import SERVERMGR, free_port
+
 pytestmark = pytest.mark.e2e
 
 INTERVAL = 0.5
 MARKER = "SERVERMGR_E2E_RUN"
-_exe = shutil.which("servermgr", path=os.path.dirname(sys.executable))
-SERVERMGR = [_exe] if _exe else [sys.executable, "-m", "servermgr"]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @dataclass

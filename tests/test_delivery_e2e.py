@@ -11,7 +11,8 @@ import httpx
 import psutil
 import pytest
 
-from .test_cli_e2e import Fleet, cap, fleet, free_port, start_core
+from .support import free_port
+from .test_cli_e2e import Fleet, cap, fleet, start_core
 
 __all__ = ["fleet"]  # the fixture, imported for pytest
 

@@ -8,11 +8,9 @@ import json
 import os
 import pty
 import re
-import shutil
 import signal
 import sqlite3
 import struct
-import sys
 import termios
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +25,7 @@ from servermgr.core.app import Core
 from servermgr.ctl.wsclient import connect
 
 from .conftest import StartCore, StartNode, core_config, wait_for
+from .support import SERVERMGR
 
 Msg = dict[str, Any]
 
@@ -248,8 +247,6 @@ async def test_a_client_that_stops_reading_gets_dropped_not_core(
 
 # --- end to end: `servermgr ctl top` in a pseudo-terminal ---------------------------
 
-_exe = shutil.which("servermgr", path=os.path.dirname(sys.executable))
-SERVERMGR = [_exe] if _exe else [sys.executable, "-m", "servermgr"]
 ANSI = re.compile(rb"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78])")
 
 

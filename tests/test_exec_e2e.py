@@ -21,11 +21,9 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -38,21 +36,14 @@ import httpx
 import psutil
 import pytest
 
+from .support import SERVERMGR, free_port
+
 pytestmark = pytest.mark.e2e
 
 INTERVAL = 0.5
 MARKER = "SERVERMGR_EXEC_E2E_RUN"
 CAP = 25.0  # seconds per test, set up of the fleets aside
-_exe = shutil.which("servermgr", path=os.path.dirname(sys.executable))
-SERVERMGR = [_exe] if _exe else [sys.executable, "-m", "servermgr"]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def poll(what: str, check: Callable[[], T | None], limit: float) -> T:

@@ -103,6 +103,12 @@ def _node(row: tuple[Any, ...]) -> NodeResult:
     )
 
 
+def _filters(*conditions: tuple[str, Any]) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (and their arguments) whose value is given (not None)."""
+    given = [(sql, value) for sql, value in conditions if value is not None]
+    return [sql for sql, _ in given], [value for _, value in given]
+
+
 class JobStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -221,20 +227,9 @@ class JobStore:
         before: float | None = None,
     ) -> list[tuple[JobRecord, dict[str, int]]]:
         """Jobs newest first, each with its count of nodes per state."""
-        where: list[str] = []
-        args: list[Any] = []
-        if before is not None:
-            where.append("j.created < ?")
-            args.append(before)
-        if node_id is not None or state is not None:
-            sub: list[str] = []
-            sub_args: list[Any] = []
-            if node_id is not None:
-                sub.append("n.node_id = ?")
-                sub_args.append(node_id)
-            if state is not None:
-                sub.append("n.state = ?")
-                sub_args.append(state)
+        where, args = _filters(("j.created < ?", before))
+        sub, sub_args = _filters(("n.node_id = ?", node_id), ("n.state = ?", state))
+        if sub:
             where.append(
                 f"EXISTS (SELECT 1 FROM job_nodes n WHERE n.job_id = j.id AND {' AND '.join(sub)})"
             )
@@ -275,17 +270,9 @@ class JobStore:
         principal: str | None = None,
         action: str | None = None,
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if principal is not None:
-            where.append("principal = ?")
-            args.append(principal)
-        if action is not None:
-            where.append("action = ?")
-            args.append(action)
+        where, args = _filters(
+            ("ts >= ?", since), ("principal = ?", principal), ("action = ?", action)
+        )
         sql = "SELECT ts, principal, action, target, detail, job_id, outcome FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
