@@ -150,6 +150,16 @@ class JobStore:
             )
             self._audit_outcome(conn, job.id)  # every node may be final already (offline)
 
+    def set_states(self, items: list[tuple[str, str, str, float]]) -> None:
+        """Many ``(job id, node id, state, now)`` moves between open states, one transaction."""
+        with self.storage.transaction() as conn:
+            conn.executemany(
+                "UPDATE job_nodes SET state = ?3, "
+                "sent_at = CASE WHEN ?3 = 'sent' THEN ?4 ELSE sent_at END "
+                "WHERE job_id = ?1 AND node_id = ?2 AND state IN ('queued', 'sent', 'running')",
+                items,
+            )
+
     def set_state(
         self, job_id: str, node_id: str, state: str, *, now: float, error: str | None = None
     ) -> bool:
