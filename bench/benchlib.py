@@ -540,18 +540,23 @@ def py_spy() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
+def _stacks(collapsed: Path) -> list[tuple[list[str], int]]:
+    """(frames, sample count) per line of a py-spy ``--format raw`` file."""
+    out = []
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit():
+            out.append((stack.split(";"), int(count_text)))
+    return out
+
+
 def top_frames(collapsed: Path, n: int = 15) -> list[tuple[str, float, float]]:
     """(frame, self %, total %) of the busiest frames in a py-spy ``--format raw`` file."""
     self_count: dict[str, int] = {}
     total_count: dict[str, int] = {}
     samples = 0
-    for line in collapsed.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
+    for frames, count in _stacks(collapsed):
         samples += count
-        frames = stack.split(";")
         for f in set(frames):
             total_count[f] = total_count.get(f, 0) + count
         self_count[frames[-1]] = self_count.get(frames[-1], 0) + count
@@ -565,13 +570,9 @@ def top_inclusive(collapsed: Path, n: int = 25, contains: str = "") -> list[tupl
     """(frame, total %) of frames whose text contains ``contains``, most inclusive first."""
     total_count: dict[str, int] = {}
     samples = 0
-    for line in collapsed.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
+    for frames, count in _stacks(collapsed):
         samples += count
-        for f in set(stack.split(";")):
+        for f in set(frames):
             if contains in f:
                 total_count[f] = total_count.get(f, 0) + count
     if not samples:
