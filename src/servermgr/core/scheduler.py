@@ -382,7 +382,7 @@ class Scheduler:
         )
 
     def _maybe_done(self, job_id: str) -> None:
-        if not any(e.job.id == job_id for e in self.live.values()):
+        if not self.is_open(job_id):
             self.bus.publish({"type": "done", "job_id": job_id})
 
     def is_open(self, job_id: str) -> bool:
