@@ -9,6 +9,7 @@ result is recorded once.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,31 +179,40 @@ class JobStore:
                 self._audit_outcome(conn, job_id)
         return changed
 
-    def store_result(self, job_id: str, result: NodeResult, *, now: float) -> bool:
-        """Record a node's final result once; False if one was already stored."""
+    def store_results(self, items: Sequence[tuple[str, NodeResult, float]]) -> list[bool]:
+        """Record final results ``(job id, result, now)`` once each, in one transaction.
+
+        Each is True if stored, False if that entry had a final result
+        already. The audit outcome is recomputed once per job, not per result.
+        """
+        changed = []
+        jobs: set[str] = set()
         with self.storage.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE job_nodes SET state = ?, exit_code = ?, signal = ?, error = ?, "
-                "finished_at = ?, duration = ?, stdout = ?, stderr = ?, "
-                "stdout_truncated = ?, stderr_truncated = ? "
-                f"WHERE job_id = ? AND node_id = ? AND state IN {_ACCEPTS_RESULT}",
-                (
-                    result.state,
-                    result.exit_code,
-                    result.signal,
-                    result.error,
-                    now,
-                    result.duration,
-                    result.stdout,
-                    result.stderr,
-                    result.stdout_truncated,
-                    result.stderr_truncated,
-                    job_id,
-                    result.node_id,
-                ),
-            )
-            changed = cur.rowcount > 0
-            if changed:
+            for job_id, result, now in items:
+                cur = conn.execute(
+                    "UPDATE job_nodes SET state = ?, exit_code = ?, signal = ?, error = ?, "
+                    "finished_at = ?, duration = ?, stdout = ?, stderr = ?, "
+                    "stdout_truncated = ?, stderr_truncated = ? "
+                    f"WHERE job_id = ? AND node_id = ? AND state IN {_ACCEPTS_RESULT}",
+                    (
+                        result.state,
+                        result.exit_code,
+                        result.signal,
+                        result.error,
+                        now,
+                        result.duration,
+                        result.stdout,
+                        result.stderr,
+                        result.stdout_truncated,
+                        result.stderr_truncated,
+                        job_id,
+                        result.node_id,
+                    ),
+                )
+                changed.append(cur.rowcount > 0)
+                if cur.rowcount > 0:
+                    jobs.add(job_id)
+            for job_id in jobs:
                 self._audit_outcome(conn, job_id)
         return changed
 

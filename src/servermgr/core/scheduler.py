@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from servermgr.common.selector import Target, select
 from servermgr.core.cache import EventBus
 from servermgr.core.jobstore import FINAL_STATES, JobRecord, JobStore, NodeResult
 from servermgr.core.registry import NodeRegistry
-from servermgr.core.writer import Database
+from servermgr.core.writer import Database, GroupCommit
 
 log = logging.getLogger("servermgr.core.jobs")
 
@@ -77,6 +77,45 @@ class Entry:
         return (self.job.id, self.node_id)
 
 
+class OpenEntries:
+    """Entries not final yet, by (job id, node id), with a count per job.
+
+    The count makes "is this job still open?" O(1): a fan-out to 1,000
+    nodes asks it once per result.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+        self._per_job: dict[str, int] = {}
+
+    def __setitem__(self, key: tuple[str, str], entry: Entry) -> None:
+        if key not in self._entries:
+            self._per_job[key[0]] = self._per_job.get(key[0], 0) + 1
+        self._entries[key] = entry
+
+    def discard(self, key: tuple[str, str]) -> Entry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            left = self._per_job[key[0]] - 1
+            if left:
+                self._per_job[key[0]] = left
+            else:
+                del self._per_job[key[0]]
+        return entry
+
+    def get(self, key: tuple[str, str]) -> Entry | None:
+        return self._entries.get(key)
+
+    def values(self) -> Iterator[Entry]:
+        return iter(list(self._entries.values()))
+
+    def has_job(self, job_id: str) -> bool:
+        return job_id in self._per_job
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     target: Target
@@ -105,7 +144,8 @@ class Scheduler:
         self.sessions = sessions
         self.bus = bus
         self.clock = clock
-        self.live: dict[tuple[str, str], Entry] = {}
+        self.live = OpenEntries()
+        self._store_result = GroupCommit(db, self.store.store_results)
 
     # --- lifecycle ------------------------------------------------------
 
@@ -128,7 +168,7 @@ class Scheduler:
     async def tick(self) -> None:
         """One pass of the deadline checks."""
         now = self.clock()
-        for entry in list(self.live.values()):
+        for entry in self.live.values():
             # Only an entry whose node is offline expires: one being
             # dispatched right now (a large fan-out) is not late.
             offline = self.sessions.sender(entry.node_id) is None
@@ -246,10 +286,9 @@ class Scheduler:
         if entry is None:
             return
         if entry.state == "sent":  # an empty chunk at offset 0 says the job started
+            # Kept in memory only (the job document overlays it): the stored
+            # row goes from sent to final with the result, one write per node.
             entry.state = "running"
-            await self.db.write(
-                self.store.set_state, entry.job.id, node_id, "running", now=self.clock()
-            )
             self._publish_state(entry.job.id, node_id, entry.name, "running")
         buf = entry.out[msg.stream]
         have = len(buf)
@@ -289,24 +328,27 @@ class Scheduler:
                 stdout_truncated=msg.stdout_truncated,
                 stderr_truncated=msg.stderr_truncated,
             )
-            await self.db.write(self.store.store_result, msg.job_id, result, now=self.clock())
-            self.live.pop(entry.key, None)
-            self._publish_state(
-                msg.job_id,
-                node_id,
-                entry.name,
-                state,
-                exit_code=msg.exit_code,
-                signal=msg.signal,
-                error=msg.error,
-                duration=msg.duration,
-            )
-            self._maybe_done(msg.job_id)
+            # Coalesced with the results arriving meanwhile: one transaction
+            # for many nodes of a fan-out; acked only once committed.
+            stored = await self._store_result((msg.job_id, result, self.clock()))
+            self.live.discard(entry.key)
+            if stored:  # not when the same result came twice at once
+                self._publish_state(
+                    msg.job_id,
+                    node_id,
+                    entry.name,
+                    state,
+                    exit_code=msg.exit_code,
+                    signal=msg.signal,
+                    error=msg.error,
+                    duration=msg.duration,
+                )
+                self._maybe_done(msg.job_id)
         else:
             # Not open in memory: a re-sent result, or one for an entry marked lost.
-            stored = await self.db.read(self.store.get, msg.job_id)
-            if stored is not None and any(
-                n.node_id == node_id and n.state == "lost" for n in stored[1]
+            known = await self.db.read(self.store.get, msg.job_id)
+            if known is not None and any(
+                n.node_id == node_id and n.state == "lost" for n in known[1]
             ):
                 result = NodeResult(
                     node_id,
@@ -317,7 +359,7 @@ class Scheduler:
                     error=msg.error,
                     duration=msg.duration,
                 )
-                await self.db.write(self.store.store_result, msg.job_id, result, now=self.clock())
+                await self._store_result((msg.job_id, result, self.clock()))
         await ack()
 
     # --- internals ------------------------------------------------------
@@ -360,7 +402,7 @@ class Scheduler:
 
     async def _finish_state(self, entry: Entry, state: str, error: str) -> None:
         assert state in FINAL_STATES
-        self.live.pop(entry.key, None)
+        self.live.discard(entry.key)
         await self.db.write(
             self.store.set_state, entry.job.id, entry.node_id, state, now=self.clock(), error=error
         )
@@ -386,7 +428,7 @@ class Scheduler:
             self.bus.publish({"type": "done", "job_id": job_id})
 
     def is_open(self, job_id: str) -> bool:
-        return any(e.job.id == job_id for e in self.live.values())
+        return self.live.has_job(job_id)
 
     async def job_doc(self, job_id: str, *, output: bool = True) -> dict[str, Any] | None:
         """The job as the API shows it: stored rows overlaid with live state and output."""

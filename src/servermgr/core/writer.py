@@ -6,6 +6,8 @@
 commits goes into the next, so the write rate is bounded by batches, not by
 heartbeats. After a batch commits it calls each item's ``on_stored`` (the
 gateway acks the node then, so a node only drops samples that are on disk).
+``GroupCommit`` does the same for calls that wait for their own outcome
+(job results: a fan-out's 1,000 results in a few transactions, not 1,000).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
 import trio
 
@@ -25,6 +27,8 @@ log = logging.getLogger("servermgr.core.writer")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 
 
 class Database:
@@ -45,6 +49,54 @@ class Database:
             return fn(*args, **kwargs)
 
         return await trio.to_thread.run_sync(call)
+
+
+class _Round(Generic[R]):
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.results: list[R] = []
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[Item, R]):
+    """Concurrent calls of ``fn(items) -> results``, coalesced into few transactions.
+
+    ``await commit(item)`` returns ``item``'s result once its transaction has
+    committed. The first caller runs a transaction at once; items that come
+    while it runs wait and go into the next one, run by the same caller
+    (shielded, so a caller's cancellation never strands the others' items).
+    """
+
+    def __init__(self, db: Database, fn: Callable[[list[Item]], list[R]]) -> None:
+        self._db = db
+        self._fn = fn
+        self._pending: list[Item] = []
+        self._round: _Round[R] = _Round()
+        self._running = False
+
+    async def __call__(self, item: Item) -> R:
+        slot = len(self._pending)
+        self._pending.append(item)
+        mine = self._round
+        if not self._running:
+            self._running = True
+            try:
+                with trio.CancelScope(shield=True):
+                    while self._pending:
+                        items, self._pending = self._pending, []
+                        this, self._round = self._round, _Round()
+                        try:
+                            this.results = await self._db.write(self._fn, items)
+                        except Exception as exc:  # each waiter raises it
+                            this.error = exc
+                        finally:
+                            this.done.set()
+            finally:
+                self._running = False
+        await mine.done.wait()
+        if mine.error is not None:
+            raise mine.error
+        return mine.results[slot]
 
 
 @dataclass(frozen=True)
