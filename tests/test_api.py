@@ -510,3 +510,23 @@ async def test_removing_a_connected_node_disconnects_it(
     assert len(core.registry) == 1
     assert core.registry.by_id(first) is None
     assert second != first
+
+
+async def test_status_reports_nodes_and_how_old_samples_were_when_stored(
+    core: Core, start_node: StartNode, api: httpx.AsyncClient
+) -> None:
+    from .conftest import wait_for
+
+    await start_node(core, "node-01")
+    await wait_for(lambda: core.writer.samples >= 3, limit=5)
+    doc = (await api.get("/api/v1/status")).json()
+    assert doc["nodes"] == {"known": 1, "online": 1}
+    ingest = doc["ingest"]
+    assert ingest["samples_stored"] >= 3
+    age = ingest["sample_age_ms"]
+    assert len(age["counts"]) == len(age["bounds"]) + 1
+    assert sum(age["counts"]) >= 3
+    # Stored within the writer's 50 ms linger plus a commit, far under a second here.
+    assert age["p50"] is not None
+    assert 1 <= age["p50"] < 1000
+    assert doc["uptime"] >= 0

@@ -308,3 +308,44 @@ async def test_a_node_logs_each_state_once_not_every_retry(
     lines = [r.getMessage() for r in caplog.records if r.name == "servermgr.node"]
     unreachable = [m for m in lines if "Core unreachable" in m]
     assert len(unreachable) == 1, lines
+
+
+async def test_heartbeats_are_acked_once_stored_at_most_once_per_ack_interval(
+    core: Core,
+) -> None:
+    import time
+
+    from .test_storage import make_sample
+
+    node_id, cred = await _register(core, "acker")
+    acks: list[tuple[float, int]] = []
+    sent = 0
+    async with connect(core.url, cred) as ws:
+        await ws.send_message(_hello(node_id, "acker"))
+        welcome = proto.decode(await ws.get_message())
+        assert isinstance(welcome, proto.Welcome)
+        assert welcome.ack_interval == pytest.approx(INTERVAL * 6)
+
+        async def read_acks() -> None:
+            while True:
+                msg = proto.decode(await ws.get_message())
+                if isinstance(msg, proto.HeartbeatAck):
+                    acks.append((trio.current_time(), msg.seq))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_acks)
+            end = trio.current_time() + welcome.ack_interval * 2.5
+            while trio.current_time() < end:
+                sent += 1
+                hb = proto.Heartbeat(seq=sent, samples=[make_sample(time.time())])
+                await ws.send_message(proto.encode(hb))
+                await trio.sleep(INTERVAL)
+            await wait_for(lambda: db_count(core, "acker") == sent, limit=3)
+            nursery.cancel_scope.cancel()
+    assert sent >= 12
+    assert acks[0][1] == 1  # the first heartbeat is acked as soon as it is stored
+    assert 2 <= len(acks) <= 3  # not one per heartbeat
+    seqs = [seq for _, seq in acks]
+    assert seqs == sorted(seqs)
+    gaps = [b[0] - a[0] for a, b in zip(acks, acks[1:], strict=False)]
+    assert all(gap >= welcome.ack_interval - 0.1 for gap in gaps)

@@ -93,3 +93,20 @@ async def test_a_cancelled_first_caller_still_commits_the_others(db: Database) -
             await commit(1)  # runs the rounds shielded, then sees the cancel
     assert sorted(results) == [20, 30]
     assert stored(db) == [1, 2, 3]
+
+
+def test_age_histogram_quantiles_are_bucket_upper_bounds() -> None:
+    from servermgr.core.writer import AgeHistogram
+
+    age = AgeHistogram()
+    assert age.quantile(0.99) is None
+    for _ in range(98):
+        age.add(0.010)  # 10 ms
+    age.add(0.5)
+    age.add(0.9)
+    assert 10 <= age.quantile(0.5) < 11  # type: ignore[operator]
+    assert 500 <= age.quantile(0.99) < 550  # type: ignore[operator]
+    assert 900 <= age.quantile(1.0) < 990  # type: ignore[operator]
+    age.add(1000.0)  # beyond the last bound: counted, no bound to name
+    assert age.counts[-1] == 1
+    assert age.quantile(1.0) is None

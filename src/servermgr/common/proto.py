@@ -155,9 +155,12 @@ class JobResult(_Msg, tag="job.result"):
 
 
 class Welcome(_Msg, tag="welcome"):
+    """``ack_interval``: Core acks heartbeats at most this often (0: every one)."""
+
     node_id: NodeId
     heartbeat_interval: Annotated[float, Meta(gt=0)]
     server_time: NonNeg
+    ack_interval: NonNeg = 0.0
 
 
 class HeartbeatAck(_Msg, tag="heartbeat.ack"):

@@ -31,7 +31,7 @@ from servermgr.core.openapi import Doc, Param
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.security import tokens_equal
 from servermgr.core.storage import NodeRow
-from servermgr.core.writer import Database
+from servermgr.core.writer import AGE_BOUNDS_MS, Database
 
 log = logging.getLogger("servermgr.core.api")
 
@@ -79,6 +79,7 @@ class Api:
     )
     # What the metrics route can find at which age (set from [storage]).
     retention: rollup.Retention = field(default_factory=rollup.Retention)
+    started: float = 0.0
 
     # --- helpers --------------------------------------------------------
 
@@ -148,6 +149,31 @@ class Api:
         log.info("registered node %s as %s", row.name, row.id)
         return JSONResponse(
             {"node_id": row.id, "name": row.name, "credential": credential}, status_code=201
+        )
+
+    async def core_status(self, request: Request) -> Response:
+        self._authorize(request)
+        writer = self.gateway.writer
+        age = writer.age
+        now = self.clock()
+        return JSONResponse(
+            {
+                "version": __version__,
+                "started": self.started,
+                "uptime": max(0.0, now - self.started),
+                "nodes": {"known": len(self.registry), "online": len(self.gateway.sessions)},
+                "ingest": {
+                    "samples_stored": writer.samples,
+                    "batches": writer.batches,
+                    "queued": writer.queued,
+                    "sample_age_ms": {
+                        "p50": age.quantile(0.5),
+                        "p99": age.quantile(0.99),
+                        "bounds": AGE_BOUNDS_MS,
+                        "counts": age.counts,
+                    },
+                },
+            }
         )
 
     async def list_nodes(self, request: Request) -> Response:
@@ -238,6 +264,15 @@ class Api:
                     "Register a node with the core key; returns its id and credential",
                     body=msgspec.json.schema(RegisterBody),
                     ok=201,
+                ),
+            ),
+            (
+                "GET",
+                "/api/v1/status",
+                self.core_status,
+                Doc(
+                    "Core's own figures: nodes known and online, samples stored, how old "
+                    "samples were when stored (histogram, cumulative since start)"
                 ),
             ),
             (

@@ -3,8 +3,15 @@
 A session authenticates the node's credential before accepting (a bad one
 gets a real 401, so the node can tell "rejected" from "Core down"), waits for
 ``hello``, answers ``welcome``, then reads messages until the node leaves or
-falls silent for three heartbeat intervals. Outgoing messages go through a
+falls silent for three heartbeat intervals (one watchdog task checks every
+session each second: no timer per message). Outgoing messages go through a
 bounded outbox drained by one sender task per session.
+
+Heartbeats are acked once stored, but at most once per ``ack_interval``
+(six heartbeat intervals; the ack is cumulative, and ``welcome`` tells the
+node): sending a message costs Core about as much as receiving one, so an
+ack per heartbeat would halve the fleet one Core can take. A node keeps
+unacked samples and re-sends them after a reconnect; they are stored once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ log = logging.getLogger("servermgr.core.gateway")
 
 HELLO_TIMEOUT = 10.0
 MISSED_INTERVALS = 3
+ACK_EVERY = 6  # heartbeat intervals between two heartbeat.acks to a node
 MAX_BAD_MESSAGES = 10
 OUTBOX_SIZE = 256
 
@@ -53,6 +61,14 @@ class GatewayConfig:
     heartbeat_interval: float
     max_frame: int = proto.MAX_FRAME_BYTES
 
+    @property
+    def ack_interval(self) -> float:
+        return self.heartbeat_interval * ACK_EVERY
+
+    @property
+    def silent_after(self) -> float:
+        return self.heartbeat_interval * MISSED_INTERVALS + 1.0
+
 
 class NodeSession:
     """A live connection to one node."""
@@ -64,6 +80,8 @@ class NodeSession:
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
         self.done = trio.Event()
+        self.last_heard = trio.current_time()
+        self.next_ack = 0.0  # trio time from which a heartbeat.ack may be sent
         self._send, self._recv = trio.open_memory_channel[proto.CoreMessage](OUTBOX_SIZE)
 
     async def send(self, msg: proto.CoreMessage) -> None:
@@ -115,6 +133,19 @@ class Gateway:
         self.jobs: Scheduler | None = None
         # Live client streams that want heartbeats (events_api): none, no event.
         self.heartbeat_subscribers = 0
+
+    async def watch_silence(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Close sessions whose node sent nothing for three heartbeat intervals."""
+        silent_after = self.config.silent_after
+        task_status.started()
+        while True:
+            await trio.sleep(min(1.0, self.config.heartbeat_interval / 2))
+            too_old = trio.current_time() - silent_after
+            for session in list(self.sessions.values()):
+                if session.last_heard < too_old:
+                    session.close(CLOSE_SILENT, f"silent for {silent_after:g} s")
 
     def sender(self, node_id: str) -> Callable[[proto.CoreMessage], Awaitable[None]] | None:
         """How to reach a connected node now, or None when it is offline."""
@@ -192,6 +223,7 @@ class Gateway:
                     node_id=node.id,
                     heartbeat_interval=self.config.heartbeat_interval,
                     server_time=now,
+                    ack_interval=self.config.ack_interval,
                 )
             )
             with session.cancel_scope:
@@ -230,19 +262,14 @@ class Gateway:
         return msg
 
     async def _read_loop(self, session: NodeSession) -> None:
-        silent_after = self.config.heartbeat_interval * MISSED_INTERVALS + 1.0
         bad = 0
         while True:
-            with trio.move_on_after(silent_after) as idle:
-                try:
-                    text = await _receive(session.ws)
-                except _Closed as exc:
-                    session.close_reason = str(exc)
-                    return
-            if idle.cancelled_caught:
-                session.close_code = CLOSE_SILENT
-                session.close_reason = f"silent for {silent_after:g} s"
+            try:
+                text = await _receive(session.ws)
+            except _Closed as exc:
+                session.close_reason = str(exc)
                 return
+            session.last_heard = trio.current_time()
             try:
                 msg = proto.decode_from_node(text, max_size=self.config.max_frame)
             except ProtocolError as exc:
@@ -265,7 +292,10 @@ class Gateway:
             seq = msg.seq
 
             def heartbeat_ack() -> None:
-                session.send_nowait(proto.HeartbeatAck(seq=seq))
+                t = trio.current_time()
+                if t >= session.next_ack:
+                    session.next_ack = t + self.config.ack_interval
+                    session.send_nowait(proto.HeartbeatAck(seq=seq))
 
             await self.writer.submit(Ingest(node.seq, msg.samples, now, heartbeat_ack))
             if self.heartbeat_subscribers:

@@ -132,6 +132,7 @@ class Agent:
         self.backoff = backoff or transport.Backoff()
         self.backlog = Backlog()
         self.interval = config.server.heartbeat_interval
+        self.ack_interval = 0.0  # Core acks at most this often (from welcome)
         self.identity: ident.Identity | None = None
         self.connected = False
         self._wake = trio.Event()
@@ -239,6 +240,7 @@ class Agent:
                 if isinstance(msg, proto.Error):
                     raise ProtocolError(f"{msg.code}: {msg.message}")
         self.interval = msg.heartbeat_interval
+        self.ack_interval = msg.ack_interval
         self.connected = True
         self.backoff.reset()
         self._state_change(f"connected to Core at {self.core_addr} as {identity.name}")
@@ -311,7 +313,10 @@ class Agent:
 
     async def _reader(self, ws: WebSocketConnection) -> None:
         while True:
-            silent_after = self.interval * MISSED_INTERVALS + 1.0
+            # Core may send nothing between two acks: allow for that gap too.
+            silent_after = (
+                max(self.interval * MISSED_INTERVALS, self.ack_interval + 2 * self.interval) + 1.0
+            )
             with trio.move_on_after(silent_after) as idle:
                 text = await ws.get_message()
             if idle.cancelled_caught:
