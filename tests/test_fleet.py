@@ -349,3 +349,27 @@ async def test_heartbeats_are_acked_once_stored_at_most_once_per_ack_interval(
     assert seqs == sorted(seqs)
     gaps = [b[0] - a[0] for a, b in zip(acks, acks[1:], strict=False)]
     assert all(gap >= welcome.ack_interval - 0.1 for gap in gaps)
+
+
+async def test_a_connect_storm_is_welcomed_with_every_hello_stored(core: Core) -> None:
+    creds = [await _register(core, f"storm-{i:02d}") for i in range(40)]
+    welcomed: list[str] = []
+
+    async def one(node_id: str, cred: str, i: int) -> None:
+        async with connect(core.url, cred) as ws:
+            await ws.send_message(_hello(node_id, f"storm-{i:02d}-renamed"))
+            msg = proto.decode(await ws.get_message())
+            assert isinstance(msg, proto.Welcome)
+            welcomed.append(node_id)
+
+    async with trio.open_nursery() as nursery:
+        for i, (node_id, cred) in enumerate(creds):
+            nursery.start_soon(one, node_id, cred, i)
+    assert len(welcomed) == 40
+    for i, (node_id, _) in enumerate(creds):
+        row = core.registry.by_id(node_id)
+        assert row is not None
+        assert row.name == f"storm-{i:02d}-renamed"
+        stored = core.db.storage.node_by_id(node_id)
+        assert stored is not None
+        assert stored.name == row.name

@@ -249,6 +249,31 @@ def test_hello_rename_onto_another_node_is_refused(storage: Storage) -> None:
     assert storage.node("web-2") is None
 
 
+def test_hellos_in_one_transaction_a_refused_rename_spares_the_others(
+    storage: Storage,
+) -> None:
+    from servermgr.core.storage import Hello
+
+    a, b, c = (add_node(storage, n) for n in ("a", "b", "c"))
+    results = storage.update_node_hellos(
+        [
+            Hello(a.id, "a", {"k": "1"}, None, "2.0", 10.0),
+            Hello(b.id, "a", {}, None, "2.0", 10.0),  # onto a: refused
+            Hello(c.id, "c2", {}, {"os": "Linux"}, "2.0", 10.0),
+            Hello("n-gone", "zz", {}, None, "2.0", 10.0),  # removed meanwhile
+        ]
+    )
+    assert isinstance(results[0], NodeRow)
+    assert results[0].labels == {"k": "1"}
+    assert isinstance(results[1], NameTakenError)
+    assert isinstance(results[2], NodeRow)
+    assert results[2].name == "c2"
+    assert results[3] is None
+    assert storage.node("b") == b
+    assert storage.node("c2") is not None
+    assert storage.node("c") is None
+
+
 def test_delete_node_frees_name_and_removes_history(storage: Storage) -> None:
     web1 = add_node(storage, "web-1")
     web2 = add_node(storage, "web-2")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from servermgr.common.errors import NameTakenError
 from servermgr.core import security
-from servermgr.core.storage import NodeRow
-from servermgr.core.writer import Database
+from servermgr.core.storage import Hello, NodeRow
+from servermgr.core.writer import Database, GroupCommit
 
 
 class NodeRegistry:
@@ -21,6 +22,7 @@ class NodeRegistry:
         self._clock = clock
         self._by_id: dict[str, NodeRow] = {}
         self._by_name: dict[str, str] = {}
+        self._hellos = GroupCommit(db, db.storage.update_node_hellos)
 
     async def load(self) -> None:
         rows = await self._db.read(self._db.storage.list_nodes)
@@ -80,20 +82,19 @@ class NodeRegistry:
         info: dict[str, Any],
         agent_version: str,
     ) -> NodeRow:
-        await self._db.write(
-            self._db.storage.update_node_hello,
-            row.id,
-            name,
-            labels,
-            info,
-            agent_version,
-            self._clock(),
-        )
-        fresh = await self._db.read(self._db.storage.node_by_id, row.id)
-        if fresh is not None:
-            self._put(fresh)
-            return fresh
-        return row
+        """Store what the node said in its hello; NameTakenError on a rename onto another node.
+
+        Hellos that arrive while one transaction runs share the next: a
+        reconnect storm after a Core restart is a few transactions, not one
+        per node.
+        """
+        result = await self._hellos(Hello(row.id, name, labels, info, agent_version, self._clock()))
+        if isinstance(result, NameTakenError):
+            raise result
+        if result is None:
+            return row
+        self._put(result)
+        return result
 
     async def remove(self, row: NodeRow) -> bool:
         removed = await self._db.write(self._db.storage.delete_node, row.id)

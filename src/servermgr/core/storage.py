@@ -130,6 +130,18 @@ class NodeRow:
         )
 
 
+@dataclass(frozen=True)
+class Hello:
+    """What a node's hello changes in its row."""
+
+    node_id: str
+    name: str
+    labels: dict[str, str]
+    info: dict[str, Any] | None
+    agent_version: str
+    now: float
+
+
 def _name_taken(name: str) -> NameTakenError:
     return NameTakenError(
         f"hostname {name!r} is already registered to another node; "
@@ -210,22 +222,41 @@ class Storage:
         now: float,
     ) -> None:
         """Record what a node said in its hello; NameTakenError on a rename onto another node."""
+        hello = Hello(node_id, name, labels, info, agent_version, now)
+        (result,) = self.update_node_hellos([hello])
+        if isinstance(result, NameTakenError):
+            raise result
+
+    def update_node_hellos(self, items: Sequence[Hello]) -> list[NodeRow | NameTakenError | None]:
+        """What nodes said in their hellos, many in one transaction.
+
+        Each gets its fresh row; the NameTakenError of a rename onto another
+        node (the other items still apply); None if the node is gone.
+        """
+        out: list[NodeRow | NameTakenError | None] = []
         with self._write() as conn:
-            holder = conn.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
-            if holder is not None and holder[0] != node_id:
-                raise _name_taken(name)
-            conn.execute(
-                "UPDATE nodes SET name = ?, labels = ?, info = ?, agent_version = ?, "
-                "last_seen = ? WHERE id = ?",
-                (
-                    name,
-                    json.dumps(labels),
-                    json.dumps(info) if info is not None else None,
-                    agent_version,
-                    now,
-                    node_id,
-                ),
-            )
+            for h in items:
+                holder = conn.execute("SELECT id FROM nodes WHERE name = ?", (h.name,)).fetchone()
+                if holder is not None and holder[0] != h.node_id:
+                    out.append(_name_taken(h.name))
+                    continue
+                conn.execute(
+                    "UPDATE nodes SET name = ?, labels = ?, info = ?, agent_version = ?, "
+                    "last_seen = ? WHERE id = ?",
+                    (
+                        h.name,
+                        json.dumps(h.labels),
+                        json.dumps(h.info) if h.info is not None else None,
+                        h.agent_version,
+                        h.now,
+                        h.node_id,
+                    ),
+                )
+                row = conn.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (h.node_id,)
+                ).fetchone()
+                out.append(NodeRow.from_db(row) if row is not None else None)
+        return out
 
     def delete_node(self, node_id: str) -> bool:
         """Remove a node and all its metrics in one transaction; False if unknown."""
