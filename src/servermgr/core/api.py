@@ -26,7 +26,7 @@ from servermgr.common import proto, timespec
 from servermgr.common.errors import NameTakenError
 from servermgr.core import history, openapi, rollup
 from servermgr.core.cache import NodeStatus, StatusStore
-from servermgr.core.gateway import CLOSE_REMOVED, Gateway, error_body
+from servermgr.core.gateway import CLOSE_REMOVED, NODE_WS_PATH, Gateway, error_body
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.security import tokens_equal
@@ -332,7 +332,7 @@ class Api:
         docs.append(
             (
                 "GET",
-                "/api/v1/node/ws",
+                NODE_WS_PATH,
                 Doc(
                     "Node WebSocket (hello, heartbeats, jobs)",
                     auth="node_credential",
@@ -352,7 +352,7 @@ class Api:
             Route(path, _dispatch(handlers), methods=list(handlers))
             for path, handlers in by_path.items()
         ]
-        out.append(WebSocketRoute("/api/v1/node/ws", self.gateway.endpoint))
+        out.append(WebSocketRoute(NODE_WS_PATH, self.gateway.endpoint))
         out += [WebSocketRoute(path, endpoint) for path, endpoint, _ in self.extra_ws]
         return out
 

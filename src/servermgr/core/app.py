@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -27,6 +27,8 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from servermgr.common import proto
 from servermgr.common.config import Config
@@ -34,7 +36,7 @@ from servermgr.common.errors import ServermgrError, single_error
 from servermgr.core import api as api_mod
 from servermgr.core.cache import MemoryBus, MemoryStatus
 from servermgr.core.events_api import EventsApi
-from servermgr.core.gateway import Gateway, GatewayConfig
+from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
 from servermgr.core.history import History, retention_of
 from servermgr.core.jobs_api import JobsApi
 from servermgr.core.registry import NodeRegistry
@@ -61,6 +63,7 @@ class Core:
     jobs: Scheduler
     api: api_mod.Api
     app: Starlette
+    asgi: ASGIApp  # what Hypercorn serves: ``app``, with the node WebSocket routed first
     port: int = 0
 
     @property
@@ -100,7 +103,27 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
             500: api_mod.server_error_handler,
         },
     )
-    return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app)
+    asgi = node_lane(app, NODE_WS_PATH, gateway.endpoint)
+    return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app, asgi)
+
+
+def node_lane(app: ASGIApp, path: str, endpoint: Callable[[WebSocket], Awaitable[None]]) -> ASGIApp:
+    """``app``, but the node WebSocket goes straight to ``endpoint``.
+
+    Every node holds its connection open for as long as it runs, so what
+    each connection keeps alive counts thousands of times: Starlette's
+    router and exception middleware would hold a chain of coroutine frames
+    and wrappers per node (about 5 KiB) and wrap every message sent. The
+    route stays in ``app`` too (OpenAPI, route listings); it is never reached.
+    """
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == path:
+            await endpoint(WebSocket(scope, receive, send))
+        else:
+            await app(scope, receive, send)
+
+    return asgi
 
 
 def hypercorn_config(config: Config) -> HyperConfig:
@@ -178,7 +201,7 @@ async def serve(
                     bound = await inner.start(
                         partial(
                             hypercorn_serve,
-                            core.app,  # type: ignore[arg-type]  # Starlette is ASGI 3
+                            core.asgi,  # type: ignore[arg-type]  # Starlette's ASGI types
                             hypercorn_config(config),
                             shutdown_trigger=stop_http.wait,
                         )

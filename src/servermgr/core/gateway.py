@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("servermgr.core.gateway")
 
+NODE_WS_PATH = "/api/v1/node/ws"
 HELLO_TIMEOUT = 10.0
 MISSED_INTERVALS = 3
 ACK_EVERY = 6  # heartbeat intervals between two heartbeat.acks to a node
