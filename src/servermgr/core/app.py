@@ -4,7 +4,7 @@
     ├── MetricsWriter.serve        the single SQLite writer (batches)
     ├── History.serve              rollups, retention, size cap (through the writer lock)
     ├── Scheduler.serve            job deadlines: expire queued, mark silent lost
-    ├── Gateway.watch_silence      closes sessions of nodes silent for 3 intervals
+    ├── Gateway.serve              silence watchdog; short tasks that send acks
     ├── quiet_gc                   keeps the garbage collector's pauses short
     └── hypercorn serve            REST + node WebSocket on one port
 
@@ -191,7 +191,7 @@ async def serve(
             async def run_helpers() -> None:
                 with helpers_scope:
                     async with trio.open_nursery() as helpers:
-                        helpers.start_soon(core.gateway.watch_silence)
+                        helpers.start_soon(core.gateway.serve)
                         helpers.start_soon(quiet_gc)
 
             outer.start_soon(run_helpers)

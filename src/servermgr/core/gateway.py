@@ -4,8 +4,11 @@ A session authenticates the node's credential before accepting (a bad one
 gets a real 401, so the node can tell "rejected" from "Core down"), waits for
 ``hello``, answers ``welcome``, then reads messages until the node leaves or
 falls silent for three heartbeat intervals (one watchdog task checks every
-session each second: no timer per message). Outgoing messages go through a
-bounded outbox drained by one sender task per session.
+session each second: no timer per message). Messages to a node are sent
+by whichever task has them (Hypercorn writes each message whole, under its
+connection's lock); acks, which come from the writer's callbacks, are sent
+by short tasks in the gateway's nursery. No task or queue per session: a
+connected node costs Core its connection and little more.
 
 Heartbeats are acked once stored, but at most once per ``ack_interval``
 (six heartbeat intervals; the ack is cumulative, and ``welcome`` tells the
@@ -40,10 +43,10 @@ log = logging.getLogger("servermgr.core.gateway")
 
 NODE_WS_PATH = "/api/v1/node/ws"
 HELLO_TIMEOUT = 10.0
+CLOSE_WAIT = 2.0
 MISSED_INTERVALS = 3
 ACK_EVERY = 6  # heartbeat intervals between two heartbeat.acks to a node
 MAX_BAD_MESSAGES = 10
-OUTBOX_SIZE = 256
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -83,33 +86,54 @@ class NodeSession:
         self.done = trio.Event()
         self.last_heard = trio.current_time()
         self.next_ack = 0.0  # trio time from which a heartbeat.ack may be sent
-        self._send, self._recv = trio.open_memory_channel[proto.CoreMessage](OUTBOX_SIZE)
+        # Our sends one at a time, and none while or after the socket closes
+        # (Hypercorn's close does not wait for a send in progress).
+        self._sending = trio.Lock()
+        self._closed = False
+        self.disconnected = False  # the connection is gone already: nothing to close
 
     async def send(self, msg: proto.CoreMessage) -> None:
-        """Queue ``msg`` for the node; waits while the outbox is full."""
-        await self._send.send(msg)
+        """Send ``msg`` now; a connection that fails ends the session (never raises)."""
+        async with self._sending:
+            if self._closed:
+                return
+            try:
+                await self.ws.send_text(proto.encode(msg))
+            except (RuntimeError, OSError, WebSocketDisconnect):
+                self.close(CLOSE_GOING_AWAY, "connection lost while sending")
 
-    def send_nowait(self, msg: proto.CoreMessage) -> bool:
-        try:
-            self._send.send_nowait(msg)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
+    async def close_socket(self) -> None:
+        """Close the WebSocket with the session's code, after any send in progress."""
+        self._closed = True
+        if self.disconnected:
+            return
+        with trio.CancelScope(shield=True):
+            # A send stuck on a node that does not read gets 5 s, then the close goes anyway.
+            locked = False
+            with trio.move_on_after(5):
+                await self._sending.acquire()
+                locked = True
+            try:
+                await _close(self.ws, self.close_code, self.close_reason)
+            finally:
+                if locked:
+                    self._sending.release()
+            # Wait (briefly) for the node's closing frame, as the closing handshake
+            # wants. Returning at once lets Hypercorn shut the socket while its
+            # reader may still be answering the node's own close; the two collide
+            # (trio.BusyResourceError) and can take the server down.
+            with trio.move_on_after(CLOSE_WAIT):
+                while True:
+                    try:
+                        await _receive(self.ws)
+                    except (_Closed, RuntimeError, OSError, WebSocketDisconnect):
+                        break
 
     def close(self, code: int, reason: str) -> None:
         """End the session; the handler closes the socket with ``code``."""
         self.close_code = code
         self.close_reason = reason
         self.cancel_scope.cancel()
-
-    async def sender(self) -> None:
-        async with self._recv:
-            async for msg in self._recv:
-                try:
-                    await self.ws.send_text(proto.encode(msg))
-                except (RuntimeError, OSError, WebSocketDisconnect):
-                    self.close(CLOSE_GOING_AWAY, "connection lost while sending")
-                    return
 
 
 class Gateway:
@@ -134,13 +158,25 @@ class Gateway:
         self.jobs: Scheduler | None = None
         # Live client streams that want heartbeats (events_api): none, no event.
         self.heartbeat_subscribers = 0
+        self._nursery: trio.Nursery | None = None  # for sends from sync code, and job catch-up
 
-    async def watch_silence(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The gateway's own tasks: the silence watchdog, and a nursery for short sends."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                await self._watch_silence()
+            finally:
+                self._nursery = None
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _watch_silence(self) -> None:
         """Close sessions whose node sent nothing for three heartbeat intervals."""
         silent_after = self.config.silent_after
-        task_status.started()
         while True:
             await trio.sleep(min(1.0, self.config.heartbeat_interval / 2))
             too_old = trio.current_time() - silent_after
@@ -227,13 +263,10 @@ class Gateway:
                     ack_interval=self.config.ack_interval,
                 )
             )
+            if self.jobs is not None:
+                self._spawn(self.jobs.node_online, node.id, set(hello.jobs))
             with session.cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(session.sender)
-                    if self.jobs is not None:
-                        nursery.start_soon(self.jobs.node_online, node.id, set(hello.jobs))
-                    await self._read_loop(session)
-                    nursery.cancel_scope.cancel()
+                await self._read_loop(session)
         finally:
             if self.sessions.get(node.id) is session:
                 del self.sessions[node.id]
@@ -248,8 +281,7 @@ class Gateway:
                         "reason": session.close_reason or "disconnected",
                     }
                 )
-            with trio.CancelScope(shield=True):
-                await _close(ws, session.close_code, session.close_reason)
+            await session.close_socket()
             session.done.set()
 
     async def _receive_hello(self, ws: WebSocket, node: NodeRow) -> proto.Hello:
@@ -269,6 +301,7 @@ class Gateway:
                 text = await _receive(session.ws)
             except _Closed as exc:
                 session.close_reason = str(exc)
+                session.disconnected = True
                 return
             session.last_heard = trio.current_time()
             try:
@@ -276,7 +309,7 @@ class Gateway:
             except ProtocolError as exc:
                 bad += 1
                 log.warning("node %s sent a bad message: %s", session.node.name, exc.reason)
-                session.send_nowait(proto.Error(code="bad_message", message=exc.reason[:1000]))
+                await session.send(proto.Error(code="bad_message", message=exc.reason[:1000]))
                 if bad >= MAX_BAD_MESSAGES:
                     session.close_code = CLOSE_POLICY
                     session.close_reason = "too many bad messages"
@@ -296,7 +329,7 @@ class Gateway:
                 t = trio.current_time()
                 if t >= session.next_ack:
                     session.next_ack = t + self.config.ack_interval
-                    session.send_nowait(proto.HeartbeatAck(seq=seq))
+                    self._spawn(session.send, proto.HeartbeatAck(seq=seq))
 
             await self.writer.submit(Ingest(node.seq, msg.samples, now, heartbeat_ack))
             if self.heartbeat_subscribers:
@@ -315,9 +348,9 @@ class Gateway:
         elif isinstance(msg, proto.Error):
             log.warning("node %s reports %s: %s", node.name, msg.code, msg.message[:200])
         elif isinstance(msg, proto.Hello):
-            session.send_nowait(proto.Error(code="bad_message", message="hello was already sent"))
+            await session.send(proto.Error(code="bad_message", message="hello was already sent"))
         else:
-            session.send_nowait(
+            await session.send(
                 proto.Error(code="unsupported", message=f"{type(msg).__name__} is not handled yet")
             )
 
