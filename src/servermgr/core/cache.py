@@ -18,7 +18,7 @@ import trio
 from servermgr.common import proto
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeStatus:
     """What Core knows about a node right now."""
 
@@ -28,7 +28,6 @@ class NodeStatus:
     last_seen: float | None = None
     latest: proto.Sample | None = None
     peer: str | None = None
-    info: dict[str, Any] | None = None
 
 
 class StatusStore(Protocol):

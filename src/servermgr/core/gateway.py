@@ -249,9 +249,6 @@ class Gateway:
         self.sessions[node.id] = session
         now = self.clock()
         self.status.set_online(node.id, now=now, peer=peer)
-        st = self.status.get(node.id)
-        if st is not None:
-            st.info = msgspec.to_builtins(hello.info)
         log.info("node %s online from %s", node.name, peer)
         self.bus.publish({"type": "node.online", "node_id": node.id, "name": node.name, "ts": now})
         try:
