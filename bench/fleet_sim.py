@@ -7,21 +7,41 @@ Each simulated node does what ``servermgr node run`` does on the wire:
 3. sends ``hello`` (``servermgr.common.proto.Hello``) and waits for ``welcome``,
 4. sends a ``heartbeat`` with one ``Sample`` every interval Core set in
    ``welcome``: 2-8 cores, 2-3 disks, 2 interfaces, values that wander like
-   a real machine's (about 750 bytes of JSON, like node/collector.py),
+   a real machine's (about 950 bytes of JSON per heartbeat, like
+   node/collector.py's),
 5. answers ``job.run`` with ``job.output`` (the empty chunk at offset 0 a
    real agent sends when the process starts) then ``job.result`` (succeeded,
    exit 0) at once -- no process is run -- and takes ``job.ack`` and
-   ``heartbeat.ack``.
+   ``heartbeat.ack`` (Core acks at most once per ``welcome.ack_interval``,
+   cumulatively by ``seq``).
 
 A lost connection is re-opened after 1-3 s, as an agent would. Every message
 is encoded and decoded with ``servermgr.common.proto``.
 
 Processes. The nodes are spread over a few worker processes (``--workers``,
-default one per 10,000 nodes), each one trio loop with one task per node.
-The WebSocket client is a small RFC 6455 client on trio streams (masked
-frames, no extensions): ~20 lines of framing instead of trio-websocket's
-reader task and wsproto state machine per connection, so the simulator
-spends its CPU share of a 2-core machine on sending, not on itself.
+default one per 10,000 nodes), each one trio loop. The WebSocket client is a
+small RFC 6455 client (masked frames, no extensions) rather than
+trio-websocket, and the work per heartbeat is kept small, so that the
+simulator leaves the shared 2 cores to Core: about 45 us of CPU per
+heartbeat, including the kernel's share of the send (was ~150-250 us with a
+task per node doing its own timing and sending), so 20,000 nodes at 5 s
+(4,000 heartbeats/s) take under a fifth of a core:
+
+- one trio task per node connects, says ``hello``, waits for ``welcome``,
+  then only reads what Core sends (acks, ``job.run``, errors): it wakes for
+  a message, not per heartbeat;
+- one "beater" task per worker sends every node's heartbeats: a heap of
+  (due time, node, session), woken every 10 ms, sends all that are due and
+  puts each back one interval later (``due + interval``; ``now`` if it fell
+  more than an interval behind);
+- after ``welcome`` every frame (heartbeats, job replies, pong, close) is
+  written synchronously to the raw non-blocking socket (a dup of the
+  connection's); what the kernel does not take waits in the node's small
+  write buffer, which the beater flushes first on each tick, so frames are
+  never interleaved and nobody waits; frames are masked with a random key
+  (one random byte four times, so masking is a ``bytes.translate``);
+- sample noise comes from tables of random numbers drawn once (a different
+  walk through them per node), not from a dozen ``random`` calls per sample.
 
 Start-up. First every worker registers its nodes (16 requests at a time),
 then the parent names one start time and node ``i`` of ``N`` connects at
@@ -29,10 +49,22 @@ then the parent names one start time and node ``i`` of ``N`` connects at
 thundering herd. Each node's first heartbeat comes at a random point of its
 first interval, so heartbeats are spread evenly.
 
-Measures. For every heartbeat the send time and the time to its
-``heartbeat.ack`` (which Core sends once the sample is committed to SQLite,
-i.e. queryable), how late the simulator itself was in sending it (its own
-overload shows there, not as Core latency), connects, disconnects, jobs.
+Measures. Per heartbeat: its send time and how late the simulator was in
+sending it (sender lag, 0-10 ms from the tick alone when keeping up: the
+simulator's own overload shows there, not as Core's). Per ``heartbeat.ack``:
+when it came and how many heartbeats it acked (its ``seq`` minus the
+session's previous one). Counts of connects, disconnects, jobs answered and
+``job.ack``s. How soon a heartbeat becomes queryable is Core's figure, not
+the simulator's (acks are deliberately rare): ``GET /api/v1/status`` gives
+the age of each heartbeat's newest sample at commit as a cumulative
+histogram; run alone, the simulator prints its p50/p99 over the run from two
+readings (``core_status``, ``IngestDelta``), as bench/ingest.py does over
+its window.
+
+Each worker writes to ``--out``: ``worker-N.hb`` (send times, float64),
+``worker-N.lag`` (sender lag of the same heartbeats, in the same order),
+``worker-N.acks`` (pairs: arrival time, heartbeats acked), ``worker-N.json``
+(counts, errors, CPU seconds) and ``worker-N.log``.
 
 Use as a library (``Fleet``) from the benchmarks, or alone::
 
@@ -48,17 +80,18 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import heapq
 import json
 import math
 import os
 import queue
 import random
+import socket
 import subprocess
 import sys
 import threading
 import time
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +99,15 @@ from urllib.parse import urlsplit
 
 import benchlib
 
+from servermgr.common import proto
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WS_PATH = "/api/v1/node/ws"
 CONNECT_TIMEOUT = 10.0
 WELCOME_TIMEOUT = 30.0
 REGISTER_CONCURRENCY = 16
 NODES_PER_WORKER = 10_000
+TICK = 0.01  # the beater's period (s)
 
 
 # ==== worker side (trio) ============================================================
@@ -95,20 +131,22 @@ def _mask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ k).to_bytes(n, "little")
 
 
+# Masking tables: the key of each frame is one random byte repeated four times,
+# so masking is one ``bytes.translate`` (Core unmasks any key at the same cost).
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
 def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """A final client frame (masked, as RFC 6455 requires of clients)."""
+    """A final client frame (masked with a random key, as RFC 6455 requires of clients)."""
     n = len(payload)
-    head = bytearray([0x80 | opcode])
+    k = random.getrandbits(8)
     if n < 126:
-        head.append(0x80 | n)
+        head = bytes((0x80 | opcode, 0x80 | n, k, k, k, k))
     elif n < 65536:
-        head.append(0x80 | 126)
-        head += n.to_bytes(2, "big")
+        head = bytes((0x80 | opcode, 0x80 | 126, n >> 8, n & 0xFF, k, k, k, k))
     else:
-        head.append(0x80 | 127)
-        head += n.to_bytes(8, "big")
-    key = random.randbytes(4)
-    return bytes(head) + key + _mask(payload, key)
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big") + bytes((k, k, k, k))
+    return head + payload.translate(_XOR[k])
 
 
 def parse_frame(buf: bytearray) -> tuple[int, bool, bytes, int] | None:
@@ -141,12 +179,24 @@ def parse_frame(buf: bytearray) -> tuple[int, bool, bytes, int] | None:
 
 
 class WsClient:
-    """A minimal WebSocket client: text messages, ping/pong, close."""
+    """A minimal WebSocket client: text messages, ping/pong, close.
+
+    Until ``go_raw`` frames are sent with the trio stream (``send_text``);
+    after it with ``write``: synchronously on a dup of the socket, the rest
+    kept in ``wbuf`` when the kernel does not take it all, for ``flush``.
+    Reading stays on the trio stream. A failed write sets ``broken`` and
+    cancels ``scope`` (the reader's), which ends the session.
+    """
 
     def __init__(self, stream: Any, leftover: bytes) -> None:
         self.stream = stream
         self.buf = bytearray(leftover)
         self.parts: list[bytes] = []
+        self.sock: socket.socket | None = None
+        self.wbuf = bytearray()
+        self.unflushed: set[WsClient] = set()  # the worker's: clients with a non-empty wbuf
+        self.broken: BaseException | None = None
+        self.scope: Any = None  # a trio.CancelScope, cancelled when a write fails
 
     @classmethod
     async def connect(cls, host: str, port: int, path: str, credential: str) -> WsClient:
@@ -185,12 +235,68 @@ class WsClient:
         return cls(stream, rest)
 
     async def send_text(self, text: str) -> None:
+        """Before ``go_raw``: send a text message through the trio stream."""
         await self.stream.send_all(encode_frame(0x1, text.encode()))
+
+    def go_raw(self, unflushed: set[WsClient], scope: Any) -> None:
+        """From now on, send with ``write``."""
+        sock = socket.socket(fileno=os.dup(self.stream.socket.fileno()))
+        sock.setblocking(False)
+        self.sock = sock
+        self.unflushed = unflushed
+        self.scope = scope
+
+    def write(self, frame: bytes) -> bool:
+        """Send ``frame`` now or queue what is left of it; False if the connection broke."""
+        if self.broken is not None or self.sock is None:
+            return False
+        if self.wbuf:  # behind earlier frames, in order
+            self.wbuf += frame
+            return True
+        try:
+            n = self.sock.send(frame)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._break(exc)
+            return False
+        if n < len(frame):
+            self.wbuf += memoryview(frame)[n:]
+            self.unflushed.add(self)
+        return True
+
+    def flush(self) -> bool:
+        """Send what waits in ``wbuf``; True when nothing is left (or it broke)."""
+        if self.broken is not None or self.sock is None:
+            return True
+        try:
+            n = self.sock.send(self.wbuf)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._break(exc)
+            return True
+        del self.wbuf[:n]
+        return not self.wbuf
+
+    def _break(self, exc: BaseException) -> None:
+        self.broken = exc
+        self.wbuf.clear()
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def _control(self, opcode: int, payload: bytes) -> None:
+        import trio
+
+        frame = encode_frame(opcode, payload)
+        if self.sock is not None:
+            self.write(frame)
+        else:
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self.stream.send_all(frame)
 
     async def recv(self) -> str:
         """The next text message. Cancel-safe: a cancelled call loses no bytes."""
-        import trio
-
         while True:
             frame = parse_frame(self.buf)
             if frame is None:
@@ -202,13 +308,11 @@ class WsClient:
             opcode, fin, payload, used = frame
             del self.buf[:used]
             if opcode == 0x8:
-                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self.stream.send_all(encode_frame(0x8, payload[:2]))
+                await self._control(0x8, payload[:2])
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 raise Closed(f"closed by Core (code {code})")
             if opcode == 0x9:
-                with trio.CancelScope(shield=True):
-                    await self.stream.send_all(encode_frame(0xA, payload))
+                await self._control(0xA, payload)
                 continue
             if opcode == 0xA:
                 continue
@@ -221,11 +325,29 @@ class WsClient:
     async def aclose(self) -> None:
         import trio
 
+        self.unflushed.discard(self)
+        if self.sock is not None:
+            self.sock.close()
         await trio.aclose_forcefully(self.stream)
 
 
+# Noise for the samples, drawn once: each node walks through these tables
+# from its own offset with its own stride, so a sample costs a few lookups
+# instead of a dozen calls into ``random`` (which were most of its cost).
+_NOISE = 1 << 13  # table size (a power of 2); indices wrap with & (_NOISE - 1)
+_NOISE_RNG = random.Random(20240601)
+_GAUSS = [_NOISE_RNG.gauss(0, 1) for _ in range(_NOISE + 16)]  # N(0, 1)
+_EXPO = [_NOISE_RNG.expovariate(1) for _ in range(_NOISE + 16)]  # Exp(1)
+_UNIF = [_NOISE_RNG.random() for _ in range(_NOISE + 16)]  # U(0, 1)
+
+
 class SampleGen:
-    """Samples of one made-up machine; values drift from beat to beat."""
+    """Samples of one made-up machine; values drift from beat to beat.
+
+    Disks grow a little on about one sample in four; the others reuse the
+    previous ``DiskUsage`` objects (never changed once made, so samples kept
+    together, as bench/storage.py does, stay independent).
+    """
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -242,57 +364,75 @@ class SampleGen:
         self.mem = rng.uniform(0.2, 0.7)
         self.boot = time.time() - rng.uniform(3600, 90 * 86400)
         self.procs = rng.randint(80, 400)
+        self.pos = rng.randrange(_NOISE)
+        self.stride = rng.randrange(17, _NOISE, 2)  # odd: visits every offset
+        self.usage = self._disk_usage(0.0)
 
-    def sample(self, ts: float) -> Any:
-        from servermgr.common import proto
-
-        r = self.rng
-        self.cpu = min(100.0, max(0.0, self.cpu + r.gauss(0, 5)))
-        self.mem = min(0.98, max(0.05, self.mem + r.gauss(0, 0.01)))
-        per_core = [min(100.0, max(0.0, self.cpu + r.gauss(0, 10))) for _ in range(self.cores)]
-        load = self.cpu / 100 * self.cores
-        used = int(self.mem * self.mem_total)
-        swap_used = int(self.swap_total * r.uniform(0, 0.05))
-        disks = []
-        for i, (mount, fs, total) in enumerate(self.disks):
-            self.disk_used[i] = min(0.99, self.disk_used[i] + r.uniform(0, 1e-5))
-            u = int(total * self.disk_used[i])
-            disks.append(
+    def _disk_usage(self, grow: float) -> list[proto.DiskUsage]:
+        usage = []
+        for j, (mount, fs, total) in enumerate(self.disks):
+            self.disk_used[j] = d = min(0.99, self.disk_used[j] + grow)
+            used = int(total * d)
+            usage.append(
                 proto.DiskUsage(
-                    mount=mount, fstype=fs, total=total, used=u, percent=round(100 * u / total, 1)
+                    mount=mount, fstype=fs, total=total, used=used, percent=round(100 * d, 1)
                 )
             )
-        nets = [
-            proto.NetRate(name=n, rx_bps=r.expovariate(1 / 2e5), tx_bps=r.expovariate(1 / 1e5))
-            for n in self.nets
-        ]
+        return usage
+
+    def sample(self, ts: float) -> proto.Sample:
+        i = self.pos
+        self.pos = (i + self.stride) & (_NOISE - 1)
+        g, e, u = _GAUSS, _EXPO, _UNIF
+        cpu = self.cpu + 5 * g[i]
+        cpu = cpu if 0.0 <= cpu <= 100.0 else 0.0 if cpu < 0.0 else 100.0
+        self.cpu = cpu
+        mem = self.mem + 0.01 * g[i + 1]
+        mem = mem if 0.05 <= mem <= 0.98 else 0.05 if mem < 0.05 else 0.98
+        self.mem = mem
+        per_core = [cpu + 10 * z for z in g[i + 2 : i + 2 + self.cores]]
+        for j, c in enumerate(per_core):
+            if c < 0.0:
+                per_core[j] = 0.0
+            elif c > 100.0:
+                per_core[j] = 100.0
+        load = cpu / 100 * self.cores
+        mem_total = self.mem_total
+        used = int(mem * mem_total)
+        swap_total = self.swap_total
+        swap_used = int(swap_total * 0.05 * u[i])
+        if u[i + 3] < 0.25:
+            self.usage = self._disk_usage(4e-5 * u[i + 4])
+        rx0, tx0, rx1, tx1 = 2e5 * e[i], 1e5 * e[i + 1], 2e5 * e[i + 2], 1e5 * e[i + 3]
+        n0, n1 = self.nets
         return proto.Sample(
             ts=ts,
-            cpu_percent=self.cpu,
+            cpu_percent=cpu,
             cpu_per_core=per_core,
-            load1=load * r.uniform(0.9, 1.1),
+            load1=load * (0.9 + 0.2 * u[i + 1]),
             load5=load,
-            load15=load * r.uniform(0.8, 1.0),
-            mem_total=self.mem_total,
+            load15=load * (0.8 + 0.2 * u[i + 2]),
+            mem_total=mem_total,
             mem_used=used,
-            mem_available=self.mem_total - used,
-            mem_percent=round(100 * self.mem, 1),
-            swap_total=self.swap_total,
+            mem_available=mem_total - used,
+            mem_percent=round(100 * mem, 1),
+            swap_total=swap_total,
             swap_used=swap_used,
-            swap_percent=round(100 * swap_used / self.swap_total, 1) if self.swap_total else 0.0,
-            disks=disks,
-            disk_read_bps=r.expovariate(1 / 5e5),
-            disk_write_bps=r.expovariate(1 / 1e6),
-            net_rx_bps=sum(n.rx_bps for n in nets),
-            net_tx_bps=sum(n.tx_bps for n in nets),
-            nets=nets,
+            swap_percent=round(100 * swap_used / swap_total, 1) if swap_total else 0.0,
+            disks=self.usage,
+            disk_read_bps=5e5 * e[i + 4],
+            disk_write_bps=1e6 * e[i + 5],
+            net_rx_bps=rx0 + rx1,
+            net_tx_bps=tx0 + tx1,
+            nets=[
+                proto.NetRate(name=n0, rx_bps=rx0, tx_bps=tx0),
+                proto.NetRate(name=n1, rx_bps=rx1, tx_bps=tx1),
+            ],
             uptime=ts - self.boot,
-            procs=self.procs + r.randint(-5, 5),
+            procs=self.procs + int(11 * u[i + 5]) - 5,
         )
 
-    def info(self) -> Any:
-        from servermgr.common import proto
-
+    def info(self) -> proto.SystemInfo:
         return proto.SystemInfo(
             os="Debian GNU/Linux 12 (bookworm)",
             kernel="6.1.0-18-amd64",
@@ -312,6 +452,20 @@ class SimNode:
     node_id: str = ""
     credential: str = ""
     connected_once: bool = False
+
+
+class Session:
+    """A node's connection after ``welcome``: what the beater needs to send its heartbeats."""
+
+    __slots__ = ("acked", "gen", "interval", "node", "seq", "ws")
+
+    def __init__(self, node: SimNode, gen: int, ws: WsClient, interval: float) -> None:
+        self.node = node
+        self.gen = gen  # tells this session's heap entries from an earlier session's
+        self.ws = ws
+        self.interval = interval
+        self.seq = 0  # of the last heartbeat sent
+        self.acked = 0  # the highest heartbeat.ack seq
 
 
 @dataclass
@@ -337,7 +491,8 @@ class WorkerStats:
     connect_failures: int = 0
     disconnects: int = 0
     hb_sent: int = 0
-    acks: int = 0
+    acks: int = 0  # heartbeat.ack messages
+    hb_acked: int = 0  # heartbeats they acked (cumulative seq)
     jobs: int = 0
     job_acks: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -353,15 +508,20 @@ class Worker:
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or 80
         self.stats = WorkerStats()
-        # Per heartbeat: wall-clock send time, seconds to its ack (NaN: none), sender lag.
+        # Per heartbeat: wall-clock send time and sender lag (s), in the same order.
         self.sent_at = array("d")
-        self.latency = array("d")
         self.lag = array("d")
+        # Per heartbeat.ack: wall-clock arrival time, heartbeats it acked.
+        self.acks = array("d")
         self.nodes = [
             SimNode(i, f"{cfg.prefix}-{i:05d}", SampleGen(random.Random(cfg.seed * 1_000_003 + i)))
             for i in cfg.indices
         ]
-        self.pending: list[deque[tuple[int, int]]] = [deque() for _ in self.nodes]
+        self.sessions: list[Session | None] = [None] * len(self.nodes)
+        self.generation = 0
+        # (due trio time, node k, session generation) of every connected node's next heartbeat.
+        self.heap: list[tuple[float, int, int]] = []
+        self.unflushed: set[WsClient] = set()
         self.connected_changed: Any = None  # a trio.Event while someone waits for connects
 
     def emit(self, event: str, **fields: Any) -> None:
@@ -385,6 +545,7 @@ class Worker:
         if command.startswith("connect"):
             _, start, ramp = command.split()
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.beater)
                 for k, node in enumerate(self.nodes):
                     at = float(start) + float(ramp) * node.index / self.cfg.total
                     nursery.start_soon(self.run_node, k, node, at)
@@ -463,6 +624,7 @@ class Worker:
                 self.stats.disconnects += 1
                 self.error("session", exc)
             finally:
+                self.sessions[k] = None  # the beater drops its heap entry
                 with trio.CancelScope(shield=True):
                     await ws.aclose()
                 if node.connected_once:
@@ -471,9 +633,8 @@ class Worker:
             await trio.sleep(random.uniform(1, 3))
 
     async def session(self, k: int, node: SimNode, ws: WsClient) -> None:
+        """Say hello, then read what Core sends; the beater sends the heartbeats."""
         import trio
-
-        from servermgr.common import proto
 
         hello = proto.Hello(
             protocol=proto.PROTOCOL_VERSION,
@@ -495,77 +656,100 @@ class Worker:
         if self.connected_changed is not None:
             self.connected_changed.set()
         node.connected_once = True
-        pending = self.pending[k]
-        pending.clear()
-        seq = 0
-        next_beat = trio.current_time() + random.uniform(0, interval)
-        while True:
-            text: str | None = None
-            with trio.move_on_at(next_beat):
-                text = await ws.recv()
-            if text is not None:
-                await self.handle(ws, pending, proto.decode_from_core(text))
-                continue
-            now = trio.current_time()
-            self.lag.append(now - next_beat)
-            next_beat = max(next_beat + interval, now)
-            seq += 1
-            ts = time.time()
-            hb = proto.Heartbeat(seq=seq, samples=[node.gen.sample(ts)])
-            pending.append((seq, len(self.sent_at)))
-            self.sent_at.append(ts)
-            self.latency.append(math.nan)
-            self.stats.hb_sent += 1
-            await ws.send_text(proto.encode(hb))
+        with trio.CancelScope() as scope:
+            ws.go_raw(self.unflushed, scope)
+            self.generation += 1
+            session = Session(node, self.generation, ws, interval)
+            self.sessions[k] = session
+            first = trio.current_time() + random.uniform(0, interval)
+            heapq.heappush(self.heap, (first, k, session.gen))
+            while True:
+                self.handle(session, proto.decode_from_core(await ws.recv()))
+        if ws.broken is not None:  # a write failed and cancelled the scope
+            raise Closed(f"send failed: {type(ws.broken).__name__}: {ws.broken}")
 
-    async def handle(self, ws: WsClient, pending: deque[tuple[int, int]], msg: Any) -> None:
-        from servermgr.common import proto
-
+    def handle(self, session: Session, msg: Any) -> None:
         if isinstance(msg, proto.HeartbeatAck):
-            now = time.time()
-            while pending and pending[0][0] <= msg.seq:
-                _, slot = pending.popleft()
-                self.latency[slot] = now - self.sent_at[slot]
-                self.stats.acks += 1
+            self.stats.acks += 1
+            if msg.seq > session.acked:
+                n = msg.seq - session.acked
+                session.acked = msg.seq
+                self.stats.hb_acked += n
+                self.acks.append(time.time())
+                self.acks.append(n)
         elif isinstance(msg, proto.JobRun):
             self.stats.jobs += 1
             t0 = time.perf_counter()
-            await ws.send_text(
-                proto.encode(
-                    proto.JobOutput(job_id=msg.job_id, stream="stdout", offset=0, chunk=b"")
+            ws = session.ws
+            ws.write(
+                encode_frame(
+                    0x1,
+                    proto.encode(
+                        proto.JobOutput(job_id=msg.job_id, stream="stdout", offset=0, chunk=b"")
+                    ).encode(),
                 )
             )
-            await ws.send_text(
-                proto.encode(
-                    proto.JobResult(
-                        job_id=msg.job_id,
-                        outcome="succeeded",
-                        exit_code=0,
-                        signal=None,
-                        error=None,
-                        duration=time.perf_counter() - t0,
-                        stdout_bytes=0,
-                        stderr_bytes=0,
-                        stdout_truncated=False,
-                        stderr_truncated=False,
-                    )
-                )
+            result = proto.JobResult(
+                job_id=msg.job_id,
+                outcome="succeeded",
+                exit_code=0,
+                signal=None,
+                error=None,
+                duration=time.perf_counter() - t0,
+                stdout_bytes=0,
+                stderr_bytes=0,
+                stdout_truncated=False,
+                stderr_truncated=False,
             )
+            ws.write(encode_frame(0x1, proto.encode(result).encode()))
         elif isinstance(msg, proto.JobAck):
             self.stats.job_acks += 1
         elif isinstance(msg, proto.Error):
             self.error("core error", RuntimeError(f"{msg.code}: {msg.message}"))
 
+    async def beater(self) -> None:
+        """Every TICK: flush write buffers, then send every heartbeat that is due."""
+        import trio
+
+        encode, heartbeat = proto.encode, proto.Heartbeat
+        heap, sessions, unflushed = self.heap, self.sessions, self.unflushed
+        heappop, heappush = heapq.heappop, heapq.heappush
+        sent_at, lags, stats = self.sent_at, self.lag, self.stats
+        wall, clock = time.time, trio.current_time
+        tick = clock()
+        while True:
+            tick = max(tick + TICK, clock())
+            await trio.sleep_until(tick)
+            if unflushed:
+                for ws in list(unflushed):
+                    if ws.flush():
+                        unflushed.discard(ws)
+            now = clock()
+            wall0 = wall()
+            while heap and heap[0][0] <= now:
+                due, k, gen = heappop(heap)
+                s = sessions[k]
+                if s is None or s.gen != gen:
+                    continue  # that session ended
+                s.seq += 1
+                ts = wall()
+                hb = heartbeat(seq=s.seq, samples=[s.node.gen.sample(ts)])
+                if not s.ws.write(encode_frame(0x1, encode(hb).encode())):
+                    continue
+                sent_at.append(ts)
+                lags.append(now - due + (ts - wall0))
+                stats.hb_sent += 1
+                due += s.interval
+                heappush(heap, (due if due > now else now, k, gen))
+
     def finish(self) -> None:
         out = Path(self.cfg.out)
-        data = array("d")
-        for i in range(len(self.sent_at)):
-            data.append(self.sent_at[i])
-            data.append(self.latency[i])
         with open(out / f"worker-{self.cfg.worker}.hb", "wb") as f:
-            data.tofile(f)
+            self.sent_at.tofile(f)
         with open(out / f"worker-{self.cfg.worker}.lag", "wb") as f:
             self.lag.tofile(f)
+        with open(out / f"worker-{self.cfg.worker}.acks", "wb") as f:
+            self.acks.tofile(f)
         doc = self.stats.__dict__ | {"cpu_seconds": time.process_time()}
         (out / f"worker-{self.cfg.worker}.json").write_text(json.dumps(doc))
         self.emit("done")
@@ -595,14 +779,29 @@ def worker_main(cfg_json: str) -> None:
 
 
 @dataclass
+class FleetWindow:
+    """What the simulator saw in one time window."""
+
+    seconds: float
+    sent: int  # heartbeats sent in the window
+    acked: int  # heartbeats acked by heartbeat.acks that arrived in the window
+    lag: list[float]  # sender lag (s) of the heartbeats sent in the window
+
+    @property
+    def sent_per_s(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else math.nan
+
+
+@dataclass
 class FleetResult:
     """What the workers measured, merged."""
 
     nodes: int
     workers: list[dict[str, Any]]
-    sent_at: list[float]
-    latency: list[float]
-    lag: list[float]
+    sent_at: list[float]  # wall-clock send time of every heartbeat
+    lag: list[float]  # its sender lag (s), same order
+    ack_at: list[float]  # arrival time of every heartbeat.ack that acked something
+    ack_n: list[int]  # heartbeats it acked, same order
     worker_cpu: float
 
     def total(self, key: str) -> int:
@@ -615,19 +814,110 @@ class FleetResult:
                 merged[k] = merged.get(k, 0) + v
         return merged
 
-    def window(self, t0: float, t1: float) -> tuple[list[float], int, int]:
-        """(latencies of heartbeats sent in [t0, t1] that were acked, sent, acked in [t0, t1])."""
-        lat = []
-        sent = 0
-        acked_in = 0
-        for ts, latency in zip(self.sent_at, self.latency, strict=True):
-            if latency == latency and t0 <= ts + latency <= t1:
-                acked_in += 1
-            if t0 <= ts <= t1:
-                sent += 1
-                if latency == latency:
-                    lat.append(latency)
-        return lat, sent, acked_in
+    def window(self, t0: float, t1: float) -> FleetWindow:
+        """Heartbeats sent in [t0, t1], their sender lag, and heartbeats acked in it."""
+        lag = [d for ts, d in zip(self.sent_at, self.lag, strict=True) if t0 <= ts <= t1]
+        acked = sum(n for ts, n in zip(self.ack_at, self.ack_n, strict=True) if t0 <= ts <= t1)
+        return FleetWindow(t1 - t0, len(lag), acked, lag)
+
+
+def core_status(core_url: str, key: str) -> dict[str, Any]:
+    """Core's ``GET /api/v1/status`` document, plus ``read_at``.
+
+    ``read_at``: wall-clock time halfway through the request, when Core took
+    its figures (near enough: the request takes a few ms on loopback).
+    """
+    import httpx
+
+    with httpx.Client(
+        base_url=core_url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30.0,
+        trust_env=False,
+    ) as http:
+        t0 = time.time()
+        resp = http.get("/api/v1/status")
+        t1 = time.time()
+        resp.raise_for_status()
+        doc: dict[str, Any] = resp.json()
+        doc["read_at"] = (t0 + t1) / 2
+        return doc
+
+
+@dataclass
+class IngestDelta:
+    """Core's ingest between two ``/api/v1/status`` readings.
+
+    ``stored``: samples committed. ``counts``: the sample-age histogram of
+    the heartbeats committed in between (the age of each one's newest
+    sample, from its ``ts`` to the commit), buckets as Core's
+    ``ingest.sample_age_ms.bounds``; the last one is "older than the last
+    bound". Quantiles come from ``servermgr.core.writer.quantile``: the upper
+    bound of the bucket holding them (bounds are 10 % apart). ``start`` and
+    ``end``: the readings' ``read_at``, to count the simulator's heartbeats
+    over the same time (``FleetResult.window(start, end)``).
+    """
+
+    stored: int
+    counts: list[int]
+    bounds: list[float]
+    start: float
+    end: float
+
+    @classmethod
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> IngestDelta:
+        a, b = before["ingest"], after["ingest"]
+        bounds = b["sample_age_ms"]["bounds"]
+        if bounds != a["sample_age_ms"]["bounds"]:
+            raise RuntimeError("Core's sample-age histogram bounds changed between readings")
+        counts = [
+            y - x
+            for x, y in zip(a["sample_age_ms"]["counts"], b["sample_age_ms"]["counts"], strict=True)
+        ]
+        return cls(
+            b["samples_stored"] - a["samples_stored"],
+            counts,
+            bounds,
+            before["read_at"],
+            after["read_at"],
+        )
+
+    @property
+    def heartbeats(self) -> int:
+        """Heartbeats committed (each counted once in the histogram)."""
+        return sum(self.counts)
+
+    def quantile_ms(self, q: float) -> float | None:
+        """Upper bound (ms) of the bucket holding quantile ``q``; None if empty.
+
+        ``math.inf`` when it lies beyond the last bound (older than 2 minutes).
+        """
+        from servermgr.core.writer import AGE_BOUNDS_MS, quantile
+
+        if list(self.bounds) != list(AGE_BOUNDS_MS):
+            raise RuntimeError(
+                "Core's sample-age buckets differ from this checkout's servermgr.core.writer"
+            )
+        if not self.heartbeats:
+            return None
+        value = quantile(self.counts, q)
+        return math.inf if value is None else value
+
+    def max_ms(self) -> float | None:
+        """Upper bound (ms) of the oldest non-empty bucket (``math.inf``: the overflow one)."""
+        for i in range(len(self.counts) - 1, -1, -1):
+            if self.counts[i]:
+                return self.bounds[i] if i < len(self.bounds) else math.inf
+        return None
+
+
+def age_ms(value: float | None) -> str:
+    """A bucket bound from ``IngestDelta`` for a table."""
+    if value is None:
+        return "n/a"
+    if value == math.inf:
+        return "> 120000"
+    return f"{value:g}"
 
 
 class Fleet:
@@ -668,6 +958,10 @@ class Fleet:
 
     def cpu_seconds(self) -> float:
         return sum(benchlib.cpu_seconds(p) for p in self.pids)
+
+    def core_status(self) -> dict[str, Any]:
+        """Core's ``GET /api/v1/status`` with ``read_at`` (see ``IngestDelta``)."""
+        return core_status(self.core_url, self.key)
 
     def start(self, timeout: float = 600.0) -> None:
         """Start the workers and register every node; returns when all are registered."""
@@ -719,27 +1013,24 @@ class Fleet:
         cpu = 0.0
         docs: list[dict[str, Any]] = []
         sent_at: list[float] = []
-        latency: list[float] = []
         lag: list[float] = []
+        ack_at: list[float] = []
+        ack_n: list[int] = []
         for w, proc in enumerate(self.children):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
             doc = json.loads((self.out / f"worker-{w}.json").read_text())
             cpu += doc["cpu_seconds"]
             docs.append(doc)
-            data = array("d")
-            with open(self.out / f"worker-{w}.hb", "rb") as f:
-                data.frombytes(f.read())
-            sent_at.extend(data[0::2])
-            latency.extend(data[1::2])
-            lags = array("d")
-            with open(self.out / f"worker-{w}.lag", "rb") as f:
-                lags.frombytes(f.read())
-            lag.extend(lags)
+            sent_at.extend(_read_doubles(self.out / f"worker-{w}.hb"))
+            lag.extend(_read_doubles(self.out / f"worker-{w}.lag"))
+            acks = _read_doubles(self.out / f"worker-{w}.acks")
+            ack_at.extend(acks[0::2])
+            ack_n.extend(int(n) for n in acks[1::2])
         for proc in self.children:
             self.procs.stop(proc)
         self.children.clear()
-        return FleetResult(self.nodes, docs, sent_at, latency, lag, cpu)
+        return FleetResult(self.nodes, docs, sent_at, lag, ack_at, ack_n, cpu)
 
     def _send(self, proc: subprocess.Popen[bytes], line: str) -> None:
         if proc.stdin is not None and not proc.stdin.closed:
@@ -775,13 +1066,22 @@ class Fleet:
         return list(got.values())
 
 
+def _read_doubles(path: Path) -> array[float]:
+    data = array("d")
+    with open(path, "rb") as f:
+        data.frombytes(f.read())
+    return data
+
+
 # ==== standalone ===================================================================
 
 
-def summary_rows(result: FleetResult, t0: float, t1: float) -> list[tuple[str, str]]:
-    lat, sent, acked = result.window(t0, t1)
-    secs = t1 - t0
-    return [
+def summary_rows(
+    result: FleetResult, t0: float, t1: float, core: IngestDelta | None = None
+) -> list[tuple[str, str]]:
+    """The simulator's figures over [t0, t1]; with ``core``, Core's over the same time."""
+    win = result.window(t0, t1)
+    rows = [
         ("nodes", str(result.nodes)),
         ("registered", str(result.total("registered"))),
         ("sessions opened", str(result.total("sessions"))),
@@ -789,19 +1089,27 @@ def summary_rows(result: FleetResult, t0: float, t1: float) -> list[tuple[str, s
             "disconnects / connect failures",
             f"{result.total('disconnects')} / {result.total('connect_failures')}",
         ),
-        ("heartbeats sent in window", str(sent)),
-        ("acks in window per second", f"{acked / secs:.0f}"),
+        ("heartbeats sent in window (per s)", f"{win.sent} ({win.sent_per_s:.0f})"),
+        ("heartbeats acked in window (heartbeat.ack is cumulative)", str(win.acked)),
         (
-            "ack latency p50 / p99 ms",
-            f"{benchlib.ms(benchlib.percentile(lat, 50))} / "
-            f"{benchlib.ms(benchlib.percentile(lat, 99))}",
+            "sender lag p50 / p99 ms",
+            f"{benchlib.ms(benchlib.percentile(win.lag, 50))} / "
+            f"{benchlib.ms(benchlib.percentile(win.lag, 99))}",
         ),
-        ("unacked of those sent", str(sent - len(lat))),
-        ("sender lag p99 ms", benchlib.ms(benchlib.percentile(result.lag, 99))),
         ("jobs answered / job.acks", f"{result.total('jobs')} / {result.total('job_acks')}"),
-        ("simulator CPU s", f"{result.worker_cpu:.1f}"),
+        ("simulator CPU s (whole run)", f"{result.worker_cpu:.1f}"),
         ("errors", json.dumps(result.errors()) or "{}"),
     ]
+    if core is not None:
+        secs = t1 - t0
+        rows += [
+            ("Core: samples stored in window (per s)", f"{core.stored} ({core.stored / secs:.0f})"),
+            (
+                "Core: sample age at commit p50 / p99 ms",
+                f"{age_ms(core.quantile_ms(0.5))} / {age_ms(core.quantile_ms(0.99))}",
+            ),
+        ]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -827,6 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = dict(item.split("=", 1) for item in args.label) or {"fleet": "sim"}
     benchlib.install_signal_handlers()
     benchlib.print_machine()
+    core: IngestDelta | None = None
     with benchlib.Procs() as procs, benchlib.workdir("fleet-sim-") as tmp:
         fleet = Fleet(
             procs,
@@ -843,12 +1152,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"registered {args.nodes} nodes in {fleet.register_seconds:.1f} s", flush=True)
         fleet.connect()
         print(f"connected in {fleet.connect_seconds:.1f} s", flush=True)
+        before = _status_or_none(fleet)
         t0 = time.time()
         time.sleep(args.duration)
         t1 = time.time()
+        after = _status_or_none(fleet)
+        if before is not None and after is not None:
+            core = IngestDelta.between(before, after)
+            t0, t1 = core.start, core.end  # count the heartbeats over Core's time
         result = fleet.stop()
-    benchlib.print_table("fleet simulator", ["measure", "value"], summary_rows(result, t0, t1))
+    benchlib.print_table(
+        "fleet simulator", ["measure", "value"], summary_rows(result, t0, t1, core)
+    )
     return 0
+
+
+def _status_or_none(fleet: Fleet) -> dict[str, Any] | None:
+    """Core's status, or None (with a note) if this Core does not have it."""
+    import httpx
+
+    try:
+        return fleet.core_status()
+    except httpx.HTTPError as exc:
+        print(f"no Core status ({exc}): Core's sample age is not shown", flush=True)
+        return None
 
 
 if __name__ == "__main__":
