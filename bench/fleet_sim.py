@@ -19,7 +19,7 @@ A lost connection is re-opened after 1-3 s, as an agent would. Every message
 is encoded and decoded with ``servermgr.common.proto``.
 
 Processes. The nodes are spread over a few worker processes (``--workers``,
-default one per 10,000 nodes), each one trio loop. The WebSocket client is a
+default one per 7,000 nodes), each one trio loop. The WebSocket client is a
 small RFC 6455 client (masked frames, no extensions) rather than
 trio-websocket, and the work per heartbeat is kept small, so that the
 simulator leaves the shared 2 cores to Core: about 45 us of CPU per
@@ -106,7 +106,7 @@ WS_PATH = "/api/v1/node/ws"
 CONNECT_TIMEOUT = 10.0
 WELCOME_TIMEOUT = 30.0
 REGISTER_CONCURRENCY = 16
-NODES_PER_WORKER = 10_000
+NODES_PER_WORKER = 7_000  # two fds per node (the stream and its dup): stays under 20,000
 TICK = 0.01  # the beater's period (s)
 
 
@@ -613,7 +613,7 @@ class Worker:
         while True:
             try:
                 ws = await WsClient.connect(self.host, self.port, WS_PATH, node.credential)
-            except (OSError, HandshakeFailed, trio.TooSlowError) as exc:
+            except (OSError, HandshakeFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
                 self.stats.connect_failures += 1
                 self.error("connect", exc)
                 await trio.sleep(random.uniform(1, 3))
@@ -1120,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core", help="Core's URL, e.g. http://127.0.0.1:9999")
     parser.add_argument("--key", default=os.environ.get("SERVERMGR_KEY"), help="the core key")
     parser.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
-    parser.add_argument("--workers", type=int, help="worker processes (default 1 per 10,000)")
+    parser.add_argument("--workers", type=int, help="worker processes (default 1 per 7,000)")
     parser.add_argument("--ramp", type=float, help="seconds to spread connects over (N/500)")
     parser.add_argument("--duration", type=float, default=30, help="seconds connected (30)")
     parser.add_argument("--prefix", default="sim", help="node names: PREFIX-00001 (sim)")

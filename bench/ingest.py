@@ -66,9 +66,17 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
     print(f"\n== {nodes} nodes at {args.interval:g} s (load {doc['load']})", flush=True)
     with benchlib.Procs() as procs:
         core = benchlib.start_core(
-            procs, tmp, interval=args.interval, nofile=nodes + 4096, log_level=args.log_level
+            procs, tmp, interval=args.interval, nofile=2 * nodes + 4096, log_level=args.log_level
         )
-        fleet = Fleet(procs, core.url, core.key, nodes, tmp / "fleet", workers=args.workers)
+        fleet = Fleet(
+            procs,
+            core.url,
+            core.key,
+            nodes,
+            tmp / "fleet",
+            workers=args.workers,
+            ramp=nodes / args.connect_rate,
+        )
         fleet.start()
         doc["register_s"] = fleet.register_seconds
         print(f"registered in {fleet.register_seconds:.1f} s", flush=True)
@@ -218,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="heartbeat interval (5)")
     parser.add_argument("--window", type=float, default=60.0, help="measured seconds (60)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before it (10)")
-    parser.add_argument("--workers", type=int, help="simulator processes (1 per 10k nodes)")
+    parser.add_argument("--workers", type=int, help="simulator processes (1 per 7,000 nodes)")
+    parser.add_argument(
+        "--connect-rate", type=float, default=250.0, help="nodes connecting per second (250)"
+    )
     parser.add_argument("--log-level", default="info", help="Core's log level (info)")
     parser.add_argument("--profile", action="store_true", help="py-spy Core during the window")
     parser.add_argument("--quick", action="store_true", help="200 nodes, 1 s interval, 15 s")
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.nodes, args.interval, args.window, args.warmup = [200], 1.0, 15.0, 3.0
     benchlib.install_signal_handlers()
-    benchlib.raise_nofile(max(args.nodes) + 4096)
+    benchlib.raise_nofile(2 * max(args.nodes) + 4096)
     benchlib.print_machine()
     docs: list[dict[str, Any]] = []
     failed = False

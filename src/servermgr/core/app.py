@@ -163,6 +163,10 @@ async def serve(
         core = build(config, key, storage, clock=clock)
         await core.registry.load()
         await core.jobs.load()
+        limit, warning = raise_open_files(len(core.registry))
+        log.info("open-file limit %d (one per connected node)", limit)
+        if warning:
+            log.warning("%s", warning)
         async with trio.open_nursery() as outer:
             await outer.start(core.writer.serve)
             # Rollups lag ingest by about two heartbeats.
@@ -229,6 +233,33 @@ async def serve(
         await trio.to_thread.run_sync(storage.close)
 
 
+FILES_SPARE = 1000  # listener, database, epoll, pipes, REST clients
+
+
+def raise_open_files(nodes: int) -> tuple[int, str | None]:
+    """Raise the soft open-file limit to the hard one: each connected node holds a socket.
+
+    Returns the limit, and a warning when it leaves too little room for
+    ``nodes`` registered nodes (a node refused for it would keep retrying).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < nodes + FILES_SPARE:
+        return soft, (
+            f"the open-file limit ({soft}) is too low for {nodes} nodes plus "
+            f"{FILES_SPARE} spare: raise it (systemd: LimitNOFILE=, shell: ulimit -n)"
+        )
+    return soft, None
+
+
 GC_FREEZE_EVERY = 30.0
 GC_FULL_EVERY = 3600.0
 
@@ -237,17 +268,20 @@ async def quiet_gc() -> None:
     """Keep the cyclic garbage collector from stopping Core for long.
 
     With thousands of connections Core holds millions of long-lived objects
-    (sessions, tasks, channels), and a full collection scans all of them
-    (350-830 ms at 5,000 nodes, freeing nothing), so heartbeats wait that
-    long. Every 30 s this collects what is young, then freezes the
-    survivors (``gc.freeze``): later collections skip them. Objects freed
-    by reference counting are freed as always; cycles among frozen objects
-    wait for the hourly full collection after ``gc.unfreeze``.
+    (sessions, tasks, connection state), and a full collection scans all of
+    them (350-830 ms at 5,000 nodes, freeing nothing), so heartbeats wait
+    that long. Every 30 s this collects the young generations and freezes
+    what survived (``gc.freeze``): later collections skip those objects.
+    Objects freed by reference counting are freed as always; garbage cycles
+    that reached the old generation wait for the hourly full collection
+    (after ``gc.unfreeze``), one pause an hour instead of one every few
+    seconds.
     """
+    gc.collect()
     gc.set_threshold(10_000, 20, 10)
     last_full = trio.current_time()
     while True:
-        gc.collect()
+        gc.collect(1)
         gc.freeze()
         await trio.sleep(GC_FREEZE_EVERY)
         if trio.current_time() - last_full >= GC_FULL_EVERY:
@@ -255,8 +289,8 @@ async def quiet_gc() -> None:
             gc.unfreeze()
             started = time.perf_counter()
             found = gc.collect()
-            log.debug(
-                "full garbage collection: %d objects in %.0f ms",
+            log.info(
+                "hourly full garbage collection: %d objects freed in %.0f ms",
                 found,
                 (time.perf_counter() - started) * 1000,
             )
