@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import http.client
-import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from servermgr.common import addr
 from servermgr.common.errors import (
@@ -17,6 +16,7 @@ from servermgr.common.errors import (
     KeyFileError,
     NotFoundError,
 )
+from servermgr.common.rest import Response, connect, exchange, reason
 
 if TYPE_CHECKING:
     from servermgr.common.config import Config
@@ -45,21 +45,6 @@ def resolve(core: str | None, key: str | None, config: Callable[[], Config]) -> 
     return addr.http_base(core), key.strip()
 
 
-class Response:
-    """What ctl needs of an HTTP answer."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status_code = status
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-
 class Client:
     """Core's REST API over the standard library's http.client.
 
@@ -70,18 +55,12 @@ class Client:
 
     def __init__(self, base_url: str, key: str, *, timeout: float = TIMEOUT) -> None:
         self.base_url = base_url
-        parts = urlsplit(base_url)
-        self._secure = parts.scheme == "https"
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or (443 if self._secure else 80)
         self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        if self._secure:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        return connect(self.base_url, timeout)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -89,9 +68,8 @@ class Client:
             self._conn = None
 
     def _unreachable(self, exc: BaseException) -> CoreUnreachableError:
-        why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
         return CoreUnreachableError(
-            f"cannot reach Core at {self.base_url} ({why}); is it running? "
+            f"cannot reach Core at {self.base_url} ({reason(exc)}); is it running? "
             "(--core / SERVERMGR_CORE)"
         )
 
@@ -108,9 +86,7 @@ class Client:
             if self._conn is None:
                 self._conn = self._connect(self._timeout)
             try:
-                self._conn.request(method, path, body=body, headers=headers)
-                raw = self._conn.getresponse()
-                resp = Response(raw.status, raw.read())
+                resp = exchange(self._conn, method, path, body=body, headers=headers)
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()  # a kept-alive connection Core closed: try once more

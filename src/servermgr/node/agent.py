@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
@@ -28,11 +29,13 @@ from servermgr import __version__
 from servermgr.common import proto
 from servermgr.common.config import Config
 from servermgr.common.errors import CoreUnreachableError, ProtocolError, RegistrationError
+from servermgr.node import heap, transport
 from servermgr.node import identity as ident
-from servermgr.node import transport
 from servermgr.node.collector import Collector, system_info
-from servermgr.node.executor import Executor
 from servermgr.node.spool import Spool, SpoolEntry
+
+if TYPE_CHECKING:
+    from servermgr.node.executor import Executor
 
 log = logging.getLogger("servermgr.node")
 
@@ -137,10 +140,19 @@ class Agent:
         self.connected = False
         self._wake = trio.Event()
         self.jobs: dict[str, JobSpool] = {}
-        self.executor = Executor(config.exec)
+        self._executor: Executor | None = None
         self.spool = Spool(self.data_dir / "jobs")
         self._nursery: trio.Nursery | None = None
         self._state = ""
+
+    @property
+    def executor(self) -> Executor:
+        """Made (and imported) at the first job: an agent that only reports never loads it."""
+        if self._executor is None:
+            from servermgr.node.executor import Executor
+
+            self._executor = Executor(self.config.exec)
+        return self._executor
 
     def _state_change(self, state: str, level: int = logging.INFO) -> None:
         """Log a state once, not on every retry."""
@@ -244,6 +256,7 @@ class Agent:
         self.connected = True
         self.backoff.reset()
         self._state_change(f"connected to Core at {self.core_addr} as {identity.name}")
+        heap.trim()  # what start-up (or the outage) freed
         if self.backlog.dropped:
             log.warning(
                 "%d samples were dropped while disconnected (buffer full)", self.backlog.dropped
@@ -260,16 +273,27 @@ class Agent:
         Every spooled job message is sent again on a new connection (Core
         keeps each byte and each result once), in order, before newer ones.
         """
-        for spool in self.jobs.values():
-            spool.rewind()
-        while True:
-            while (hb := self.backlog.take()) is not None:
-                await ws.send_message(proto.encode(hb))
-            for spool in list(self.jobs.values()):
-                while (msg := spool.next_unsent()) is not None:
-                    await ws.send_message(proto.encode(msg))
-            self._wake = trio.Event()
-            await self._wake.wait()
+        for job in self.jobs.values():
+            job.rewind()
+        try:
+            while True:
+                while (hb := self.backlog.take()) is not None:
+                    await ws.send_message(proto.encode(hb))
+                await self._send_jobs(ws)
+                self._wake = trio.Event()
+                await self._wake.wait()
+        except ConnectionClosed:
+            # The reader sees the same close and reports it: two ConnectionClosed
+            # would leave the session as an exception group the connection loop
+            # does not catch, and the agent would exit instead of reconnecting.
+            return
+
+    async def _send_jobs(self, ws: WebSocketConnection) -> None:
+        # A function of its own so that no local variable keeps the last job
+        # (up to 1 MiB of output per stream) alive while the sender waits.
+        for spool in list(self.jobs.values()):
+            while (msg := spool.next_unsent()) is not None:
+                await ws.send_message(proto.encode(msg))
 
     def _start_job(self, job: proto.JobRun) -> None:
         spool = self.jobs.get(job.job_id)
@@ -311,6 +335,15 @@ class Agent:
         self.spool.finished(spool.entry)
         self._wake.set()
 
+    def _job_acked(self, job_id: str) -> None:
+        """Core stored the job's result: forget it, and give its output's memory back."""
+        spool = self.jobs.get(job_id)
+        if spool is None or not spool.finished:
+            return
+        del self.jobs[job_id], spool
+        self.spool.acked(job_id)
+        heap.trim()
+
     async def _reader(self, ws: WebSocketConnection) -> None:
         while True:
             # Core may send nothing between two acks: allow for that gap too.
@@ -334,12 +367,10 @@ class Agent:
             elif isinstance(msg, proto.JobRun):
                 self._start_job(msg)
             elif isinstance(msg, proto.JobCancel):
-                self.executor.cancel(msg.job_id)
+                if self._executor is not None:
+                    self._executor.cancel(msg.job_id)
             elif isinstance(msg, proto.JobAck):
-                spool = self.jobs.get(msg.job_id)
-                if spool is not None and spool.finished:
-                    del self.jobs[msg.job_id]
-                    self.spool.acked(msg.job_id)
+                self._job_acked(msg.job_id)
             elif isinstance(msg, proto.Error):
                 log.warning("Core reports %s: %s", msg.code, msg.message)
             else:

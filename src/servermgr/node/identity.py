@@ -1,12 +1,17 @@
-"""The node's identity on disk: its id and credential, mode 0600."""
+"""The node's identity on disk: its id and credential, mode 0600.
+
+JSON through msgspec, which the agent has loaded anyway (the stdlib ``json``
+would add ~0.2 MiB to its RSS).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from servermgr.common.errors import ServermgrError
 
@@ -36,9 +41,9 @@ def load(data_dir: Path) -> Identity | None:
     except OSError as exc:
         raise IdentityError(f"node identity {path}: cannot read: {exc.strerror}") from None
     try:
-        doc = json.loads(raw)
+        doc = msgspec.json.decode(raw)
         return Identity(str(doc["node_id"]), str(doc["name"]), str(doc["credential"]))
-    except (ValueError, KeyError, TypeError):
+    except (msgspec.DecodeError, ValueError, KeyError, TypeError):
         raise IdentityError(
             f"node identity {path} is corrupt; delete it to register this node again"
         ) from None
@@ -52,7 +57,7 @@ def save(data_dir: Path, identity: Identity) -> None:
     doc = {"node_id": identity.node_id, "name": identity.name, "credential": identity.credential}
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, json.dumps(doc).encode())
+        os.write(fd, msgspec.json.encode(doc))
         os.fsync(fd)
     finally:
         os.close(fd)

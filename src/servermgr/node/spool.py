@@ -10,17 +10,21 @@ which jobs it has (a job Core sent that is not here never arrived).
 An agent that died mid-job finds the job's file without a result on its next
 start: it stops what is left of the job's process group (same boot only) and
 reports the job as an error, instead of leaving Core to guess.
+
+The files are JSON written and read with msgspec (loaded anyway for the wire
+protocol): the stdlib ``json`` would add ~0.2 MiB to the agent's RSS.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from servermgr.common import proto
 from servermgr.common.errors import ProtocolError
@@ -74,7 +78,7 @@ class Spool:
         tmp = self.dir / f".{entry.job_id}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, json.dumps(doc).encode())
+            os.write(fd, msgspec.json.encode(doc))
             if sync:
                 os.fsync(fd)
         finally:
@@ -106,14 +110,21 @@ class Spool:
             return entries
         for path in sorted(self.dir.glob("*.json")):
             try:
-                doc = json.loads(path.read_text())
+                doc = msgspec.json.decode(path.read_bytes())
                 entry = SpoolEntry(
                     str(doc["job_id"]),
                     doc.get("pgid"),
                     doc.get("boot_time"),
                     [_decode_node_message(m) for m in doc["messages"]],
                 )
-            except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+            except (
+                OSError,
+                msgspec.DecodeError,
+                ValueError,
+                KeyError,
+                TypeError,
+                ProtocolError,
+            ) as exc:
                 log.warning("ignoring unreadable job spool file %s: %s", path, exc)
                 continue
             if not entry.finished:

@@ -1,0 +1,81 @@
+"""One request to Core's REST API over the standard library's ``http.client``.
+
+Shared by ctl (``ctl/client.py``) and the node agent's registration. Not
+httpx: importing it costs ctl ~200 ms of start-up, and the node agent ~10 MiB
+of RSS for the one request it makes when it registers. Blocking: the agent
+calls it from a worker thread.
+
+Callers turn ``OSError`` and ``http.client.HTTPException`` (Core unreachable,
+timed out, not speaking HTTP) into their own typed errors.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class Response:
+    """What a caller needs of an HTTP answer: its status and body."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code = status
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def reason(exc: BaseException) -> str:
+    """Why a request failed, in a few words ("Connection refused", "timed out")."""
+    return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+
+
+def connect(base_url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection (not opened yet) to ``http://`` or ``https://`` ``base_url``.
+
+    https verifies Core's certificate against the system's CAs, as the
+    WebSocket (``common/ws.py``) does.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or "127.0.0.1"
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)
+    return http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
+
+
+def exchange(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str],
+) -> Response:
+    """Send one request on ``conn`` and read the whole answer."""
+    conn.request(method, path, body=body, headers=headers)
+    raw = conn.getresponse()
+    return Response(raw.status, raw.read())
+
+
+def post_json(
+    base_url: str, path: str, doc: Any, *, headers: dict[str, str], timeout: float
+) -> Response:
+    """POST ``doc`` as JSON on a connection of its own, closed afterwards."""
+    conn = connect(base_url, timeout)
+    try:
+        return exchange(
+            conn,
+            "POST",
+            path,
+            body=json.dumps(doc).encode(),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+    finally:
+        conn.close()
