@@ -80,6 +80,7 @@ class Api:
     # What the metrics route can find at which age (set from [storage]).
     retention: rollup.Retention = field(default_factory=rollup.Retention)
     started: float = 0.0
+    gc_pauses: Callable[[], dict[str, float | int]] = dict
 
     # --- helpers --------------------------------------------------------
 
@@ -162,6 +163,7 @@ class Api:
                 "started": self.started,
                 "uptime": max(0.0, now - self.started),
                 "nodes": {"known": len(self.registry), "online": len(self.gateway.sessions)},
+                "gc": self.gc_pauses(),
                 "ingest": {
                     "samples_stored": writer.samples,
                     "batches": writer.batches,
