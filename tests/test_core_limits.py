@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from .conftest import StartCore
+
 PROBE = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, int(sys.argv[1])))
@@ -39,3 +41,26 @@ def test_a_limit_too_low_for_the_fleet_is_a_warning_that_says_how_to_fix_it() ->
     assert warning is not None
     assert "3500 nodes" in warning
     assert "LimitNOFILE" in warning
+
+
+async def test_core_runs_the_collector_itself_and_gives_it_back_when_it_stops(
+    start_core: StartCore,
+) -> None:
+    import gc
+
+    import trio
+
+    from servermgr.core.app import GC_YOUNG_EVERY
+
+    assert gc.isenabled()
+    running = await start_core()
+    await trio.sleep(GC_YOUNG_EVERY * 3)
+    assert not gc.isenabled()  # Core's own schedule: young collections, then freeze
+    assert gc.get_freeze_count() > 0
+    doc = running.core.api.gc_pauses()
+    assert doc["by_generation"][0] >= 2
+    assert sum(doc["pauses_ms"]["counts"]) == doc["collections"]
+    running.stop.set()
+    await running.done.wait()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0

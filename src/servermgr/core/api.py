@@ -80,7 +80,7 @@ class Api:
     # What the metrics route can find at which age (set from [storage]).
     retention: rollup.Retention = field(default_factory=rollup.Retention)
     started: float = 0.0
-    gc_pauses: Callable[[], dict[str, float | int]] = dict
+    gc_pauses: Callable[[], dict[str, Any]] = dict
 
     # --- helpers --------------------------------------------------------
 
