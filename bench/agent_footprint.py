@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     note = None
     with benchlib.Procs() as procs, benchlib.workdir("footprint-") as tmp:
         core = benchlib.start_core(procs, tmp, interval=args.interval)
-        # First run: registers (imports httpx for that), then restarted as after a
+        # First run: registers (one POST over http.client), then restarted as after a
         # reboot: the measured agent is the one that runs for months.
         first = benchlib.start_agent(procs, core, tmp, NODE)
         benchlib.wait_online(core, [NODE])
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['cpu_pct']:.3f}",
             )
         )
-    print(f"\nfirst run (registers, so imports httpx): RSS {benchlib.mib(first_rss)} MiB")
+    print(f"\nfirst run (registers): RSS {benchlib.mib(first_rss)} MiB")
     print(
         f"load before the window: {load}; restarted agent online {ready_s:.2f} s after start, "
         f"start-up CPU {startup_cpu:.2f} s, {agent_threads} threads; "
