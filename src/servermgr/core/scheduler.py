@@ -19,7 +19,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import trio
 
@@ -319,10 +319,7 @@ class Scheduler:
                 node_id,
                 entry.name,
                 state,
-                exit_code=msg.exit_code,
-                signal=msg.signal,
-                error=msg.error,
-                duration=msg.duration,
+                **_outcome(msg),
                 stdout=bytes(entry.out["stdout"]),
                 stderr=bytes(entry.out["stderr"]),
                 stdout_truncated=msg.stdout_truncated,
@@ -333,16 +330,7 @@ class Scheduler:
             stored = await self._store_result((msg.job_id, result, self.clock()))
             self.live.discard(entry.key)
             if stored:  # not when the same result came twice at once
-                self._publish_state(
-                    msg.job_id,
-                    node_id,
-                    entry.name,
-                    state,
-                    exit_code=msg.exit_code,
-                    signal=msg.signal,
-                    error=msg.error,
-                    duration=msg.duration,
-                )
+                self._publish_state(msg.job_id, node_id, entry.name, state, **_outcome(msg))
                 self._maybe_done(msg.job_id)
         else:
             # Not open in memory: a re-sent result, or one for an entry marked lost.
@@ -350,15 +338,7 @@ class Scheduler:
             if known is not None and any(
                 n.node_id == node_id and n.state == "lost" for n in known[1]
             ):
-                result = NodeResult(
-                    node_id,
-                    "",
-                    OUTCOME_STATE[msg.outcome],
-                    exit_code=msg.exit_code,
-                    signal=msg.signal,
-                    error=msg.error,
-                    duration=msg.duration,
-                )
+                result = NodeResult(node_id, "", OUTCOME_STATE[msg.outcome], **_outcome(msg))
                 await self._store_result((msg.job_id, result, self.clock()))
         await ack()
 
@@ -444,6 +424,23 @@ class Scheduler:
                 n.stdout, n.stderr = bytes(entry.out["stdout"]), bytes(entry.out["stderr"])
             docs.append(node_doc(n, output=output))
         return job_doc(job, docs)
+
+
+class _Outcome(TypedDict):
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    duration: float | None
+
+
+def _outcome(msg: proto.JobResult) -> _Outcome:
+    """How a node's run ended, as stored and as published."""
+    return {
+        "exit_code": msg.exit_code,
+        "signal": msg.signal,
+        "error": msg.error,
+        "duration": msg.duration,
+    }
 
 
 def node_doc(n: NodeResult, *, output: bool) -> dict[str, Any]:
