@@ -64,3 +64,15 @@ async def test_core_runs_the_collector_itself_and_gives_it_back_when_it_stops(
     await running.done.wait()
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_full_collection_runs_hourly_only_if_the_frozen_heap_grew_and_daily_anyway() -> None:
+    from servermgr.core.app import full_collection_due
+
+    steady = 1_500_000
+    assert not full_collection_due(600, steady * 2, steady)  # too soon
+    assert not full_collection_due(3600, steady + 10_000, steady)  # no growth to speak of
+    assert full_collection_due(3600, int(steady * 1.06), steady)  # 6 % more: cycles left behind
+    assert full_collection_due(86400, steady, steady)  # a day: whatever the growth
+    assert full_collection_due(3600, 60_000, 1_000)  # small Core: 50,000 objects is the floor
+    assert not full_collection_due(3600, 40_000, 1_000)
