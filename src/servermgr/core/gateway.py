@@ -4,7 +4,7 @@ A session authenticates the node's credential before accepting (a bad one
 gets a real 401, so the node can tell "rejected" from "Core down"), waits for
 ``hello``, answers ``welcome``, then reads messages until the node leaves or
 falls silent for three heartbeat intervals (one watchdog task checks every
-session each second: no timer per message). Messages to a node are sent
+session four times per that limit: no timer per message). Messages to a node are sent
 by whichever task has them (Hypercorn writes each message whole, under its
 connection's lock); acks, which come from the writer's callbacks, are sent
 by short tasks in the gateway's nursery. No task or queue per session: a
