@@ -332,16 +332,16 @@ def full_collection_due(since: float, frozen: int, after_full: int) -> bool:
 async def quiet_gc() -> None:
     """Keep the cyclic garbage collector from stopping Core for long.
 
-    Each connected node keeps a chain of suspended coroutines (Hypercorn's
-    reader, the session) and a few hundred other objects. CPython moves a
-    coroutine back into the youngest generation every time it resumes, so
-    with CPython's own schedule the young collections keep rescanning the
-    live sessions and the old ones scan everything: at 10,000 nodes pauses
-    of 100-450 ms several times a minute, 5-10 % of the CPU, and a p99 over
-    a second (measured, docs/performance.md).
+    Each connected node holds a few hundred long-lived objects, and every
+    time it wakes, trio and Hypercorn build new wait-state objects for it
+    (coroutines, cancel scopes, ~44 tracked) that live until its next wake.
+    With CPython's own schedule these pile up in the young generations
+    and are rescanned, and the old generation's collections scan
+    everything: at 10,000 nodes pauses of 100-450 ms several times a
+    minute and a p99 over a second (measured, docs/performance.md).
 
     So Core runs the collector itself: every 0.25 s it collects the youngest
-    generation (what was created or resumed since, a few ms of work) and
+    generation (what was created since: 10-25 ms at 10,000 nodes) and
     freezes the survivors (``gc.freeze``: later collections skip them). Objects
     freed by reference counting are freed as always; a garbage cycle that
     forms among frozen objects waits for a full collection. That one stops
