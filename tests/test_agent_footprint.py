@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import subprocess
@@ -71,6 +72,24 @@ async def test_registering_with_something_that_is_not_http_is_core_unreachable()
         (listener,) = await nursery.start(serve)
         port = listener.socket.getsockname()[1]
         with pytest.raises(CoreUnreachableError, match="cannot reach Core at http://127.0.0.1"):
+            await transport.register(f"ws://127.0.0.1:{port}", "token", "node-01", {})
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_registration_answer_too_large_is_refused_unread() -> None:
+    async def flood(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        body = b"x" * (transport.REGISTER_MAX_ANSWER * 4)
+        head = b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n" % len(body)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(head + body)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, flood, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        port = listener.socket.getsockname()[1]
+        with pytest.raises(CoreUnreachableError, match="answer over 65536 bytes"):
             await transport.register(f"ws://127.0.0.1:{port}", "token", "node-01", {})
         nursery.cancel_scope.cancel()
 

@@ -57,15 +57,27 @@ def exchange(
     *,
     body: bytes | None = None,
     headers: dict[str, str],
+    max_body: int | None = None,
 ) -> Response:
-    """Send one request on ``conn`` and read the whole answer."""
+    """Send one request on ``conn`` and read the whole answer (at most ``max_body`` bytes)."""
     conn.request(method, path, body=body, headers=headers)
     raw = conn.getresponse()
-    return Response(raw.status, raw.read())
+    if max_body is None:
+        return Response(raw.status, raw.read())
+    data = raw.read(max_body + 1)
+    if len(data) > max_body:
+        raise http.client.HTTPException(f"answer over {max_body} bytes")
+    return Response(raw.status, data)
 
 
 def post_json(
-    base_url: str, path: str, doc: Any, *, headers: dict[str, str], timeout: float
+    base_url: str,
+    path: str,
+    doc: Any,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+    max_body: int | None = None,
 ) -> Response:
     """POST ``doc`` as JSON on a connection of its own, closed afterwards."""
     conn = connect(base_url, timeout)
@@ -76,6 +88,7 @@ def post_json(
             path,
             body=json.dumps(doc).encode(),
             headers={**headers, "Content-Type": "application/json"},
+            max_body=max_body,
         )
     finally:
         conn.close()

@@ -32,6 +32,7 @@ CONNECT_TIMEOUT = ws.CONNECT_TIMEOUT
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 REGISTER_PATH = "/api/v1/register"
+REGISTER_MAX_ANSWER = 64 * 1024  # the answer is an id, a name and a credential
 
 
 async def register(
@@ -51,6 +52,7 @@ async def register(
         {"hostname": hostname, "labels": labels},
         headers={"Authorization": f"Bearer {token}"},
         timeout=CONNECT_TIMEOUT,
+        max_body=REGISTER_MAX_ANSWER,
     )
     try:
         # A blocking call: a worker thread, left behind if the agent is stopped
