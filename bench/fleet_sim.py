@@ -844,6 +844,11 @@ def core_status(core_url: str, key: str) -> dict[str, Any]:
         return doc
 
 
+def counts_between(before: list[int], after: list[int]) -> list[int]:
+    """What a list of cumulative counters (a histogram) gained between two readings."""
+    return [y - x for x, y in zip(before, after, strict=True)]
+
+
 @dataclass
 class IngestDelta:
     """Core's ingest between two ``/api/v1/status`` readings.
@@ -870,10 +875,7 @@ class IngestDelta:
         bounds = b["sample_age_ms"]["bounds"]
         if bounds != a["sample_age_ms"]["bounds"]:
             raise RuntimeError("Core's sample-age histogram bounds changed between readings")
-        counts = [
-            y - x
-            for x, y in zip(a["sample_age_ms"]["counts"], b["sample_age_ms"]["counts"], strict=True)
-        ]
+        counts = counts_between(a["sample_age_ms"]["counts"], b["sample_age_ms"]["counts"])
         return cls(
             b["samples_stored"] - a["samples_stored"],
             counts,

@@ -58,7 +58,7 @@ from typing import Any
 
 import benchlib
 import httpx
-from fleet_sim import Fleet, FleetResult, IngestDelta, age_ms
+from fleet_sim import Fleet, FleetResult, IngestDelta, age_ms, counts_between
 
 
 def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
@@ -106,22 +106,7 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
         after = fleet.core_status()
         if profiler is not None:
             profiler.join()
-        gc0, gc1 = before.get("gc", {}), after.get("gc", {})
-        doc["gc_window"] = {
-            "collections": gc1.get("collections", 0) - gc0.get("collections", 0),
-            "pause_ms": round(gc1.get("pause_total_ms", 0) - gc0.get("pause_total_ms", 0), 1),
-            "by_generation": [
-                b - a
-                for a, b in zip(
-                    gc0.get("by_generation", [0, 0, 0]),
-                    gc1.get("by_generation", [0, 0, 0]),
-                    strict=True,
-                )
-            ],
-            "longest_by_generation_ms_since_start": gc1.get("longest_by_generation_ms"),
-            "frozen": gc1.get("frozen_objects"),
-            "pauses_ms": _pause_window(gc0, gc1),
-        }
+        doc["gc_window"] = gc_window(before.get("gc", {}), after.get("gc", {}))
         print(f"garbage collector in the window: {doc['gc_window']}", flush=True)
         doc["core_threads"] = benchlib.threads(core.pid)
         doc["core_pss"] = benchlib.pss_bytes(core.pid)
@@ -138,14 +123,27 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
     return doc
 
 
-def _pause_window(gc0: dict[str, Any], gc1: dict[str, Any]) -> dict[str, int]:
-    """Garbage-collector pauses in the window, by upper bound in ms."""
+def gc_window(gc0: dict[str, Any], gc1: dict[str, Any]) -> dict[str, Any]:
+    """Core's garbage collector between two ``/api/v1/status`` readings (``gc``).
+
+    Empty readings (a Core from before the counters) give zeros.
+    """
+    doc: dict[str, Any] = {
+        "collections": gc1.get("collections", 0) - gc0.get("collections", 0),
+        "pause_ms": round(gc1.get("pause_total_ms", 0) - gc0.get("pause_total_ms", 0), 1),
+        "by_generation": counts_between(
+            gc0.get("by_generation", [0, 0, 0]), gc1.get("by_generation", [0, 0, 0])
+        ),
+        "longest_by_generation_ms_since_start": gc1.get("longest_by_generation_ms"),
+        "frozen": gc1.get("frozen_objects"),
+        "pauses_ms": {},
+    }
     h0, h1 = gc0.get("pauses_ms"), gc1.get("pauses_ms")
-    if not h0 or not h1:
-        return {}
-    labels = [f"<={b}" for b in h1["bounds"]] + [f">{h1['bounds'][-1]}"]
-    diff = [b - a for a, b in zip(h0["counts"], h1["counts"], strict=True)]
-    return {label: n for label, n in zip(labels, diff, strict=True) if n}
+    if h0 and h1:  # by upper bound in ms, the empty buckets left out
+        labels = [f"<={b}" for b in h1["bounds"]] + [f">{h1['bounds'][-1]}"]
+        diff = counts_between(h0["counts"], h1["counts"])
+        doc["pauses_ms"] = {label: n for label, n in zip(labels, diff, strict=True) if n}
+    return doc
 
 
 def summarize(
