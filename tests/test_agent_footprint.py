@@ -8,6 +8,7 @@ import gc
 import subprocess
 import sys
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -62,18 +63,25 @@ async def test_registering_with_no_core_listening_is_core_unreachable() -> None:
     )
 
 
+async def register_against(
+    fake_core: Callable[[trio.SocketStream], Awaitable[None]], refusal: str
+) -> None:
+    """Register with a fake Core on 127.0.0.1; it must fail as unreachable, matching ``refusal``."""
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, fake_core, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        port = listener.socket.getsockname()[1]
+        with pytest.raises(CoreUnreachableError, match=refusal):
+            await transport.register(f"ws://127.0.0.1:{port}", "token", "node-01", {})
+        nursery.cancel_scope.cancel()
+
+
 async def test_registering_with_something_that_is_not_http_is_core_unreachable() -> None:
     async def not_http(stream: trio.SocketStream) -> None:
         await stream.send_all(b"SSH-2.0-OpenSSH_9.2\r\n")
         await stream.aclose()
 
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, not_http, 0, host="127.0.0.1")
-        (listener,) = await nursery.start(serve)
-        port = listener.socket.getsockname()[1]
-        with pytest.raises(CoreUnreachableError, match="cannot reach Core at http://127.0.0.1"):
-            await transport.register(f"ws://127.0.0.1:{port}", "token", "node-01", {})
-        nursery.cancel_scope.cancel()
+    await register_against(not_http, "cannot reach Core at http://127.0.0.1")
 
 
 async def test_a_registration_answer_too_large_is_refused_unread() -> None:
@@ -85,13 +93,7 @@ async def test_a_registration_answer_too_large_is_refused_unread() -> None:
             await stream.send_all(head + body)
         await stream.aclose()
 
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, flood, 0, host="127.0.0.1")
-        (listener,) = await nursery.start(serve)
-        port = listener.socket.getsockname()[1]
-        with pytest.raises(CoreUnreachableError, match="answer over 65536 bytes"):
-            await transport.register(f"ws://127.0.0.1:{port}", "token", "node-01", {})
-        nursery.cancel_scope.cancel()
+    await register_against(flood, "answer over 65536 bytes")
 
 
 async def test_a_job_is_not_kept_in_memory_once_core_has_its_result(
