@@ -142,6 +142,11 @@ class Hello:
     now: float
 
 
+def _node_by_id(conn: sqlite3.Connection, node_id: str) -> NodeRow | None:
+    row = conn.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    return NodeRow.from_db(row) if row is not None else None
+
+
 def _name_taken(name: str) -> NameTakenError:
     return NameTakenError(
         f"hostname {name!r} is already registered to another node; "
@@ -252,10 +257,7 @@ class Storage:
                         h.node_id,
                     ),
                 )
-                row = conn.execute(
-                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (h.node_id,)
-                ).fetchone()
-                out.append(NodeRow.from_db(row) if row is not None else None)
+                out.append(_node_by_id(conn, h.node_id))
         return out
 
     def delete_node(self, node_id: str) -> bool:
@@ -274,10 +276,7 @@ class Storage:
 
     def node_by_id(self, node_id: str) -> NodeRow | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (node_id,)
-            ).fetchone()
-        return NodeRow.from_db(row) if row is not None else None
+            return _node_by_id(conn, node_id)
 
     def node(self, ref: str) -> NodeRow | None:
         """A node by id, else by name."""
