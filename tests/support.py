@@ -1,11 +1,28 @@
-"""Helpers shared by the end-to-end test modules (real CLI processes)."""
+"""Helpers shared by test modules: configs, waiting, job helpers, a sample factory.
+
+Fixtures live in conftest.py; test modules import helpers from here, never
+from each other.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import trio
+
+from servermgr.common import proto
+from servermgr.common.config import Config, NodeConfig, parse_config
+from servermgr.core.app import Core
+from servermgr.node.agent import Agent
 
 _exe = shutil.which("servermgr", path=os.path.dirname(sys.executable))
 # The installed console script when there is one, else the module.
@@ -18,3 +35,131 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
+
+
+INTERVAL = 0.2
+
+
+def core_config(tmp_path: Path, *, interval: float = INTERVAL, extra: str = "") -> Config:
+    text = f'[server]\nlisten = "127.0.0.1:0"\nheartbeat_interval = {interval}\n' + extra
+    return parse_config(text, source=None, base_dir=tmp_path / "core")
+
+
+def node_config(core: Core, tmp_path: Path, name: str, **labels: str) -> Config:
+    base = parse_config("", source=None, base_dir=tmp_path)
+    return dataclasses.replace(
+        base,
+        node=NodeConfig(
+            core_addr=core.url.replace("http://", "ws://"),
+            register_token=core.key.value,
+            hostname=name,
+            data_dir=tmp_path / "nodes" / name,
+            labels=labels,
+        ),
+    )
+
+
+@dataclasses.dataclass
+class RunningCore:
+    core: Core
+    stop: trio.Event
+    done: trio.Event
+
+
+StartCore = Callable[..., Awaitable[RunningCore]]
+
+
+@dataclasses.dataclass
+class RunningNode:
+    agent: Agent
+    scope: trio.CancelScope
+    done: trio.Event
+    error: BaseException | None = None
+
+    def kill(self) -> None:
+        self.scope.cancel()
+
+
+StartNode = Callable[..., Awaitable[RunningNode]]
+
+
+def api(core: Core) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=core.url, headers={"Authorization": f"Bearer {core.key.value}"}, timeout=10
+    )
+
+
+async def submit(core: Core, **body: Any) -> dict[str, Any]:
+    async with api(core) as client:
+        resp = await client.post("/api/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
+async def finished(core: Core, job_id: str, limit: float = 15) -> dict[str, Any]:
+    """The job document once every node is final (read from the live stream)."""
+    async with api(core) as client:
+        with trio.fail_after(limit):
+            async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream") as resp:
+                assert resp.status_code == 200
+                lines = [line async for line in resp.aiter_lines()]  # ends after "done"
+        assert '"type": "done"' in lines[-1]
+        doc: dict[str, Any] = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+    return doc
+
+
+def by_node(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["node"]: n for n in job["nodes"]}
+
+
+def online(core: Core, *names: str) -> bool:
+    rows = [core.registry.by_ref(n) for n in names]
+    return all(r is not None and (st := core.status.get(r.id)) and st.online for r in rows)
+
+
+def live_processes(marker: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(p.info["cmdline"] or []):
+            out.append(p)
+    return out
+
+
+def make_sample(ts: float, **overrides: Any) -> proto.Sample:
+    fields: dict[str, Any] = {
+        "ts": ts,
+        "cpu_percent": 12.5,
+        "cpu_per_core": [10.0, 15.0],
+        "load1": 0.5,
+        "load5": 0.4,
+        "load15": 0.3,
+        "mem_total": 8_000_000_000,
+        "mem_used": 2_000_000_000,
+        "mem_available": 6_000_000_000,
+        "mem_percent": 25.0,
+        "swap_total": 1_000_000,
+        "swap_used": 0,
+        "swap_percent": 0.0,
+        "disks": [proto.DiskUsage(mount="/", fstype="ext4", total=100, used=40, percent=40.0)],
+        "disk_read_bps": 1000.0,
+        "disk_write_bps": 2000.0,
+        "net_rx_bps": 300.0,
+        "net_tx_bps": 400.0,
+        "nets": [proto.NetRate(name="eth0", rx_bps=300.0, tx_bps=400.0)],
+        "uptime": 3600.0,
+        "procs": 123,
+    }
+    fields.update(overrides)
+    return proto.Sample(**fields)
+
+
+async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll ``predicate`` (cheap, in-memory state of another component) until true.
+
+    Fails after ``limit`` seconds. Polling is deliberate: the components under
+    test expose no event for every condition a test waits on.
+    """
+    with trio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.02)

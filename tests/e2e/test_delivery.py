@@ -11,10 +11,8 @@ import httpx
 import psutil
 import pytest
 
-from .support import free_port
-from .test_cli_e2e import Fleet, cap, fleet, start_core
-
-__all__ = ["fleet"]  # the fixture, imported for pytest
+from tests.e2e.fleet import Fleet, cap, start_core
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -36,7 +36,7 @@ import httpx
 import psutil
 import pytest
 
-from .support import SERVERMGR, free_port
+from tests.support import SERVERMGR, free_port
 
 pytestmark = pytest.mark.e2e
 

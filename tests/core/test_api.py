@@ -19,8 +19,7 @@ from servermgr.common import addr, proto
 from servermgr.core import api as api_mod
 from servermgr.core.app import Core
 from servermgr.core.openapi import NODE_SCHEMA
-
-from .conftest import StartNode
+from tests.support import StartNode
 
 TIME_CAP = 20.0
 PUBLIC = {"/healthz", "/openapi.json"}
@@ -515,7 +514,7 @@ async def test_removing_a_connected_node_disconnects_it(
 async def test_status_reports_nodes_and_how_old_samples_were_when_stored(
     core: Core, start_node: StartNode, api: httpx.AsyncClient
 ) -> None:
-    from .conftest import wait_for
+    from tests.support import wait_for
 
     await start_node(core, "node-01")
     await wait_for(lambda: core.writer.samples >= 3, limit=5)

@@ -23,10 +23,7 @@ from servermgr.core.app import Core
 from servermgr.node import heap, transport
 from servermgr.node.agent import Agent
 from servermgr.node.identity import Identity
-
-from .conftest import StartNode, wait_for
-from .support import free_port
-from .test_jobs import finished, online, submit
+from tests.support import StartNode, finished, free_port, online, submit, wait_for
 
 # Each is a measured cost for the agent, needed by other roles or rare paths only.
 NOT_IN_AGENT = (

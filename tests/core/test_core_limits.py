@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import StartCore
+from tests.support import StartCore
 
 PROBE = """
 import json, resource, sys

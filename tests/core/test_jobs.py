@@ -5,60 +5,23 @@ from __future__ import annotations
 import base64
 import dataclasses
 from pathlib import Path
-from typing import Any
 
-import httpx
-import psutil
 import pytest
 import trio
 
 from servermgr.common.config import ExecConfig
 from servermgr.core.app import Core
-
-from .conftest import StartNode, node_config, wait_for
-
-
-def api(core: Core) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=core.url, headers={"Authorization": f"Bearer {core.key.value}"}, timeout=10
-    )
-
-
-async def submit(core: Core, **body: Any) -> dict[str, Any]:
-    async with api(core) as client:
-        resp = await client.post("/api/v1/jobs", json=body)
-    assert resp.status_code == 201, resp.text
-    doc: dict[str, Any] = resp.json()
-    return doc
-
-
-async def finished(core: Core, job_id: str, limit: float = 15) -> dict[str, Any]:
-    """The job document once every node is final (read from the live stream)."""
-    async with api(core) as client:
-        with trio.fail_after(limit):
-            async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream") as resp:
-                assert resp.status_code == 200
-                lines = [line async for line in resp.aiter_lines()]  # ends after "done"
-        assert '"type": "done"' in lines[-1]
-        doc: dict[str, Any] = (await client.get(f"/api/v1/jobs/{job_id}")).json()
-    return doc
-
-
-def by_node(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n["node"]: n for n in job["nodes"]}
-
-
-def online(core: Core, *names: str) -> bool:
-    rows = [core.registry.by_ref(n) for n in names]
-    return all(r is not None and (st := core.status.get(r.id)) and st.online for r in rows)
-
-
-def live_processes(marker: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(p.info["cmdline"] or []):
-            out.append(p)
-    return out
+from tests.support import (
+    StartNode,
+    api,
+    by_node,
+    finished,
+    live_processes,
+    node_config,
+    online,
+    submit,
+    wait_for,
+)
 
 
 @pytest.fixture

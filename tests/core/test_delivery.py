@@ -8,9 +8,17 @@ import json
 from pathlib import Path
 
 from servermgr.node.spool import AGENT_DIED
-
-from .conftest import StartCore, StartNode, core_config, wait_for
-from .test_jobs import by_node, finished, live_processes, online, submit
+from tests.support import (
+    StartCore,
+    StartNode,
+    by_node,
+    core_config,
+    finished,
+    live_processes,
+    online,
+    submit,
+    wait_for,
+)
 
 
 async def test_core_restart_mid_job_records_the_result_once(

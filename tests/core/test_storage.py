@@ -14,34 +14,7 @@ from servermgr.common import proto
 from servermgr.common.errors import NameTakenError, StorageError
 from servermgr.core import migrations
 from servermgr.core.storage import METRIC_FIELDS, NodeRow, Storage, sample_row
-
-
-def make_sample(ts: float, **overrides: Any) -> proto.Sample:
-    fields: dict[str, Any] = {
-        "ts": ts,
-        "cpu_percent": 12.5,
-        "cpu_per_core": [10.0, 15.0],
-        "load1": 0.5,
-        "load5": 0.4,
-        "load15": 0.3,
-        "mem_total": 8_000_000_000,
-        "mem_used": 2_000_000_000,
-        "mem_available": 6_000_000_000,
-        "mem_percent": 25.0,
-        "swap_total": 1_000_000,
-        "swap_used": 0,
-        "swap_percent": 0.0,
-        "disks": [proto.DiskUsage(mount="/", fstype="ext4", total=100, used=40, percent=40.0)],
-        "disk_read_bps": 1000.0,
-        "disk_write_bps": 2000.0,
-        "net_rx_bps": 300.0,
-        "net_tx_bps": 400.0,
-        "nets": [proto.NetRate(name="eth0", rx_bps=300.0, tx_bps=400.0)],
-        "uptime": 3600.0,
-        "procs": 123,
-    }
-    fields.update(overrides)
-    return proto.Sample(**fields)
+from tests.support import make_sample
 
 
 @pytest.fixture

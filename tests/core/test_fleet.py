@@ -15,8 +15,7 @@ from servermgr.common.errors import BadTokenError, NameTakenError
 from servermgr.core.app import Core
 from servermgr.node import identity as ident
 from servermgr.node.transport import connect
-
-from .conftest import INTERVAL, StartCore, StartNode, node_config, wait_for
+from tests.support import INTERVAL, StartCore, StartNode, node_config, wait_for
 
 
 def online(core: Core, name: str) -> bool:
@@ -133,7 +132,7 @@ async def test_core_restart_nodes_come_back_and_no_sample_is_lost(
     await first.done.wait()
     # Core is down for several intervals while the node keeps sampling.
     await trio.sleep(INTERVAL * 6)
-    from .conftest import core_config
+    from tests.support import core_config
 
     cfg = core_config(tmp_path)
     import dataclasses
@@ -315,7 +314,7 @@ async def test_heartbeats_are_acked_once_stored_at_most_once_per_ack_interval(
 ) -> None:
     import time
 
-    from .test_storage import make_sample
+    from tests.support import make_sample
 
     node_id, cred = await _register(core, "acker")
     acks: list[tuple[float, int]] = []

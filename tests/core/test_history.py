@@ -31,8 +31,7 @@ from servermgr.core.rollup import HOUR, MINUTE, Retention
 from servermgr.core.storage import METRIC_FIELDS, Storage
 from servermgr.core.writer import Database
 from servermgr.node.agent import Backlog
-
-from .conftest import INTERVAL, StartCore, StartNode, core_config, wait_for
+from tests.support import INTERVAL, StartCore, StartNode, core_config, wait_for
 
 T0 = 1_699_999_200  # a whole hour (UTC)
 DAY = 86400

@@ -23,9 +23,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 from servermgr.core.app import Core
 from servermgr.ctl.wsclient import connect
-
-from .conftest import StartCore, StartNode, core_config, wait_for
-from .support import SERVERMGR
+from tests.support import SERVERMGR, StartCore, StartNode, core_config, wait_for
 
 Msg = dict[str, Any]
 
