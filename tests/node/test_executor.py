@@ -353,6 +353,22 @@ async def test_allow_list_admits_and_refuses(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+async def test_loader_variables_and_cwd_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    """``-e LD_PRELOAD=...`` with an allowed ``uptime`` runs nothing (reproduced on 0.x)."""
+    library = tmp_path / "evil.c"
+    marker = tmp_path / "ran"
+    ex = executor(allow=("uptime", "touch *"))
+    with trio.fail_after(20):
+        preload = await ex.run(make_job("uptime", env={"LD_PRELOAD": str(library)}), Sink())
+        path = await ex.run(make_job("uptime", job_id="j2", env={"PATH": str(tmp_path)}), Sink())
+        cwd = await ex.run(make_job(f"touch {marker.name}", job_id="j3", cwd=str(tmp_path)), Sink())
+    for result, word in ((preload, "LD_PRELOAD"), (path, "PATH"), (cwd, "working directory")):
+        assert result.outcome == "refused"
+        assert result.error is not None
+        assert word in result.error
+    assert not marker.exists()
+
+
 async def test_timeout_over_node_limit_is_refused() -> None:
     with trio.fail_after(20):
         result = await executor(max_timeout=5).run(make_job("true", timeout=30), Sink())

@@ -52,12 +52,15 @@ def test_timeout_over_limit_is_refused_naming_both_numbers() -> None:
     ("command", "allowed"),
     [
         ("uptime", True),
+        ("uptime ", True),  # the same words
         ("df -h", True),
-        ("df -h /var", True),
+        ("df -hT", True),
+        ("df -h /var", False),  # a wildcard never adds an argument
         ("systemctl status nginx", True),
+        ("systemctl status nginx sshd", False),
+        ("systemctl status --help", False),  # nor stands for an option
         ("rm -rf /", False),
-        ("uptime ", False),  # the whole string must match
-        ("df -h; rm -rf /", False),  # a wildcard never stands for shell syntax
+        ("df -h; rm -rf /", False),  # nor for shell syntax
         ("df -h && reboot", False),
         ("df -h | mail x", False),
         ("df -h `reboot`", False),
@@ -67,12 +70,120 @@ def test_timeout_over_limit_is_refused_naming_both_numbers() -> None:
         ("UPTIME", False),  # case-sensitive
         ("tail -n 50 /var/log/syslog | grep error", True),  # syntax spelled out
         ("tail -n 50 /var/log/syslog | grep x; reboot", False),
+        ("tail -n 50 /var/log/../../etc/shadow | grep x", False),
+        ("cat /var/log/syslog", True),
+        ("cat /var/log/nginx/access.log", False),  # * stays within one segment
+        ("cat /var/log/../../etc/shadow", False),
+        ("cat /var/log/syslog /etc/shadow", False),
+        ("cat '/var/log/syslog /etc/shadow'", False),  # one word, but not a plain one
+        ("cat /var/log/*", False),  # the shell would expand it
+        ("cat /var/log/syslog*", False),
+        ("ls /srv/www/a/b/c", True),  # ** crosses segments
+        ("ls /srv/www/a/../../../etc", False),
+        ("ls /srv/www/a b", False),
     ],
 )
 def test_allow_list(command: str, allowed: bool) -> None:
-    policy = ExecConfig(allow=("uptime", "df -h*", "systemctl status *", "tail -n * | grep *"))
+    policy = ExecConfig(
+        allow=(
+            "uptime",
+            "df -h*",
+            "systemctl status *",
+            "tail -n * /var/log/* | grep *",
+            "cat /var/log/*",
+            "ls /srv/www/**",
+        )
+    )
     reason = check(shell(command), policy)
     assert (reason is None) == allowed, reason
+
+
+def env_job(env: dict[str, str], *, cwd: str | None = None) -> proto.JobRun:
+    return proto.JobRun("j1", "uptime", None, 10.0, 1024, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PERL5OPT",
+        "NODE_OPTIONS",
+        "BASH_ENV",
+        "ENV",
+        "GLIBC_TUNABLES",
+        "GCONV_PATH",
+        "IFS",
+        "BASH_FUNC_uptime%%",
+        "GIT_SSH_COMMAND",
+        "OPENSSL_CONF",
+        "SYSTEMD_PAGER",
+        "HOME",
+    ],
+)
+def test_loader_variables_are_refused_with_or_without_an_allow_list(name: str) -> None:
+    for policy in (ExecConfig(), ExecConfig(allow=("uptime",))):
+        reason = check(env_job({name: "/tmp/evil.so"}), policy)
+        assert reason is not None
+        assert "allow_env" in reason or "not a valid name" in reason
+
+
+def test_allow_env_opens_named_variables_only() -> None:
+    policy = ExecConfig(allow=("uptime",), allow_env=("PATH", "APP_*"))
+    assert check(env_job({"PATH": "/opt/bin", "APP_MODE": "x", "LANG": "C"}), policy) is None
+    reason = check(env_job({"PATH": "/opt/bin", "LD_PRELOAD": "/tmp/x.so"}), policy)
+    assert reason is not None
+    assert "LD_PRELOAD" in reason
+
+
+@pytest.mark.parametrize("name", ["A=B", "", "1X", "A B", "A\0B", "é"])
+def test_env_names_must_be_posix_names(name: str) -> None:
+    reason = check(env_job({name: "v"}), ExecConfig())
+    assert reason is not None
+    assert "not a valid name" in reason
+
+
+def test_env_values_may_not_hold_nul() -> None:
+    assert "NUL" in (check(env_job({"X": "a\0b"}), ExecConfig()) or "")
+    assert check(env_job({"X": "any text; $(even this)"}), ExecConfig()) is None
+
+
+@pytest.mark.parametrize(
+    ("cwd", "ok"),
+    [
+        ("/srv/app", True),
+        ("/", True),
+        ("relative", False),
+        ("/srv/../etc", False),
+        ("/srv/./app", False),
+        ("/srv/app/", False),
+        ("//srv", False),
+        ("/srv\0x", False),
+    ],
+)
+def test_cwd_must_be_a_normal_absolute_path(cwd: str, ok: bool) -> None:
+    reason = check(env_job({}, cwd=cwd), ExecConfig())
+    assert (reason is None) == ok, reason
+
+
+def test_cwd_under_an_allow_list_needs_allow_cwd() -> None:
+    strict = ExecConfig(allow=("uptime",))
+    assert check(env_job({}), strict) is None
+    reason = check(env_job({}, cwd="/tmp"), strict)
+    assert reason is not None
+    assert "allow_cwd" in reason
+    opened = ExecConfig(allow=("uptime",), allow_cwd=("/srv/*", "/var/www/**"))
+    assert check(env_job({}, cwd="/srv/app"), opened) is None
+    assert check(env_job({}, cwd="/var/www/a/b"), opened) is None
+    assert check(env_job({}, cwd="/srv/app/sub"), opened) is not None
+    assert check(env_job({}, cwd="/etc"), opened) is not None
+
+
+def test_nul_in_a_command_is_refused() -> None:
+    assert "NUL" in (check(shell("echo a\0b"), ExecConfig()) or "")
 
 
 def test_allow_refusal_says_which_rule() -> None:
@@ -85,6 +196,12 @@ def test_allow_refusal_says_which_rule() -> None:
     assert reason is not None
     assert "'df*'" in reason
     assert "shell syntax" in reason
+    reason = check(shell("cat /var/log/../../etc/shadow"), ExecConfig(allow=("cat /var/log/**",)))
+    assert reason is not None
+    assert "'..'" in reason
+    reason = check(shell("df -h / /boot"), ExecConfig(allow=("df -h *",)))
+    assert reason is not None
+    assert "one word" in reason
 
 
 def test_allow_list_applies_to_service_actions() -> None:

@@ -74,6 +74,8 @@ class ExecConfig:
 
     enabled: bool = True
     allow: tuple[str, ...] = ()
+    allow_env: tuple[str, ...] = ()
+    allow_cwd: tuple[str, ...] = ()
     run_as: str | None = None
     max_timeout: float | None = None
     max_concurrent: int = 8
@@ -244,10 +246,14 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     labels = node.get("labels", lambda k, v: _parse_labels(node, k, v), {})
 
     ex = _Section(src, "exec", doc.get("exec", {}))
-    ex.check_keys({"enabled", "allow", "run_as", "max_timeout", "max_concurrent"})
+    ex.check_keys(
+        {"enabled", "allow", "allow_env", "allow_cwd", "run_as", "max_timeout", "max_concurrent"}
+    )
     exec_cfg = ExecConfig(
         enabled=ex.get("enabled", lambda k, v: _bool(ex, k, v), True),
         allow=ex.get("allow", lambda k, v: _string_list(ex, k, v), ()),
+        allow_env=ex.get("allow_env", lambda k, v: _string_list(ex, k, v), ()),
+        allow_cwd=ex.get("allow_cwd", lambda k, v: _absolute_list(ex, k, v), ()),
         run_as=ex.get("run_as", lambda k, v: _string(ex, k, v), None),
         max_timeout=ex.get("max_timeout", lambda k, v: _number(ex, k, v, 0.1, 7 * 86400.0), None),
         max_concurrent=int(ex.get("max_concurrent", lambda k, v: _integer(ex, k, v, 1, 1024), 8)),
@@ -305,6 +311,14 @@ def _string_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise sec.fail(key, "must be an array of non-empty strings")
     return tuple(value)
+
+
+def _absolute_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
+    paths = _string_list(sec, key, value)
+    for path in paths:
+        if not path.startswith("/"):
+            raise sec.fail(key, f"must hold absolute path patterns, not {path!r}")
+    return paths
 
 
 def _number(sec: _Section, key: str, value: Any, low: float, high: float) -> float:

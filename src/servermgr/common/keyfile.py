@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from servermgr.common import files
 from servermgr.common.errors import KeyFileError
 
 KEY_BYTES = 32
@@ -42,7 +43,7 @@ def load_or_create_key(path: Path) -> CoreKey:
     except FileNotFoundError:
         pass
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.private_dir(path.parent)
     except OSError as exc:
         raise KeyFileError(str(path), f"cannot create directory: {exc.strerror}") from None
     value = secrets.token_hex(KEY_BYTES)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servermgr.common import proto
+from servermgr.common import files, proto
 from servermgr.common.errors import NameTakenError, StorageError
 from servermgr.core import migrations, rollup
 
@@ -175,9 +175,15 @@ class Storage:
         """
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            files.private_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"database {path}: cannot create its directory: {exc}") from exc
+        try:
+            # 0600 before SQLite writes a byte (its WAL and SHM files copy this mode).
+            files.private_file(path)
+            files.private_sqlite(path)
+        except OSError as exc:
+            raise StorageError(f"database {path}: cannot open: {exc}") from exc
         try:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:

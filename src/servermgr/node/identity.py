@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from servermgr.common import files
 from servermgr.common.errors import ServermgrError
 
 FILE_NAME = "identity.json"
@@ -51,7 +52,7 @@ def load(data_dir: Path) -> Identity | None:
 
 def save(data_dir: Path, identity: Identity) -> None:
     """Write atomically (temp file, fsync, rename) at mode 0600."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files.private_dir(data_dir)
     path = data_dir / FILE_NAME
     tmp = data_dir / f".{FILE_NAME}.{secrets.token_hex(4)}.tmp"
     doc = {"node_id": identity.node_id, "name": identity.name, "credential": identity.credential}

@@ -9,7 +9,11 @@ Pure logic: no trio, no I/O.
 
 from __future__ import annotations
 
+import functools
+import posixpath
 import re
+import shlex
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from servermgr.common import proto
@@ -36,26 +40,89 @@ UNIT_SUFFIXES = frozenset(
 _UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
 
 # Characters that make the shell do more than run one command. A wildcard in
-# an allow pattern never stands for one of them (see ``_admits``).
+# an allow pattern never stands for one of them (see ``_why_not``).
 SHELL_SYNTAX = frozenset(";&|`$<>()\n\r")
 _SHELL_SPLIT = re.compile("([" + re.escape("".join(sorted(SHELL_SYNTAX))) + "])")
+# What a wildcard may stand for: one plain word of these characters.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
+_WILDCARD = re.compile(r"[*?\[]")
 
+# Variables that make a program load or run other code than the one asked for
+# (dynamic loader, interpreters, shells, glibc, pagers and editors, TLS
+# engines, git hooks). A job may not set them unless [exec] allow_env says so.
+LOADER_ENV = (
+    "LD_*",
+    "DYLD_*",
+    "PATH",
+    "PYTHON*",
+    "PERL*",
+    "RUBY*",
+    "GEM_*",
+    "NODE_*",
+    "LUA_*",
+    "TCLLIBPATH",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "CLASSPATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "BASH_ENV",
+    "BASH_FUNC_*",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "PS4",
+    "CDPATH",
+    "GLIBC_TUNABLES",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_*",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+    "HOME",
+    "XDG_*",
+    "OPENSSL_*",
+    "GIT_*",
+    "PAGER",
+    "*_PAGER",
+    "LESS*",
+    "EDITOR",
+    "VISUAL",
+    "SYSTEMD_*",
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CWD_MAX = 4096
 _SHOW = 200  # longest command quoted in a reason
 
 
 def check(job: proto.JobRun, policy: ExecConfig) -> str | None:
     """Why ``job`` may not run under ``policy``, or None when it may.
 
+    The whole job is judged: the command or service action, its ``env``,
+    its ``cwd`` and its timeout.
+
     A job whose ``timeout`` is over ``[exec] max_timeout`` is refused rather
     than run with a shorter timeout: a command cut short without warning
     looks like a failure of the command, while a refusal says what to change.
 
+    ``env`` names must be POSIX names; loader and interpreter variables
+    (``LOADER_ENV``: ``LD_PRELOAD``, ``PATH``, ``PYTHONPATH``, ...) are refused
+    unless ``[exec] allow_env`` lists them. ``cwd`` must be an absolute,
+    normalised path; with ``[exec] allow_cwd`` (or an allow list) it must
+    match one of ``allow_cwd``.
+
     With a non-empty ``[exec] allow`` list, a shell command must match one
-    pattern as a whole (``fnmatch.fnmatchcase``), and a service action must
-    match as ``"systemctl ACTION UNIT"``. A wildcard never stands for shell
-    syntax (``; & | ` $ < > ( )`` or a newline): ``echo *`` admits
-    ``echo hello`` but not ``echo hi; rm -rf /``. A pattern that wants such a
-    character spells it out, e.g. ``backup.sh * > /var/log/backup.log``.
+    pattern word for word (see ``_why_not``), and a service action must match
+    as ``"systemctl ACTION UNIT"``.
     """
     if not policy.enabled:
         return DISABLED
@@ -68,6 +135,9 @@ def check(job: proto.JobRun, policy: ExecConfig) -> str | None:
             f"{policy.max_timeout:g} s ([exec] max_timeout); ask for at most "
             f"{policy.max_timeout:g} s"
         )
+    problem = check_env(job.env, policy.allow_env) or check_cwd(job.cwd, policy)
+    if problem is not None:
+        return problem
     if job.service is not None:
         bad_unit = validate_unit(job.service.unit)
         if bad_unit is not None:
@@ -78,50 +148,158 @@ def check(job: proto.JobRun, policy: ExecConfig) -> str | None:
         assert job.command is not None
         subject = job.command
         what = "command"
+    if "\0" in subject:
+        return f"{what} contains a NUL byte"
     if policy.allow:
         return _allowed(subject, what, policy.allow)
     return None
 
 
-def _allowed(subject: str, what: str, patterns: tuple[str, ...]) -> str | None:
-    near_miss: str | None = None
-    for pattern in patterns:
-        if not fnmatchcase(subject, pattern):
+def check_env(env: Mapping[str, str], allow_env: tuple[str, ...]) -> str | None:
+    """Why a job may not set ``env``, or None when it may."""
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            return (
+                f"environment variable name {_quote(name)} is not a valid name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        if "\0" in value:
+            return f"environment variable {name} contains a NUL byte"
+        if any(fnmatchcase(name, p) for p in allow_env):
             continue
-        if _admits(pattern, subject):
+        denied = next((p for p in LOADER_ENV if fnmatchcase(name, p)), None)
+        if denied is not None:
+            return (
+                f"environment variable {name} may not be set by a job on this node: "
+                f"loader and interpreter variables ({denied!r}) are refused unless "
+                "[exec] allow_env lists them"
+            )
+    return None
+
+
+def check_cwd(cwd: str | None, policy: ExecConfig) -> str | None:
+    """Why a job may not run in ``cwd``, or None when it may (None: the agent's own)."""
+    if cwd is None:
+        return None
+    shown = _quote(cwd)
+    if "\0" in cwd or len(cwd) > CWD_MAX:
+        return f"working directory {shown} is not a usable path"
+    if not cwd.startswith("/") or cwd != posixpath.normpath(cwd) or cwd.startswith("//"):
+        return (
+            f"working directory {shown} must be an absolute path without '.', '..' "
+            "or repeated '/'"
+        )
+    if policy.allow_cwd:
+        if any(_path_matches(p, cwd) for p in policy.allow_cwd):
             return None
-        near_miss = near_miss or pattern
+        listed = ", ".join(repr(p) for p in policy.allow_cwd[:10])
+        return f"working directory {shown} matches no pattern of [exec] allow_cwd ({listed})"
+    if policy.allow:
+        return (
+            f"working directory {shown} is not allowed: this node has an [exec] allow "
+            "list, so a job may set its working directory only where [exec] allow_cwd says"
+        )
+    return None
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    return _word_regex(pattern).fullmatch(path) is not None
+
+
+def _allowed(subject: str, what: str, patterns: tuple[str, ...]) -> str | None:
+    near_miss: tuple[str, str] | None = None
+    for pattern in patterns:
+        why = _why_not(pattern, subject)
+        if why is None:
+            return None
+        if near_miss is None and fnmatchcase(subject, pattern):
+            near_miss = (pattern, why)
     shown = _quote(subject)
     if near_miss is not None:
-        syntax = "".join(sorted({c for c in subject if c in SHELL_SYNTAX} - set(near_miss)))
-        return (
-            f"{what} {shown} matches [exec] allow pattern {near_miss!r} only through a "
-            f"wildcard standing for shell syntax {syntax!r}; a pattern must spell such "
-            "characters out"
-        )
+        pattern, why = near_miss
+        return f"{what} {shown} matches [exec] allow pattern {pattern!r} only if {why}"
     listed = ", ".join(repr(p) for p in patterns[:10])
     more = f" and {len(patterns) - 10} more" if len(patterns) > 10 else ""
     return f"{what} {shown} matches no pattern of this node's [exec] allow list ({listed}{more})"
 
 
-def _admits(pattern: str, subject: str) -> bool:
-    """True if ``pattern`` matches ``subject`` with shell syntax matched literally.
+def _why_not(pattern: str, subject: str) -> str | None:
+    """Why ``pattern`` does not admit ``subject`` (None: it does).
 
-    Both are cut at shell-syntax characters; the pieces must pair up, the
-    syntax characters must be equal and each plain piece must match its
-    pattern piece. So a wildcard only ever stands for plain text.
+    Both are cut at shell-syntax characters, which must be equal, and each
+    plain piece is split into words as the shell would (quotes removed). The
+    words pair up one to one: a word of the pattern without wildcards must be
+    equal; a wildcard word (``*`` and ``?`` within one path segment, ``**``
+    across ``/``, ``[...]``) matches one plain word of letters, digits and
+    ``_@%+=:,./-``, never a ``..`` segment, never an option (``-x``) unless
+    the pattern word starts with ``-`` itself. So ``cat /var/log/*`` admits
+    ``cat /var/log/syslog`` but not ``cat /var/log/../../etc/shadow``, nor
+    ``cat /var/log/syslog /etc/shadow``.
     """
     got = _SHELL_SPLIT.split(subject)
     want = _SHELL_SPLIT.split(pattern)
-    if len(got) != len(want):
-        return False
-    for i, (text, pat) in enumerate(zip(got, want, strict=True)):
-        if i % 2:
-            if text != pat:
-                return False
-        elif not fnmatchcase(text, pat):
-            return False
-    return True
+    syntax = "".join(sorted({c for c in subject if c in SHELL_SYNTAX} - set(pattern)))
+    if syntax or got[1::2] != want[1::2]:
+        return f"a wildcard stands for shell syntax {syntax or ''.join(got[1::2])!r}"
+    for text, pat in zip(got[::2], want[::2], strict=True):
+        try:
+            words, pat_words = shlex.split(text), shlex.split(pat)
+        except ValueError:
+            return "its quotes are balanced"
+        if len(words) != len(pat_words):
+            return (
+                f"a wildcard adds words ({len(words)} where the pattern has "
+                f"{len(pat_words)}): a wildcard stands for one word"
+            )
+        for word, pat_word in zip(words, pat_words, strict=True):
+            why = _word_why_not(pat_word, word)
+            if why is not None:
+                return why
+    return None
+
+
+def _word_why_not(pattern: str, word: str) -> str | None:
+    if not _WILDCARD.search(pattern):
+        return None if word == pattern else f"{word[:40]!r} were {pattern!r}"
+    if not _PLAIN_WORD.fullmatch(word):
+        return (
+            f"a wildcard stands for {word[:40]!r}: wildcards stand only for letters, "
+            "digits and _@%+=:,./-"
+        )
+    if ".." in word.split("/"):
+        return f"a wildcard stands for a '..' path segment in {word[:40]!r}"
+    if word.startswith("-") and not pattern.startswith("-"):
+        return f"a wildcard stands for the option {word[:40]!r}; spell options out"
+    if _word_regex(pattern).fullmatch(word) is None:
+        return f"{word[:40]!r} matched {pattern!r}"
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _word_regex(pattern: str) -> re.Pattern[str]:
+    """``**`` any text, ``*`` and ``?`` within one path segment, ``[...]`` a class."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            out.append("[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
 
 
 def validate_unit(name: str) -> str | None:

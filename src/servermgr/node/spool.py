@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from servermgr.common import proto
+from servermgr.common import files, proto
 from servermgr.common.errors import ProtocolError
 
 log = logging.getLogger("servermgr.node.spool")
@@ -68,7 +68,7 @@ class Spool:
         return self.dir / f"{job_id}.json"
 
     def _write(self, entry: SpoolEntry, *, sync: bool) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.private_dir(self.dir)
         doc = {
             "job_id": entry.job_id,
             "pgid": entry.pgid,
