@@ -163,3 +163,28 @@ async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
     with trio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110
             await trio.sleep(0.02)
+
+
+async def register_node(core: Core, name: str) -> tuple[str, str]:
+    """Register ``name`` through the REST API, as an agent does: (node id, credential)."""
+    from servermgr.node import transport
+
+    doc = await transport.register(core.url, core.key.value, name, {})
+    return doc["node_id"], doc["credential"]
+
+
+def hello_text(node_id: str, hostname: str, **info: Any) -> str:
+    """A hello frame with the given hostname and system info fields (others None)."""
+    fields = dict.fromkeys(
+        ("os", "kernel", "arch", "cpu_model", "cpu_count", "mem_total", "boot_time")
+    )
+    fields.update(info)
+    return proto.encode(
+        proto.Hello(
+            protocol=1,
+            node_id=node_id,
+            hostname=hostname,
+            agent_version="test",
+            info=proto.SystemInfo(**fields),
+        )
+    )

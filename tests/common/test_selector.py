@@ -148,10 +148,12 @@ def test_names_are_case_sensitive() -> None:
     assert unknown == ["WEB-1"]
 
 
-def test_a_name_wins_over_an_id_that_looks_the_same() -> None:
+def test_an_id_always_means_its_own_node_even_when_a_name_looks_like_it() -> None:
+    # Names shaped like ids are refused since; a row from before must not let
+    # one node collect another's jobs by naming itself after its id.
     fleet = [Node("n1", "alpha"), Node("n2", "n1")]
     picked, _ = select(parse_target("n1"), fleet)
-    assert picked == [Node("n2", "n1")]
+    assert picked == [Node("n1", "alpha")]
     picked, _ = select(parse_target("n2"), fleet)
     assert picked == [Node("n2", "n1")]
 

@@ -252,9 +252,13 @@ async def test_bad_traffic_is_refused_while_other_nodes_keep_working(
         assert "samples" in reply.message
         assert online(core, "evil")
 
-    # A first message that is not hello ends the handshake.
+    # A first message that is not hello ends the handshake, saying why.
     async with connect(core.url, cred) as ws:
         await ws.send_message(proto.encode(proto.HeartbeatAck(seq=1)))
+        refusal = proto.decode(await ws.get_message())
+        assert isinstance(refusal, proto.Error)
+        assert refusal.code == "bad_hello"
+        assert "heartbeat.ack" in refusal.message
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
         assert closed.value.reason is not None
@@ -368,7 +372,10 @@ async def test_a_connect_storm_is_welcomed_with_every_hello_stored(core: Core) -
     for i, (node_id, _) in enumerate(creds):
         row = core.registry.by_id(node_id)
         assert row is not None
-        assert row.name == f"storm-{i:02d}-renamed"
+        # A hello cannot rename a node: the reported hostname is only recorded.
+        assert row.name == f"storm-{i:02d}"
         stored = core.db.storage.node_by_id(node_id)
         assert stored is not None
         assert stored.name == row.name
+        assert stored.info is not None
+        assert stored.info["hostname"] == f"storm-{i:02d}-renamed"

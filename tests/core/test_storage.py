@@ -196,10 +196,11 @@ def test_public_view_hides_credential_and_internal_key(storage: Storage) -> None
 def test_hello_updates_labels_info_version_and_last_seen(storage: Storage) -> None:
     node = add_node(storage, "web-1")
     info = {"os": "Linux", "cpu_count": 4}
-    storage.update_node_hello(node.id, "web-1", {"role": "db"}, info, "1.2.3", 500.0)
+    fresh = storage.update_node_hello(node.id, {"role": "db"}, info, "1.2.3", 500.0)
 
-    fresh = storage.node_by_id(node.id)
+    assert fresh == storage.node_by_id(node.id)
     assert fresh is not None
+    assert fresh.name == "web-1"
     assert fresh.labels == {"role": "db"}
     assert fresh.info == info
     assert fresh.agent_version == "1.2.3"
@@ -208,43 +209,23 @@ def test_hello_updates_labels_info_version_and_last_seen(storage: Storage) -> No
     assert fresh.cred_hash == node.cred_hash
 
 
-def test_hello_rename_onto_another_node_is_refused(storage: Storage) -> None:
-    add_node(storage, "web-1")
-    web2 = add_node(storage, "web-2")
-    with pytest.raises(NameTakenError, match="hostname 'web-1' is already registered"):
-        storage.update_node_hello(web2.id, "web-1", {}, None, "1.0", 5.0)
-    assert storage.node("web-2") == web2
-
-    storage.update_node_hello(web2.id, "web-3", {}, None, "1.0", 5.0)
-    renamed = storage.node("web-3")
-    assert renamed is not None
-    assert renamed.id == web2.id
-    assert storage.node("web-2") is None
-
-
-def test_hellos_in_one_transaction_a_refused_rename_spares_the_others(
-    storage: Storage,
-) -> None:
+def test_hellos_in_one_transaction_each_get_their_row(storage: Storage) -> None:
     from servermgr.core.storage import Hello
 
-    a, b, c = (add_node(storage, n) for n in ("a", "b", "c"))
+    a, b = (add_node(storage, n) for n in ("a", "b"))
     results = storage.update_node_hellos(
         [
-            Hello(a.id, "a", {"k": "1"}, None, "2.0", 10.0),
-            Hello(b.id, "a", {}, None, "2.0", 10.0),  # onto a: refused
-            Hello(c.id, "c2", {}, {"os": "Linux"}, "2.0", 10.0),
-            Hello("n-gone", "zz", {}, None, "2.0", 10.0),  # removed meanwhile
+            Hello(a.id, {"k": "1"}, None, "2.0", 10.0),
+            Hello(b.id, {}, {"os": "Linux"}, "2.0", 10.0),
+            Hello("n-gone", {}, None, "2.0", 10.0),  # removed meanwhile
         ]
     )
     assert isinstance(results[0], NodeRow)
     assert results[0].labels == {"k": "1"}
-    assert isinstance(results[1], NameTakenError)
-    assert isinstance(results[2], NodeRow)
-    assert results[2].name == "c2"
-    assert results[3] is None
-    assert storage.node("b") == b
-    assert storage.node("c2") is not None
-    assert storage.node("c") is None
+    assert isinstance(results[1], NodeRow)
+    assert results[1].name == "b"
+    assert results[1].info == {"os": "Linux"}
+    assert results[2] is None
 
 
 def test_delete_node_frees_name_and_removes_history(storage: Storage) -> None:

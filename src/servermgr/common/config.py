@@ -19,16 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from servermgr.common import names
 from servermgr.common.errors import ConfigError
 from servermgr.common.timespec import parse_duration
 
 DEFAULT_CONFIG_NAME = "servermgr.toml"
 CONFIG_ENV = "SERVERMGR_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_./-]{0,253}$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -444,8 +441,11 @@ def _parse_redis(sec: _Section, key: str, value: Any) -> str:
 
 
 def _parse_hostname(sec: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not _HOSTNAME.match(value):
-        raise sec.fail(key, f"must be a host name (letters, digits, '.', '-', '_'), not {value!r}")
+    if not isinstance(value, str):
+        raise sec.fail(key, f"must be a node name (a string), not {_tname(value)}")
+    problem = names.name_problem(value)
+    if problem is not None:
+        raise sec.fail(key, f"bad node name {value!r}: {problem}")
     return value
 
 
@@ -454,9 +454,9 @@ def _parse_labels(sec: _Section, key: str, value: Any) -> dict[str, str]:
         raise sec.fail(key, f"must be a table of strings, not {_tname(value)}")
     labels: dict[str, str] = {}
     for k, v in value.items():
-        if not _LABEL_KEY.match(k):
+        if not names.is_label_key(k):
             raise sec.fail(f"{key}.{k}", "label names use letters, digits, '.', '-', '_'")
-        if not isinstance(v, str) or not _LABEL_VALUE.match(v):
+        if not isinstance(v, str) or not names.is_label_value(v):
             raise sec.fail(
                 f"{key}.{k}",
                 f"label values are strings of letters, digits, '.', '-', '_', '/', not {v!r}",

@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from servermgr.common import names
 from servermgr.common.errors import ProtocolError
+from servermgr.common.text import LINE_PATTERN, TEXT_PATTERN, printable
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
@@ -25,13 +27,22 @@ MAX_CHUNK_BYTES = 64 * 1024
 
 # Bounded strings and collections keep a hostile peer from making Core hold
 # (or write to SQLite) more than the frame limit already allows per field.
-Name = Annotated[str, Meta(min_length=1, max_length=253)]
+# Every string a node reports has a character set too (see docs/security.md):
+# names and words are patterns, free text may hold nothing a terminal or a log
+# line would act on (``common/text.py``); only error texts may span lines.
+# Patterns end in ``\Z``, never ``$`` (which also matches before a final newline).
+Name = Annotated[str, Meta(min_length=1, max_length=names.MAX_LENGTH)]
 ShortText = Annotated[str, Meta(max_length=1024)]
 LongText = Annotated[str, Meta(max_length=64 * 1024)]
-JobId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-NodeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-LabelKey = Annotated[str, Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")]
-LabelValue = Annotated[str, Meta(max_length=253, pattern=r"^[A-Za-z0-9_./-]*$")]
+Line = Annotated[str, Meta(max_length=1024, pattern=LINE_PATTERN)]
+InfoText = Annotated[str, Meta(max_length=256, pattern=LINE_PATTERN)]
+Word = Annotated[str, Meta(max_length=64, pattern=LINE_PATTERN)]
+ErrorText = Annotated[str, Meta(max_length=64 * 1024, pattern=TEXT_PATTERN)]
+ErrorCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")]
+JobId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")]
+NodeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")]
+LabelKey = Annotated[str, Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+\Z")]
+LabelValue = Annotated[str, Meta(max_length=253, pattern=r"^[A-Za-z0-9_./-]*\Z")]
 Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=64)]
 NonNeg = Annotated[float, Meta(ge=0)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -48,25 +59,25 @@ class _Msg(Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=F
 class SystemInfo(Struct, forbid_unknown_fields=True):
     """Static facts about a node, sent once in ``hello``."""
 
-    os: ShortText | None
-    kernel: ShortText | None
-    arch: ShortText | None
-    cpu_model: ShortText | None
+    os: InfoText | None
+    kernel: InfoText | None
+    arch: InfoText | None
+    cpu_model: InfoText | None
     cpu_count: NonNegInt | None
     mem_total: NonNegInt | None
     boot_time: NonNeg | None
 
 
 class DiskUsage(Struct, forbid_unknown_fields=True):
-    mount: ShortText
-    fstype: ShortText
+    mount: Line
+    fstype: Word
     total: NonNegInt
     used: NonNegInt
     percent: Percent
 
 
 class NetRate(Struct, forbid_unknown_fields=True):
-    name: ShortText
+    name: Word
     rx_bps: NonNeg | None
     tx_bps: NonNeg | None
 
@@ -104,7 +115,7 @@ class Hello(_Msg, tag="hello"):
     protocol: int
     node_id: NodeId
     hostname: Name
-    agent_version: Annotated[str, Meta(max_length=64)]
+    agent_version: Word
     info: SystemInfo
     labels: Labels = {}
     # Jobs the node has received and not had acked (running or with a result
@@ -143,7 +154,7 @@ class JobResult(_Msg, tag="job.result"):
     outcome: JobOutcome
     exit_code: int | None
     signal: int | None
-    error: LongText | None
+    error: ErrorText | None
     duration: NonNeg
     stdout_bytes: NonNegInt
     stderr_bytes: NonNegInt
@@ -198,8 +209,8 @@ class JobCancel(_Msg, tag="job.cancel"):
 
 
 class Error(_Msg, tag="error"):
-    code: Annotated[str, Meta(max_length=64)]
-    message: LongText
+    code: ErrorCode
+    message: ErrorText
 
 
 NodeMessage = Hello | Heartbeat | JobOutput | JobResult | Error
@@ -242,15 +253,27 @@ def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int
         raise ProtocolError(f"invalid JSON: {exc}") from None
     except UnicodeError as exc:
         raise ProtocolError(f"invalid text: {exc}") from None
-    if isinstance(msg, Hello) and msg.protocol not in SUPPORTED_VERSIONS:
-        supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
-        raise ProtocolError(
-            f"unsupported protocol version {msg.protocol} (this side speaks {supported})"
-        )
+    if isinstance(msg, Hello):
+        if msg.protocol not in SUPPORTED_VERSIONS:
+            supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+            raise ProtocolError(
+                f"unsupported protocol version {msg.protocol} (this side speaks {supported})"
+            )
+        problem = names.name_problem(msg.hostname)
+        if problem is not None:
+            raise ProtocolError(f"bad hostname '{printable(msg.hostname)}': {problem}")
     return msg
 
 
+_PATTERN_NAMES = {
+    LINE_PATTERN: "one line of text without control characters",
+    TEXT_PATTERN: "text without control characters (tabs and newlines allowed)",
+}
+
+
 def _reason(text: str) -> str:
+    for pattern, meaning in _PATTERN_NAMES.items():
+        text = text.replace(f"`str` matching regex {pattern!r}", meaning)
     if text.startswith("Invalid value ") and text.endswith("`$.type`"):
         value = text[len("Invalid value ") :].rsplit(" - at ", 1)[0]
         return f"unknown message type {value}"

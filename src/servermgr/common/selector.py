@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from servermgr.common import names
+
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_./-]{0,253}$")
 MAX_NAMES = 10000
 
 
@@ -64,7 +64,7 @@ def parse_labels(spec: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for part in spec.split(","):
         key, sep, value = part.strip().partition("=")
-        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+        if not sep or not names.is_label_key(key) or not names.is_label_value(value):
             raise ValueError(f"bad label selector {part!r}: use key=value")
         if labels.get(key, value) != value:
             raise ValueError(f"bad label selector {spec!r}: {key!r} given two different values")
@@ -92,11 +92,10 @@ def select(target: Target, nodes: Iterable[N]) -> tuple[list[N], list[str]]:
     if target.labels:
         want = target.labels.items()
         return [n for n in pool if all(n.labels.get(k) == v for k, v in want)], []
-    by_key: dict[str, N] = {}
+    # An id always means its own node, even should some name look like it.
+    by_key: dict[str, N] = {n.id: n for n in pool}
     for n in pool:
-        by_key[n.name] = n
-    for n in pool:
-        by_key.setdefault(n.id, n)
+        by_key.setdefault(n.name, n)
     picked: dict[str, N] = {}
     unknown: list[str] = []
     for name in target.names:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -22,8 +21,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from servermgr import __version__
-from servermgr.common import proto, timespec
+from servermgr.common import names, proto, timespec
 from servermgr.common.errors import NameTakenError
+from servermgr.common.text import printable
 from servermgr.core import history, openapi, rollup
 from servermgr.core.cache import NodeStatus, StatusStore
 from servermgr.core.gateway import CLOSE_REMOVED, NODE_WS_PATH, Gateway, error_body
@@ -38,7 +38,6 @@ log = logging.getLogger("servermgr.core.api")
 MAX_BODY = 64 * 1024
 DRAIN_LIMIT = 1024 * 1024
 MAX_POINTS = 10000
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -141,8 +140,10 @@ class Api:
             body = msgspec.json.decode(raw, type=RegisterBody)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ApiFailure(400, "bad_request", f"bad registration: {exc}") from None
-        if not _HOSTNAME.match(body.hostname):
-            raise ApiFailure(400, "bad_request", f"bad hostname {body.hostname!r}")
+        problem = names.name_problem(body.hostname)
+        if problem is not None:
+            shown = printable(body.hostname)
+            raise ApiFailure(400, "bad_request", f"bad hostname '{shown}': {problem}")
         try:
             row, credential = await self.registry.register(body.hostname, dict(body.labels))
         except NameTakenError as exc:

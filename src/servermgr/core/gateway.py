@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr.common import proto
-from servermgr.common.errors import NameTakenError, ProtocolError
+from servermgr.common.errors import ProtocolError
+from servermgr.common.text import printable
 from servermgr.core.cache import EventBus, StatusStore
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.storage import NodeRow
@@ -53,7 +54,6 @@ CLOSE_POLICY = 1008
 CLOSE_SILENT = 4000
 CLOSE_REPLACED = 4001
 CLOSE_REMOVED = 4004
-CLOSE_NAME_TAKEN = 4009
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -224,25 +224,31 @@ class Gateway:
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else None
         try:
             hello = await self._receive_hello(ws, node)
-        except (ProtocolError, _Closed) as exc:
+        except ProtocolError as exc:
+            # Said in an error first: the close reason is cut to 120 bytes.
+            log.info("node %s (%s): hello refused: %s", node.name, peer, exc.reason)
+            await _send_error(ws, "bad_hello", printable(exc.reason)[:1000])
+            await _close(ws, CLOSE_POLICY, "hello refused")
+            return
+        except _Closed as exc:
             log.info("node %s (%s): handshake failed: %s", node.name, peer, exc)
-            await _close(ws, CLOSE_POLICY, str(exc)[:120])
+            await _close(ws, CLOSE_POLICY, str(exc))
             return
         except trio.TooSlowError:
             await _close(ws, CLOSE_POLICY, "no hello within 10 s")
             return
-        try:
-            node = await self.registry.update_hello(
-                node,
+        if hello.hostname != node.name:
+            # Core owns names: the one registered stays (docs/security.md).
+            log.info(
+                "node %s (%s) reports the hostname %s; its name stays %s",
+                node.name,
+                node.id,
                 hello.hostname,
-                dict(hello.labels),
-                msgspec.to_builtins(hello.info),
-                hello.agent_version,
+                node.name,
             )
-        except NameTakenError as exc:
-            await _send_error(ws, "name_taken", exc.message)
-            await _close(ws, CLOSE_NAME_TAKEN, "hostname taken")
-            return
+        # The reported hostname is kept as a fact about the node, beside its name.
+        info = {**msgspec.to_builtins(hello.info), "hostname": hello.hostname}
+        node = await self.registry.update_hello(node, dict(hello.labels), info, hello.agent_version)
         session = NodeSession(node, ws)
         old = self.sessions.get(node.id)
         if old is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from servermgr.common.errors import NameTakenError
 from servermgr.core import security
 from servermgr.core.storage import Hello, NodeRow
 from servermgr.core.writer import Database, GroupCommit
@@ -77,20 +76,17 @@ class NodeRegistry:
     async def update_hello(
         self,
         row: NodeRow,
-        name: str,
         labels: dict[str, str],
         info: dict[str, Any],
         agent_version: str,
     ) -> NodeRow:
-        """Store what the node said in its hello; NameTakenError on a rename onto another node.
+        """Store what the node said in its hello (never its name: that is Core's).
 
         Hellos that arrive while one transaction runs share the next: a
         reconnect storm after a Core restart is a few transactions, not one
         per node.
         """
-        result = await self._hellos(Hello(row.id, name, labels, info, agent_version, self._clock()))
-        if isinstance(result, NameTakenError):
-            raise result
+        result = await self._hellos(Hello(row.id, labels, info, agent_version, self._clock()))
         if result is None:
             return row
         self._put(result)

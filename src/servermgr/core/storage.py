@@ -132,10 +132,9 @@ class NodeRow:
 
 @dataclass(frozen=True)
 class Hello:
-    """What a node's hello changes in its row."""
+    """What a node's hello changes in its row (never its name: Core owns names)."""
 
     node_id: str
-    name: str
     labels: dict[str, str]
     info: dict[str, Any] | None
     agent_version: str
@@ -226,36 +225,28 @@ class Storage:
     def update_node_hello(
         self,
         node_id: str,
-        name: str,
         labels: dict[str, str],
         info: dict[str, Any] | None,
         agent_version: str,
         now: float,
-    ) -> None:
-        """Record what a node said in its hello; NameTakenError on a rename onto another node."""
-        hello = Hello(node_id, name, labels, info, agent_version, now)
-        (result,) = self.update_node_hellos([hello])
-        if isinstance(result, NameTakenError):
-            raise result
+    ) -> NodeRow | None:
+        """Record what a node said in its hello; its fresh row, or None if it is gone."""
+        (result,) = self.update_node_hellos([Hello(node_id, labels, info, agent_version, now)])
+        return result
 
-    def update_node_hellos(self, items: Sequence[Hello]) -> list[NodeRow | NameTakenError | None]:
+    def update_node_hellos(self, items: Sequence[Hello]) -> list[NodeRow | None]:
         """What nodes said in their hellos, many in one transaction.
 
-        Each gets its fresh row; the NameTakenError of a rename onto another
-        node (the other items still apply); None if the node is gone.
+        Each gets its fresh row, or None if the node is gone. The name stays
+        the one the node registered under: a hello cannot rename a node.
         """
-        out: list[NodeRow | NameTakenError | None] = []
+        out: list[NodeRow | None] = []
         with self._write() as conn:
             for h in items:
-                holder = conn.execute("SELECT id FROM nodes WHERE name = ?", (h.name,)).fetchone()
-                if holder is not None and holder[0] != h.node_id:
-                    out.append(_name_taken(h.name))
-                    continue
                 conn.execute(
-                    "UPDATE nodes SET name = ?, labels = ?, info = ?, agent_version = ?, "
+                    "UPDATE nodes SET labels = ?, info = ?, agent_version = ?, "
                     "last_seen = ? WHERE id = ?",
                     (
-                        h.name,
                         json.dumps(h.labels),
                         json.dumps(h.info) if h.info is not None else None,
                         h.agent_version,

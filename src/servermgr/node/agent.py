@@ -220,6 +220,8 @@ class Agent:
                 reason = f"connection lost ({_close_reason(exc)})"
             except trio.TooSlowError:
                 reason = "Core did not answer in time"
+            except HelloRefused as exc:
+                reason = f"Core refused this node's hello: {exc.reason}"
             except ProtocolError as exc:
                 reason = f"Core sent a bad message: {exc.reason}"
             finally:
@@ -250,7 +252,7 @@ class Agent:
                 if isinstance(msg, proto.Welcome):
                     break
                 if isinstance(msg, proto.Error):
-                    raise ProtocolError(f"{msg.code}: {msg.message}")
+                    raise HelloRefused(f"{msg.code}: {msg.message}")
         self.interval = msg.heartbeat_interval
         self.ack_interval = msg.ack_interval
         self.connected = True
@@ -385,6 +387,10 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+class HelloRefused(ProtocolError):
+    """Core answered the hello with an error instead of welcome."""
 
 
 def _close_reason(exc: ConnectionClosed) -> str:

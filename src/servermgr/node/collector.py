@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol, TypeVar
 import psutil
 
 from servermgr.common import proto
+from servermgr.common.text import printable
 
 T = TypeVar("T")
 
@@ -38,7 +39,11 @@ _UNREADABLE: tuple[type[Exception], ...] = (OSError, RuntimeError, ValueError, p
 
 MAX_DISKS = 256  # proto.Sample.disks max_length
 MAX_NETS = 256  # proto.Sample.nets max_length
-_MAX_TEXT = 1024  # proto.ShortText max_length
+# Limits of proto's Line, Word and InfoText: what the node reports is made
+# printable and cut to them here, so Core never has to refuse a real machine.
+_MAX_TEXT = 1024
+_MAX_WORD = 64
+_MAX_INFO = 256
 
 # Mounted file systems that hold no user data (or are another mount seen
 # twice). psutil's ``all=False`` already drops most "nodev" ones, including
@@ -294,7 +299,9 @@ def rates(prev: Counters | None, cur: Counters) -> Rates:
     nets_now = {n: c for n, c in (cur.nets or {}).items() if not is_loopback(n)}
     disks_now = {d: c for d, c in (cur.disks or {}).items() if not is_virtual_disk(d)}
     if prev is None:
-        unknown = [proto.NetRate(name=n[:_MAX_TEXT], rx_bps=None, tx_bps=None) for n in nets_now]
+        unknown = [
+            proto.NetRate(name=_clean(n, _MAX_WORD), rx_bps=None, tx_bps=None) for n in nets_now
+        ]
         return Rates(nets=_top_nets(unknown, MAX_NETS))
 
     seconds = cur.at - prev.at
@@ -319,7 +326,7 @@ def rates(prev: Counters | None, cur: Counters) -> Rates:
     if cur.nets is not None:
         per_nic, net_total = _byte_rates(prev.nets, nets_now, elapsed)
         nets = [
-            proto.NetRate(name=n[:_MAX_TEXT], rx_bps=rx, tx_bps=tx)
+            proto.NetRate(name=_clean(n, _MAX_WORD), rx_bps=rx, tx_bps=tx)
             for n, (rx, tx) in per_nic.items()
         ]
     return Rates(
@@ -340,7 +347,8 @@ def real_disks(
     disks: list[proto.DiskUsage] = []
     seen: set[str] = set()
     for p in partitions:
-        if p.device in seen or _is_pseudo_fs(p.fstype) or len(p.mount) > _MAX_TEXT:
+        mount = printable(p.mount)
+        if p.device in seen or _is_pseudo_fs(p.fstype) or len(mount) > _MAX_TEXT:
             continue
         try:
             u = usage(p.mount)
@@ -352,8 +360,8 @@ def real_disks(
         seen.add(p.device)
         disks.append(
             proto.DiskUsage(
-                mount=p.mount,
-                fstype=p.fstype[:_MAX_TEXT],
+                mount=mount,
+                fstype=_clean(p.fstype, _MAX_WORD),
                 total=u.total,
                 used=min(max(u.used, 0), u.total),
                 percent=percent,
@@ -503,8 +511,12 @@ def _cpu_model(cpuinfo: str) -> str | None:
     return model
 
 
+def _clean(value: str, limit: int) -> str:
+    return printable(value)[:limit]
+
+
 def _text(value: str | None) -> str | None:
-    return value[:_MAX_TEXT] if value else None
+    return _clean(value, _MAX_INFO) if value else None
 
 
 def system_info(

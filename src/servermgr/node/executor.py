@@ -31,6 +31,7 @@ import trio
 
 from servermgr.common import proto
 from servermgr.common.config import ExecConfig
+from servermgr.common.text import printable
 from servermgr.node import policy as exec_policy
 
 Emit = Callable[[proto.JobOutput], Awaitable[None]]
@@ -410,8 +411,11 @@ def _result(
     stdout: _Pump | None = None,
     stderr: _Pump | None = None,
 ) -> proto.JobResult:
-    if error is not None and len(error) > _MAX_ERROR:
-        error = error[:_MAX_ERROR] + "..."
+    if error is not None:
+        # Core refuses control characters in error texts (it may quote the command).
+        error = printable(error, lines=True)
+        if len(error) > _MAX_ERROR:
+            error = error[:_MAX_ERROR] + "..."
     return proto.JobResult(
         job_id=job.job_id,
         outcome=outcome,

@@ -1,0 +1,54 @@
+"""The node name rule (and the label rule): one home for what a node may be called.
+
+A name is what operators type to target a node, so it must never read as
+anything else a target can be: not ``all`` or ``*``, not a node id
+(``n`` + 16 hex digits, which would let a node collect another node's jobs),
+not a selector (commas, ``=``, ``!``, glob characters), and nothing a
+terminal or a log line would interpret. Checked with ``fullmatch``: a
+trailing newline is not part of a valid name.
+
+Used by config parsing (``[node] hostname``), registration and the node's
+``hello``. Pure logic.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_LENGTH = 253
+# Letters and digits at both ends; '.', '-', '_' inside. This excludes every
+# selector and glob character (, = ! * ? [ ] space) and every control byte.
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?")
+_NODE_ID = re.compile(r"n[0-9a-f]{16}", re.IGNORECASE)
+_LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9_./-]{0,253}")
+RESERVED = frozenset({"all"})
+RULE = (
+    "letters, digits, '.', '-' and '_', starting and ending with a letter or digit, "
+    f"at most {MAX_LENGTH} characters"
+)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a node, or None when it can."""
+    if not _NAME.fullmatch(name):
+        return f"a node name uses {RULE}"
+    if name.lower() in RESERVED:
+        return "this word is reserved (it targets every node)"
+    if _NODE_ID.fullmatch(name):
+        return "names shaped like a node id (n + 16 hex digits) are reserved"
+    return None
+
+
+def is_name(name: str) -> bool:
+    return name_problem(name) is None
+
+
+def is_label_key(key: str) -> bool:
+    """Label names: letters, digits, '.', '-', '_', 1 to 63 characters."""
+    return _LABEL_KEY.fullmatch(key) is not None
+
+
+def is_label_value(value: str) -> bool:
+    """Label values: letters, digits, '.', '-', '_', '/', at most 253 characters."""
+    return _LABEL_VALUE.fullmatch(value) is not None
