@@ -40,6 +40,7 @@ from servermgr.core.cache import MemoryBus, MemoryStatus
 from servermgr.core.events_api import EventsApi
 from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
 from servermgr.core.history import History, retention_of
+from servermgr.core.job_streams import JobStreams
 from servermgr.core.jobs_api import JobsApi
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
@@ -97,7 +98,9 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
     api.gc_pauses = GC_PAUSES.doc
     jobs_api = JobsApi(api, jobs)
     api.extra += jobs_api.routes()
-    api.extra_ws += jobs_api.ws_routes()
+    job_streams = JobStreams(api, jobs)
+    api.extra += job_streams.routes()
+    api.extra_ws += job_streams.ws_routes()
     api.extra_ws += EventsApi(api, jobs).ws_routes()
     app = Starlette(
         routes=api.routes(),

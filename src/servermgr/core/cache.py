@@ -3,11 +3,13 @@
 These are the seams a Redis backend will fill later (several Core processes
 sharing one fleet). Today both run in memory: ``MemoryStatus`` holds what
 ``ctl nodes`` shows without touching SQLite, and ``MemoryBus`` fans events
-out to live client streams.
+out to live client streams, each through a bounded queue.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ from typing import Any, Protocol
 import trio
 
 from servermgr.common import proto
+
+log = logging.getLogger("servermgr.core.bus")
 
 
 @dataclass(slots=True)
@@ -83,59 +87,143 @@ class MemoryStatus:
 Event = dict[str, Any]
 Match = Callable[[Event], bool]
 
+EVENT_OVERHEAD = 256  # what one queued event costs besides its output data, roughly
+
+
+class SubscriberTooSlow(Exception):
+    """A subscriber's queue overflowed: it was closed, and this says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 class EventBus(Protocol):
     def publish(self, event: Event) -> None: ...
+    def subscriptions(self) -> list[Subscription]: ...
 
     def subscribe(
-        self, *, buffer: int = 1024, match: Match | None = None
-    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Event]]: ...
+        self,
+        *,
+        max_events: int = 1024,
+        max_bytes: int = 4 * 1024 * 1024,
+        match: Match | None = None,
+        label: str = "subscriber",
+    ) -> AbstractAsyncContextManager[Subscription]: ...
 
 
 class MemoryBus:
-    """Fan-out of events to subscribers with bounded buffers.
+    """Fan-out of events to subscribers, each with a bounded queue.
 
-    A subscriber that falls behind loses events rather than slowing Core; it
-    learns so from a ``{"type": "dropped", "count": N}`` event. ``match``
-    filters what a subscriber receives (e.g. one job's events).
+    A subscriber that falls behind never slows Core nor another subscriber:
+    when its queue holds more than ``max_events`` events or ``max_bytes``
+    (output data plus a fixed overhead per event), it is closed at once, its
+    queue freed, and one warning logged; its reader then gets
+    ``SubscriberTooSlow`` with the reason to pass on to its client.
+    ``match`` filters what a subscriber receives (e.g. one job's events).
     """
 
     def __init__(self) -> None:
-        self._subs: set[_Subscriber] = set()
+        self._subs: set[Subscription] = set()
+
+    def subscriptions(self) -> list[Subscription]:
+        """The open subscriptions, e.g. to see what waits for each."""
+        return list(self._subs)
 
     def publish(self, event: Event) -> None:
         for sub in list(self._subs):
-            if sub.match is None or sub.match(event):
-                sub.offer(event)
+            if (sub.match is None or sub.match(event)) and not sub.offer(event):
+                self._subs.discard(sub)
 
     @asynccontextmanager
     async def subscribe(
-        self, *, buffer: int = 1024, match: Match | None = None
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
-        send, recv = trio.open_memory_channel[Event](buffer)
-        sub = _Subscriber(send, match)
+        self,
+        *,
+        max_events: int = 1024,
+        max_bytes: int = 4 * 1024 * 1024,
+        match: Match | None = None,
+        label: str = "subscriber",
+    ) -> AsyncIterator[Subscription]:
+        sub = Subscription(max_events=max_events, max_bytes=max_bytes, match=match, label=label)
         self._subs.add(sub)
         try:
-            async with recv:
-                yield recv
+            yield sub
         finally:
             self._subs.discard(sub)
-            send.close()
+            sub.close()
 
 
-class _Subscriber:
-    def __init__(self, send: trio.MemorySendChannel[Event], match: Match | None) -> None:
-        self.send = send
+class Subscription:
+    """One subscriber's queue: bounded in events and bytes, read with ``receive()``."""
+
+    def __init__(self, *, max_events: int, max_bytes: int, match: Match | None, label: str) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
         self.match = match
-        self.dropped = 0
+        self.label = label
+        self.queued_bytes = 0
+        self.peak_bytes = 0
+        self.too_slow: str | None = None
+        self._queue: deque[tuple[Event, int]] = deque()
+        self._closed = False
+        self._waiting = trio.lowlevel.ParkingLot()
 
-    def offer(self, event: Event) -> None:
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event``; False when this subscriber is closed (now or before)."""
+        if self._closed:
+            return False
+        size = EVENT_OVERHEAD + len(event.get("data") or "")
+        if len(self._queue) >= self.max_events or self.queued_bytes + size > self.max_bytes:
+            self.too_slow = (
+                f"too slow: over {self.max_events} events or "
+                f"{self.max_bytes // 1024} KiB waiting to be read"
+            )
+            log.warning(
+                "%s disconnected, it read too slowly: %d events (%d bytes) were waiting",
+                self.label,
+                len(self._queue),
+                self.queued_bytes,
+            )
+            self.close()
+            return False
+        self._queue.append((event, size))
+        self.queued_bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.queued_bytes)
+        self._waiting.unpark_all()
+        return True
+
+    def close(self) -> None:
+        """Stop queueing and free what is queued; a waiting reader wakes up."""
+        self._closed = True
+        self._queue.clear()
+        self.queued_bytes = 0
+        self._waiting.unpark_all()
+
+    async def receive(self) -> Event:
+        """The next event; raises SubscriberTooSlow once closed for overflowing,
+        trio.EndOfChannel once closed otherwise."""
+        await trio.lowlevel.checkpoint()
+        while not self._queue:
+            if self._closed:
+                break
+            await self._waiting.park()
+        if self.too_slow is not None:
+            raise SubscriberTooSlow(self.too_slow)
+        if not self._queue:
+            raise trio.EndOfChannel
+        event, size = self._queue.popleft()
+        self.queued_bytes -= size
+        return event
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
         try:
-            if self.dropped:
-                self.send.send_nowait({"type": "dropped", "count": self.dropped})
-                self.dropped = 0
-            self.send.send_nowait(event)
-        except trio.WouldBlock:
-            self.dropped += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None

@@ -30,7 +30,6 @@ Every message is one JSON text frame with a ``type``:
                   succeeded, failed, timed_out, cancelled, refused, expired,
                   lost; final ones may add exit_code, signal, error, duration)
     job.done      {"type", "job_id"}   every node of the job is final
-    dropped       {"type", "count"}    events lost: this client read too slowly
     keepalive     {"type", "ts"}       after 15 s without another message
     shutdown      {"type", "ts", "reason"}  Core is stopping; closes with 1001
 
@@ -39,9 +38,10 @@ status, labels, cpu_percent, mem_percent, disk_percent, net_rx_bps,
 net_tx_bps, load1, uptime, last_seen, ...). Events can repeat what the
 snapshot already holds; applying them again is harmless.
 
-A slow client never slows Core: the bus drops what it cannot hold (the client
-gets ``dropped``), heartbeats are coalesced per node, and a send that stays
-blocked for 30 s ends the stream.
+A slow client never slows Core nor another client: heartbeats are coalesced
+per node, and a client that lets more than 4,096 events or 4 MiB wait for it
+is disconnected with close code 1008 and the reason "too slow: ..." (logged
+once); it can reconnect and gets a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr import __version__
 from servermgr.core.api import Api
-from servermgr.core.cache import Event
-from servermgr.core.gateway import CLOSE_GOING_AWAY, error_body
+from servermgr.core.cache import Event, SubscriberTooSlow, Subscription
+from servermgr.core.gateway import CLOSE_GOING_AWAY, CLOSE_POLICY, error_body
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
 from servermgr.core.security import tokens_equal
@@ -79,7 +79,8 @@ SHUTDOWN = "core.shutdown"  # published by Core's serve() when it stops
 MAX_HISTORY = 600
 KEEPALIVE = 15.0
 SEND_TIMEOUT = 30.0
-BUFFER = 4096
+MAX_EVENTS = 4096  # what may wait for one client before it is disconnected
+MAX_BYTES = 4 * 1024 * 1024
 
 
 class BadQuery(ValueError):
@@ -135,22 +136,29 @@ class EventsApi:
         watch = "heartbeat" in opts.kinds
         if watch:
             gateway.heartbeat_subscribers += 1
+        code, reason = 1000, ""
+        client = ws.client
+        label = f"event stream of {client.host}:{client.port}" if client else "event stream"
         try:
             async with (
-                self.api.gateway.bus.subscribe(buffer=BUFFER, match=_matcher(opts)) as live,
+                self.api.gateway.bus.subscribe(
+                    max_events=MAX_EVENTS, max_bytes=MAX_BYTES, match=_matcher(opts), label=label
+                ) as live,
                 trio.open_nursery() as nursery,
             ):
                 nursery.start_soon(_read_until_closed, ws, nursery.cancel_scope)
                 await self._send(ws, await self.snapshot(opts))
                 await self._pump(ws, live, opts)
                 nursery.cancel_scope.cancel()
+        except* SubscriberTooSlow as group:
+            code, reason = CLOSE_POLICY, str(group.exceptions[0])
         except* (WebSocketDisconnect, RuntimeError, OSError, trio.TooSlowError):
             pass  # the client went away or stopped reading; nothing to keep
         finally:
             if watch:
                 gateway.heartbeat_subscribers -= 1
             with trio.CancelScope(shield=True):
-                await _close(ws, 1000)
+                await _close(ws, code, reason)
 
     async def snapshot(self, opts: Options) -> dict[str, Any]:
         now = self.api.clock()
@@ -178,9 +186,7 @@ class EventsApi:
             "jobs_open": sorted(open_jobs),
         }
 
-    async def _pump(
-        self, ws: WebSocket, live: trio.MemoryReceiveChannel[Event], opts: Options
-    ) -> None:
+    async def _pump(self, ws: WebSocket, live: Subscription, opts: Options) -> None:
         """Forward live events; heartbeats are coalesced per node for ``interval``."""
         pending: dict[str, None] = {}
         flush_at = 0.0
@@ -228,7 +234,7 @@ class EventsApi:
             return {**event, "type": f"job.{kind}"}
         if kind == SHUTDOWN:
             return {"type": "shutdown", "ts": event.get("ts"), "reason": "Core is shutting down"}
-        return event  # node.offline, node.removed, dropped
+        return event  # node.offline, node.removed
 
     async def _send(self, ws: WebSocket, doc: dict[str, Any]) -> None:
         with trio.fail_after(SEND_TIMEOUT):

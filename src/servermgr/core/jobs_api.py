@@ -1,32 +1,20 @@
-"""REST and streaming routes for jobs and the audit log.
-
-The live output of a job is one event sequence served two ways: NDJSON over
-HTTP (``/stream``, what ctl and curl read) and WebSocket text frames
-(``/ws``, for browsers). Each starts with the job so far, then live events,
-and ends with ``{"type": "done"}`` once every node is final. Output events
-carry byte offsets so a reader can drop what it already has.
-"""
+"""REST routes for jobs and the audit log (live output: core/job_streams.py)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.responses import JSONResponse, Response
 
 from servermgr.common import proto, timespec
 from servermgr.common.selector import parse_target
 from servermgr.core.api import Api, ApiFailure, Handler
-from servermgr.core.gateway import error_body
 from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import JobError, JobSpec, Scheduler
-from servermgr.core.security import tokens_equal
 
 MAX_OUTPUT_CAP = 16 * 1024 * 1024
 MAX_SECONDS = 7 * 86400.0
@@ -119,7 +107,10 @@ class JobsApi:
 
     async def get(self, request: Request) -> Response:
         self.api._authorize(request)
-        doc = await self._doc(request.path_params["job_id"])
+        output = request.query_params.get("output", "true")
+        if output not in ("true", "false"):
+            raise ApiFailure(400, "bad_request", "output must be true or false")
+        doc = await self._doc(request.path_params["job_id"], output=output == "true")
         return JSONResponse(doc)
 
     async def cancel(self, request: Request) -> Response:
@@ -128,93 +119,6 @@ class JobsApi:
         if not await self.jobs.cancel(job_id):
             raise ApiFailure(404, "not_found", f"no job {job_id!r}")
         return JSONResponse(await self._doc(job_id, output=False))
-
-    async def stream(self, request: Request) -> Response:
-        self.api._authorize(request)
-        job_id = request.path_params["job_id"]
-        await self._doc(job_id, output=False)  # 404 before the stream starts
-
-        async def lines() -> AsyncIterator[bytes]:
-            async for event in self.events(job_id):
-                yield json.dumps(event).encode() + b"\n"
-
-        return StreamingResponse(
-            lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"}
-        )
-
-    async def websocket(self, ws: WebSocket) -> None:
-        auth = ws.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not tokens_equal(token.strip(), self.api.core_key):
-            await ws.send_denial_response(
-                JSONResponse(error_body("unauthorized", "wrong or missing core key"), 401)
-            )
-            return
-        job_id = ws.path_params["job_id"]
-        if await self.jobs.job_doc(job_id, output=False) is None:
-            await ws.send_denial_response(
-                JSONResponse(error_body("not_found", f"no job {job_id!r}"), 404)
-            )
-            return
-        await ws.accept()
-        try:
-            async for event in self.events(job_id):
-                await ws.send_text(json.dumps(event))
-            await ws.close(1000)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            pass
-
-    async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The job so far, then live events until every node is final."""
-        async with self.jobs.bus.subscribe(
-            buffer=10000, match=lambda e: e.get("job_id") == job_id
-        ) as live:
-            doc = await self.jobs.job_doc(job_id)
-            if doc is None:
-                return
-            nodes = doc.pop("nodes")
-            yield {
-                "type": "job",
-                "job": doc
-                | {
-                    "nodes": [
-                        {k: v for k, v in n.items() if not k.startswith(("stdout", "stderr"))}
-                        for n in nodes
-                    ]
-                },
-            }
-            for n in nodes:
-                for stream in ("stdout", "stderr"):
-                    data = n[f"{stream}_b64"]
-                    if data:
-                        yield {
-                            "type": "output",
-                            "job_id": job_id,
-                            "node_id": n["node_id"],
-                            "node": n["node"],
-                            "stream": stream,
-                            "offset": 0,
-                            "data": data,
-                        }
-                if n["state"] in FINAL_STATES:
-                    yield {
-                        "type": "state",
-                        "job_id": job_id,
-                        "node_id": n["node_id"],
-                        "node": n["node"],
-                        "state": n["state"],
-                        "exit_code": n["exit_code"],
-                        "signal": n["signal"],
-                        "error": n["error"],
-                        "duration": n["duration"],
-                    }
-            if doc["state"] == "done":
-                yield {"type": "done", "job_id": job_id}
-                return
-            async for event in live:
-                yield event
-                if event["type"] == "done":
-                    return
 
     async def audit(self, request: Request) -> Response:
         self.api._authorize(request)
@@ -279,19 +183,23 @@ class JobsApi:
                 "GET",
                 "/api/v1/jobs/{job_id}",
                 self.get,
-                Doc("One job: per-node state, exit code, duration and output", params=(jid,)),
+                Doc(
+                    "One job: per-node state, exit code, duration and output",
+                    params=(
+                        jid,
+                        Param(
+                            "output",
+                            "query",
+                            "false: sizes only (stdout_bytes, stderr_bytes), no output",
+                        ),
+                    ),
+                ),
             ),
             (
                 "POST",
                 "/api/v1/jobs/{job_id}/cancel",
                 self.cancel,
                 Doc("Cancel what has not finished", params=(jid,)),
-            ),
-            (
-                "GET",
-                "/api/v1/jobs/{job_id}/stream",
-                self.stream,
-                Doc("Live events as NDJSON: job, output, state, done", params=(jid,)),
             ),
             (
                 "GET",
@@ -307,17 +215,4 @@ class JobsApi:
                     ),
                 ),
             ),
-        ]
-
-    def ws_routes(self) -> list[tuple[str, Any, Doc]]:
-        return [
-            (
-                "/api/v1/jobs/{job_id}/ws",
-                self.websocket,
-                Doc(
-                    "Live events over WebSocket (same as /stream)",
-                    websocket=True,
-                    params=(Param("job_id", "path", "job id"),),
-                ),
-            )
         ]

@@ -238,6 +238,18 @@ class JobStore:
             ).fetchall()
         return _job(row), [_node(n) for n in nodes]
 
+    def output_range(
+        self, job_id: str, node_id: str, stream: str, offset: int, limit: int
+    ) -> bytes:
+        """Up to ``limit`` bytes of one node's stored ``stream`` from byte ``offset``."""
+        column = {"stdout": "stdout", "stderr": "stderr"}[stream]
+        with self.storage.reader() as conn:
+            row = conn.execute(
+                f"SELECT substr({column}, ?, ?) FROM job_nodes WHERE job_id = ? AND node_id = ?",
+                (offset + 1, limit, job_id, node_id),
+            ).fetchone()
+        return bytes(row[0]) if row is not None and row[0] is not None else b""
+
     def list_jobs(
         self,
         *,

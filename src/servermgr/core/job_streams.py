@@ -1,0 +1,295 @@
+"""A job's live output for clients: NDJSON, WebSocket, and byte ranges.
+
+The live output of a job is one event sequence served two ways: NDJSON over
+HTTP (``/stream``, what ctl and curl read) and WebSocket text frames
+(``/ws``, for browsers). Each starts with the job so far, then live events,
+and ends with ``{"type": "done"}`` once every node is final. Output events
+carry byte offsets so a reader can drop what it already has.
+
+Memory per reader is bounded whatever the output size: the output so far is
+sent in chunks of at most ``CHUNK`` bytes read one at a time (from the open
+entry, or by range from SQLite), and live events wait in a bounded queue. A
+reader that lets more than ``MAX_EVENTS`` events or ``MAX_BYTES`` of output
+wait is disconnected: the NDJSON stream ends with an ``error`` line
+(``too_slow``), the WebSocket closes with code 1008. ``/output`` serves any
+byte range of one node's stdout or stderr, so a reader cut short completes
+what it missed without loading the whole job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from servermgr.core.api import Api, ApiFailure, Handler
+from servermgr.core.cache import SubscriberTooSlow
+from servermgr.core.gateway import CLOSE_POLICY, error_body
+from servermgr.core.jobstore import FINAL_STATES
+from servermgr.core.openapi import Doc, Param
+from servermgr.core.scheduler import Scheduler
+from servermgr.core.security import tokens_equal
+
+log = logging.getLogger("servermgr.core.jobs")
+
+CHUNK = 64 * 1024  # output bytes per catch-up event (base64 in the event)
+MAX_RANGE = 4 * 1024 * 1024  # most bytes one /output request answers
+MAX_EVENTS = 10_000  # what may wait for one reader before it is disconnected
+MAX_BYTES = 8 * 1024 * 1024
+STREAMS = ("stdout", "stderr")
+
+
+class JobStreams:
+    def __init__(self, api: Api, scheduler: Scheduler) -> None:
+        self.api = api
+        self.jobs = scheduler
+
+    async def stream(self, request: Request) -> Response:
+        self.api._authorize(request)
+        job_id = request.path_params["job_id"]
+        await self._exists(job_id)  # 404 before the stream starts
+        label = f"job stream {job_id} of {_peer(request)}"
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for event in self.events(job_id, label):
+                    yield json.dumps(event).encode() + b"\n"
+            except SubscriberTooSlow as exc:
+                yield json.dumps({"type": "error", **error_body("too_slow", exc.reason)}).encode()
+                yield b"\n"
+
+        return NdjsonStream(lines())
+
+    async def websocket(self, ws: WebSocket) -> None:
+        auth = ws.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not tokens_equal(token.strip(), self.api.core_key):
+            await ws.send_denial_response(
+                JSONResponse(error_body("unauthorized", "wrong or missing core key"), 401)
+            )
+            return
+        job_id = ws.path_params["job_id"]
+        if await self.jobs.job_doc(job_id, output=False) is None:
+            await ws.send_denial_response(
+                JSONResponse(error_body("not_found", f"no job {job_id!r}"), 404)
+            )
+            return
+        await ws.accept()
+        try:
+            try:
+                async for event in self.events(job_id, f"job websocket {job_id} of {_peer(ws)}"):
+                    await ws.send_text(json.dumps(event))
+            except SubscriberTooSlow as exc:
+                await ws.close(CLOSE_POLICY, exc.reason)
+                return
+            await ws.close(1000)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    async def events(self, job_id: str, label: str = "job stream") -> AsyncIterator[dict[str, Any]]:
+        """The job so far, then live events until every node is final.
+
+        Raises SubscriberTooSlow when the reader let too much wait.
+        """
+        async with self.jobs.bus.subscribe(
+            max_events=MAX_EVENTS,
+            max_bytes=MAX_BYTES,
+            match=lambda e: e.get("job_id") == job_id,
+            label=label,
+        ) as live:
+            doc = await self.jobs.job_doc(job_id, output=False)
+            if doc is None:
+                return
+            nodes = doc.pop("nodes")
+            yield {
+                "type": "job",
+                "job": doc
+                | {
+                    "nodes": [
+                        {k: v for k, v in n.items() if not k.startswith(STREAMS)} for n in nodes
+                    ]
+                },
+            }
+            for n in nodes:
+                for stream in STREAMS:
+                    offset, size = 0, n[f"{stream}_bytes"]
+                    while offset < size:
+                        data = await self.output_range(
+                            job_id, n["node_id"], stream, offset, min(CHUNK, size - offset)
+                        )
+                        if not data:
+                            break
+                        yield {
+                            "type": "output",
+                            "job_id": job_id,
+                            "node_id": n["node_id"],
+                            "node": n["node"],
+                            "stream": stream,
+                            "offset": offset,
+                            "data": base64.b64encode(data).decode(),
+                        }
+                        offset += len(data)
+                if n["state"] in FINAL_STATES:
+                    yield {
+                        "type": "state",
+                        "job_id": job_id,
+                        "node_id": n["node_id"],
+                        "node": n["node"],
+                        "state": n["state"],
+                        "exit_code": n["exit_code"],
+                        "signal": n["signal"],
+                        "error": n["error"],
+                        "duration": n["duration"],
+                    }
+            if doc["state"] == "done":
+                yield {"type": "done", "job_id": job_id}
+                return
+            async for event in live:
+                yield event
+                if event["type"] == "done":
+                    return
+
+    async def output_range(
+        self, job_id: str, node_id: str, stream: str, offset: int, limit: int
+    ) -> bytes:
+        """Up to ``limit`` bytes of one node's output from ``offset``: live or stored."""
+        entry = self.jobs.live.get((job_id, node_id))
+        if entry is not None:
+            return bytes(entry.out[stream][offset : offset + limit])
+        return await self.api.db.read(
+            self.jobs.store.output_range, job_id, node_id, stream, offset, limit
+        )
+
+    async def output(self, request: Request) -> Response:
+        """Raw bytes of one node's stdout or stderr, from ``offset``, at most ``limit``."""
+        self.api._authorize(request)
+        job_id = request.path_params["job_id"]
+        stream = request.path_params["stream"]
+        if stream not in STREAMS:
+            raise ApiFailure(400, "bad_request", "stream must be stdout or stderr")
+        q = request.query_params
+        try:
+            offset = int(q.get("offset", "0"))
+            limit = int(q.get("limit", str(MAX_RANGE)))
+        except ValueError:
+            raise ApiFailure(400, "bad_request", "offset and limit must be integers") from None
+        if offset < 0 or not 1 <= limit <= MAX_RANGE:
+            raise ApiFailure(400, "bad_request", f"offset must be >= 0, limit 1..{MAX_RANGE}")
+        doc = await self._exists(job_id)
+        ref = request.path_params["node"]
+        node = next((n for n in doc["nodes"] if ref in (n["node_id"], n["node"])), None)
+        if node is None:
+            raise ApiFailure(404, "not_found", f"job {job_id} did not run on {ref!r}")
+        data = await self.output_range(job_id, node["node_id"], stream, offset, limit)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"X-Total-Bytes": str(node[f"{stream}_bytes"])},
+        )
+
+    async def _exists(self, job_id: str) -> dict[str, Any]:
+        doc = await self.jobs.job_doc(job_id, output=False)
+        if doc is None:
+            raise ApiFailure(404, "not_found", f"no job {job_id!r} (see: servermgr ctl jobs)")
+        return doc
+
+    def routes(self) -> list[tuple[str, str, Handler, Doc]]:
+        jid = Param("job_id", "path", "job id")
+        return [
+            (
+                "GET",
+                "/api/v1/jobs/{job_id}/stream",
+                self.stream,
+                Doc(
+                    "Live events as NDJSON: job, output, state, done "
+                    "(or a final error line when the reader was too slow)",
+                    params=(jid,),
+                ),
+            ),
+            (
+                "GET",
+                "/api/v1/jobs/{job_id}/output/{node}/{stream}",
+                self.output,
+                Doc(
+                    "Raw bytes of one node's stdout or stderr (X-Total-Bytes: its size so far)",
+                    params=(
+                        jid,
+                        Param("node", "path", "node name or id"),
+                        Param("stream", "path", "stdout or stderr"),
+                        Param("offset", "query", "first byte (default 0)", {"type": "integer"}),
+                        Param(
+                            "limit",
+                            "query",
+                            f"at most this many bytes (1..{MAX_RANGE}, the default)",
+                            {"type": "integer"},
+                        ),
+                    ),
+                ),
+            ),
+        ]
+
+    def ws_routes(self) -> list[tuple[str, Any, Doc]]:
+        return [
+            (
+                "/api/v1/jobs/{job_id}/ws",
+                self.websocket,
+                Doc(
+                    "Live events over WebSocket (same as /stream; closes 1008 when too slow)",
+                    websocket=True,
+                    params=(Param("job_id", "path", "job id"),),
+                ),
+            )
+        ]
+
+
+def _peer(conn: Request | WebSocket) -> str:
+    client = conn.client
+    return f"{client.host}:{client.port}" if client else "unknown client"
+
+
+class NdjsonStream(Response):
+    """A streamed answer whose end always completes (unlike StreamingResponse here).
+
+    Starlette's StreamingResponse cancels its task when Hypercorn reports
+    the client gone, and Hypercorn reports that from inside the send that
+    ends the response: the cancellation lands in Hypercorn's bookkeeping
+    and the connection is never closed nor reused (it lingers until the
+    client hangs up). Here a client that goes away only stops the wait for
+    the next line; every send completes, the last one outside any scope
+    that can be cancelled.
+    """
+
+    def __init__(self, lines: AsyncIterator[bytes]) -> None:  # no body, no content-length
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"application/x-ndjson"),
+            (b"cache-control", b"no-store"),
+        ]
+        self.lines = lines
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_disconnected, receive, nursery.cancel_scope)
+            async for line in self.lines:
+                with trio.CancelScope(shield=True):
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
+            nursery.cancel_scope.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnected(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

@@ -1,0 +1,121 @@
+"""A job's live output (core/job_streams.py): real Core, real agent, real sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from typing import Any
+
+import pytest
+import trio
+
+from servermgr.core.app import Core
+from servermgr.core.cache import Subscription
+from servermgr.core.job_streams import CHUNK, MAX_BYTES
+from tests.support import StartNode, api, finished, online, submit, wait_for
+
+BIG = 16 * 1024 * 1024  # twice what may wait for one reader
+
+
+@pytest.fixture
+async def node(core: Core, start_node: StartNode) -> Core:
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    return core
+
+
+def stalled_reader(core: Core, path: str) -> socket.socket:
+    """A client that sends its request and never reads (a tiny receive buffer)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", core.port))
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {core.key.value}\r\n\r\n".encode()
+    )
+    return sock
+
+
+async def read_all(sock: socket.socket) -> bytes:
+    def read() -> bytes:
+        sock.settimeout(30)
+        out = bytearray()
+        while chunk := sock.recv(1 << 20):
+            out += chunk
+        return bytes(out)
+
+    return await trio.to_thread.run_sync(read)
+
+
+async def test_a_reader_that_never_reads_is_cut_off_and_others_get_everything(
+    node: Core, caplog: Any
+) -> None:
+    core = node
+    job = await submit(
+        core,
+        target="node-01",
+        command=f"sleep 0.5; head -c {BIG} /dev/zero | tr '\\0' x",
+        output_cap=BIG,
+    )
+    path = f"/api/v1/jobs/{job['id']}/stream"
+    sock = stalled_reader(core, path)
+    try:
+        await wait_for(lambda: len(core.bus.subscriptions()) == 1)
+        (slow,) = core.bus.subscriptions()
+        got = bytearray()
+        async with api(core) as client, client.stream("GET", path) as resp:
+            async for line in resp.aiter_lines():
+                event = json.loads(line)
+                if event["type"] == "output":
+                    assert event["offset"] == len(got)
+                    got += base64.b64decode(event["data"])
+        # The other reader got every byte, in order; the stalled one was cut
+        # off with what waited for it bounded, and freed.
+        assert len(got) == BIG
+        assert got == b"x" * BIG
+        assert isinstance(slow, Subscription)
+        assert slow.too_slow is not None
+        assert slow.peak_bytes <= MAX_BYTES
+        assert slow.queued_bytes == 0
+        assert core.bus.subscriptions() == []
+        warnings = [r for r in caplog.records if "read too slowly" in r.getMessage()]
+        assert len(warnings) == 1
+        # Once it reads again, its stream ends with the reason, not "done".
+        tail = await read_all(sock)
+        assert b'"too_slow"' in tail
+        assert b'"type": "done"' not in tail
+    finally:
+        sock.close()
+
+
+async def test_output_so_far_comes_in_bounded_chunks_and_by_range(node: Core) -> None:
+    core = node
+    size = 3 * CHUNK + 123
+    job = await submit(core, target="node-01", command=f"head -c {size} /dev/urandom")
+    done = await finished(core, job["id"])
+    n = done["nodes"][0]
+    whole = base64.b64decode(n["stdout_b64"])
+    assert len(whole) == size
+    async with api(core) as client:
+        async with client.stream("GET", f"/api/v1/jobs/{job['id']}/stream") as resp:
+            events = [json.loads(line) async for line in resp.aiter_lines()]
+        chunks = [base64.b64decode(e["data"]) for e in events if e["type"] == "output"]
+        assert max(map(len, chunks)) == CHUNK
+        assert b"".join(chunks) == whole
+        assert events[-1]["type"] == "done"
+
+        base = f"/api/v1/jobs/{job['id']}/output/node-01/stdout"
+        part = await client.get(base, params={"offset": 1000, "limit": 5000})
+        assert part.status_code == 200
+        assert part.content == whole[1000:6000]
+        assert part.headers["x-total-bytes"] == str(size)
+        past = await client.get(base, params={"offset": size + 10})
+        assert past.content == b""
+        sizes = (await client.get(f"/api/v1/jobs/{job['id']}", params={"output": "false"})).json()
+        assert sizes["nodes"][0]["stdout_bytes"] == size
+        assert "stdout_b64" not in sizes["nodes"][0]
+        bad = await client.get(base.replace("stdout", "stdin"))
+        assert bad.status_code == 400
+        assert bad.json()["error"]["code"] == "bad_request"
+        missing = await client.get(base.replace("node-01", "node-99"))
+        assert missing.status_code == 404
