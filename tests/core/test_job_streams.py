@@ -30,9 +30,8 @@ def stalled_reader(core: Core, path: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     sock.connect(("127.0.0.1", core.port))
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {core.key.value}\r\n\r\n".encode()
-    )
+    head = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    sock.sendall(f"{head}Authorization: Bearer {core.key.value}\r\n\r\n".encode())
     return sock
 
 
