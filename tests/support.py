@@ -40,8 +40,15 @@ def free_port() -> int:
 INTERVAL = 0.2
 
 
-def core_config(tmp_path: Path, *, interval: float = INTERVAL, extra: str = "") -> Config:
+# Tests send many wrong keys from 127.0.0.1 on purpose; tests of the limits set their own.
+NO_AUTH_LIMIT = "auth_failures = 1000000\n"
+
+
+def core_config(
+    tmp_path: Path, *, interval: float = INTERVAL, extra: str = "", limits: str = NO_AUTH_LIMIT
+) -> Config:
     text = f'[server]\nlisten = "127.0.0.1:0"\nheartbeat_interval = {interval}\n' + extra
+    text += f"[limits]\n{limits}"
     return parse_config(text, source=None, base_dir=tmp_path / "core")
 
 

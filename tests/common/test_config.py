@@ -92,6 +92,11 @@ def test_ipv6_listen() -> None:
         ("[exec]\nallow = 'ls'", "exec.allow", "array"),
         ("[exec]\nmax_concurrent = 0", "exec.max_concurrent", "between"),
         ('[log]\nlevel = "loud"', "log.level", "must be one of"),
+        ("[limits]\nauth_failures = 0", "limits.auth_failures", "between 1 and"),
+        ("[limits]\nauth_failures = 2.5", "limits.auth_failures", "whole number"),
+        ('[limits]\nauth_window = "1m"', "limits.auth_window", "must be a number"),
+        ("[limits]\nhandshake_timeout = 0", "limits.handshake_timeout", "between"),
+        ("[limits]\nmax_auth = 3", "limits.max_auth", "unknown key"),
         ("server = 1", "server", "must be a table"),
     ],
 )

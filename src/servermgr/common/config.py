@@ -79,6 +79,15 @@ class ExecConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Core's abuse limits (docs/security.md): per client address."""
+
+    auth_failures: int = 10  # failed authentications allowed per window, then 429
+    auth_window: float = 60.0
+    handshake_timeout: float = 5.0  # to send a complete request head (or TLS handshake)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a config file can say; ``path`` is None for pure defaults."""
 
@@ -87,6 +96,7 @@ class Config:
     storage: StorageConfig
     node: NodeConfig
     exec: ExecConfig = field(default_factory=ExecConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "info"
 
     @property
@@ -182,7 +192,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, None, f"invalid TOML: {exc}") from None
 
-    sections = {"server", "storage", "node", "exec", "log"}
+    sections = {"server", "storage", "node", "exec", "limits", "log"}
     for name in doc:
         if name not in sections:
             raise ConfigError(
@@ -256,6 +266,8 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         max_concurrent=int(ex.get("max_concurrent", lambda k, v: _integer(ex, k, v, 1, 1024), 8)),
     )
 
+    limits = _parse_limits(_Section(src, "limits", doc.get("limits", {})))
+
     log = _Section(src, "log", doc.get("log", {}))
     log.check_keys({"level"})
     level = log.get("level", lambda k, v: _choice(log, k, v, LOG_LEVELS), "info")
@@ -280,7 +292,24 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             labels=labels,
         ),
         exec=exec_cfg,
+        limits=limits,
         log_level=level,
+    )
+
+
+def _parse_limits(sec: _Section) -> LimitsConfig:
+    sec.check_keys({"auth_failures", "auth_window", "handshake_timeout"})
+    d = LimitsConfig()
+    return LimitsConfig(
+        auth_failures=sec.get(
+            "auth_failures", lambda k, v: _integer(sec, k, v, 1, 1_000_000), d.auth_failures
+        ),
+        auth_window=sec.get(
+            "auth_window", lambda k, v: _number(sec, k, v, 1, 86400), d.auth_window
+        ),
+        handshake_timeout=sec.get(
+            "handshake_timeout", lambda k, v: _number(sec, k, v, 0.1, 300), d.handshake_timeout
+        ),
     )
 
 

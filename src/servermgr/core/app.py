@@ -36,12 +36,14 @@ from servermgr.common import proto
 from servermgr.common.config import Config
 from servermgr.common.errors import ServermgrError, single_error
 from servermgr.core import api as api_mod
+from servermgr.core.abuse import AuthFailureGuard
 from servermgr.core.cache import MemoryBus, MemoryStatus
 from servermgr.core.events_api import EventsApi
 from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
 from servermgr.core.history import History, retention_of
 from servermgr.core.job_streams import JobStreams
 from servermgr.core.jobs_api import JobsApi
+from servermgr.core.ratelimit import FailureLimiter
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
 from servermgr.core.security import CoreKey, load_or_create_key
@@ -66,7 +68,7 @@ class Core:
     jobs: Scheduler
     api: api_mod.Api
     app: Starlette
-    asgi: ASGIApp  # what Hypercorn serves: ``app``, with the node WebSocket routed first
+    asgi: ASGIApp  # what Hypercorn serves: ``app`` behind the abuse guard, node WebSocket first
     port: int = 0
 
     @property
@@ -109,7 +111,11 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
             500: api_mod.server_error_handler,
         },
     )
-    asgi = node_lane(app, NODE_WS_PATH, gateway.endpoint)
+    asgi = AuthFailureGuard(
+        node_lane(app, NODE_WS_PATH, gateway.endpoint),
+        FailureLimiter(config.limits.auth_failures, config.limits.auth_window),
+        clock=trio.current_time,
+    )
     return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app, asgi)
 
 
@@ -141,7 +147,11 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hc.graceful_timeout = 5.0
     hc.accesslog = None
     hc.errorlog = logging.getLogger("servermgr.core.http")
-    hc.keep_alive_timeout = 30
+    # Hypercorn's idle timer runs from accept until a complete request head,
+    # whatever trickles in (slowloris), and between requests of a keep-alive
+    # connection: one bound for both.
+    hc.keep_alive_timeout = config.limits.handshake_timeout
+    hc.ssl_handshake_timeout = config.limits.handshake_timeout
     hc.websocket_ping_interval = None
     return hc
 

@@ -68,6 +68,8 @@ async def register(
         )
     if resp.status_code == 409:
         raise NameTakenError(message)
+    if resp.status_code == 429:  # this address failed too often lately: retried with backoff
+        raise CoreUnreachableError(f"Core refuses this address for now: {message}")
     if resp.status_code != 201:
         raise RegistrationError(f"registration failed ({resp.status_code}): {message}")
     doc: dict[str, Any] = resp.json()
