@@ -284,6 +284,11 @@ def _limit_nofile(n: int) -> None:
     raise_nofile(n)
 
 
+def _cap_nofile(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, soft), min(n, hard)))
+
+
 class Procs:
     """Children started in their own sessions; all stopped when the block ends."""
 
@@ -305,8 +310,10 @@ class Procs:
         stdout: int | IO[bytes] | None = None,
         env: dict[str, str] | None = None,
         nofile: int | None = None,
+        nofile_cap: int | None = None,
         cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start ``cmd``; ``nofile`` raises its open-file limit, ``nofile_cap`` lowers it."""
         out: int | IO[bytes] | None = stdout
         err: int | IO[bytes] | None = subprocess.DEVNULL
         if log is not None:
@@ -317,6 +324,8 @@ class Procs:
         elif out is None:
             out = subprocess.DEVNULL
         preexec = (lambda: _limit_nofile(nofile)) if nofile else None
+        if nofile_cap:
+            preexec = lambda: _cap_nofile(nofile_cap)  # noqa: E731
         proc = subprocess.Popen(
             list(cmd),
             stdin=stdin,
@@ -420,6 +429,9 @@ class Core:
     key: str
     dir: Path
     log: Path
+    cmd: list[str] = field(default_factory=list)
+    nofile: int = 4096
+    nofile_cap: int | None = None
 
     @property
     def pid(self) -> int:
@@ -447,25 +459,54 @@ def start_core(
     log_level: str = "info",
     timeout: float = 30.0,
     sqlite_path: Path | None = None,
+    host: str = "127.0.0.1",
+    nofile_cap: int | None = None,
 ) -> Core:
     """Start Core with a fresh data dir under ``base``; returns once /healthz answers.
 
     ``sqlite_path``: an existing database to serve instead of a new one.
+    ``host``: the address to listen on (127.0.0.1, or one in a network
+    namespace of the caller's). ``nofile_cap``: a lower open-file limit.
     """
-    from servermgr.common.keyfile import read_key
-
-    port = free_port()
+    port = free_port() if host == "127.0.0.1" else 9999
     data = base / "core-data"
     cfg = base / "core.toml"
     cfg.write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\nheartbeat_interval = {interval}\n\n'
+        f'[server]\nlisten = "{host}:{port}"\nheartbeat_interval = {interval}\n\n'
         f'[storage]\ndata_dir = "{data}"\n'
         + (f'sqlite_path = "{sqlite_path}"\n' if sqlite_path else "")
         + f'\n[log]\nlevel = "{log_level}"\n'
     )
-    log = base / "core.log"
-    proc = procs.start([*servermgr_cmd(), "core", "serve", "-c", str(cfg)], log=log, nofile=nofile)
-    url = f"http://127.0.0.1:{port}"
+    cmd = [*servermgr_cmd(), "core", "serve", "-c", str(cfg)]
+    core = Core(
+        procs.start(cmd, log=base / "core.log", nofile=nofile, nofile_cap=nofile_cap),
+        f"http://{host}:{port}",
+        "",
+        base,
+        base / "core.log",
+        cmd,
+        nofile,
+        nofile_cap,
+    )
+    return _until_healthy(core, timeout)
+
+
+def restart_core(procs: Procs, core: Core, timeout: float = 30.0) -> Core:
+    """Start a stopped Core again: same config, data and port; returns once /healthz answers."""
+    if core.proc.poll() is None:
+        raise RuntimeError("restart_core: Core is still running")
+    procs.stop(core.proc)
+    proc = procs.start(core.cmd, log=core.log, nofile=core.nofile, nofile_cap=core.nofile_cap)
+    return _until_healthy(
+        Core(proc, core.url, "", core.dir, core.log, core.cmd, core.nofile, core.nofile_cap),
+        timeout,
+    )
+
+
+def _until_healthy(core: Core, timeout: float) -> Core:
+    from servermgr.common.keyfile import read_key
+
+    proc, url, log = core.proc, core.url, core.log
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0, trust_env=False) as http:
         while True:
@@ -479,8 +520,8 @@ def start_core(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Core did not answer within {timeout:g} s:\n{tail(log)}")
             time.sleep(0.05)
-    key = read_key(data / "core.key").value
-    return Core(proc, url, key, base, log)
+    core.key = read_key(core.dir / "core-data" / "core.key").value
+    return core
 
 
 def start_agent(
@@ -491,8 +532,13 @@ def start_agent(
     *,
     labels: dict[str, str] | None = None,
     log_level: str = "warning",
+    prefix_cmd: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start a real ``servermgr node run`` named ``name`` against ``core``."""
+    """Start a real ``servermgr node run`` named ``name`` against ``core``.
+
+    It runs in ``base / name`` (its jobs' working directory), under
+    ``prefix_cmd`` if given (``ip netns exec NS``).
+    """
     d = base / name
     d.mkdir(parents=True, exist_ok=True)
     label_text = "".join(f'{k} = "{v}"\n' for k, v in (labels or {}).items())
@@ -503,7 +549,9 @@ def start_agent(
         + f'\n[log]\nlevel = "{log_level}"\n'
     )
     return procs.start(
-        [*servermgr_cmd(), "node", "run", "-c", str(d / "node.toml")], log=d / "agent.log"
+        [*prefix_cmd, *servermgr_cmd(), "node", "run", "-c", str(d / "node.toml")],
+        log=d / "agent.log",
+        cwd=d,
     )
 
 

@@ -15,8 +15,13 @@ Each simulated node does what ``servermgr node run`` does on the wire:
    ``heartbeat.ack`` (Core acks at most once per ``welcome.ack_interval``,
    cumulatively by ``seq``).
 
-A lost connection is re-opened after 1-3 s, as an agent would. Every message
-is encoded and decoded with ``servermgr.common.proto``.
+A lost connection is re-opened after 1-3 s, as an agent would; so is one on
+which Core has been silent as long as the agent would allow. Every message
+is encoded and decoded with ``servermgr.common.proto``. With ``keep_unacked``
+(``Fleet(keep_unacked=True)``, for bench/faults.py) a node also keeps its
+samples until Core acks them and sends them again after a reconnect, as the
+agent does, and counts the samples it made: what Core stored can then be
+compared with what the nodes made, node by node.
 
 Processes. The nodes are spread over a few worker processes (``--workers``,
 default one per 7,000 nodes), each one trio loop. The WebSocket client is a
@@ -92,6 +97,7 @@ import sys
 import threading
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,6 +458,18 @@ class SimNode:
     node_id: str = ""
     credential: str = ""
     connected_once: bool = False
+    # With ``keep_unacked`` (as the real agent does): timestamps of samples
+    # made and not yet acked -- ``inflight`` sent under a seq of the current
+    # session, ``unsent`` waiting -- and how many samples were made at all.
+    produced: int = 0
+    inflight: deque[tuple[int, float]] = field(default_factory=deque)
+    unsent: deque[float] = field(default_factory=deque)
+    ran: set[str] = field(default_factory=set)  # job ids answered (a re-sent one runs nothing)
+
+    def requeue(self) -> None:
+        """After a lost connection: what was in flight is sent again, first (node/agent.py)."""
+        self.unsent.extendleft(t for _, t in reversed(self.inflight))
+        self.inflight.clear()
 
 
 class Session:
@@ -479,6 +497,7 @@ class WorkerConfig:
     out: str
     worker: int
     seed: int
+    keep_unacked: bool = False
 
 
 @dataclass
@@ -494,6 +513,7 @@ class WorkerStats:
     acks: int = 0  # heartbeat.ack messages
     hb_acked: int = 0  # heartbeats they acked (cumulative seq)
     jobs: int = 0
+    job_reruns: int = 0  # job.run messages for a job this node had already answered
     job_acks: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     first_error: str = ""
@@ -523,6 +543,7 @@ class Worker:
         self.heap: list[tuple[float, int, int]] = []
         self.unflushed: set[WsClient] = set()
         self.connected_changed: Any = None  # a trio.Event while someone waits for connects
+        self.quiet = False  # after "quiesce": no new samples, the unacked ones still go out
 
     def emit(self, event: str, **fields: Any) -> None:
         sys.stdout.write(json.dumps({"event": event, "worker": self.cfg.worker, **fields}) + "\n")
@@ -550,10 +571,34 @@ class Worker:
                     at = float(start) + float(ramp) * node.index / self.cfg.total
                     nursery.start_soon(self.run_node, k, node, at)
                 nursery.start_soon(self.report_connected, float(start))
-                await anext(lines, "stop")  # "stop" or EOF
+                async for line in lines:
+                    if line == "stats":
+                        self.emit("stats", **self.snapshot())
+                    elif line == "quiesce":
+                        self.quiet = True
+                        self.emit("quiesced")
+                    else:  # "stop"
+                        break
                 nursery.cancel_scope.cancel()
         await stdin.aclose()
         self.finish()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts now: per node (samples made, not acked), per job (nodes that ran it)."""
+        jobs: dict[str, int] = {}
+        for n in self.nodes:
+            for j in n.ran:
+                jobs[j] = jobs.get(j, 0) + 1
+        return {
+            "connected": self.stats.connected,
+            "sessions": self.stats.sessions,
+            "disconnects": self.stats.disconnects,
+            "connect_failures": self.stats.connect_failures,
+            "job_reruns": self.stats.job_reruns,
+            "nodes": {n.name: [n.produced, len(n.inflight) + len(n.unsent)] for n in self.nodes},
+            "jobs": jobs,
+            "errors": self.stats.errors,
+        }
 
     async def report_connected(self, start: float) -> None:
         import trio
@@ -625,6 +670,7 @@ class Worker:
                 self.error("session", exc)
             finally:
                 self.sessions[k] = None  # the beater drops its heap entry
+                node.requeue()
                 with trio.CancelScope(shield=True):
                     await ws.aclose()
                 if node.connected_once:
@@ -663,14 +709,24 @@ class Worker:
             self.sessions[k] = session
             first = trio.current_time() + random.uniform(0, interval)
             heapq.heappush(self.heap, (first, k, session.gen))
+            # Like the agent: a Core silent this long is gone (a partition drops
+            # packets without closing anything): reconnect.
+            silent = max(interval * 3, msg.ack_interval + 2 * interval) + 1.0
             while True:
-                self.handle(session, proto.decode_from_core(await ws.recv()))
+                with trio.move_on_after(silent) as idle:
+                    text = await ws.recv()
+                if idle.cancelled_caught:
+                    raise Closed(f"Core silent for {silent:g} s")
+                self.handle(session, proto.decode_from_core(text))
         if ws.broken is not None:  # a write failed and cancelled the scope
             raise Closed(f"send failed: {type(ws.broken).__name__}: {ws.broken}")
 
     def handle(self, session: Session, msg: Any) -> None:
         if isinstance(msg, proto.HeartbeatAck):
             self.stats.acks += 1
+            inflight = session.node.inflight
+            while inflight and inflight[0][0] <= msg.seq:
+                inflight.popleft()
             if msg.seq > session.acked:
                 n = msg.seq - session.acked
                 session.acked = msg.seq
@@ -678,7 +734,11 @@ class Worker:
                 self.acks.append(time.time())
                 self.acks.append(n)
         elif isinstance(msg, proto.JobRun):
-            self.stats.jobs += 1
+            if msg.job_id in session.node.ran:
+                self.stats.job_reruns += 1  # answered again below, counted once
+            else:
+                session.node.ran.add(msg.job_id)
+                self.stats.jobs += 1
             t0 = time.perf_counter()
             ws = session.ws
             ws.write(
@@ -716,6 +776,7 @@ class Worker:
         heappop, heappush = heapq.heappop, heapq.heappush
         sent_at, lags, stats = self.sent_at, self.lag, self.stats
         wall, clock = time.time, trio.current_time
+        keep, most = self.cfg.keep_unacked, proto.MAX_SAMPLES_PER_HEARTBEAT
         tick = clock()
         while True:
             tick = max(tick + TICK, clock())
@@ -731,11 +792,26 @@ class Worker:
                 s = sessions[k]
                 if s is None or s.gen != gen:
                     continue  # that session ended
-                s.seq += 1
                 ts = wall()
-                hb = heartbeat(seq=s.seq, samples=[s.node.gen.sample(ts)])
-                if not s.ws.write(encode_frame(0x1, encode(hb).encode())):
-                    continue
+                if keep:
+                    node = s.node
+                    if not self.quiet:
+                        node.produced += 1
+                        node.unsent.append(ts)
+                    if not node.unsent:  # quiesced, nothing left to send
+                        heappush(heap, (due + s.interval, k, gen))
+                        continue
+                    s.seq += 1
+                    batch = [node.unsent.popleft() for _ in range(min(most, len(node.unsent)))]
+                    node.inflight.extend((s.seq, t) for t in batch)
+                    hb = heartbeat(seq=s.seq, samples=[node.gen.sample(t) for t in batch])
+                    if not s.ws.write(encode_frame(0x1, encode(hb).encode())):
+                        continue
+                else:
+                    s.seq += 1
+                    hb = heartbeat(seq=s.seq, samples=[s.node.gen.sample(ts)])
+                    if not s.ws.write(encode_frame(0x1, encode(hb).encode())):
+                        continue
                 sent_at.append(ts)
                 lags.append(now - due + (ts - wall0))
                 stats.hb_sent += 1
@@ -938,7 +1014,14 @@ class Fleet:
         prefix: str = "sim",
         labels: dict[str, str] | None = None,
         seed: int = 1,
+        keep_unacked: bool = False,
+        prefix_cmd: list[str] | None = None,
     ) -> None:
+        """``keep_unacked``: nodes keep samples until acked and re-send them after a
+        reconnect, as the agent does, and count what they made (``stats``), so a
+        benchmark can compare that with what Core stored. ``prefix_cmd``: run the
+        workers under it (``ip netns exec NS``).
+        """
         self.procs = procs
         self.core_url = core_url
         self.key = key
@@ -949,6 +1032,8 @@ class Fleet:
         self.prefix = prefix
         self.labels = labels if labels is not None else {"fleet": "sim"}
         self.seed = seed
+        self.keep_unacked = keep_unacked
+        self.prefix_cmd = prefix_cmd or []
         self.children: list[subprocess.Popen[bytes]] = []
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.register_seconds = 0.0
@@ -979,9 +1064,16 @@ class Fleet:
                 out=str(self.out),
                 worker=w,
                 seed=self.seed,
+                keep_unacked=self.keep_unacked,
             )
             proc = self.procs.start(
-                [sys.executable, __file__, "--worker-config", json.dumps(cfg.__dict__)],
+                [
+                    *self.prefix_cmd,
+                    sys.executable,
+                    __file__,
+                    "--worker-config",
+                    json.dumps(cfg.__dict__),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 log=self.out / f"worker-{w}.log",
@@ -1003,6 +1095,26 @@ class Fleet:
             self._send(proc, f"connect {start} {self.ramp}")
         self._wait("connected", timeout if timeout is not None else self.ramp + 120.0)
         self.connect_seconds = time.time() - start
+
+    def stats(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The workers' counts now, merged: see ``Worker.snapshot``."""
+        for proc in self.children:
+            self._send(proc, "stats")
+        merged: dict[str, Any] = {"nodes": {}, "jobs": {}, "errors": {}}
+        for doc in self._wait("stats", timeout):
+            for key in ("connected", "sessions", "disconnects", "connect_failures", "job_reruns"):
+                merged[key] = merged.get(key, 0) + doc[key]
+            merged["nodes"].update(doc["nodes"])
+            for key in ("jobs", "errors"):
+                for k, v in doc[key].items():
+                    merged[key][k] = merged[key].get(k, 0) + v
+        return merged
+
+    def quiesce(self, timeout: float = 60.0) -> None:
+        """From now on nodes make no new samples; what they hold unacked is still sent."""
+        for proc in self.children:
+            self._send(proc, "quiesce")
+        self._wait("quiesced", timeout)
 
     def stop(self, timeout: float = 60.0) -> FleetResult:
         """Stop the workers and collect what they measured."""
