@@ -10,6 +10,7 @@ import dataclasses
 import os
 import shutil
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -91,8 +92,13 @@ StartNode = Callable[..., Awaitable[RunningNode]]
 
 
 def api(core: Core) -> httpx.AsyncClient:
+    """Core's REST API with the core key (trusting Core's own certificate when it serves TLS)."""
+    verify = ssl.create_default_context(cafile=str(core.tls.cert)) if core.tls else True
     return httpx.AsyncClient(
-        base_url=core.url, headers={"Authorization": f"Bearer {core.key.value}"}, timeout=10
+        base_url=core.url,
+        headers={"Authorization": f"Bearer {core.key.value}"},
+        timeout=10,
+        verify=verify,
     )
 
 

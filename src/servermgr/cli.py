@@ -19,6 +19,7 @@ from servermgr import __version__
 
 if TYPE_CHECKING:
     from servermgr.common.config import Config
+    from servermgr.common.tls import Trust
     from servermgr.ctl.client import Client
 
 
@@ -170,13 +171,29 @@ def key_show(
 
     if config is not None and data_dir is not None:
         _fail("give --config or --data-dir, not both", 2)
-    path = (data_dir / "core.key") if data_dir is not None else _config(config).storage.key_path
+    cfg = _config(config) if data_dir is None else None
+    path = cfg.storage.key_path if cfg is not None else data_dir / "core.key"  # type: ignore[operator]
     key = load_or_create_key(path)
     print(key.value)
     if key.warning:
         sys.stderr.write(f"warning: {key.warning}\n")
     note = "created" if key.created else "stored"
     sys.stderr.write(f"({note} in {key.path}; use it as node.register_token and SERVERMGR_KEY)\n")
+    _show_fingerprint(cfg, data_dir)
+
+
+def _show_fingerprint(cfg: Config | None, data_dir: Path | None) -> None:
+    """Line 2 of ``key show`` when Core serves TLS: its certificate's fingerprint."""
+    from servermgr.core import tls
+
+    files = tls.fingerprint_for(cfg, data_dir)
+    if files is None:
+        return
+    print(files.fingerprint)
+    sys.stderr.write(
+        f"(line 2: the fingerprint of {files.cert}; use it as node.tls_fingerprint "
+        "and SERVERMGR_FINGERPRINT)\n"
+    )
 
 
 # --- ctl -----------------------------------------------------------------------
@@ -204,9 +221,28 @@ def _ctl(
         ),
     ] = None,
     config: ConfigOpt = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            envvar="SERVERMGR_FINGERPRINT",
+            show_envvar=True,
+            help="For https: Core's certificate fingerprint (sha256:..., as `key show` prints "
+            "it) [default: the local Core's]",
+        ),
+    ] = None,
+    ca_file: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-file",
+            envvar="SERVERMGR_CA_FILE",
+            show_envvar=True,
+            help="For https: verify Core's certificate with this CA file instead of a pin.",
+        ),
+    ] = None,
 ) -> None:
     """Operate the fleet through Core's API (--core/--key or SERVERMGR_CORE/SERVERMGR_KEY)."""
-    ctx.obj = (core, key, config)
+    ctx.obj = (core, key, config, fingerprint, ca_file)
 
 
 def _show(json_out: bool, doc: Any, printer: str, table: Any = None) -> None:
@@ -219,12 +255,20 @@ def _show(json_out: bool, doc: Any, printer: str, table: Any = None) -> None:
         getattr(render, printer)(doc if table is None else table)
 
 
-def _client(ctx: typer.Context) -> Client:
-    from servermgr.ctl.client import Client, resolve
+def _resolve(ctx: typer.Context) -> tuple[str, str, Trust | None]:
+    from servermgr.ctl.client import resolve
 
-    core, key, config = ctx.obj
-    base, secret = resolve(core, key, lambda: _config(config))
-    return Client(base, secret)
+    core, key, config, fingerprint, ca_file = ctx.obj
+    return resolve(
+        core, key, lambda: _config(config), fingerprint=fingerprint, ca_file=ca_file
+    )
+
+
+def _client(ctx: typer.Context) -> Client:
+    from servermgr.ctl.client import Client
+
+    base, secret, trust = _resolve(ctx)
+    return Client(base, secret, trust=trust)
 
 
 def _exec_client(ctx: typer.Context) -> Client:
@@ -279,13 +323,10 @@ def ctl_top(ctx: typer.Context) -> None:
     Keys: s sort · / filter by name or label · arrows/j/k select · Enter details ·
     PgUp/PgDn scroll · Esc back · q quit.
     """
-    from servermgr.ctl.client import resolve
-
-    core, key, config = ctx.obj
-    base, secret = resolve(core, key, lambda: _config(config))
+    base, secret, trust = _resolve(ctx)
     from servermgr.ctl import dashboard
 
-    raise typer.Exit(dashboard.main(base, secret))
+    raise typer.Exit(dashboard.main(base, secret, trust=trust))
 
 
 @ctl_app.command("metrics")

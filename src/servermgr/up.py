@@ -19,17 +19,22 @@ from servermgr.node.agent import Agent
 log = logging.getLogger("servermgr.up")
 
 
-def node_config(config: Config, core_url: str, token: str) -> Config:
-    """The local node's config: reaches this Core, keeps its identity in data_dir."""
+def node_config(
+    config: Config, core_url: str, token: str, fingerprint: str | None = None
+) -> Config:
+    """The local node's config: reaches this Core (pinned to its certificate when it
+    serves TLS), keeps its identity in data_dir."""
     node = config.node
     return dataclasses.replace(
         config,
         node=NodeConfig(
-            core_addr=node.core_addr or core_url.replace("http://", "ws://", 1),
+            core_addr=node.core_addr or addr.ws_url(core_url, ""),
             register_token=token,
             hostname=node.hostname,
             data_dir=config.storage.data_dir / "local-node",
             labels=dict(node.labels) or {"role": "core"},
+            tls_fingerprint=node.tls_fingerprint or (None if node.ca_file else fingerprint),
+            ca_file=node.ca_file,
         ),
     )
 
@@ -39,8 +44,9 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(stop_on_signals, stop)
         core = await nursery.start(core_app.serve, config, stop)
-        url = addr.listen_to_url(config.server.listen_host, core.port)
-        agent = Agent(node_config(config, url, core.key.value))
+        pin = core.tls.fingerprint if core.tls else None
+        url = addr.listen_to_url(config.server.listen_host, core.port, tls=pin is not None)
+        agent = Agent(node_config(config, url, core.key.value, pin))
         node_scope = trio.CancelScope()
 
         async def run_node() -> None:
@@ -65,7 +71,7 @@ def _prog() -> str:
 
 
 def _banner(url: str, key: str, key_path: object, hostname: str, *, prog: str) -> str:
-    ws = url.replace("http://", "ws://", 1)
+    ws = addr.ws_url(url, "")
     return (
         f"\nservermgr is up: Core on {url}, a local node named {hostname!r}.\n"
         f"core key: {key}  (in {key_path})\n\n"

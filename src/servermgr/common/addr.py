@@ -22,10 +22,10 @@ def ws_url(addr: str, path: str = NODE_WS_PATH) -> str:
     return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
 
 
-def listen_to_url(host: str, port: int) -> str:
-    """The URL a client on this host uses to reach ``listen``."""
+def listen_to_url(host: str, port: int, *, tls: bool = False) -> str:
+    """The URL a client on this host uses to reach ``listen`` (https when Core serves TLS)."""
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"

@@ -22,10 +22,13 @@ from urllib.parse import urlsplit
 from servermgr.common import names
 from servermgr.common.errors import ConfigError
 from servermgr.common.timespec import parse_duration
+from servermgr.common.tls import Trust, parse_fingerprint
 
 DEFAULT_CONFIG_NAME = "servermgr.toml"
 CONFIG_ENV = "SERVERMGR_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTO_TLS_CERT = "tls.crt"  # in data_dir, with tls = "auto"
+AUTO_TLS_KEY = "tls.key"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class ServerConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9999
     heartbeat_interval: float = 5.0
+    # "off", "auto" (a self-signed certificate in data_dir) or "files" (tls_cert/tls_key).
+    tls: str = "off"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def listen(self) -> str:
@@ -63,6 +70,13 @@ class NodeConfig:
     hostname: str | None = None
     data_dir: Path = Path("node-data")
     labels: Mapping[str, str] = field(default_factory=dict)
+    tls_fingerprint: str | None = None
+    ca_file: Path | None = None
+
+    @property
+    def trust(self) -> Trust:
+        """How this node verifies Core's certificate on ``wss://``."""
+        return Trust(self.tls_fingerprint, self.ca_file)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,17 @@ class Config:
     @property
     def source(self) -> str:
         return str(self.path) if self.path else "<defaults>"
+
+    @property
+    def tls_paths(self) -> tuple[Path, Path] | None:
+        """Core's certificate and key: ``tls_cert``/``tls_key``, or with ``tls = "auto"``
+        the self-signed pair in data_dir; None when TLS is off."""
+        server = self.server
+        if server.tls == "files" and server.tls_cert and server.tls_key:
+            return server.tls_cert, server.tls_key
+        if server.tls == "auto":
+            return self.storage.data_dir / AUTO_TLS_CERT, self.storage.data_dir / AUTO_TLS_KEY
+        return None
 
     def require_node(self) -> tuple[str, str]:
         """The node's ``core_addr`` and ``register_token``, or a ConfigError."""
@@ -209,11 +234,12 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         return check
 
     server = _Section(src, "server", doc.get("server", {}))
-    server.check_keys({"listen", "heartbeat_interval"})
+    server.check_keys({"listen", "heartbeat_interval", "tls", "tls_cert", "tls_key"})
     host, port = server.get("listen", lambda k, v: _parse_listen(server, k, v), ("127.0.0.1", 9999))
     interval = server.get(
         "heartbeat_interval", lambda k, v: _number(server, k, v, 0.05, 3600.0), 5.0
     )
+    tls_mode, tls_cert, tls_key = _server_tls(server, path_value(server))
 
     storage = _Section(src, "storage", doc.get("storage", {}))
     storage.check_keys(
@@ -245,12 +271,25 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     max_db_size = storage.get("max_db_size", lambda k, v: _parse_size(storage, k, v), None)
 
     node = _Section(src, "node", doc.get("node", {}))
-    node.check_keys({"core_addr", "register_token", "hostname", "data_dir", "labels"})
+    node.check_keys(
+        {
+            "core_addr",
+            "register_token",
+            "hostname",
+            "data_dir",
+            "labels",
+            "tls_fingerprint",
+            "ca_file",
+        }
+    )
     core_addr = node.get("core_addr", lambda k, v: _parse_core_addr(node, k, v), None)
     token = node.get("register_token", lambda k, v: _string(node, k, v), None)
     hostname = node.get("hostname", lambda k, v: _parse_hostname(node, k, v), None)
     node_dir = node.get("data_dir", path_value(node), base_dir / "node-data")
     labels = node.get("labels", lambda k, v: _parse_labels(node, k, v), {})
+    pin = node.get("tls_fingerprint", lambda k, v: _parse_fingerprint(node, k, v), None)
+    ca_file = node.get("ca_file", path_value(node), None)
+    _check_node_tls(node, core_addr, pin, ca_file)
 
     ex = _Section(src, "exec", doc.get("exec", {}))
     ex.check_keys(
@@ -274,7 +313,14 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
 
     return Config(
         path=source,
-        server=ServerConfig(listen_host=host, listen_port=port, heartbeat_interval=interval),
+        server=ServerConfig(
+            listen_host=host,
+            listen_port=port,
+            heartbeat_interval=interval,
+            tls=tls_mode,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        ),
         storage=StorageConfig(
             data_dir=data_dir,
             sqlite_path=sqlite_path,
@@ -290,6 +336,8 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             hostname=hostname,
             data_dir=node_dir,
             labels=labels,
+            tls_fingerprint=pin,
+            ca_file=ca_file,
         ),
         exec=exec_cfg,
         limits=limits,
@@ -447,10 +495,45 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
+def _server_tls(sec: _Section, path: _Check) -> tuple[str, Path | None, Path | None]:
+    """``tls`` ("off" or "auto") and ``tls_cert``/``tls_key`` (both or neither; mode "files")."""
+    mode = sec.get("tls", lambda k, v: _choice(sec, k, v, ("off", "auto")), "off")
+    cert = sec.get("tls_cert", path, None)
+    key = sec.get("tls_key", path, None)
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise sec.fail(missing, "required too: give tls_cert and tls_key together")
+    if cert is not None:
+        if mode == "auto":
+            raise sec.fail("tls", 'is "auto" but tls_cert/tls_key are given: use one or the other')
+        mode = "files"
+    return mode, cert, key
+
+
+def _parse_fingerprint(sec: _Section, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise sec.fail(key, f'must be a string like "sha256:ab12...", not {_tname(value)}')
+    try:
+        return parse_fingerprint(value)
+    except ValueError as exc:
+        raise sec.fail(key, str(exc)) from None
+
+
+def _check_node_tls(
+    sec: _Section, core_addr: str | None, pin: str | None, ca_file: Path | None
+) -> None:
+    if pin is not None and ca_file is not None:
+        raise sec.fail("ca_file", "give tls_fingerprint or ca_file, not both")
+    secure = core_addr is not None and core_addr.startswith(("wss://", "https://"))
+    if (pin is not None or ca_file is not None) and not secure:
+        which = "tls_fingerprint" if pin is not None else "ca_file"
+        raise sec.fail(which, "is only used with a wss:// core_addr")
+
+
 def _parse_core_addr(sec: _Section, key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise sec.fail(key, f'must be a URL string like "ws://127.0.0.1:9999", not {_tname(value)}')
-    reason = _check_url(value, ("ws", "http"))
+    reason = _check_url(value, ("ws", "wss", "http", "https"))
     if reason is None and urlsplit(value).path.strip("/"):
         reason = "give Core's base address without a path, e.g. ws://core.example:9999"
     if reason:

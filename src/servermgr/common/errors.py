@@ -14,6 +14,7 @@ the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
     │   └── NameTakenError         hostname already held by another node (409)
     └── ClientError                a ctl request failed
         ├── CoreUnreachableError   no answer from Core
+        │   └── TlsError           Core's TLS is not what we trust (pin, CA, ws vs wss)
         ├── AuthError              Core refused the key (401)
         └── ApiError               Core answered with an error document
             └── NotFoundError      unknown node or job (404)
@@ -93,6 +94,13 @@ class ClientError(ServermgrError):
 
 class CoreUnreachableError(ClientError):
     """Core did not answer at its address."""
+
+
+class TlsError(CoreUnreachableError):
+    """Not connecting: Core's certificate is not the trusted one, or TLS is on one side only.
+
+    A node keeps retrying (with backoff) and never sends its credential.
+    """
 
 
 class AuthError(ClientError):

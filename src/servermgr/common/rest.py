@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import http.client
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from servermgr.common.errors import TlsError
+    from servermgr.common.tls import Trust
 
 
 class Response:
@@ -37,17 +41,63 @@ def reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
 
 
-def connect(base_url: str, timeout: float) -> http.client.HTTPConnection:
+def connect(
+    base_url: str, timeout: float, trust: Trust | None = None
+) -> http.client.HTTPConnection:
     """A connection (not opened yet) to ``http://`` or ``https://`` ``base_url``.
 
-    https verifies Core's certificate against the system's CAs, as the
-    WebSocket (``common/ws.py``) does.
+    https verifies Core's certificate as ``trust`` says (a pin, a CA file, or
+    the system's CAs), as the WebSocket (``common/ws.py``) does; a pin is
+    checked before the request (and its key) is sent.
     """
     parts = urlsplit(base_url)
     host = parts.hostname or "127.0.0.1"
     if parts.scheme == "https":
-        return http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)
+        from servermgr.common import tls
+
+        trust = trust or tls.Trust()
+        return _HTTPSConnection(
+            host,
+            parts.port or 443,
+            timeout=timeout,
+            context=tls.client_context(trust),
+            trust=trust,
+            where=base_url,
+        )
     return http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """https that checks the pinned fingerprint right after the handshake."""
+
+    def __init__(self, host: str, port: int, *, trust: Trust, where: str, **kw: Any) -> None:
+        super().__init__(host, port, **kw)
+        self.trust = trust
+        self.where = where
+
+    def connect(self) -> None:
+        from servermgr.common import tls
+
+        super().connect()
+        try:
+            tls.check_pin(self.trust, self.sock.getpeercert(binary_form=True), self.where)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_failure(exc: BaseException, base_url: str, trust: Trust | None = None) -> TlsError | None:
+    """The TlsError behind a failed request, if TLS is why: an untrusted
+    certificate, https to a plain Core, or plain http to a Core that speaks TLS."""
+    from servermgr.common import tls
+
+    parts = urlsplit(base_url)
+    if parts.scheme == "https":
+        return tls.explain(exc, base_url, trust or tls.Trust())
+    if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+        if tls.probe(parts.hostname or "127.0.0.1", parts.port or 80):
+            return tls.speaks_tls(base_url)
+    return None
 
 
 def exchange(
@@ -78,9 +128,10 @@ def post_json(
     headers: dict[str, str],
     timeout: float,
     max_body: int | None = None,
+    trust: Trust | None = None,
 ) -> Response:
     """POST ``doc`` as JSON on a connection of its own, closed afterwards."""
-    conn = connect(base_url, timeout)
+    conn = connect(base_url, timeout, trust)
     try:
         return exchange(
             conn,

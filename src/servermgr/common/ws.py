@@ -8,31 +8,34 @@ Imported only by the roles that open WebSockets (node agent, ctl live views).
 
 from __future__ import annotations
 
-import functools
 import random
-import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import HandshakeError, WebSocketConnection, wrap_client_stream
 
+from servermgr.common import tls
 from servermgr.common.errors import single_error
+from servermgr.common.tls import Trust
 
 CONNECT_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 1.0
 GOODBYE_TIMEOUT = 0.2
+NO_PIN = Trust()  # the system's CAs
 
 
 @asynccontextmanager
 async def connect(
-    url: str, *, bearer: str | None, max_message: int
+    url: str, *, bearer: str | None, max_message: int, trust: Trust = NO_PIN
 ) -> AsyncIterator[WebSocketConnection]:
     """A WebSocket to ``url`` (``ws://`` or ``wss://``, with its query) sending ``bearer``.
 
     Raises ``trio_websocket.ConnectionRejected`` (e.g. 401), ``OSError`` or
-    ``trio.TooSlowError`` when it cannot connect. Leaving normally closes
+    ``trio.TooSlowError`` when it cannot connect, and TlsError when Core's
+    certificate is not the one ``trust`` accepts (checked before ``bearer``
+    is sent) or only one side speaks TLS. Leaving normally closes
     gracefully; leaving by an exception (cancelled: shutting down) says
     goodbye (1001) without waiting long for the reply.
     """
@@ -42,25 +45,35 @@ async def connect(
     port = parts.port or (443 if secure else 80)
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = [(b"authorization", f"Bearer {bearer}".encode())] if bearer else []
+    where = f"{parts.scheme}://{parts.netloc}"
     stream: trio.abc.Stream
     with trio.fail_after(CONNECT_TIMEOUT):
         if secure:
-            stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=_tls_context())
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=tls.client_context(trust)
+            )
         else:
             stream = await trio.open_tcp_stream(host, port)
     try:
+        if isinstance(stream, trio.SSLStream):
+            await _tls_handshake(stream, where, trust)
         try:
             async with trio.open_nursery() as nursery:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    ws = await wrap_client_stream(
-                        nursery,
-                        stream,
-                        parts.netloc,
-                        resource,
-                        extra_headers=headers,
-                        max_message_size=max_message,
-                        message_queue_size=64,
-                    )
+                try:
+                    with trio.fail_after(CONNECT_TIMEOUT):
+                        ws = await wrap_client_stream(
+                            nursery,
+                            stream,
+                            parts.netloc,
+                            resource,
+                            extra_headers=headers,
+                            max_message_size=max_message,
+                            message_queue_size=64,
+                        )
+                except (trio.TooSlowError, HandshakeError, trio.BrokenResourceError):
+                    if not secure and await _speaks_tls(host, port):
+                        raise tls.speaks_tls(where) from None
+                    raise
                 try:
                     yield ws
                 except BaseException:
@@ -77,14 +90,36 @@ async def connect(
         await trio.aclose_forcefully(stream)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """The TLS context of every ``wss://`` connection, made once per process.
+async def _tls_handshake(
+    stream: trio.SSLStream[trio.SocketStream], where: str, trust: Trust
+) -> None:
+    """Finish the TLS handshake and check the pin, before anything is sent."""
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        found = tls.explain(cause, where, trust) if cause is not None else None
+        if found is not None:
+            raise found from None
+        raise
+    tls.check_pin(trust, stream.getpeercert(binary_form=True), where)
 
-    Making one loads the system's CA certificates (measured: 20-33 ms of CPU
-    each time), and a node reconnects every few seconds while Core is away.
-    """
-    return ssl.create_default_context()
+
+async def _speaks_tls(host: str, port: int) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (asked after a plain one failed)."""
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=tls.probe_context()
+            )
+            try:
+                await stream.do_handshake()
+            finally:
+                await trio.aclose_forcefully(stream)
+    except (OSError, trio.BrokenResourceError, trio.TooSlowError):
+        return False
+    return True
 
 
 class Backoff:

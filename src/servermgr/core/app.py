@@ -48,6 +48,8 @@ from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
 from servermgr.core.security import CoreKey, load_or_create_key
 from servermgr.core.storage import Storage
+from servermgr.core.tls import TlsFiles
+from servermgr.core.tls import load as load_tls
 from servermgr.core.writer import Database, MetricsWriter
 
 log = logging.getLogger("servermgr.core")
@@ -69,16 +71,24 @@ class Core:
     api: api_mod.Api
     app: Starlette
     asgi: ASGIApp  # what Hypercorn serves: ``app`` behind the abuse guard, node WebSocket first
+    tls: TlsFiles | None = None
     port: int = 0
 
     @property
     def url(self) -> str:
         host = self.config.server.listen_host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
-def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[], float]) -> Core:
+def build(
+    config: Config,
+    key: CoreKey,
+    storage: Storage,
+    *,
+    clock: Callable[[], float],
+    tls: TlsFiles | None = None,
+) -> Core:
     db = Database(storage)
     registry = NodeRegistry(db, clock=clock)
     status = MemoryStatus()
@@ -116,7 +126,7 @@ def build(config: Config, key: CoreKey, storage: Storage, *, clock: Callable[[],
         FailureLimiter(config.limits.auth_failures, config.limits.auth_window),
         clock=trio.current_time,
     )
-    return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app, asgi)
+    return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app, asgi, tls)
 
 
 def node_lane(app: ASGIApp, path: str, endpoint: Callable[[WebSocket], Awaitable[None]]) -> ASGIApp:
@@ -138,9 +148,12 @@ def node_lane(app: ASGIApp, path: str, endpoint: Callable[[WebSocket], Awaitable
     return asgi
 
 
-def hypercorn_config(config: Config) -> HyperConfig:
+def hypercorn_config(config: Config, tls: TlsFiles | None = None) -> HyperConfig:
     hc = HyperConfig()
     hc.bind = [config.server.listen]
+    if tls is not None:  # https and wss on the same one port
+        hc.certfile, hc.keyfile = str(tls.cert), str(tls.key)
+        hc.alpn_protocols = ["http/1.1"]
     hc.backlog = 4096
     hc.websocket_max_message_size = proto.MAX_FRAME_BYTES
     hc.h11_max_incomplete_size = 16 * 1024
@@ -164,6 +177,9 @@ async def serve(
     task_status: trio.TaskStatus[Core] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Core until ``stop`` is set; reports the running ``Core`` when listening."""
+    tls = await trio.to_thread.run_sync(load_tls, config)  # a ConfigError before anything starts
+    if tls is not None and tls.created:
+        log.info("created a self-signed TLS certificate in %s", tls.cert)
     key = await trio.to_thread.run_sync(load_or_create_key, config.storage.key_path)
     if key.warning:
         log.warning("%s", key.warning)
@@ -176,7 +192,7 @@ async def serve(
             "Redis is not used yet"
         )
     try:
-        core = build(config, key, storage, clock=clock)
+        core = build(config, key, storage, clock=clock, tls=tls)
         await core.registry.load()
         await core.jobs.load()
         limit, warning = raise_open_files(len(core.registry))
@@ -226,7 +242,7 @@ async def serve(
                         partial(
                             hypercorn_serve,
                             core.asgi,  # type: ignore[arg-type]  # Starlette's ASGI types
-                            hypercorn_config(config),
+                            hypercorn_config(config, tls),
                             shutdown_trigger=stop_http.wait,
                         )
                     )
@@ -234,6 +250,8 @@ async def serve(
                     raise _listen_error(exc, config) from None
                 core.port = _port(bound[0]) if bound else 0
                 log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
+                if tls is not None:
+                    log.info("TLS certificate fingerprint %s", tls.fingerprint)
                 task_status.started(core)
                 await stop.wait()
                 log.info("shutting down: telling %d nodes", len(core.gateway.sessions))

@@ -16,22 +16,42 @@ from servermgr.common.errors import (
     KeyFileError,
     NotFoundError,
 )
-from servermgr.common.rest import Response, connect, exchange, reason
+from servermgr.common.rest import Response, connect, exchange, reason, tls_failure
 
 if TYPE_CHECKING:
     from servermgr.common.config import Config
+    from servermgr.common.tls import Trust
 
 TIMEOUT = 10.0
 
 
-def resolve(core: str | None, key: str | None, config: Callable[[], Config]) -> tuple[str, str]:
-    """Core's base URL and the key: flags/env first, else the local Core's config and key file."""
+def resolve(
+    core: str | None,
+    key: str | None,
+    config: Callable[[], Config],
+    *,
+    fingerprint: str | None = None,
+    ca_file: str | None = None,
+) -> tuple[str, str, Trust | None]:
+    """Core's base URL, the key and how to trust its certificate.
+
+    Flags/env first, else the local Core's config: its listen address, its
+    key file and (for https) its certificate's fingerprint. ``Trust`` is None
+    for plain http.
+    """
     cfg = None
+    local = core is None
     if core is None or key is None:
         cfg = config()
     if core is None:
         assert cfg is not None
-        core = addr.listen_to_url(cfg.server.listen_host, cfg.server.listen_port)
+        core = addr.listen_to_url(
+            cfg.server.listen_host, cfg.server.listen_port, tls=cfg.server.tls != "off"
+        )
+    base = addr.http_base(core)
+    trust = None
+    if base.startswith("https://"):
+        trust = _trust(base, local, cfg, config, fingerprint, ca_file)
     if key is None:
         assert cfg is not None
         from servermgr.common.keyfile import read_key
@@ -42,7 +62,52 @@ def resolve(core: str | None, key: str | None, config: Callable[[], Config]) -> 
             raise ClientError(
                 f"no core key given: pass --key or set SERVERMGR_KEY ({exc.message})"
             ) from None
-    return addr.http_base(core), key.strip()
+    return base, key.strip(), trust
+
+
+def _trust(
+    base: str,
+    local: bool,
+    cfg: Config | None,
+    config: Callable[[], Config],
+    fingerprint: str | None,
+    ca_file: str | None,
+) -> Trust:
+    """--fingerprint, else --ca-file, else (Core on this host) its certificate's pin."""
+    from pathlib import Path
+
+    from servermgr.common import tls
+    from servermgr.common.errors import UsageError
+
+    if fingerprint and ca_file:
+        raise UsageError("give --fingerprint or --ca-file, not both")
+    if fingerprint:
+        try:
+            return tls.Trust(fingerprint=tls.parse_fingerprint(fingerprint))
+        except ValueError as exc:
+            raise UsageError(f"--fingerprint / SERVERMGR_FINGERPRINT: {exc}") from None
+    if ca_file:
+        return tls.Trust(ca_file=Path(ca_file))
+    cfg = cfg or config()
+    here = addr.listen_to_url(cfg.server.listen_host, cfg.server.listen_port, tls=True)
+    if local or base == here:
+        pin = local_fingerprint(cfg)
+        if pin is not None:
+            return tls.Trust(fingerprint=pin)
+    return tls.Trust()
+
+
+def local_fingerprint(cfg: Config) -> str | None:
+    """The fingerprint of the certificate the local Core serves, if it has one yet."""
+    from servermgr.common import tls
+
+    paths = cfg.tls_paths
+    if paths is None:
+        return None
+    try:
+        return tls.fingerprint_of_file(paths[0])
+    except (OSError, ValueError):
+        return None
 
 
 class Client:
@@ -53,14 +118,17 @@ class Client:
     for plain requests, a fresh one for each stream.
     """
 
-    def __init__(self, base_url: str, key: str, *, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, base_url: str, key: str, *, timeout: float = TIMEOUT, trust: Trust | None = None
+    ) -> None:
         self.base_url = base_url
+        self.trust = trust
         self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        return connect(self.base_url, timeout)
+        return connect(self.base_url, timeout, self.trust)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -68,6 +136,9 @@ class Client:
             self._conn = None
 
     def _unreachable(self, exc: BaseException) -> CoreUnreachableError:
+        found = tls_failure(exc, self.base_url, self.trust)
+        if found is not None:
+            return found
         return CoreUnreachableError(
             f"cannot reach Core at {self.base_url} ({reason(exc)}); is it running? "
             "(--core / SERVERMGR_CORE)"

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import ssl
 import sys
 import termios
 import time
@@ -32,7 +33,9 @@ from rich.console import Console
 from rich.live import Live
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
+from servermgr.common import tls
 from servermgr.common.errors import AuthError, ClientError
+from servermgr.common.tls import Trust
 from servermgr.ctl import dashboard_view as view
 from servermgr.ctl.dashboard_state import State, apply, handle_key, parse_keys
 from servermgr.ctl.wsclient import Backoff, connect
@@ -46,14 +49,21 @@ DETAIL_REFRESH = 3.0
 HTTP_TIMEOUT = 5.0
 
 
-def main(base_url: str, key: str, *, console: Console | None = None, fd: int | None = None) -> int:
+def main(
+    base_url: str,
+    key: str,
+    *,
+    trust: Trust | None = None,
+    console: Console | None = None,
+    fd: int | None = None,
+) -> int:
     """Run the dashboard on this terminal; the exit code (0 on ``q``)."""
     console = console or Console(highlight=False)
     fd = sys.stdin.fileno() if fd is None else fd
     if not os.isatty(fd) or not console.is_terminal:
         raise ClientError("ctl top needs a terminal; in scripts use `servermgr ctl nodes --json`")
     with _raw_terminal(fd):
-        return trio.run(Dashboard(base_url, key, console, fd).run)
+        return trio.run(Dashboard(base_url, key, console, fd, trust=trust).run)
 
 
 @contextmanager
@@ -91,9 +101,11 @@ class Dashboard:
         console: Console,
         fd: int,
         *,
+        trust: Trust | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url
+        self.trust = trust
         self.key = key
         self.console = console
         self.fd = fd
@@ -155,7 +167,7 @@ class Dashboard:
         state = self.state
         while True:
             try:
-                async with connect(self.base_url, EVENTS_PATH, self.key) as ws:
+                async with connect(self.base_url, EVENTS_PATH, self.key, self.trust) as ws:
                     while True:
                         with trio.fail_after(SILENCE):
                             text = await ws.get_message()
@@ -234,11 +246,19 @@ class Dashboard:
                     self._stop(128 + signum)
 
     async def _details(self) -> None:
+        verify: ssl.SSLContext | bool = True
+        if self.trust is not None:
+            # httpx cannot check a pin before it sends the key: give it a context
+            # that accepts only the pinned certificate.
+            verify = await trio.to_thread.run_sync(
+                tls.verifying_context, self.base_url, self.trust, HTTP_TIMEOUT
+            )
         async with httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.key}"},
             timeout=HTTP_TIMEOUT,
             trust_env=False,
+            verify=verify,
         ) as http:
             while True:
                 detail = self.state.detail

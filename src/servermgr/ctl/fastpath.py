@@ -18,7 +18,14 @@ from pathlib import Path
 
 from servermgr.common.errors import UsageError
 
-CTL_OPTS = {"--core": "core", "--key": "key", "--config": "config", "-c": "config"}
+CTL_OPTS = {
+    "--core": "core",
+    "--key": "key",
+    "--config": "config",
+    "-c": "config",
+    "--fingerprint": "fingerprint",
+    "--ca-file": "ca_file",
+}
 EXEC_FLAGS = {"--all": "all", "-a": "all", "--json": "json", "--no-stream": "no_stream"}
 EXEC_VALUES = {
     "--label": "label",
@@ -134,6 +141,8 @@ def run(parsed: Parsed) -> int:
     core = parsed.ctl.get("core") or os.environ.get("SERVERMGR_CORE") or None
     key = parsed.ctl.get("key") or os.environ.get("SERVERMGR_KEY") or None
     config = parsed.ctl.get("config")
+    fingerprint = parsed.ctl.get("fingerprint") or os.environ.get("SERVERMGR_FINGERPRINT") or None
+    ca_file = parsed.ctl.get("ca_file") or os.environ.get("SERVERMGR_CA_FILE") or None
 
     def load() -> object:  # only when --core or --key is missing
         from servermgr.common.config import find_config, load_config
@@ -174,12 +183,18 @@ def run(parsed: Parsed) -> int:
             cwd=None,
         )
     try:
-        base, secret = resolve(core, key, load)  # type: ignore[arg-type]
+        base, secret, trust = resolve(
+            core,
+            key,
+            load,  # type: ignore[arg-type]
+            fingerprint=fingerprint,
+            ca_file=ca_file,
+        )
     except ClientError as exc:
         exc.exit_code = 255
         raise
     return exec_mod.run(
-        Client(base, secret),
+        Client(base, secret, trust=trust),
         body,
         single=single,
         stream="no_stream" not in parsed.flags,

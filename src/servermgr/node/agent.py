@@ -126,6 +126,7 @@ class Agent:
         backoff: transport.Backoff | None = None,
     ) -> None:
         self.core_addr, self.token = config.require_node()
+        self.trust = config.node.trust  # how Core's certificate is checked on wss://
         self.config = config
         self.hostname = config.node.hostname or socket.gethostname()
         self.labels = dict(config.node.labels)
@@ -192,7 +193,9 @@ class Agent:
 
     async def _ensure_identity(self) -> ident.Identity:
         if self.identity is None:
-            doc = await transport.register(self.core_addr, self.token, self.hostname, self.labels)
+            doc = await transport.register(
+                self.core_addr, self.token, self.hostname, self.labels, trust=self.trust
+            )
             self.identity = ident.Identity(doc["node_id"], doc["name"], doc["credential"])
             await trio.to_thread.run_sync(ident.save, self.data_dir, self.identity)
             log.info("registered with Core as %s (%s)", self.identity.name, self.identity.node_id)
@@ -202,7 +205,9 @@ class Agent:
         while True:
             try:
                 identity = await self._ensure_identity()
-                async with transport.connect(self.core_addr, identity.credential) as ws:
+                async with transport.connect(
+                    self.core_addr, identity.credential, trust=self.trust
+                ) as ws:
                     await self._session(ws, identity)
                 reason = "Core closed the connection"
             except RegistrationError:

@@ -27,6 +27,7 @@ from servermgr.common.errors import (
 
 if TYPE_CHECKING:
     from servermgr.common.rest import Response
+    from servermgr.common.tls import Trust
 
 CONNECT_TIMEOUT = ws.CONNECT_TIMEOUT
 BACKOFF_BASE = 0.5
@@ -36,9 +37,17 @@ REGISTER_MAX_ANSWER = 64 * 1024  # the answer is an id, a name and a credential
 
 
 async def register(
-    core_addr: str, token: str, hostname: str, labels: dict[str, str]
+    core_addr: str,
+    token: str,
+    hostname: str,
+    labels: dict[str, str],
+    *,
+    trust: Trust = ws.NO_PIN,
 ) -> dict[str, Any]:
-    """``{"node_id", "name", "credential"}`` from Core, or a typed error."""
+    """``{"node_id", "name", "credential"}`` from Core, or a typed error.
+
+    On https, Core's certificate is checked (``trust``) before the token is sent.
+    """
     import http.client
 
     from servermgr.common import rest
@@ -53,12 +62,16 @@ async def register(
         headers={"Authorization": f"Bearer {token}"},
         timeout=CONNECT_TIMEOUT,
         max_body=REGISTER_MAX_ANSWER,
+        trust=trust,
     )
     try:
         # A blocking call: a worker thread, left behind if the agent is stopped
         # meanwhile (its socket timeout ends it).
         resp = await trio.to_thread.run_sync(post, abandon_on_cancel=True)
     except (OSError, http.client.HTTPException) as exc:
+        found = await trio.to_thread.run_sync(rest.tls_failure, exc, base, trust)
+        if found is not None:
+            raise found from None
         raise CoreUnreachableError(f"cannot reach Core at {url}: {rest.reason(exc)}") from None
     message = _error_message(resp)
     if resp.status_code == 401:
@@ -84,10 +97,15 @@ def _error_message(resp: Response) -> str:
 
 
 def connect(
-    core_addr: str, credential: str | None
+    core_addr: str, credential: str | None, *, trust: Trust = ws.NO_PIN
 ) -> AbstractAsyncContextManager[WebSocketConnection]:
-    """The node's WebSocket to Core, authenticated with its credential."""
-    return ws.connect(addr.ws_url(core_addr), bearer=credential, max_message=proto.MAX_FRAME_BYTES)
+    """The node's WebSocket to Core, authenticated with its credential.
+
+    On ``wss://`` the credential is sent only once Core's certificate passed ``trust``.
+    """
+    return ws.connect(
+        addr.ws_url(core_addr), bearer=credential, max_message=proto.MAX_FRAME_BYTES, trust=trust
+    )
 
 
 class Backoff(ws.Backoff):
