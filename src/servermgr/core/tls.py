@@ -29,6 +29,7 @@ from pathlib import Path
 from servermgr.common import tls
 from servermgr.common.config import AUTO_TLS_CERT, AUTO_TLS_KEY, Config
 from servermgr.common.errors import ConfigError
+from servermgr.common.files import private_dir
 
 VALID_DAYS = 3650
 
@@ -148,7 +149,7 @@ def ensure_self_signed(cert: Path, key: Path, hosts: list[str]) -> bool:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cert.parent)
     if not key.exists():
         pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM,
