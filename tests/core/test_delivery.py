@@ -87,6 +87,7 @@ async def test_a_job_the_node_never_received_is_sent_again(
     job = await submit(core, target="node-01", command="echo arrived", wait=30)
     await finished(core, job["id"])
     entry_job = job["id"]
+    from servermgr.core.jobstate import State, Status
     from servermgr.core.jobstore import NodeResult
     from servermgr.core.scheduler import Entry
 
@@ -96,8 +97,8 @@ async def test_a_job_the_node_never_received_is_sent_again(
     await core.db.write(
         core.jobs.store.create, record, [NodeResult(row.id, "node-01", "sent")], "echo arrived"
     )
-    core.jobs.live[(record.id, row.id)] = Entry(
-        record, row.id, "node-01", "sent", sent_at=core.jobs.clock()
+    core.jobs.live.add(
+        Entry(record, row.id, "node-01", Status(State.SENT, sent_at=core.jobs.clock(), heard=True))
     )
     core.gateway.disconnect(row.id, 4001, "test: drop the connection")
     n = by_node(await finished(core, record.id))["node-01"]

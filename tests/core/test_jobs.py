@@ -38,7 +38,7 @@ async def test_output_and_exit_codes_propagate(fleet: Core) -> None:
     done = await finished(fleet, job["id"])
     n = by_node(done)["node-01"]
     assert n["state"] == "failed"
-    assert n["exit_code"] == 3
+    assert n["exit_code"] == 3, n
     assert base64.b64decode(n["stdout_b64"]) == b"hi\n"
     assert base64.b64decode(n["stderr_b64"]) == b"err\n"
     assert n["duration"] is not None
@@ -230,6 +230,7 @@ async def test_result_sent_twice_is_stored_once(fleet: Core) -> None:
 async def test_an_entry_being_dispatched_to_an_online_node_does_not_expire(fleet: Core) -> None:
     # A big fan-out dispatches node after node; a deadline check in between
     # must not expire the ones still waiting their turn (wait = 0).
+    from servermgr.core.jobstate import State, Status
     from servermgr.core.jobstore import JobRecord, NodeResult
     from servermgr.core.scheduler import Entry
 
@@ -249,11 +250,11 @@ async def test_an_entry_being_dispatched_to_an_online_node_does_not_expire(fleet
     await fleet.db.write(
         fleet.jobs.store.create, record, [NodeResult(row.id, "node-02", "queued")], "echo turn"
     )
-    entry = Entry(record, row.id, "node-02", "queued")
-    fleet.jobs.live[entry.key] = entry
+    entry = Entry(record, row.id, "node-02", Status(State.QUEUED))
+    fleet.jobs.live.add(entry)
     await fleet.jobs.tick()
     assert entry.state == "queued"
-    assert fleet.jobs.live.get(entry.key) is entry
+    assert fleet.jobs.live.get(*entry.key) is entry
     await fleet.jobs.node_online(row.id)
     n = by_node(await finished(fleet, record.id))["node-02"]
     assert n["state"] == "succeeded"

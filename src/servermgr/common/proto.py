@@ -146,6 +146,16 @@ class JobOutput(_Msg, tag="job.output"):
     chunk: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
 
 
+class JobAccepted(_Msg, tag="job.accepted"):
+    """The node took a ``job.run`` (spooled it): sent at once, before it runs.
+
+    Core counts a node that does not answer a ``job.run`` this way (or with
+    output or a result) within a few seconds as stalled.
+    """
+
+    job_id: JobId
+
+
 JobOutcome = Literal["succeeded", "failed", "timed_out", "cancelled", "refused", "error"]
 
 
@@ -213,11 +223,12 @@ class Error(_Msg, tag="error"):
     message: ErrorText
 
 
-NodeMessage = Hello | Heartbeat | JobOutput | JobResult | Error
+NodeMessage = Hello | Heartbeat | JobAccepted | JobOutput | JobResult | Error
 CoreMessage = Welcome | HeartbeatAck | JobRun | JobAck | JobCancel | Error
 Message = (
     Hello
     | Heartbeat
+    | JobAccepted
     | JobOutput
     | JobResult
     | Welcome

@@ -7,7 +7,10 @@ falls silent for three heartbeat intervals (one watchdog task checks every
 session four times per that limit: no timer per message). Messages to a node are sent
 by whichever task has them (Hypercorn writes each message whole, under its
 connection's lock); acks, which come from the writer's callbacks, are sent
-by short tasks in the gateway's nursery. No task or queue per session: a
+by short tasks in the gateway's nursery. Every send is bounded
+(``SEND_TIMEOUT``): a node whose connection does not take a message in that
+time is stalled (a stopped process, a node that does not read) and is
+disconnected, so it never holds up a sender. No task or queue per session: a
 connected node costs Core its connection and little more.
 
 Heartbeats are acked once stored, but at most once per ``ack_interval``
@@ -22,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import trio
@@ -48,12 +51,14 @@ CLOSE_WAIT = 2.0
 MISSED_INTERVALS = 3
 ACK_EVERY = 6  # heartbeat intervals between two heartbeat.acks to a node
 MAX_BAD_MESSAGES = 10
+SEND_TIMEOUT = 5.0  # a node's connection must take a message within this
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_SILENT = 4000
 CLOSE_REPLACED = 4001
 CLOSE_REMOVED = 4004
+CLOSE_STALLED = 4008
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -90,17 +95,30 @@ class NodeSession:
         # (Hypercorn's close does not wait for a send in progress).
         self._sending = trio.Lock()
         self._closed = False
+        self._broken = False  # a send was cut short: the stream is not whole any more
         self.disconnected = False  # the connection is gone already: nothing to close
 
     async def send(self, msg: proto.CoreMessage) -> None:
         """Send ``msg`` now; a connection that fails ends the session (never raises)."""
-        async with self._sending:
-            if self._closed:
-                return
-            try:
-                await self.ws.send_text(proto.encode(msg))
-            except (RuntimeError, OSError, WebSocketDisconnect):
-                self.close(CLOSE_GOING_AWAY, "connection lost while sending")
+        await self.deliver(msg)
+
+    async def deliver(self, msg: proto.CoreMessage) -> Literal["sent", "offline", "stalled"]:
+        """Send ``msg`` within ``SEND_TIMEOUT``; a connection that fails or does not
+        take it in time ends the session ("offline" or "stalled"; never raises)."""
+        with trio.move_on_after(SEND_TIMEOUT):
+            async with self._sending:
+                if self._closed or self.cancel_scope.cancel_called:
+                    return "offline"
+                try:
+                    await self.ws.send_text(proto.encode(msg))
+                except (RuntimeError, OSError, WebSocketDisconnect):
+                    self.close(CLOSE_GOING_AWAY, "connection lost while sending")
+                    return "offline"
+                return "sent"
+        # Cut short mid-frame perhaps: nothing more may be written but the close.
+        self._broken = True
+        self.close(CLOSE_STALLED, f"stalled: did not take a message within {SEND_TIMEOUT:g} s")
+        return "stalled"
 
     async def close_socket(self) -> None:
         """Close the WebSocket with the session's code, after any send in progress."""
@@ -108,16 +126,20 @@ class NodeSession:
         if self.disconnected:
             return
         with trio.CancelScope(shield=True):
-            # A send stuck on a node that does not read gets 5 s, then the close goes anyway.
+            # A send stuck on a node that does not read gets 5 s, then the close goes
+            # anyway; the close itself is bounded too (its frame waits for room).
             locked = False
-            with trio.move_on_after(5):
+            with trio.move_on_after(SEND_TIMEOUT):
                 await self._sending.acquire()
                 locked = True
             try:
-                await _close(self.ws, self.close_code, self.close_reason)
+                with trio.move_on_after(SEND_TIMEOUT):
+                    await _close(self.ws, self.close_code, self.close_reason)
             finally:
                 if locked:
                     self._sending.release()
+            if self._broken:
+                return  # no closing handshake to wait for on a stream cut mid-frame
             # Wait (briefly) for the node's closing frame, as the closing handshake
             # wants. Returning at once lets Hypercorn shut the socket while its
             # reader may still be answering the node's own close; the two collide
@@ -185,10 +207,21 @@ class Gateway:
                 if session.last_heard < too_old:
                     session.close(CLOSE_SILENT, f"silent for {silent_after:g} s")
 
-    def sender(self, node_id: str) -> Callable[[proto.CoreMessage], Awaitable[None]] | None:
-        """How to reach a connected node now, or None when it is offline."""
+    def is_online(self, node_id: str) -> bool:
+        return node_id in self.sessions
+
+    async def deliver(
+        self, node_id: str, msg: proto.CoreMessage
+    ) -> Literal["sent", "offline", "stalled"]:
+        """Send ``msg`` to a connected node, bounded (``NodeSession.deliver``)."""
         session = self.sessions.get(node_id)
-        return session.send if session is not None else None
+        if session is None:
+            return "offline"
+        return await session.deliver(msg)
+
+    def disconnect_stalled(self, node_id: str, reason: str) -> None:
+        """Close a node that does not answer (the scheduler saw its job.run go unanswered)."""
+        self.disconnect(node_id, CLOSE_STALLED, reason[:120])
 
     def disconnect(self, node_id: str, code: int, reason: str) -> None:
         session = self.sessions.get(node_id)
@@ -340,6 +373,8 @@ class Gateway:
                 self.bus.publish(
                     {"type": "node.heartbeat", "node_id": node.id, "name": node.name, "ts": now}
                 )
+        elif isinstance(msg, proto.JobAccepted) and self.jobs is not None:
+            await self.jobs.on_accepted(node.id, msg)
         elif isinstance(msg, proto.JobOutput) and self.jobs is not None:
             await self.jobs.on_output(node.id, msg)
         elif isinstance(msg, proto.JobResult) and self.jobs is not None:

@@ -13,14 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from servermgr.core.jobstate import LATE, OPEN, State
 from servermgr.core.storage import Storage
 
-FINAL_STATES = frozenset(
-    {"succeeded", "failed", "timed_out", "cancelled", "refused", "expired", "lost"}
-)
-OPEN_STATES = frozenset({"queued", "sent", "running"})
-# A result may still land on a node marked lost: it came back after all.
-_ACCEPTS_RESULT = "('queued', 'sent', 'running', 'lost')"
+FINAL_STATES = frozenset(str(s) for s in State if s.final)
+OPEN_STATES = frozenset(str(s) for s in OPEN)
+
+
+def _sql_set(states: frozenset[State]) -> str:
+    return "(" + ", ".join(f"'{s}'" for s in sorted(states)) + ")"
+
+
+_OPEN = _sql_set(OPEN)
+# A result may still land on a node marked lost or stalled: it came back after all.
+_ACCEPTS_RESULT = _sql_set(OPEN | LATE)
 
 
 @dataclass(frozen=True)
@@ -151,31 +157,38 @@ class JobStore:
             )
             self._audit_outcome(conn, job.id)  # every node may be final already (offline)
 
-    def set_states(self, items: list[tuple[str, str, str, float]]) -> None:
-        """Many ``(job id, node id, state, now)`` moves between open states, one transaction."""
+    def mark_sent(self, items: Sequence[tuple[str, str, float]]) -> list[None]:
+        """Many ``(job id, node id, sent at)`` entries recorded as sent, one transaction."""
         with self.storage.transaction() as conn:
             conn.executemany(
-                "UPDATE job_nodes SET state = ?3, "
-                "sent_at = CASE WHEN ?3 = 'sent' THEN ?4 ELSE sent_at END "
-                "WHERE job_id = ?1 AND node_id = ?2 AND state IN ('queued', 'sent', 'running')",
+                f"UPDATE job_nodes SET state = 'sent', sent_at = ?3 "
+                f"WHERE job_id = ?1 AND node_id = ?2 AND state IN {_OPEN}",
                 items,
             )
+        return [None] * len(items)
 
-    def set_state(
-        self, job_id: str, node_id: str, state: str, *, now: float, error: str | None = None
-    ) -> bool:
-        """Move an open node entry to ``state``; False if it was already final."""
-        final = state in FINAL_STATES
+    def finish(self, result: NodeResult, job_id: str, *, now: float) -> bool:
+        """An open entry final without a node's result (expired, lost, stalled,
+        cancelled), with the output received so far; False if it was final already."""
         with self.storage.transaction() as conn:
             cur = conn.execute(
-                "UPDATE job_nodes SET state = ?, error = coalesce(?, error), "
-                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, "
-                "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
-                "WHERE job_id = ? AND node_id = ? AND state IN ('queued', 'sent', 'running')",
-                (state, error, state, now, final, now, job_id, node_id),
+                "UPDATE job_nodes SET state = ?, error = coalesce(?, error), finished_at = ?, "
+                "stdout = ?, stderr = ?, stdout_truncated = ?, stderr_truncated = ? "
+                f"WHERE job_id = ? AND node_id = ? AND state IN {_OPEN}",
+                (
+                    result.state,
+                    result.error,
+                    now,
+                    result.stdout,
+                    result.stderr,
+                    result.stdout_truncated,
+                    result.stderr_truncated,
+                    job_id,
+                    result.node_id,
+                ),
             )
             changed = cur.rowcount > 0
-            if changed and final:
+            if changed:
                 self._audit_outcome(conn, job_id)
         return changed
 
@@ -189,25 +202,33 @@ class JobStore:
         jobs: set[str] = set()
         with self.storage.transaction() as conn:
             for job_id, result, now in items:
+                # A late result (after lost/stalled) comes without the output
+                # Core kept: never replace output with less of it.
                 cur = conn.execute(
-                    "UPDATE job_nodes SET state = ?, exit_code = ?, signal = ?, error = ?, "
-                    "finished_at = ?, duration = ?, stdout = ?, stderr = ?, "
-                    "stdout_truncated = ?, stderr_truncated = ? "
-                    f"WHERE job_id = ? AND node_id = ? AND state IN {_ACCEPTS_RESULT}",
-                    (
-                        result.state,
-                        result.exit_code,
-                        result.signal,
-                        result.error,
-                        now,
-                        result.duration,
-                        result.stdout,
-                        result.stderr,
-                        result.stdout_truncated,
-                        result.stderr_truncated,
-                        job_id,
-                        result.node_id,
-                    ),
+                    "UPDATE job_nodes SET state = :state, exit_code = :exit_code, "
+                    "signal = :signal, error = :error, finished_at = :now, duration = :duration, "
+                    "stdout = CASE WHEN length(:stdout) >= length(stdout) "
+                    "THEN :stdout ELSE stdout END, "
+                    "stderr = CASE WHEN length(:stderr) >= length(stderr) "
+                    "THEN :stderr ELSE stderr END, "
+                    "stdout_truncated = max(stdout_truncated, :stdout_truncated), "
+                    "stderr_truncated = max(stderr_truncated, :stderr_truncated) "
+                    "WHERE job_id = :job_id AND node_id = :node_id "
+                    f"AND state IN {_ACCEPTS_RESULT}",
+                    {
+                        "state": result.state,
+                        "exit_code": result.exit_code,
+                        "signal": result.signal,
+                        "error": result.error,
+                        "now": now,
+                        "duration": result.duration,
+                        "stdout": result.stdout,
+                        "stderr": result.stderr,
+                        "stdout_truncated": result.stdout_truncated,
+                        "stderr_truncated": result.stderr_truncated,
+                        "job_id": job_id,
+                        "node_id": result.node_id,
+                    },
                 )
                 changed.append(cur.rowcount > 0)
                 if cur.rowcount > 0:
@@ -290,7 +311,7 @@ class JobStore:
                 f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))}, "
                 f"{', '.join('n.' + c.strip() for c in _NODE_COLS.split(','))} "
                 "FROM job_nodes n JOIN jobs j ON j.id = n.job_id "
-                "WHERE n.state IN ('queued', 'sent', 'running', 'lost') ORDER BY j.created"
+                f"WHERE n.state IN {_OPEN} ORDER BY j.created"
             ).fetchall()
         return [(_job(r[:11]), _node(r[11:])) for r in rows]
 

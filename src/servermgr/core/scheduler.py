@@ -1,15 +1,26 @@
 """Jobs: dispatch to nodes, fan-out, offline queue, timeouts, results.
 
-A job targets nodes; each (job, node) pair is an entry with its own state:
+A job targets nodes; each (job, node) pair is an entry whose state moves as
+``core/jobstate.py`` says (that module holds every transition; this one
+carries out their effects: sends, writes, events).
 
-    queued -> sent -> running -> succeeded | failed | timed_out | cancelled | refused
-    queued -> expired            (node offline until the job's deadline)
-    sent/running -> lost         (no result by timeout + grace; a late result still counts)
-    queued/sent/running -> cancelled
+Dispatch never waits on a node inside a request: ``submit`` stores the job
+and returns its id; each node's ``job.run`` is sent by a task of its own,
+bounded by the gateway's send timeout, so a node that does not read its
+socket delays nobody else. A node must answer a ``job.run`` (``job.accepted``,
+output or a result) within ``accept_after`` seconds, else it is
+stalled: disconnected, and its entry retried when it is back (the job may
+still wait) or marked ``stalled``.
 
-Entries not final yet live in memory (with the output received so far) and
-in SQLite; final results are written once, idempotently, then acked to the
-node. Every change is published on the event bus for live streams.
+Entries not final yet live in memory (with the output received so far, at
+most the job's ``output_cap`` per stream whatever the node sends) and in
+SQLite, indexed by job and by node; final results are written once,
+idempotently, then acked to the node. Every change is published on the
+event bus for live streams.
+
+    serve()
+    ├── tick every TICK s       expire queued, mark silent lost, unanswered stalled
+    └── short tasks             one send per (job, node): job.run / job.cancel
 """
 
 from __future__ import annotations
@@ -17,37 +28,42 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, TypedDict
 
 import trio
 
 from servermgr.common import proto
 from servermgr.common.selector import Target, select
+from servermgr.core import jobstate
 from servermgr.core.cache import EventBus
-from servermgr.core.jobstore import FINAL_STATES, JobRecord, JobStore, NodeResult
+from servermgr.core.jobstate import Effect, State, Status
+from servermgr.core.jobstore import JobRecord, JobStore, NodeResult
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.writer import Database, GroupCommit
 
 log = logging.getLogger("servermgr.core.jobs")
 
 LOST_GRACE = 30.0
+ACCEPT_AFTER = 5.0  # a node must answer a job.run within this, or it is stalled
 TICK = 0.5
-OUTCOME_STATE = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "timed_out": "timed_out",
-    "cancelled": "cancelled",
-    "refused": "refused",
-    "error": "failed",
-}
+
+Delivery = Literal["sent", "offline", "stalled"]
 
 
 class Sessions(Protocol):
-    """What the scheduler needs of the gateway: a way to reach a node now."""
+    """What the scheduler needs of the gateway: reach a node now, bounded."""
 
-    def sender(self, node_id: str) -> Callable[[proto.CoreMessage], Awaitable[None]] | None: ...
+    def is_online(self, node_id: str) -> bool: ...
+
+    async def deliver(self, node_id: str, msg: proto.CoreMessage) -> Delivery:
+        """Send ``msg``; "stalled" when the node's connection did not take it in time
+        (the gateway has closed that connection then)."""
+        ...
+
+    def disconnect_stalled(self, node_id: str, reason: str) -> None: ...
 
 
 class JobError(Exception):
@@ -60,17 +76,21 @@ class JobError(Exception):
         self.message = message
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
     job: JobRecord
     node_id: str
     name: str
-    state: str
-    sent_at: float | None = None
-    cancel_requested: bool = False
+    status: Status
     out: dict[str, bytearray] = field(
         default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray()}
     )
+    # Output beyond the job's cap that Core dropped (whatever the node says).
+    cut: dict[str, bool] = field(default_factory=lambda: {"stdout": False, "stderr": False})
+
+    @property
+    def state(self) -> State:
+        return self.status.state
 
     @property
     def key(self) -> tuple[str, str]:
@@ -78,42 +98,58 @@ class Entry:
 
 
 class OpenEntries:
-    """Entries not final yet, by (job id, node id), with a count per job.
+    """Entries not final yet, indexed by job and by node.
 
-    The count makes "is this job still open?" O(1): a fan-out to 1,000
-    nodes asks it once per result.
+    A cancel touches its job's entries and a reconnect its node's, never
+    every open entry; "is this job still open?" is one dict lookup.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], Entry] = {}
-        self._per_job: dict[str, int] = {}
+        self._by_job: dict[str, dict[str, Entry]] = {}
+        self._by_node: dict[str, dict[str, Entry]] = {}
+        self._count = 0
 
-    def __setitem__(self, key: tuple[str, str], entry: Entry) -> None:
-        if key not in self._entries:
-            self._per_job[key[0]] = self._per_job.get(key[0], 0) + 1
-        self._entries[key] = entry
+    def add(self, entry: Entry) -> None:
+        job_id, node_id = entry.key
+        per_job = self._by_job.setdefault(job_id, {})
+        if node_id not in per_job:
+            self._count += 1
+        per_job[node_id] = entry
+        self._by_node.setdefault(node_id, {})[job_id] = entry
 
-    def discard(self, key: tuple[str, str]) -> Entry | None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            left = self._per_job[key[0]] - 1
-            if left:
-                self._per_job[key[0]] = left
-            else:
-                del self._per_job[key[0]]
-        return entry
+    def discard(self, entry: Entry) -> bool:
+        """Remove ``entry``; False if it was not (or no longer) the open one."""
+        job_id, node_id = entry.key
+        per_job = self._by_job.get(job_id)
+        if per_job is None or per_job.get(node_id) is not entry:
+            return False
+        del per_job[node_id]
+        if not per_job:
+            del self._by_job[job_id]
+        per_node = self._by_node[node_id]
+        del per_node[job_id]
+        if not per_node:
+            del self._by_node[node_id]
+        self._count -= 1
+        return True
 
-    def get(self, key: tuple[str, str]) -> Entry | None:
-        return self._entries.get(key)
+    def get(self, job_id: str, node_id: str) -> Entry | None:
+        return self._by_job.get(job_id, {}).get(node_id)
+
+    def of_job(self, job_id: str) -> list[Entry]:
+        return list(self._by_job.get(job_id, {}).values())
+
+    def of_node(self, node_id: str) -> list[Entry]:
+        return list(self._by_node.get(node_id, {}).values())
 
     def values(self) -> Iterator[Entry]:
-        return iter(list(self._entries.values()))
+        return iter([e for per_job in self._by_job.values() for e in per_job.values()])
 
     def has_job(self, job_id: str) -> bool:
-        return job_id in self._per_job
+        return job_id in self._by_job
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
 
 @dataclass(frozen=True)
@@ -137,6 +173,8 @@ class Scheduler:
         bus: EventBus,
         *,
         clock: Callable[[], float],
+        accept_after: float = ACCEPT_AFTER,
+        lost_grace: float = LOST_GRACE,
     ) -> None:
         self.db = db
         self.store = JobStore(db.storage)
@@ -144,53 +182,53 @@ class Scheduler:
         self.sessions = sessions
         self.bus = bus
         self.clock = clock
+        self.accept_after = accept_after
+        self.lost_grace = lost_grace
         self.live = OpenEntries()
         self._store_result = GroupCommit(db, self.store.store_results)
+        self._store_sent = GroupCommit(db, self.store.mark_sent)
+        self._nursery: trio.Nursery | None = None
 
     # --- lifecycle ------------------------------------------------------
 
     async def load(self) -> None:
         """Reload entries that were not final when Core last stopped."""
         for job, node in await self.db.read(self.store.open_entries):
-            self.live[(job.id, node.node_id)] = Entry(
-                job, node.node_id, node.name, node.state, sent_at=node.sent_at
-            )
+            # heard: whether it arrived is for the node's hello to say, not a stall.
+            status = Status(State(node.state), sent_at=node.sent_at, heard=True)
+            self.live.add(Entry(job, node.node_id, node.name, status))
         if self.live:
             log.info("%d job entries still open from before the restart", len(self.live))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Expire queued entries past their deadline; mark silent ones lost."""
-        task_status.started()
-        while True:
-            await trio.sleep(TICK)
-            await self.tick()
+        """Deadline checks every TICK s; the nursery of the per-node sends."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                while True:
+                    await trio.sleep(TICK)
+                    await self.tick()
+            finally:
+                self._nursery = None
 
     async def tick(self) -> None:
         """One pass of the deadline checks."""
         now = self.clock()
         for entry in self.live.values():
-            # Only an entry whose node is offline expires: one being
-            # dispatched right now (a large fan-out) is not late.
-            offline = self.sessions.sender(entry.node_id) is None
-            if entry.state == "queued" and now > entry.job.deadline and offline:
-                await self._finish_state(
-                    entry, "expired", "node stayed offline past the job's deadline"
-                )
-            elif (
-                entry.state in ("sent", "running")
-                and entry.sent_at is not None
-                and now > entry.sent_at + entry.job.timeout + LOST_GRACE
+            if (
+                entry.state is State.RUNNING
+                or entry.state is State.SENT
+                or now > entry.job.deadline
             ):
-                await self._finish_state(
-                    entry,
-                    "lost",
-                    "no result from the node by the job's timeout + "
-                    f"{LOST_GRACE:g} s (a late result will still be recorded)",
-                )
+                online = self.sessions.is_online(entry.node_id)
+                await self._event(entry, jobstate.Tick(now, online))
 
     # --- requests -------------------------------------------------------
 
     async def submit(self, spec: JobSpec, *, principal: str) -> str:
+        if self._nursery is None:
+            raise JobError(503, "shutting_down", "Core is not running jobs (shutting down)")
         nodes, unknown = select(spec.target, self.registry.all())
         if unknown:
             raise JobError(
@@ -218,43 +256,44 @@ class Scheduler:
         )
         entries, rows = [], []
         for node in nodes:
-            online = self.sessions.sender(node.id) is not None
-            if online or spec.wait > 0:
-                entries.append(Entry(job, node.id, node.name, "queued"))
-                rows.append(NodeResult(node.id, node.name, "queued"))
+            if self.sessions.is_online(node.id) or spec.wait > 0:
+                entries.append(Entry(job, node.id, node.name, Status(State.QUEUED)))
+                rows.append(NodeResult(node.id, node.name, State.QUEUED))
             else:
                 rows.append(
                     NodeResult(
                         node.id,
                         node.name,
-                        "expired",
+                        State.EXPIRED,
                         error="node is offline (use --wait to queue the job)",
                         finished_at=now,
                     )
                 )
-        await self.db.write(self.store.create, job, rows, job.describe())
+        try:
+            await self.db.write(self.store.create, job, rows, job.describe())
+        except sqlite3.Error as exc:
+            log.error("job not stored, so not run: %s", exc)
+            raise JobError(
+                503, "storage_error", f"Core could not store the job, so nothing was run ({exc})"
+            ) from None
         log.info("job %s: %r on %d node(s) by %s", job.id, job.describe(), len(rows), principal)
         for entry in entries:
-            self.live[entry.key] = entry
+            self.live.add(entry)
         for row in rows:
             self._publish_state(job.id, row.node_id, row.name, row.state, error=row.error)
-        await self._dispatch(*entries)
+        for entry in entries:
+            if self.sessions.is_online(entry.node_id):
+                self._spawn(self._send_run, entry)
         self._maybe_done(job.id)
         return job.id
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel what has not finished; False if the job is unknown."""
-        entries = [e for e in self.live.values() if e.job.id == job_id]
+        entries = self.live.of_job(job_id)
         if not entries:
             return await self.db.read(self.store.get, job_id) is not None
         for entry in entries:
-            if entry.state == "queued":
-                await self._finish_state(entry, "cancelled", "cancelled before it was sent")
-                continue
-            entry.cancel_requested = True
-            send = self.sessions.sender(entry.node_id)
-            if send is not None:
-                await send(proto.JobCancel(job_id=job_id))
+            await self._event(entry, jobstate.Cancel())
         return True
 
     # --- node events ----------------------------------------------------
@@ -266,36 +305,36 @@ class Scheduler:
         restarts): a job sent to it that it does not have never arrived, so
         it is sent again; one it has will have its result re-sent by the node.
         """
-        for entry in [e for e in self.live.values() if e.node_id == node_id]:
-            never_arrived = (
-                known is not None
-                and entry.state in ("sent", "running")
-                and entry.job.id not in known
-            )
-            if never_arrived:
+        now = self.clock()
+        for entry in self.live.of_node(node_id):
+            has_job = None if known is None else entry.job.id in known
+            if has_job is False and entry.state is not State.QUEUED:
                 log.info("job %s: %s does not have it; sending it again", entry.job.id, entry.name)
-            if entry.state == "queued" or never_arrived:
-                await self._dispatch(entry)  # one at a time: the node reconnects alone
-            elif entry.cancel_requested:
-                send = self.sessions.sender(node_id)
-                if send is not None:
-                    await send(proto.JobCancel(job_id=entry.job.id))
+            await self._event(entry, jobstate.NodeBack(now, has_job))
+
+    async def on_accepted(self, node_id: str, msg: proto.JobAccepted) -> None:
+        """The node took a job.run: it is alive and reads its socket."""
+        entry = self.live.get(msg.job_id, node_id)
+        if entry is not None:
+            await self._event(entry, jobstate.Heard(self.clock(), started=False))
 
     async def on_output(self, node_id: str, msg: proto.JobOutput) -> None:
-        entry = self.live.get((msg.job_id, node_id))
+        entry = self.live.get(msg.job_id, node_id)
         if entry is None:
             return
-        if entry.state == "sent":  # an empty chunk at offset 0 says the job started
-            # Kept in memory only (the job document overlays it): the stored
-            # row goes from sent to final with the result, one write per node.
-            entry.state = "running"
-            self._publish_state(entry.job.id, node_id, entry.name, "running")
+        await self._event(entry, jobstate.Heard(self.clock()))
         buf = entry.out[msg.stream]
         have = len(buf)
         end = msg.offset + len(msg.chunk)
         if msg.offset > have or end <= have:
             return  # a gap (never sent in order) or bytes we already have
         new = msg.chunk[have - msg.offset :]
+        room = entry.job.output_cap - have
+        if len(new) > room:  # Core's own cap, whatever the node was told
+            new = new[: max(0, room)]
+            entry.cut[msg.stream] = True
+            if not new:
+                return
         buf += new
         self.bus.publish(
             {
@@ -312,82 +351,166 @@ class Scheduler:
     async def on_result(
         self, node_id: str, msg: proto.JobResult, ack: Callable[[], Awaitable[None]]
     ) -> None:
-        entry = self.live.get((msg.job_id, node_id))
+        """Store the node's result once; ack it only when stored."""
+        entry = self.live.get(msg.job_id, node_id)
+        new = None
         if entry is not None:
-            state = OUTCOME_STATE[msg.outcome]
+            new, effects = jobstate.step(
+                entry.status, jobstate.Result(msg.outcome), self._limits(entry.job)
+            )
+            if Effect.STORE_RESULT not in effects:
+                entry = None
+        if entry is not None and new is not None:
             result = NodeResult(
                 node_id,
                 entry.name,
-                state,
+                new.state,
                 **_outcome(msg),
                 stdout=bytes(entry.out["stdout"]),
                 stderr=bytes(entry.out["stderr"]),
-                stdout_truncated=msg.stdout_truncated,
-                stderr_truncated=msg.stderr_truncated,
+                stdout_truncated=msg.stdout_truncated or entry.cut["stdout"],
+                stderr_truncated=msg.stderr_truncated or entry.cut["stderr"],
             )
-            # Coalesced with the results arriving meanwhile: one transaction
-            # for many nodes of a fan-out; acked only once committed.
-            stored = await self._store_result((msg.job_id, result, self.clock()))
-            self.live.discard(entry.key)
-            if stored:  # not when the same result came twice at once
-                self._publish_state(msg.job_id, node_id, entry.name, state, **_outcome(msg))
-                self._maybe_done(msg.job_id)
         else:
-            # Not open in memory: a re-sent result, or one for an entry marked lost.
-            known = await self.db.read(self.store.get, msg.job_id)
-            if known is not None and any(
-                n.node_id == node_id and n.state == "lost" for n in known[1]
-            ):
-                result = NodeResult(node_id, "", OUTCOME_STATE[msg.outcome], **_outcome(msg))
-                await self._store_result((msg.job_id, result, self.clock()))
+            # Not open here: re-sent, or late for an entry marked lost or
+            # stalled (the store keeps the output it has and the first result).
+            result = NodeResult(node_id, "", jobstate.OUTCOME[msg.outcome], **_outcome(msg))
+        try:
+            # Coalesced with the results arriving meanwhile: one transaction
+            # for many nodes of a fan-out; acked only once committed. The
+            # entry stays open meanwhile (a second copy is stored once: the
+            # store's own guard).
+            stored = await self._store_result((msg.job_id, result, self.clock()))
+        except sqlite3.Error as exc:
+            log.error("job %s: could not store a result (%s); not acked", msg.job_id, exc)
+            return  # the node keeps it and sends it again
+        if entry is not None and new is not None and self.live.discard(entry):
+            entry.status = new
+        if stored:  # not when the same result came twice
+            name = entry.name if entry is not None else self._name(node_id)
+            self._publish_state(msg.job_id, node_id, name, result.state, **_outcome(msg))
+            self._maybe_done(msg.job_id)
         await ack()
 
     # --- internals ------------------------------------------------------
 
-    async def _dispatch(self, *entries: Entry) -> None:
-        """Send each entry's job.run, then record them all as sent in one transaction.
+    def _limits(self, job: JobRecord) -> jobstate.Limits:
+        return jobstate.Limits(job.timeout, job.deadline, self.lost_grace, self.accept_after)
 
-        One transaction for a whole fan-out, not one per node: a job for
-        1,000 nodes is sent in well under a second.
-        """
-        sent: list[Entry] = []
-        now = self.clock()
-        for entry in entries:
-            send = self.sessions.sender(entry.node_id)
-            if send is None or self.live.get(entry.key) is not entry:
-                continue  # offline, or finished meanwhile (cancelled, expired)
-            job = entry.job
-            service = proto.ServiceAction(**job.service) if job.service else None  # type: ignore[arg-type]
-            await send(
-                proto.JobRun(
-                    job_id=job.id,
-                    command=job.command,
-                    service=service,
-                    timeout=job.timeout,
-                    output_cap=job.output_cap,
-                    env=job.env,
-                    cwd=job.cwd,
-                )
-            )
-            entry.state = "sent"
-            entry.sent_at = now
-            sent.append(entry)
-        if not sent:
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    def _name(self, node_id: str) -> str:
+        row = self.registry.by_ref(node_id)
+        return row.name if row is not None else node_id
+
+    async def _event(self, entry: Entry, event: jobstate.Event) -> None:
+        """Apply ``event`` to ``entry`` and carry out what the state machine says."""
+        before = entry.status
+        entry.status, effects = jobstate.step(before, event, self._limits(entry.job))
+        if not effects:
             return
-        await self.db.write(
-            self.store.set_states, [(e.job.id, e.node_id, "sent", now) for e in sent]
-        )
-        for e in sent:
-            self._publish_state(e.job.id, e.node_id, e.name, "sent")
+        if entry.state.final and not before.state.final:
+            self.live.discard(entry)
+        await self._carry_out(entry, effects)
 
-    async def _finish_state(self, entry: Entry, state: str, error: str) -> None:
-        assert state in FINAL_STATES
-        self.live.discard(entry.key)
-        await self.db.write(
-            self.store.set_state, entry.job.id, entry.node_id, state, now=self.clock(), error=error
+    async def _carry_out(self, entry: Entry, effects: tuple[Effect, ...]) -> None:
+        job_id, node_id = entry.key
+        status = entry.status
+        for effect in effects:
+            if effect is Effect.SEND_RUN:
+                self._spawn(self._send_run, entry)
+            elif effect is Effect.SEND_CANCEL:
+                self._spawn(self.sessions.deliver, node_id, proto.JobCancel(job_id=job_id))
+            elif effect is Effect.DISCONNECT:
+                log.warning("job %s: node %s stalled; disconnecting it", job_id, entry.name)
+                self.sessions.disconnect_stalled(
+                    node_id, f"stalled: job {job_id} not taken within {self.accept_after:g} s"
+                )
+            elif effect is Effect.STORE_SENT:
+                await self._record_sent(entry)
+            elif effect is Effect.STORE_FINAL:
+                await self._store_final(entry)
+            elif effect is Effect.PUBLISH:
+                self._publish_state(job_id, node_id, entry.name, status.state, error=status.error)
+        if Effect.STORE_FINAL in effects:
+            self._maybe_done(job_id)
+
+    async def _send_run(self, entry: Entry) -> None:
+        """Hand one entry's job.run to its node's connection (a task of its own)."""
+        if self.live.get(*entry.key) is not entry:
+            return  # finished meanwhile (cancelled, expired)
+        before = entry.status
+        entry.status, effects = jobstate.step(
+            before, jobstate.Send(self.clock()), self._limits(entry.job)
         )
-        self._publish_state(entry.job.id, entry.node_id, entry.name, state, error=error)
-        self._maybe_done(entry.job.id)
+        if Effect.SEND_RUN not in effects:
+            return
+        sent_at = entry.status.sent_at
+        job = entry.job
+        service = proto.ServiceAction(**job.service) if job.service else None  # type: ignore[arg-type]
+        delivery = await self.sessions.deliver(
+            entry.node_id,
+            proto.JobRun(
+                job_id=job.id,
+                command=job.command,
+                service=service,
+                timeout=job.timeout,
+                output_cap=job.output_cap,
+                env=job.env,
+                cwd=job.cwd,
+            ),
+        )
+        if entry.status.sent_at != sent_at or self.live.get(*entry.key) is not entry:
+            return  # moved on meanwhile (a result came, a new send)
+        if delivery == "stalled":
+            await self._event(entry, jobstate.SendFailed(self.clock()))
+        elif delivery == "sent":
+            await self._record_sent(entry)
+        # offline: it went away during the send; its hello will say whether it has it
+
+    async def _record_sent(self, entry: Entry) -> None:
+        sent_at = entry.status.sent_at or self.clock()
+        try:
+            # Coalesced: a fan-out to 1,000 nodes is a few transactions, not 1,000.
+            await self._store_sent((entry.job.id, entry.node_id, sent_at))
+        except sqlite3.Error as exc:
+            # It is on its way: memory says sent; after a restart the node's
+            # hello says it has the job, so it is never sent twice.
+            log.error(
+                "job %s: sent to %s but not recorded as sent: %s", entry.job.id, entry.name, exc
+            )
+        if entry.state is State.SENT:
+            self._publish_state(entry.job.id, entry.node_id, entry.name, State.SENT)
+
+    async def _store_final(self, entry: Entry) -> None:
+        """A final state reached without a result; the output received is kept."""
+        status = entry.status
+        try:
+            await self.db.write(
+                self.store.finish,
+                NodeResult(
+                    entry.node_id,
+                    entry.name,
+                    status.state,
+                    error=status.error,
+                    stdout=bytes(entry.out["stdout"]),
+                    stderr=bytes(entry.out["stderr"]),
+                    stdout_truncated=entry.cut["stdout"],
+                    stderr_truncated=entry.cut["stderr"],
+                ),
+                entry.job.id,
+                now=self.clock(),
+            )
+        except sqlite3.Error as exc:
+            log.error(
+                "job %s: %s is %s, but that was not stored: %s",
+                entry.job.id,
+                entry.name,
+                status.state,
+                exc,
+            )
 
     def _publish_state(
         self, job_id: str, node_id: str, name: str, state: str, **fields: Any
@@ -398,7 +521,7 @@ class Scheduler:
                 "job_id": job_id,
                 "node_id": node_id,
                 "node": name,
-                "state": state,
+                "state": str(state),
                 **fields,
             }
         )
@@ -418,10 +541,18 @@ class Scheduler:
         job, nodes = stored
         docs = []
         for n in nodes:
-            entry = self.live.get((job_id, n.node_id))
+            entry = self.live.get(job_id, n.node_id)
             if entry is not None:
-                n.state = entry.state
-                n.stdout, n.stderr = bytes(entry.out["stdout"]), bytes(entry.out["stderr"])
+                n = replace(
+                    n,
+                    state=entry.state,
+                    error=entry.status.error,
+                    sent_at=entry.status.sent_at,
+                    stdout=bytes(entry.out["stdout"]),
+                    stderr=bytes(entry.out["stderr"]),
+                    stdout_truncated=entry.cut["stdout"],
+                    stderr_truncated=entry.cut["stderr"],
+                )
             docs.append(node_doc(n, output=output))
         return job_doc(job, docs)
 
@@ -468,7 +599,7 @@ def node_doc(n: NodeResult, *, output: bool) -> dict[str, Any]:
 
 
 def job_doc(job: JobRecord, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    open_ = any(n["state"] not in FINAL_STATES for n in nodes)
+    open_ = any(State(n["state"]) in jobstate.OPEN for n in nodes)
     return {
         "id": job.id,
         "created": job.created,

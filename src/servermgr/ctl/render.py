@@ -275,6 +275,7 @@ STATE_STYLE = {
     "refused": "yellow",
     "expired": "yellow",
     "lost": "red",
+    "stalled": "red",
     "queued": "dim",
     "sent": "cyan",
     "running": "cyan",

@@ -141,6 +141,7 @@ class Agent:
         self.connected = False
         self._wake = trio.Event()
         self.jobs: dict[str, JobSpool] = {}
+        self._accepted: list[str] = []  # job.runs taken, to answer with job.accepted
         self._executor: Executor | None = None
         self.spool = Spool(self.data_dir / "jobs")
         self._nursery: trio.Nursery | None = None
@@ -298,11 +299,15 @@ class Agent:
     async def _send_jobs(self, ws: WebSocketConnection) -> None:
         # A function of its own so that no local variable keeps the last job
         # (up to 1 MiB of output per stream) alive while the sender waits.
+        while self._accepted:  # first: Core counts a job.run unanswered as a stall
+            await ws.send_message(proto.encode(proto.JobAccepted(job_id=self._accepted.pop(0))))
         for spool in list(self.jobs.values()):
             while (msg := spool.next_unsent()) is not None:
                 await ws.send_message(proto.encode(msg))
 
     def _start_job(self, job: proto.JobRun) -> None:
+        self._accepted.append(job.job_id)
+        self._wake.set()
         spool = self.jobs.get(job.job_id)
         if spool is not None:
             # Core sent it again (it did not see our result yet): resend, never rerun.
