@@ -161,7 +161,7 @@ class JobStreams:
         self, job_id: str, node_id: str, stream: str, offset: int, limit: int
     ) -> bytes:
         """Up to ``limit`` bytes of one node's output from ``offset``: live or stored."""
-        entry = self.jobs.live.get((job_id, node_id))
+        entry = self.jobs.live.get(job_id, node_id)
         if entry is not None:
             return bytes(entry.out[stream][offset : offset + limit])
         return await self.api.db.read(

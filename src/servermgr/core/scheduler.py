@@ -542,18 +542,24 @@ class Scheduler:
         docs = []
         for n in nodes:
             entry = self.live.get(job_id, n.node_id)
-            if entry is not None:
-                n = replace(
-                    n,
-                    state=entry.state,
-                    error=entry.status.error,
-                    sent_at=entry.status.sent_at,
-                    stdout=bytes(entry.out["stdout"]),
-                    stderr=bytes(entry.out["stderr"]),
-                    stdout_truncated=entry.cut["stdout"],
-                    stderr_truncated=entry.cut["stderr"],
-                )
-            docs.append(node_doc(n, output=output))
+            if entry is None:
+                docs.append(node_doc(n, output=output))
+                continue
+            out = entry.out
+            n = replace(
+                n,
+                state=entry.state,
+                error=entry.status.error,
+                sent_at=entry.status.sent_at,
+                # Copied only when shown: a live entry may hold 2 x 16 MiB.
+                stdout=bytes(out["stdout"]) if output else b"",
+                stderr=bytes(out["stderr"]) if output else b"",
+                stdout_truncated=entry.cut["stdout"],
+                stderr_truncated=entry.cut["stderr"],
+            )
+            doc = node_doc(n, output=output)
+            doc["stdout_bytes"], doc["stderr_bytes"] = len(out["stdout"]), len(out["stderr"])
+            docs.append(doc)
         return job_doc(job, docs)
 
 
