@@ -78,7 +78,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    sys.stderr.write(f"servermgr: {message}\n")
+    from servermgr.common.text import printable
+
+    sys.stderr.write(f"servermgr: {printable(message)}\n")
     raise typer.Exit(code)
 
 

@@ -35,7 +35,10 @@ def main() -> None:
         error = found if isinstance(found, ServermgrError) else None
         if debug or error is None:
             raise
-        sys.stderr.write(f"servermgr: {error}\n")
+        # The message may quote what Core or a node said: one safe line.
+        from servermgr.common.text import printable
+
+        sys.stderr.write(f"servermgr: {printable(str(error))}\n")
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

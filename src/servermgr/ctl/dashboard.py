@@ -35,6 +35,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from servermgr.common import tls
 from servermgr.common.errors import AuthError, ClientError
+from servermgr.common.text import printable, printable_doc
 from servermgr.common.tls import Trust
 from servermgr.ctl import dashboard_view as view
 from servermgr.ctl.dashboard_state import State, apply, handle_key, parse_keys
@@ -271,7 +272,7 @@ class Dashboard:
                         )
                         detail.node, detail.jobs, detail.error = node, jobs["jobs"], None
                     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                        detail.error = f"cannot load the details: {exc}"
+                        detail.error = printable(f"cannot load the details: {exc}")
                     self._poke(urgent=True)
                 with trio.move_on_after(DETAIL_REFRESH if detail is not None else math.inf):
                     await self.detail_changed.wait()
@@ -285,5 +286,5 @@ async def _get(http: httpx.AsyncClient, path: str, params: dict[str, Any] | None
             message = resp.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {resp.status_code}"
-        raise ValueError(message)
-    return resp.json()
+        raise ValueError(printable(str(message)))
+    return printable_doc(resp.json())

@@ -10,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from servermgr.common.text import printable_doc
+
 HISTORY = 120
 MAX_SCROLL = 500
 SORTS = ("name", "cpu", "mem", "disk", "status")
@@ -96,7 +98,12 @@ def matches(node: dict[str, Any], text: str) -> bool:
 
 
 def apply(state: State, msg: dict[str, Any]) -> None:
-    """Fold one event-stream message (see core/events_api.py) into ``state``."""
+    """Fold one event-stream message (see core/events_api.py) into ``state``.
+
+    Strings are escaped here, as they enter: a node's name, labels or error
+    texts never reach the screen with a control character in them.
+    """
+    msg = printable_doc(msg)
     kind = msg.get("type")
     if kind == "snapshot":
         state.nodes = {n["id"]: n for n in msg["nodes"]}

@@ -2,7 +2,9 @@
 
 One node: its bytes exactly as written, on our stdout/stderr, and its exit
 code as ours. Several nodes: each line prefixed with the node's name, then a
-summary on stderr. Exit codes reserved for ctl, as ssh does: 124 when the
+summary on stderr. The command's own bytes pass through untouched (like
+ssh); everything ctl prints around them (names, errors, the summary) is
+escaped with ``text.printable``. Exit codes reserved for ctl, as ssh does: 124 when the
 job timed out, 255 when ctl, Core or the node could not run it.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from servermgr.common.errors import ClientError, CoreUnreachableError
+from servermgr.common.text import printable
 from servermgr.ctl.client import Client
 
 EXIT_TIMEOUT = 124
@@ -51,15 +54,18 @@ class Printer:
         *lines, rest = buf.split(b"\n")
         self.partial[key] = rest
         if lines:
-            label = node.ljust(self.width).encode() + b" | "
+            label = self._label(node)
             target.write(b"".join(label + line + b"\n" for line in lines))
             target.flush()
+
+    def _label(self, node: str) -> bytes:
+        return printable(node).ljust(self.width).encode() + b" | "
 
     def flush(self) -> None:
         for (node, stream), rest in self.partial.items():
             if rest:
                 target = self.out if stream == "stdout" else self.err
-                target.write(node.ljust(self.width).encode() + b" | " + rest + b"\n")
+                target.write(self._label(node) + rest + b"\n")
         self.partial.clear()
         self.out.flush()
         self.err.flush()
@@ -107,7 +113,7 @@ def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as
         prefix=not single or len(names) > 1,
         out=sys.stdout.buffer,
         err=sys.stderr.buffer,
-        width=max(map(len, names), default=0),
+        width=max((len(printable(n)) for n in names), default=0),
     )
     live = stream and not as_json
     try:
@@ -161,7 +167,8 @@ def _explain(node: dict[str, Any]) -> None:
         reason = f"killed by signal {node['signal']}"
     elif state == "timed_out":
         reason = f"timed out after {node['duration'] or 0:.1f} s and was killed"
-    sys.stderr.write(f"servermgr: {node['node']}: {state}{': ' + reason if reason else ''}\n")
+    line = f"{node['node']}: {state}{': ' + reason if reason else ''}"
+    sys.stderr.write(f"servermgr: {printable(line)}\n")
 
 
 def exit_code(nodes: list[dict[str, Any]], *, single: bool) -> int:

@@ -1,4 +1,10 @@
-"""Rich renderables for ctl, built in one place and printed by commands."""
+"""Rich renderables for ctl, built in one place and printed by commands.
+
+Every document from Core goes through ``printable_doc`` before it is drawn:
+a string a node chose (its name, OS, disk names, error texts) never reaches
+the terminal with a control character in it. Command output is the
+exception, written as raw bytes on purpose (like ssh).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from servermgr.common.text import printable_doc
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -95,6 +103,7 @@ def sparkline(values: list[float | None], width: int = 30) -> str:
 
 
 def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> Table:
+    nodes = printable_doc(nodes)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col, justify in (
         ("NAME", "left"),
@@ -146,6 +155,7 @@ def print_nodes(nodes: list[dict[str, Any]]) -> None:
 
 
 def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
+    node = printable_doc(node)
     info = node.get("info") or {}
     latest = node.get("latest") or {}
     head = Table.grid(padding=(0, 2))
@@ -179,6 +189,9 @@ def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
         ),
         ("processes", str(latest.get("procs") or "-")),
     ]
+    reported = info.get("hostname")
+    if reported and reported != node["name"]:
+        rows.insert(1, ("hostname", f"{reported} (reported by the node; not its name)"))
     for k, v in rows:
         head.add_row(k, Text(str(v)))
     parts: list[RenderableType] = [head]
@@ -225,6 +238,7 @@ STEP_NAMES = {"raw": "samples", "1m": "1-minute averages", "1h": "hourly average
 
 
 def metrics_table(doc: dict[str, Any]) -> RenderableType:
+    doc = printable_doc(doc)
     samples = doc["samples"]
     if not samples:
         return Text(f"no samples for {doc['name']} in this range")
@@ -291,6 +305,7 @@ def _exit(n: dict[str, Any]) -> str:
 
 
 def job_summary(job: dict[str, Any]) -> Table:
+    job = printable_doc(job)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col, justify in (
         ("NODE", "left"),
@@ -337,6 +352,7 @@ def _cut(text: str) -> Text:
 
 
 def jobs_table(jobs: list[dict[str, Any]], *, now: float) -> Table:
+    jobs = printable_doc(jobs)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("JOB", "CREATED", "TARGET", "STATE", "NODES", "COMMAND"):
         _add_column(table, col, shrink=col in ("TARGET", "NODES", "COMMAND"))
@@ -369,6 +385,7 @@ def _what(job: dict[str, Any]) -> str:
 
 
 def print_job(job: dict[str, Any]) -> None:
+    job = printable_doc(job)
     c = console()
     c.print(Text(f"job {job['id']}: {_what(job)}", style="bold"))
     c.print(
@@ -389,6 +406,7 @@ def print_job(job: dict[str, Any]) -> None:
 
 
 def print_audit(rows: list[dict[str, Any]]) -> None:
+    rows = printable_doc(rows)
     c = console()
     if not rows:
         c.print("the audit log is empty")

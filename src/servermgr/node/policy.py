@@ -186,8 +186,7 @@ def check_cwd(cwd: str | None, policy: ExecConfig) -> str | None:
         return f"working directory {shown} is not a usable path"
     if not cwd.startswith("/") or cwd != posixpath.normpath(cwd) or cwd.startswith("//"):
         return (
-            f"working directory {shown} must be an absolute path without '.', '..' "
-            "or repeated '/'"
+            f"working directory {shown} must be an absolute path without '.', '..' or repeated '/'"
         )
     if policy.allow_cwd:
         if any(_path_matches(p, cwd) for p in policy.allow_cwd):
