@@ -2,10 +2,12 @@
 
 One node: its bytes exactly as written, on our stdout/stderr, and its exit
 code as ours. Several nodes: each line prefixed with the node's name, then a
-summary on stderr. The command's own bytes pass through untouched (like
-ssh); everything ctl prints around them (names, errors, the summary) is
-escaped with ``text.printable``. Exit codes reserved for ctl, as ssh does: 124 when the
+summary on stderr. Exit codes reserved for ctl, as ssh does: 124 when the
 job timed out, 255 when ctl, Core or the node could not run it.
+
+The command's own bytes pass through untouched (like ssh); everything ctl
+prints around them (node names, errors, the summary) is escaped with
+``text.printable``.
 """
 
 from __future__ import annotations
