@@ -12,13 +12,16 @@ import shutil
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 import trio
+from trio_websocket import wrap_client_stream
 
 from servermgr.common import proto
 from servermgr.common.config import Config, NodeConfig, parse_config
@@ -201,3 +204,36 @@ def hello_text(node_id: str, hostname: str, **info: Any) -> str:
             info=proto.SystemInfo(**fields),
         )
     )
+
+
+async def ws_handshake(core: Core, url: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """Open and close a WebSocket (``ConnectionRejected`` if refused); the TCP
+    stream is ours, so a rejection cannot leak it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", core.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(5):
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    f"127.0.0.1:{core.port}",
+                    urlsplit(url).path,
+                    extra_headers=headers,
+                )
+            await ws.aclose()
+    except BaseExceptionGroup as group:
+        (exc,) = group.exceptions
+        raise exc from None
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def make_token(core: Core, name: str, role: str, *, expires: float | None = None) -> str:
+    """A named token stored as ``servermgr key create`` stores it, live in ``core`` at once."""
+    from servermgr.core import tokens
+
+    _, secret = await core.db.write(
+        tokens.create, core.db.storage, name, tokens.Role(role), now=time.time(), expires=expires
+    )
+    await core.auth.refresh()
+    return secret

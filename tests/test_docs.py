@@ -185,6 +185,16 @@ async def test_every_route_is_in_the_api_reference(core: Core) -> None:
     assert not documented - routes, f"documented but not routes: {documented - routes}"
 
 
+async def test_every_route_section_names_its_role(core: Core) -> None:
+    docs = {title.strip("`"): body for title, body in sections(REFERENCE / "api.md", 3).items()}
+    wrong = [
+        f"{method} {path}: Role: {doc.auth.value}"
+        for method, path, doc in core.api.route_docs()
+        if f"Role: {doc.auth.value}" not in docs.get(f"{method} {path}", "")
+    ]
+    assert not wrong, f"docs/reference/api.md must name each route's role: {wrong}"
+
+
 # --- wire protocol -----------------------------------------------------------
 
 

@@ -222,13 +222,18 @@ def _hello(node_id: str, name: str) -> str:
 
 
 async def test_unauthenticated_websocket_gets_401(core: Core) -> None:
-    for credential in (None, "nx.bogus", core.key.value):
+    # The core key is an operator's credential: it cannot speak as a node (403).
+    for credential, status, code in (
+        (None, 401, "unauthorized"),
+        ("nx.bogus", 401, "unauthorized"),
+        (core.key.value, 403, "forbidden"),
+    ):
         with pytest.raises(ConnectionRejected) as info:
             async with connect(core.url, credential):
                 pass
-        assert info.value.status_code == 401
+        assert info.value.status_code == status
         assert info.value.body is not None
-        assert json.loads(info.value.body)["error"]["code"] == "unauthorized"
+        assert json.loads(info.value.body)["error"]["code"] == code
 
 
 async def test_bad_traffic_is_refused_while_other_nodes_keep_working(

@@ -1,4 +1,4 @@
-"""REST routes of Core. Every route but /healthz and /openapi.json needs the core key.
+"""REST routes of Core, each with the access it needs (``core/auth.py`` checks it).
 
 Errors have one shape everywhere: ``{"error": {"code": ..., "message": ...}}``.
 """
@@ -9,7 +9,6 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,37 +24,26 @@ from servermgr.common import names, proto, timespec
 from servermgr.common.errors import NameTakenError
 from servermgr.common.text import printable
 from servermgr.core import history, openapi, rollup
+from servermgr.core.auth import (
+    Access,
+    ApiFailure,
+    Authenticator,
+    error_response,
+    read_body,
+)
 from servermgr.core.cache import NodeStatus, StatusStore
-from servermgr.core.gateway import CLOSE_REMOVED, NODE_WS_PATH, Gateway, error_body
+from servermgr.core.gateway import CLOSE_REMOVED, NODE_WS_PATH, Gateway
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.registry import NodeRegistry
-from servermgr.core.security import tokens_equal
 from servermgr.core.storage import NodeRow
 from servermgr.core.writer import AGE_BOUNDS_MS, Database
 
 log = logging.getLogger("servermgr.core.api")
 
-MAX_BODY = 64 * 1024
-DRAIN_LIMIT = 1024 * 1024
 MAX_POINTS = 10000
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class ApiFailure(Exception):
-    """Raised by handlers; becomes the JSON error document."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -65,7 +53,7 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
 
 @dataclass
 class Api:
-    core_key: str
+    auth: Authenticator
     registry: NodeRegistry
     status: StatusStore
     db: Database
@@ -83,41 +71,6 @@ class Api:
 
     # --- helpers --------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiFailure(401, "unauthorized", "missing core key (Authorization: Bearer KEY)")
-        if not tokens_equal(token.strip(), self.core_key):
-            raise ApiFailure(401, "unauthorized", "wrong core key")
-
-    async def _body(self, request: Request) -> bytes:
-        """The body, at most MAX_BODY bytes; else 413.
-
-        A body up to DRAIN_LIMIT is read to its end (and dropped) before the
-        413: answering while the client still sends makes the server close
-        with unread data, the kernel resets the connection, and the client
-        often never sees the answer.
-        """
-        declared = request.headers.get("content-length", "")
-        size = int(declared) if declared.isascii() and declared.isdigit() else 0
-        too_large = ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
-        if size > DRAIN_LIMIT:
-            raise too_large
-        data = bytearray()
-        seen = 0
-        # aclosing: leaving the loop early must finalize the stream here, not in the GC.
-        async with aclosing(request.stream()) as stream:
-            async for chunk in stream:
-                seen += len(chunk)
-                if seen > DRAIN_LIMIT:
-                    break
-                if seen <= MAX_BODY:
-                    data += chunk
-        if seen > MAX_BODY:
-            raise too_large
-        return bytes(data)
-
     def _node(self, ref: str) -> NodeRow:
         row = self.registry.by_ref(ref)
         if row is None:
@@ -134,8 +87,7 @@ class Api:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def register(self, request: Request) -> Response:
-        self._authorize(request)
-        raw = await self._body(request)
+        raw = await read_body(request)
         try:
             body = msgspec.json.decode(raw, type=RegisterBody)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -154,7 +106,6 @@ class Api:
         )
 
     async def core_status(self, request: Request) -> Response:
-        self._authorize(request)
         writer = self.gateway.writer
         age = writer.age
         now = self.clock()
@@ -180,11 +131,9 @@ class Api:
         )
 
     async def list_nodes(self, request: Request) -> Response:
-        self._authorize(request)
         return JSONResponse([self.node_summary(row) for row in self.registry.all()])
 
     async def get_node(self, request: Request) -> Response:
-        self._authorize(request)
         row = self._node(request.path_params["ref"])
         st = self.status.get(row.id)
         doc = _summary(row, st)
@@ -193,7 +142,6 @@ class Api:
         return JSONResponse(doc)
 
     async def remove_node(self, request: Request) -> Response:
-        self._authorize(request)
         row = self._node(request.path_params["ref"])
         self.gateway.disconnect(row.id, CLOSE_REMOVED, "node removed by an operator")
         await self.registry.remove(row)
@@ -205,7 +153,6 @@ class Api:
         return JSONResponse({"removed": row.id, "name": row.name})
 
     async def metrics(self, request: Request) -> Response:
-        self._authorize(request)
         row = self._node(request.path_params["ref"])
         now = self.clock()
         q = request.query_params
@@ -257,14 +204,16 @@ class Api:
         ref = Param("ref", "path", "node name or id")
         node_schema = {"$ref": "#/components/schemas/Node"}
         return [
-            ("GET", "/healthz", self.healthz, Doc("Liveness probe", auth="none")),
-            ("GET", "/openapi.json", self.openapi_doc, Doc("This document", auth="none")),
+            ("GET", "/healthz", self.healthz, Doc("Liveness probe", auth=Access.PUBLIC)),
+            ("GET", "/openapi.json", self.openapi_doc, Doc("This document", auth=Access.PUBLIC)),
             (
                 "POST",
                 "/api/v1/register",
                 self.register,
                 Doc(
-                    "Register a node with the core key; returns its id and credential",
+                    "Register a node (an enroll token or the core key); returns its id and "
+                    "credential",
+                    auth=Access.ENROLL,
                     body=msgspec.json.schema(RegisterBody),
                     ok=201,
                 ),
@@ -275,7 +224,8 @@ class Api:
                 self.core_status,
                 Doc(
                     "Core's own figures: nodes known and online, samples stored, how old "
-                    "samples were when stored (histogram, cumulative since start)"
+                    "samples were when stored (histogram, cumulative since start)",
+                    auth=Access.READ,
                 ),
             ),
             (
@@ -284,6 +234,7 @@ class Api:
                 self.list_nodes,
                 Doc(
                     "List nodes with status and latest sample",
+                    auth=Access.READ,
                     result={"type": "array", "items": node_schema},
                 ),
             ),
@@ -291,13 +242,17 @@ class Api:
                 "GET",
                 "/api/v1/nodes/{ref}",
                 self.get_node,
-                Doc("One node: static info and latest sample", params=(ref,)),
+                Doc("One node: static info and latest sample", auth=Access.READ, params=(ref,)),
             ),
             (
                 "DELETE",
                 "/api/v1/nodes/{ref}",
                 self.remove_node,
-                Doc("Remove a node and its history; frees its name", params=(ref,)),
+                Doc(
+                    "Remove a node and its history and revoke its credential; frees its name",
+                    auth=Access.ADMIN,
+                    params=(ref,),
+                ),
             ),
             (
                 "GET",
@@ -306,6 +261,7 @@ class Api:
                 Doc(
                     "Metrics of a node for a time range: raw samples or 1-minute/1-hour "
                     "rollups (avg under the field name, plus <field>_min and <field>_max)",
+                    auth=Access.READ,
                     params=(
                         ref,
                         Param(
@@ -330,33 +286,34 @@ class Api:
             *self.extra,
         ]
 
+    def ws_table(self) -> list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]]:
+        """The WebSocket routes: (path, endpoint, doc), the node's first."""
+        node_doc = Doc("Node WebSocket (hello, heartbeats, jobs)", auth=Access.NODE, websocket=True)
+        return [(NODE_WS_PATH, self.gateway.endpoint, node_doc), *self.extra_ws]
+
     def route_docs(self) -> list[tuple[str, str, Doc]]:
         docs = [(m, p, d) for m, p, _, d in self.route_table()]
-        docs.append(
-            (
-                "GET",
-                NODE_WS_PATH,
-                Doc(
-                    "Node WebSocket (hello, heartbeats, jobs)",
-                    auth="node_credential",
-                    websocket=True,
-                ),
-            )
-        )
-        docs += [("GET", path, doc) for path, _, doc in self.extra_ws]
+        docs += [("GET", path, doc) for path, _, doc in self.ws_table()]
         return docs
+
+    def ws_endpoint(self, path: str) -> Callable[[WebSocket], Awaitable[None]]:
+        """The WebSocket route at ``path``, behind its access check."""
+        for p, endpoint, doc in self.ws_table():
+            if p == path:
+                return self.auth.guard_ws(doc.auth, f"WebSocket {path}", endpoint)
+        raise KeyError(path)
 
     def routes(self) -> list[BaseRoute]:
         # One Route per path, so a 405 names every method the path allows.
         by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
-        for method, path, handler, _ in self.route_table():
-            by_path.setdefault(path, {})[method] = handler
+        for method, path, handler, doc in self.route_table():
+            guarded = self.auth.guard(doc.auth, f"{method} {path}", handler)
+            by_path.setdefault(path, {})[method] = guarded
         out: list[BaseRoute] = [
             Route(path, _dispatch(handlers), methods=list(handlers))
             for path, handlers in by_path.items()
         ]
-        out.append(WebSocketRoute(NODE_WS_PATH, self.gateway.endpoint))
-        out += [WebSocketRoute(path, endpoint) for path, endpoint, _ in self.extra_ws]
+        out += [WebSocketRoute(path, self.ws_endpoint(path)) for path, _, _ in self.ws_table()]
         return out
 
 

@@ -5,6 +5,7 @@
     ├── History.serve              rollups, retention, size cap (through the writer lock)
     ├── Scheduler.serve            job deadlines: expire queued, mark silent lost
     ├── Gateway.serve              silence watchdog; short tasks that send acks
+    ├── Authenticator.serve        picks up a rotated key and changed tokens each second
     ├── quiet_gc                   keeps the garbage collector's pauses short
     └── hypercorn serve            REST + node WebSocket on one port
 
@@ -37,6 +38,7 @@ from servermgr.common.config import Config
 from servermgr.common.errors import ServermgrError, single_error
 from servermgr.core import api as api_mod
 from servermgr.core.abuse import AuthFailureGuard
+from servermgr.core.auth import Authenticator
 from servermgr.core.cache import MemoryBus, MemoryStatus
 from servermgr.core.events_api import EventsApi
 from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
@@ -60,8 +62,9 @@ class Core:
     """The running parts of one Core process, for callers and tests."""
 
     config: Config
-    key: CoreKey
+    key: CoreKey  # as loaded at start; ``auth`` holds the current one
     db: Database
+    auth: Authenticator
     registry: NodeRegistry
     status: MemoryStatus
     bus: MemoryBus
@@ -104,7 +107,8 @@ def build(
     )
     jobs = Scheduler(db, registry, gateway, bus, clock=clock)
     gateway.jobs = jobs
-    api = api_mod.Api(key.value, registry, status, db, gateway, clock)
+    auth = Authenticator(key, registry, db, clock=clock)
+    api = api_mod.Api(auth, registry, status, db, gateway, clock)
     api.retention = retention_of(config.storage)
     api.started = clock()
     api.gc_pauses = GC_PAUSES.doc
@@ -122,11 +126,13 @@ def build(
         },
     )
     asgi = AuthFailureGuard(
-        node_lane(app, NODE_WS_PATH, gateway.endpoint),
+        node_lane(app, NODE_WS_PATH, api.ws_endpoint(NODE_WS_PATH)),
         FailureLimiter(config.limits.auth_failures, config.limits.auth_window),
         clock=trio.current_time,
     )
-    return Core(config, key, db, registry, status, bus, writer, gateway, jobs, api, app, asgi, tls)
+    return Core(
+        config, key, db, auth, registry, status, bus, writer, gateway, jobs, api, app, asgi, tls
+    )
 
 
 def node_lane(app: ASGIApp, path: str, endpoint: Callable[[WebSocket], Awaitable[None]]) -> ASGIApp:
@@ -194,6 +200,7 @@ async def serve(
     try:
         core = build(config, key, storage, clock=clock, tls=tls)
         await core.registry.load()
+        await core.auth.load()
         await core.jobs.load()
         limit, warning = raise_open_files(len(core.registry))
         log.info("open-file limit %d (one per connected node)", limit)
@@ -232,6 +239,7 @@ async def serve(
                 with helpers_scope:
                     async with trio.open_nursery() as helpers:
                         helpers.start_soon(core.gateway.serve)
+                        helpers.start_soon(core.auth.serve)
                         helpers.start_soon(quiet_gc)
 
             outer.start_soon(run_helpers)

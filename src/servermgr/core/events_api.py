@@ -1,8 +1,9 @@
 """Live event stream for clients: ``/api/v1/events`` over WebSocket.
 
 What ``ctl top`` (and any other live view) reads: a snapshot of the fleet,
-then what changes. Authenticate with ``Authorization: Bearer <core key>``;
-without it the handshake is refused with a real 401 and the error document
+then what changes. Authenticate with ``Authorization: Bearer <core key or a
+token with role read>`` (checked by ``core/auth.py``); without it the
+handshake is refused with a real 401 and the error document
 (``{"error": {"code": "unauthorized", ...}}``); bad query parameters get 400.
 
 Query parameters, all optional:
@@ -57,11 +58,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr import __version__
 from servermgr.core.api import Api
+from servermgr.core.auth import Access, error_body
 from servermgr.core.cache import Event, SubscriberTooSlow, Subscription
-from servermgr.core.gateway import CLOSE_GOING_AWAY, CLOSE_POLICY, error_body
+from servermgr.core.gateway import CLOSE_GOING_AWAY, CLOSE_POLICY
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
-from servermgr.core.security import tokens_equal
 from servermgr.core.storage import NodeRow, Storage
 
 log = logging.getLogger("servermgr.core.events")
@@ -121,11 +122,6 @@ class EventsApi:
         self.jobs = scheduler
 
     async def websocket(self, ws: WebSocket) -> None:
-        auth = ws.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not tokens_equal(token.strip(), self.api.core_key):
-            await _deny(ws, 401, "unauthorized", "wrong or missing core key")
-            return
         try:
             opts = Options(ws.query_params)
         except BadQuery as exc:
@@ -248,6 +244,7 @@ class EventsApi:
                 Doc(
                     "Live events: a snapshot of the fleet, then node online/offline, "
                     "heartbeat summaries and job state changes",
+                    auth=Access.READ,
                     websocket=True,
                     params=(
                         Param("types", "query", "comma list of node, heartbeat, job (default all)"),

@@ -1,7 +1,11 @@
 """WebSocket gateway: one session per connected node.
 
-A session authenticates the node's credential before accepting (a bad one
-gets a real 401, so the node can tell "rejected" from "Core down"), waits for
+The route is guarded by ``core/auth.py`` (a bad credential gets a real 401
+before accepting, so the node can tell "rejected" from "Core down"; a removed
+node's gets ``node_removed``). A second connection with the credential of a
+node that is connected already is refused (409 ``credential_in_use``): two
+agents sharing one identity (a copied data dir) would otherwise replace each
+other forever. The session then waits for
 ``hello``, answers ``welcome``, then reads messages until the node leaves or
 falls silent for three heartbeat intervals (one watchdog task checks every
 session four times per that limit: no timer per message). Messages to a node are sent
@@ -35,6 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from servermgr.common import proto
 from servermgr.common.errors import ProtocolError
 from servermgr.common.text import printable
+from servermgr.core.auth import error_body, principal_of
 from servermgr.core.cache import EventBus, StatusStore
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.storage import NodeRow
@@ -56,13 +61,8 @@ SEND_TIMEOUT = 5.0  # a node's connection must take a message within this
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_SILENT = 4000
-CLOSE_REPLACED = 4001
 CLOSE_REMOVED = 4004
 CLOSE_STALLED = 4008
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
 
 
 @dataclass
@@ -82,9 +82,10 @@ class GatewayConfig:
 class NodeSession:
     """A live connection to one node."""
 
-    def __init__(self, node: NodeRow, ws: WebSocket) -> None:
+    def __init__(self, node: NodeRow, ws: WebSocket, peer: str | None = None) -> None:
         self.node = node
         self.ws = ws
+        self.peer = peer
         self.cancel_scope = trio.CancelScope()
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
@@ -176,6 +177,7 @@ class Gateway:
         self.writer = writer
         self.clock = clock
         self.sessions: dict[str, NodeSession] = {}
+        self._handshaking: set[str] = set()  # node ids between accept and their session
         self.closing = False
         self.jobs: Scheduler | None = None
         # Live client streams that want heartbeats (events_api): none, no event.
@@ -239,20 +241,31 @@ class Gateway:
                 await session.done.wait()
 
     async def endpoint(self, ws: WebSocket) -> None:
-        """The node WebSocket route."""
-        auth = ws.headers.get("authorization", "")
-        scheme, _, credential = auth.partition(" ")
-        node = (
-            self.registry.authenticate(credential.strip()) if scheme.lower() == "bearer" else None
-        )
-        if node is None or self.closing:
-            status, body = (
-                (503, error_body("shutting_down", "Core is shutting down"))
-                if self.closing
-                else (401, error_body("unauthorized", "unknown or revoked node credential"))
-            )
-            await ws.send_denial_response(JSONResponse(body, status_code=status))
+        """The node WebSocket route (behind the node-credential guard)."""
+        node = principal_of(ws).node
+        assert node is not None
+        if self.closing:
+            body = error_body("shutting_down", "Core is shutting down")
+            await ws.send_denial_response(JSONResponse(body, status_code=503))
             return
+        if node.id in self.sessions or node.id in self._handshaking:
+            live = self.sessions.get(node.id)
+            where = f" from {live.peer}" if live is not None and live.peer else ""
+            body = error_body(
+                "credential_in_use",
+                f"node {node.name} is connected already{where} with this credential: "
+                "two agents share one identity (a copied data_dir?); stop one, or give it "
+                "its own data_dir and enrol it",
+            )
+            await ws.send_denial_response(JSONResponse(body, status_code=409))
+            return
+        self._handshaking.add(node.id)
+        try:
+            await self._serve_node(ws, node)
+        finally:
+            self._handshaking.discard(node.id)
+
+    async def _serve_node(self, ws: WebSocket, node: NodeRow) -> None:
         await ws.accept()
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else None
         try:
@@ -282,11 +295,9 @@ class Gateway:
         # The reported hostname is kept as a fact about the node, beside its name.
         info = {**msgspec.to_builtins(hello.info), "hostname": hello.hostname}
         node = await self.registry.update_hello(node, dict(hello.labels), info, hello.agent_version)
-        session = NodeSession(node, ws)
-        old = self.sessions.get(node.id)
-        if old is not None:
-            old.close(CLOSE_REPLACED, "replaced by a newer connection")
+        session = NodeSession(node, ws, peer)
         self.sessions[node.id] = session
+        self._handshaking.discard(node.id)
         now = self.clock()
         self.status.set_online(node.id, now=now, peer=peer)
         log.info("node %s online from %s", node.name, peer)

@@ -30,13 +30,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from servermgr.core.api import Api, ApiFailure, Handler
+from servermgr.core.api import Api, Handler
+from servermgr.core.auth import Access, ApiFailure, error_body
 from servermgr.core.cache import SubscriberTooSlow
-from servermgr.core.gateway import CLOSE_POLICY, error_body
+from servermgr.core.gateway import CLOSE_POLICY
 from servermgr.core.jobstore import FINAL_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
-from servermgr.core.security import tokens_equal
 
 log = logging.getLogger("servermgr.core.jobs")
 
@@ -53,7 +53,6 @@ class JobStreams:
         self.jobs = scheduler
 
     async def stream(self, request: Request) -> Response:
-        self.api._authorize(request)
         job_id = request.path_params["job_id"]
         await self._exists(job_id)  # 404 before the stream starts
         label = f"job stream {job_id} of {_peer(request)}"
@@ -69,13 +68,6 @@ class JobStreams:
         return NdjsonStream(lines())
 
     async def websocket(self, ws: WebSocket) -> None:
-        auth = ws.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not tokens_equal(token.strip(), self.api.core_key):
-            await ws.send_denial_response(
-                JSONResponse(error_body("unauthorized", "wrong or missing core key"), 401)
-            )
-            return
         job_id = ws.path_params["job_id"]
         if await self.jobs.job_doc(job_id, output=False) is None:
             await ws.send_denial_response(
@@ -170,7 +162,6 @@ class JobStreams:
 
     async def output(self, request: Request) -> Response:
         """Raw bytes of one node's stdout or stderr, from ``offset``, at most ``limit``."""
-        self.api._authorize(request)
         job_id = request.path_params["job_id"]
         stream = request.path_params["stream"]
         if stream not in STREAMS:
@@ -211,6 +202,7 @@ class JobStreams:
                 Doc(
                     "Live events as NDJSON: job, output, state, done "
                     "(or a final error line when the reader was too slow)",
+                    auth=Access.READ,
                     params=(jid,),
                 ),
             ),
@@ -220,6 +212,7 @@ class JobStreams:
                 self.output,
                 Doc(
                     "Raw bytes of one node's stdout or stderr (X-Total-Bytes: its size so far)",
+                    auth=Access.READ,
                     params=(
                         jid,
                         Param("node", "path", "node name or id"),
@@ -243,6 +236,7 @@ class JobStreams:
                 self.websocket,
                 Doc(
                     "Live events over WebSocket (same as /stream; closes 1008 when too slow)",
+                    auth=Access.READ,
                     websocket=True,
                     params=(Param("job_id", "path", "job id"),),
                 ),

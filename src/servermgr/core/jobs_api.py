@@ -11,7 +11,8 @@ from starlette.responses import JSONResponse, Response
 
 from servermgr.common import proto, timespec
 from servermgr.common.selector import parse_target
-from servermgr.core.api import Api, ApiFailure, Handler
+from servermgr.core.api import Api, Handler
+from servermgr.core.auth import Access, ApiFailure, principal_of, read_body
 from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import JobError, JobSpec, Scheduler
@@ -38,8 +39,7 @@ class JobsApi:
         self.jobs = scheduler
 
     async def create(self, request: Request) -> Response:
-        self.api._authorize(request)
-        raw = await self.api._body(request)
+        raw = await read_body(request)
         try:
             body = msgspec.json.decode(raw, type=JobBody)
             target = parse_target(body.target)
@@ -60,14 +60,13 @@ class JobsApi:
             body.wait,
         )
         try:
-            job_id = await self.jobs.submit(spec, principal="core-key")
+            job_id = await self.jobs.submit(spec, principal=principal_of(request).name)
         except JobError as exc:
             raise ApiFailure(exc.status, exc.code, exc.message) from None
         doc = await self.jobs.job_doc(job_id, output=False)
         return JSONResponse(doc, status_code=201)
 
     async def list_jobs(self, request: Request) -> Response:
-        self.api._authorize(request)
         q = request.query_params
         node_id = None
         if "node" in q:
@@ -106,7 +105,6 @@ class JobsApi:
         return JSONResponse({"jobs": out, "next_before": next_before})
 
     async def get(self, request: Request) -> Response:
-        self.api._authorize(request)
         output = request.query_params.get("output", "true")
         if output not in ("true", "false"):
             raise ApiFailure(400, "bad_request", "output must be true or false")
@@ -114,14 +112,12 @@ class JobsApi:
         return JSONResponse(doc)
 
     async def cancel(self, request: Request) -> Response:
-        self.api._authorize(request)
         job_id = request.path_params["job_id"]
         if not await self.jobs.cancel(job_id):
             raise ApiFailure(404, "not_found", f"no job {job_id!r}")
         return JSONResponse(await self._doc(job_id, output=False))
 
     async def audit(self, request: Request) -> Response:
-        self.api._authorize(request)
         q = request.query_params
         try:
             since = timespec.parse_time(q["since"], now=self.api.clock()) if "since" in q else None
@@ -154,6 +150,7 @@ class JobsApi:
                 self.create,
                 Doc(
                     "Run a shell command or service action on the target nodes; returns at once",
+                    auth=Access.OPERATE,
                     body=msgspec.json.schema(JobBody),
                     ok=201,
                 ),
@@ -164,6 +161,7 @@ class JobsApi:
                 self.list_jobs,
                 Doc(
                     "Jobs, newest first",
+                    auth=Access.READ,
                     params=(
                         Param("node", "query", "only jobs that ran on this node (name or id)"),
                         Param("state", "query", "only jobs with a node in this state"),
@@ -185,6 +183,7 @@ class JobsApi:
                 self.get,
                 Doc(
                     "One job: per-node state, exit code, duration and output",
+                    auth=Access.READ,
                     params=(
                         jid,
                         Param(
@@ -199,7 +198,7 @@ class JobsApi:
                 "POST",
                 "/api/v1/jobs/{job_id}/cancel",
                 self.cancel,
-                Doc("Cancel what has not finished", params=(jid,)),
+                Doc("Cancel what has not finished", auth=Access.OPERATE, params=(jid,)),
             ),
             (
                 "GET",
@@ -207,6 +206,7 @@ class JobsApi:
                 self.audit,
                 Doc(
                     "Audit log of jobs and service actions, newest first",
+                    auth=Access.READ,
                     params=(
                         Param("since", "query", "duration ago (1h, 7d) or unix seconds"),
                         Param("action", "query", "exec or service"),

@@ -178,10 +178,39 @@ def _v3_rollups(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4_tokens(conn: sqlite3.Connection) -> None:
+    # Named API tokens (core/tokens.py): only a hash of the secret is kept.
+    conn.execute(
+        """
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT UNIQUE NOT NULL,
+            role TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL,
+            last_used REAL
+        )
+        """
+    )
+    # Credentials of removed nodes: their agents are told, not registered again.
+    conn.execute(
+        """
+        CREATE TABLE revoked_nodes (
+            node_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            cred_hash TEXT NOT NULL,
+            removed REAL NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
     Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
     Migration(3, "1-minute and 1-hour rollups of metrics", _v3_rollups),
+    Migration(4, "API tokens and revoked node credentials", _v4_tokens),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

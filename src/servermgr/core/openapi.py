@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servermgr import __version__
+from servermgr.core.auth import Access
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -64,7 +65,7 @@ class Doc:
     """What the OpenAPI document says of one route."""
 
     summary: str
-    auth: str = "core_key"  # "core_key", "node_credential" or "none"
+    auth: Access = field(kw_only=True)  # every route says what it needs: no default
     params: tuple[Param, ...] = ()
     body: dict[str, Any] | None = None
     ok: int = 200
@@ -96,10 +97,14 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
             op["description"] = (
                 "WebSocket upgrade; messages are described in docs/reference/protocol.md."
             )
-        if doc.auth == "none":
+        if doc.auth is Access.PUBLIC:
             op["security"] = []
-        elif doc.auth == "node_credential":
+        elif doc.auth is Access.NODE:
             op["security"] = [{"nodeCredential": []}]
+        else:
+            op["x-servermgr-role"] = doc.auth.value
+            who = "the core key" if doc.auth is Access.ADMIN else f"role {doc.auth.value}"
+            op["description"] = (op.get("description", "") + f" Needs {who}.").strip()
         if doc.params:
             op["parameters"] = [
                 {
@@ -124,7 +129,12 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "coreKey": {"type": "http", "scheme": "bearer", "description": "the core key"},
+                "coreKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the core key (admin), or a named token with a role "
+                    "(read, operate, enroll: see x-servermgr-role)",
+                },
                 "nodeCredential": {
                     "type": "http",
                     "scheme": "bearer",

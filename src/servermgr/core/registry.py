@@ -1,5 +1,9 @@
 """The fleet's node directory: registration, credentials, removal.
 
+Removing a node revokes its credential: the credential's hash is kept in
+``revoked_nodes`` so its agent is told it was removed (and stops) instead
+of being taken for a node Core never knew.
+
 Kept in memory (loaded from SQLite at start) so a connect storm after a Core
 restart authenticates without touching the database; every change is written
 to SQLite at once, not through the batched writer.
@@ -10,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from servermgr.core import security
+from servermgr.core import security, tokens
 from servermgr.core.storage import Hello, NodeRow
 from servermgr.core.writer import Database, GroupCommit
 
@@ -21,12 +25,15 @@ class NodeRegistry:
         self._clock = clock
         self._by_id: dict[str, NodeRow] = {}
         self._by_name: dict[str, str] = {}
+        self._revoked: dict[str, tokens.RevokedNode] = {}
         self._hellos = GroupCommit(db, db.storage.update_node_hellos)
 
     async def load(self) -> None:
         rows = await self._db.read(self._db.storage.list_nodes)
         for row in rows:
             self._put(row)
+        revoked = await self._db.read(tokens.revoked_nodes, self._db.storage)
+        self._revoked = {r.node_id: r for r in revoked}
 
     def _put(self, row: NodeRow) -> None:
         old = self._by_id.get(row.id)
@@ -73,6 +80,14 @@ class NodeRegistry:
             return None
         return row if security.credential_matches(parts[1], row.cred_hash) else None
 
+    def removed(self, credential: str) -> tokens.RevokedNode | None:
+        """The removed node a credential belonged to (its secret checked), else None."""
+        parts = security.split_credential(credential)
+        gone = self._revoked.get(parts[0]) if parts is not None else None
+        if parts is None or gone is None:
+            return None
+        return gone if security.credential_matches(parts[1], gone.cred_hash) else None
+
     async def update_hello(
         self,
         row: NodeRow,
@@ -93,6 +108,17 @@ class NodeRegistry:
         return result
 
     async def remove(self, row: NodeRow) -> bool:
+        """Forget the node and revoke its credential (revoked first: never half removed)."""
+        gone = tokens.RevokedNode(row.id, row.name, row.cred_hash, self._clock())
+        await self._db.write(
+            tokens.revoke_node,
+            self._db.storage,
+            gone.node_id,
+            gone.name,
+            gone.cred_hash,
+            gone.removed,
+        )
+        self._revoked[row.id] = gone
         removed = await self._db.write(self._db.storage.delete_node, row.id)
         self._by_id.pop(row.id, None)
         if self._by_name.get(row.name) == row.id:
