@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servermgr.core.gateway import error_body
+from servermgr.core.auth import error_body
 from servermgr.core.ratelimit import FailureLimiter, LogThrottle
 
 log = logging.getLogger("servermgr.core.abuse")
