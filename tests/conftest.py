@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,8 +10,10 @@ import trio
 
 from servermgr.common.config import Config
 from servermgr.core.app import Core, serve
+from servermgr.core.storage import Storage
 from servermgr.node.agent import Agent
 from tests.support import (
+    RecordingCollector,
     RunningCore,
     RunningNode,
     StartCore,
@@ -19,6 +21,20 @@ from tests.support import (
     core_config,
     node_config,
 )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where the ``storage`` fixture's database lives (its directory does not exist yet)."""
+    return tmp_path / "data" / "core.db"
+
+
+@pytest.fixture
+def storage(db_path: Path) -> Iterator[Storage]:
+    """A real SQLite database, migrated, closed after the test."""
+    st = Storage.open(db_path)
+    yield st
+    st.close()
 
 
 @pytest.fixture
@@ -59,8 +75,9 @@ def start_node(nursery: trio.Nursery, tmp_path: Path) -> StartNode:
     async def start(
         core: Core, name: str, *, config: Config | None = None, **labels: str
     ) -> RunningNode:
-        agent = Agent(config or node_config(core, tmp_path, name, **labels))
-        node = RunningNode(agent, trio.CancelScope(), trio.Event())
+        collector = RecordingCollector()
+        agent = Agent(config or node_config(core, tmp_path, name, **labels), collector=collector)
+        node = RunningNode(agent, collector, trio.CancelScope(), trio.Event())
 
         async def run() -> None:
             try:

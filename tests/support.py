@@ -10,10 +10,12 @@ import dataclasses
 import os
 import shutil
 import socket
+import sqlite3
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +29,7 @@ from servermgr.common import proto
 from servermgr.common.config import Config, NodeConfig, parse_config
 from servermgr.core.app import Core
 from servermgr.node.agent import Agent
+from servermgr.node.collector import Collector
 
 _exe = shutil.which("servermgr", path=os.path.dirname(sys.executable))
 # The installed console script when there is one, else the module.
@@ -80,9 +83,27 @@ class RunningCore:
 StartCore = Callable[..., Awaitable[RunningCore]]
 
 
+class RecordingCollector(Collector):
+    """The real collector, remembering the timestamp of every sample it made.
+
+    So a test can check "every sample the node made is stored" by counting,
+    instead of guessing from the gaps between stored timestamps.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[float] = []
+
+    def sample(self) -> proto.Sample:
+        s = super().sample()
+        self.made.append(s.ts)
+        return s
+
+
 @dataclasses.dataclass
 class RunningNode:
     agent: Agent
+    collector: RecordingCollector
     scope: trio.CancelScope
     done: trio.Event
     error: BaseException | None = None
@@ -168,6 +189,17 @@ def make_sample(ts: float, **overrides: Any) -> proto.Sample:
     }
     fields.update(overrides)
     return proto.Sample(**fields)
+
+
+def stored_stamps(path: Path, node_seq: int) -> list[float]:
+    """Timestamps of a node's stored samples, oldest first."""
+    with closing(sqlite3.connect(path)) as conn:
+        return [
+            t
+            for (t,) in conn.execute(
+                "SELECT ts FROM metrics WHERE node = ? ORDER BY ts", (node_seq,)
+            )
+        ]
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:

@@ -10,33 +10,7 @@ from hypothesis import strategies as st
 
 from servermgr.common import proto
 from servermgr.common.errors import ProtocolError
-
-
-def sample(ts: float = 1_700_000_000.0) -> proto.Sample:
-    return proto.Sample(
-        ts=ts,
-        cpu_percent=12.5,
-        cpu_per_core=[10.0, 15.0],
-        load1=0.5,
-        load5=0.4,
-        load15=0.3,
-        mem_total=8 << 30,
-        mem_used=2 << 30,
-        mem_available=6 << 30,
-        mem_percent=25.0,
-        swap_total=0,
-        swap_used=0,
-        swap_percent=None,
-        disks=[proto.DiskUsage(mount="/", fstype="ext4", total=100, used=40, percent=40.0)],
-        disk_read_bps=10.0,
-        disk_write_bps=None,
-        net_rx_bps=100.0,
-        net_tx_bps=50.0,
-        nets=[proto.NetRate(name="eth0", rx_bps=100.0, tx_bps=50.0)],
-        uptime=3600.0,
-        procs=120,
-    )
-
+from tests.support import make_sample
 
 INFO = proto.SystemInfo(
     os="Debian 12",
@@ -57,7 +31,13 @@ EVERY_MESSAGE: list[proto.Message] = [
         info=INFO,
         labels={"role": "web"},
     ),
-    proto.Heartbeat(seq=3, samples=[sample(), sample(1_700_000_005.0)]),
+    proto.Heartbeat(
+        seq=3,
+        samples=[
+            make_sample(1_700_000_000.0, swap_percent=None, disk_write_bps=None),
+            make_sample(1_700_000_005.0),
+        ],
+    ),
     proto.JobOutput(job_id="j1", stream="stderr", offset=10, chunk=b"\xff[bold]\n"),
     proto.JobResult(
         job_id="j1",

@@ -17,7 +17,7 @@ from servermgr.core import api as api_mod
 from servermgr.core import auth
 from servermgr.core.app import Core
 from servermgr.core.openapi import NODE_SCHEMA
-from tests.support import StartNode
+from tests.support import StartNode, make_sample
 
 TIME_CAP = 20.0
 PUBLIC = {"/healthz", "/openapi.json"}
@@ -70,37 +70,22 @@ async def register(api: httpx.AsyncClient, name: str, **labels: str) -> dict[str
     return doc
 
 
-def sample(ts: float, cpu: float) -> proto.Sample:
-    return proto.Sample(
-        ts=ts,
-        cpu_percent=cpu,
-        cpu_per_core=[cpu],
-        load1=0.5,
-        load5=0.4,
-        load15=0.3,
-        mem_total=1000,
-        mem_used=400,
-        mem_available=600,
-        mem_percent=40.0,
-        swap_total=0,
-        swap_used=0,
-        swap_percent=0.0,
-        disks=[proto.DiskUsage(mount="/", fstype="ext4", total=100, used=25, percent=25.0)],
-        disk_read_bps=1.0,
-        disk_write_bps=2.0,
-        net_rx_bps=3.0,
-        net_tx_bps=4.0,
-        nets=[],
-        uptime=1234.0,
-        procs=42,
-    )
-
-
 async def store_samples(core: Core, name: str, stamps: list[float]) -> None:
     """Samples straight into SQLite, as the writer stores a heartbeat's."""
     row = core.registry.by_ref(name)
     assert row is not None
-    rows = [(row.seq, sample(ts, cpu=float(i))) for i, ts in enumerate(stamps)]
+    rows = [
+        (
+            row.seq,
+            make_sample(
+                ts,
+                cpu_percent=float(i),
+                mem_percent=40.0,
+                disks=[proto.DiskUsage(mount="/", fstype="ext4", total=100, used=25, percent=25.0)],
+            ),
+        )
+        for i, ts in enumerate(stamps)
+    ]
     await core.db.write(core.db.storage.write_batch, rows, {})
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,16 @@ from servermgr.common.errors import BadTokenError, NameTakenError
 from servermgr.core.app import Core
 from servermgr.node import identity as ident
 from servermgr.node.transport import connect
-from tests.support import INTERVAL, StartCore, StartNode, node_config, wait_for
+from tests.support import (
+    INTERVAL,
+    StartCore,
+    StartNode,
+    core_config,
+    make_sample,
+    node_config,
+    stored_stamps,
+    wait_for,
+)
 
 
 def online(core: Core, name: str) -> bool:
@@ -93,8 +104,6 @@ async def test_wrong_register_token_stops_the_node(
     core: Core, start_node: StartNode, tmp_path: Path
 ) -> None:
     cfg = node_config(core, tmp_path, "node-01")
-    import dataclasses
-
     bad = dataclasses.replace(cfg, node=dataclasses.replace(cfg.node, register_token="0" * 64))
     node = await start_node(core, "node-01", config=bad)
     with trio.fail_after(5):
@@ -109,8 +118,6 @@ async def test_hostname_held_by_another_node_is_refused(
 ) -> None:
     await start_node(core, "node-01")
     await wait_for(lambda: online(core, "node-01"))
-    import dataclasses
-
     other = node_config(core, tmp_path / "other-host", "node-01")
     node = await start_node(core, "node-01", config=other)
     with trio.fail_after(5):
@@ -118,25 +125,21 @@ async def test_hostname_held_by_another_node_is_refused(
     assert isinstance(node.error, NameTakenError)
     assert "servermgr ctl node remove node-01" in str(node.error)
     assert len(core.registry) == 1
-    del dataclasses
 
 
 async def test_core_restart_nodes_come_back_and_no_sample_is_lost(
     start_core: StartCore, start_node: StartNode, tmp_path: Path
 ) -> None:
     first = await start_core()
-    await start_node(first.core, "node-01")
+    node = await start_node(first.core, "node-01")
     await wait_for(lambda: db_count(first.core, "node-01") >= 2, limit=5)
     port = first.core.port
     first.stop.set()
     await first.done.wait()
-    # Core is down for several intervals while the node keeps sampling.
-    await trio.sleep(INTERVAL * 6)
-    from tests.support import core_config
-
+    # Core is down while the node makes three samples more.
+    made_before = len(node.collector.made)
+    await wait_for(lambda: len(node.collector.made) >= made_before + 3, limit=10)
     cfg = core_config(tmp_path)
-    import dataclasses
-
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, listen_port=port))
     second = await start_core(cfg)
     core = second.core
@@ -144,16 +147,13 @@ async def test_core_restart_nodes_come_back_and_no_sample_is_lost(
     assert row is not None
     assert not online(core, "node-01")  # offline until it connects again
     await wait_for(lambda: online(core, "node-01"), limit=10)
-    await wait_for(lambda: db_count(core, "node-01") >= 8, limit=5)
-    with sqlite3.connect(core.config.storage.sqlite_path) as conn:
-        ts = [
-            t
-            for (t,) in conn.execute(
-                "SELECT ts FROM metrics WHERE node = ? ORDER BY ts", (row.seq,)
-            )
-        ]
-    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
-    assert max(gaps) < INTERVAL * 2.5, f"gap in history: {max(gaps):.2f}s"
+    # Every sample made until now (before, during and after the outage) is stored, once.
+    made = list(node.collector.made)
+    path = core.config.storage.sqlite_path
+    await wait_for(lambda: set(made) <= set(stored_stamps(path, row.seq)), limit=10)
+    stored = stored_stamps(path, row.seq)
+    assert len(stored) == len(set(stored))
+    assert stored[: len(made)] == made
 
 
 async def test_wiped_database_node_registers_again(
@@ -307,12 +307,13 @@ async def test_a_node_logs_each_state_once_not_every_retry(
     start_core: StartCore, start_node: StartNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = await start_core()
-    await start_node(first.core, "node-01")
+    node = await start_node(first.core, "node-01")
     await wait_for(lambda: online(first.core, "node-01"))
     caplog.set_level("INFO", logger="servermgr.node")
     first.stop.set()
     await first.done.wait()
-    await trio.sleep(3)  # several retries: 0.5 s, 1 s, 2 s (with jitter)
+    # Three failed retries (0.5 s, 1 s, 2 s with jitter): each one logged before the next.
+    await wait_for(lambda: node.agent.backoff.attempt >= 3, limit=15)
     lines = [r.getMessage() for r in caplog.records if r.name == "servermgr.node"]
     unreachable = [m for m in lines if "Core unreachable" in m]
     assert len(unreachable) == 1, lines
@@ -321,13 +322,8 @@ async def test_a_node_logs_each_state_once_not_every_retry(
 async def test_heartbeats_are_acked_once_stored_at_most_once_per_ack_interval(
     core: Core,
 ) -> None:
-    import time
-
-    from tests.support import make_sample
-
     node_id, cred = await _register(core, "acker")
     acks: list[tuple[float, int]] = []
-    sent = 0
     async with connect(core.url, cred) as ws:
         await ws.send_message(_hello(node_id, "acker"))
         welcome = proto.decode(await ws.get_message())
@@ -342,21 +338,23 @@ async def test_heartbeats_are_acked_once_stored_at_most_once_per_ack_interval(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_acks)
-            end = trio.current_time() + welcome.ack_interval * 2.5
-            while trio.current_time() < end:
-                sent += 1
+            first_sent = trio.current_time()
+            # 15 heartbeats an interval apart: at least 2.5 ack intervals.
+            for sent in range(1, 16):
                 hb = proto.Heartbeat(seq=sent, samples=[make_sample(time.time())])
                 await ws.send_message(proto.encode(hb))
                 await trio.sleep(INTERVAL)
-            await wait_for(lambda: db_count(core, "acker") == sent, limit=3)
+            await wait_for(lambda: db_count(core, "acker") == sent, limit=10)
+            await wait_for(lambda: len(acks) >= 2, limit=10)
             nursery.cancel_scope.cancel()
-    assert sent >= 12
     assert acks[0][1] == 1  # the first heartbeat is acked as soon as it is stored
-    assert 2 <= len(acks) <= 3  # not one per heartbeat
     seqs = [seq for _, seq in acks]
-    assert seqs == sorted(seqs)
-    gaps = [b[0] - a[0] for a, b in zip(acks, acks[1:], strict=False)]
-    assert all(gap >= welcome.ack_interval - 0.1 for gap in gaps)
+    assert seqs == sorted(set(seqs))
+    # Core sent its acks at least an ack interval apart, all between the first
+    # heartbeat's send and the last ack's arrival: that bounds their number,
+    # however slowly this test ran.
+    span = acks[-1][0] - first_sent
+    assert len(acks) <= 1 + span / welcome.ack_interval
 
 
 async def test_a_connect_storm_is_welcomed_with_every_hello_stored(core: Core) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,6 @@ from servermgr.common.errors import NameTakenError, StorageError
 from servermgr.core import migrations
 from servermgr.core.storage import METRIC_FIELDS, NodeRow, Storage, sample_row
 from tests.support import make_sample
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "core.db"
-
-
-@pytest.fixture
-def storage(db_path: Path) -> Iterator[Storage]:
-    st = Storage.open(db_path)
-    yield st
-    st.close()
 
 
 def add_node(storage: Storage, name: str, now: float = 100.0) -> NodeRow:
