@@ -134,6 +134,15 @@ async def submit(core: Core, **body: Any) -> dict[str, Any]:
     return doc
 
 
+async def job_doc(core: Core, job_id: str) -> dict[str, Any]:
+    """The job document as ``GET /api/v1/jobs/{id}`` answers it now."""
+    async with api(core) as client:
+        resp = await client.get(f"/api/v1/jobs/{job_id}")
+    assert resp.status_code == 200, resp.text
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
 async def finished(core: Core, job_id: str, limit: float = 15) -> dict[str, Any]:
     """The job document once every node is final (read from the live stream)."""
     async with api(core) as client:

@@ -16,6 +16,7 @@ from tests.support import (
     api,
     by_node,
     finished,
+    job_doc,
     live_processes,
     node_config,
     online,
@@ -118,7 +119,10 @@ async def test_offline_node_fails_at_once_unless_the_job_waits(
     waiting = await submit(fleet, target="node-04", command="echo back", wait=30)
     assert by_node(waiting)["node-04"]["state"] == "queued"
     expiring = await submit(fleet, target="node-04", command="echo late", wait=0.5)
-    await trio.sleep(1.5)
+    # Its wait is over (Core marked it) before the node comes back.
+    with trio.fail_after(10):
+        while by_node(await job_doc(fleet, expiring["id"]))["node-04"]["state"] != "expired":  # noqa: ASYNC110 -- polling Core over HTTP
+            await trio.sleep(0.05)
     await start_node(fleet, "node-04")
     done = await finished(fleet, waiting["id"])
     assert by_node(done)["node-04"]["state"] == "succeeded"
