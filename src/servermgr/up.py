@@ -54,7 +54,10 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
                 await agent.run()
 
         nursery.start_soon(run_node)
-        announce(_banner(url, core.key.value, core.key.path, agent.hostname, prog=_prog()))
+        announce(
+            _banner(url, core.key.value, core.key.path, agent.hostname, prog=_prog())
+            + _tls_note(pin)
+        )
         await stop.wait()
         node_scope.cancel()
 
@@ -84,6 +87,15 @@ def _banner(url: str, key: str, key_path: object, hostname: str, *, prog: str) -
         f'  [node] core_addr = "{ws}" and register_token = the core key.\n'
         f"ctl from another host: export SERVERMGR_CORE={url} SERVERMGR_KEY=<the core key>\n"
         "Stop with Ctrl-C.\n"
+    )
+
+
+def _tls_note(pin: str | None) -> str:
+    if pin is None:
+        return ""
+    return (
+        f"TLS: nodes elsewhere add tls_fingerprint = \"{pin}\";\n"
+        f"ctl elsewhere: export SERVERMGR_FINGERPRINT={pin}\n"
     )
 
 
