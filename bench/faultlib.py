@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -44,7 +45,16 @@ import benchlib
 import httpx
 from fleet_sim import Fleet
 
-FINAL_STATES = {"succeeded", "failed", "timed_out", "cancelled", "refused", "expired", "lost"}
+FINAL_STATES = {
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "refused",
+    "expired",
+    "lost",
+    "stalled",
+}
 DB_NAME = "server_manager.db"
 
 
@@ -214,6 +224,30 @@ class Rig:
     def log_text(self) -> str:
         return self.c.log.read_text(errors="replace")
 
+    def operator_lines(self, most: int = 8) -> list[str]:
+        """Distinct warnings and errors in Core's and the agents' logs (what an operator sees).
+
+        Lines differing only in numbers and ids count as one kind; the first of
+        each kind is shown with how many there were.
+        """
+        kinds: dict[str, list[Any]] = {}  # kind -> [first line, count]
+        logs = [("core", self.c.log)] if self.core else []
+        logs += [(n, self.base / "agents" / n / "agent.log") for n in self.agents]
+        for who, path in logs:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if not any(w in line for w in ("WARNING", "ERROR", "CRITICAL")):
+                    continue
+                kind = who.split("-")[0] + re.sub(r"[0-9a-f]{8,}|\d+(\.\d+)?", "N", line[24:])
+                if kind in kinds:
+                    kinds[kind][1] += 1
+                else:
+                    kinds[kind] = [f"{who}: {line.strip()[:220]}", 1]
+        return [f"{first} (x{n})" for first, n in list(kinds.values())[:most]]
+
     # --- nodes -------------------------------------------------------------------------
 
     def start_agent(self, name: str, prefix_cmd: list[str] | None = None) -> None:
@@ -276,19 +310,25 @@ class Rig:
         return f"{before}echo {token} >> ran.log; echo {token}"
 
     def submit(
-        self, command: str, target: str = "*", *, key: str | None = None, timeout: float = 10.0
+        self,
+        command: str,
+        target: str = "*",
+        *,
+        key: str | None = None,
+        timeout: float = 10.0,
+        wait: float = 120.0,
     ) -> tuple[int, Any]:
         """POST /api/v1/jobs: (HTTP status, body); status 0 when the connection failed.
 
         ``key``: an idempotency key, sent as the ``Idempotency-Key`` header.
+        ``wait``: how long the job waits for nodes that are offline (reconnecting).
         """
         headers = {"Idempotency-Key": key} if key else {}
         try:
             with self.http(timeout) as h:
                 r = h.post(
                     "/api/v1/jobs",
-                    # wait: the job waits for nodes that are offline (reconnecting).
-                    json={"target": target, "command": command, "timeout": 120, "wait": 120},
+                    json={"target": target, "command": command, "timeout": 120, "wait": wait},
                     headers=headers,
                 )
         except httpx.HTTPError as exc:
@@ -312,17 +352,26 @@ class Rig:
         return doc
 
     def job_final(self, token: str) -> bool:
-        jobs = self.jobs_with(token)
+        """Is the job carrying ``token`` final on every node? (False when Core does not answer.)"""
+        try:
+            jobs = self.jobs_with(token)
+        except httpx.HTTPError:
+            return False
         return bool(jobs) and all(j["state"] == "done" for j in jobs)
 
     def wait_job_final(self, token: str, timeout: float | None = None) -> float:
-        def check() -> bool:
-            try:
-                return self.job_final(token)
-            except httpx.HTTPError:
-                return False
+        return wait_until(
+            f"job {token} final on every node",
+            lambda: self.job_final(token),
+            timeout or self.s.bound,
+        )
 
-        return wait_until(f"job {token} final on every node", check, timeout or self.s.bound)
+    def settle_job(self, token: str, timeout: float | None = None) -> float | None:
+        """``wait_job_final``, but None past the bound (``check_job`` says what is open)."""
+        try:
+            return self.wait_job_final(token, timeout)
+        except Failed:
+            return None
 
     def agent_has_job(self) -> bool:
         """Has any agent received a job it has not finished (its spool file exists)?"""

@@ -95,7 +95,7 @@ def core_killed(rig: Rig) -> Row:
         if status != 201:
             notes.append(f"retry answered {status}: {str(body)[:120]}")
     rig.wait_all_online()
-    rig.wait_job_final(token)
+    rig.settle_job(token)
     recovered = time.monotonic() - t0
     jobs = rig.check_job(token)
     samples = rig.check_samples()
@@ -131,7 +131,7 @@ def node_killed(rig: Rig) -> Row:
     t0 = time.monotonic()
     rig.restart_agent(victim)
     rig.wait_all_online()
-    rig.wait_job_final(token)
+    rig.settle_job(token)
     recovered = time.monotonic() - t0
     jobs = rig.check_job(token, {victim: {"failed", "lost"}})
     doc = rig.job(body["id"])  # type: ignore[index]
@@ -165,14 +165,17 @@ def node_stopped(rig: Rig) -> Row:
         # Fill the stopped node's socket (a node that does not read): big jobs for it alone.
         filler = ": " + "x" * 60_000 + "; true"
         t0 = time.monotonic()
+        fillers: list[str] = []
         for i in range(STOP_FILLER_JOBS):
-            status, body = rig.submit(filler, victim, timeout=10.0)
+            status, body = rig.submit(filler, victim, timeout=10.0, wait=0)
             if status != 201:
                 notes.append(f"filler job {i} for {victim} answered {status}")
                 break
+            fillers.append(body["id"])
         filled = time.monotonic() - t0
         t0 = time.monotonic()
-        status, body = rig.submit(rig.command(token), timeout=rig.s.bound)
+        # As `ctl exec --all` does: no waiting for offline nodes.
+        status, body = rig.submit(rig.command(token), timeout=rig.s.bound, wait=0)
         answered = time.monotonic() - t0
         if status != 201:
             raise Failed(f"submit answered {status} after {answered:.1f} s: {str(body)[:200]}")
@@ -190,8 +193,12 @@ def node_stopped(rig: Rig) -> Row:
             notes.append(f"the other nodes' results took {others:.1f} s")
 
         def reported() -> bool:
-            n = next(n for n in rig.job(job_id)["nodes"] if n["node"] == victim)
-            return "stall" in f"{n['state']} {n.get('error') or ''}".lower()
+            # In the fan-out, or in the last job that was queued behind the big ones.
+            for j in [job_id, *fillers[-1:]]:
+                n = next(n for n in rig.job(j)["nodes"] if n["node"] == victim)
+                if "stall" in f"{n['state']} {n.get('error') or ''}".lower():
+                    return True
+            return False
 
         try:
             seen = wait_until(f"{victim} reported stalled", reported, 30.0, step=0.2)
@@ -204,9 +211,9 @@ def node_stopped(rig: Rig) -> Row:
         os.kill(rig.agents[victim].pid, signal.SIGCONT)
     t1 = time.monotonic()
     rig.wait_all_online()
-    rig.wait_job_final(token)
+    rig.settle_job(token)
     recovered = time.monotonic() - t1
-    any_state = {"succeeded", "failed", "lost", "expired"}
+    any_state = {"succeeded", "failed", "lost", "expired", "stalled"}
     jobs = rig.check_job(token, {victim: any_state})
     samples = rig.check_samples(skip_agents=(victim,))
     return Row(
@@ -266,7 +273,7 @@ def partitioned(rig: Rig) -> Row:
                 partition(ns_node, a_core, False)
         t0 = time.monotonic()
         rig.wait_all_online()
-        rig.wait_job_final(token)
+        rig.settle_job(token)
         recovered = time.monotonic() - t0
         jobs = rig.check_job(token)
         samples = rig.check_samples()
@@ -312,10 +319,10 @@ def disk_full(rig: Rig) -> Row:
         finally:
             (data / "filler").unlink()
         t0 = time.monotonic()
-        rig.wait_job_final(token_before)
+        rig.settle_job(token_before)
         samples = rig.check_samples()
-        recovered = None if samples.lost else time.monotonic() - t0
         jobs = rig.check_job(token_before)
+        recovered = None if samples.lost or jobs.lost else time.monotonic() - t0
         log = rig.log_text()
         if "Traceback" in log:
             notes.append(f"{log.count('Traceback')} tracebacks in Core's log")
@@ -384,7 +391,7 @@ def database(rig: Rig) -> Row:
     status, body = rig.submit(rig.command(token))
     if status != 201:
         notes.append(f"submit after restore answered {status}")
-    rig.wait_job_final(token)
+    rig.settle_job(token)
     jobs = rig.check_job(token)
     samples = rig.check_samples()
     return Row(
@@ -484,7 +491,7 @@ def fd_limit(rig: Rig) -> Row:
     log_lines = len(rig.log_text().splitlines()) - log_before
     if log_lines > 60:
         notes.append(f"{log_lines} log lines during the attack")
-    rig.wait_job_final(token)
+    rig.settle_job(token)
     jobs = rig.check_job(token)
     t1 = time.monotonic()
     rig.start_agent("late-agent")
@@ -531,6 +538,10 @@ def run_one(name: str, settings: Settings, keep: bool) -> Row:
             if rig.core is not None:
                 print(f"Core's log ends:\n{benchlib.tail(rig.core.log, 15)}", flush=True)
             row = Row(name, f"did not complete: {exc}", True, "n/a", [])
+        if rig.core is not None:
+            print("   what the operator saw (warnings and errors in the logs):", flush=True)
+            for line in rig.operator_lines():
+                print(f"     {line}", flush=True)
     print(
         f"   {name}: {'FAILED' if row.failed else 'ok'} in {time.monotonic() - t0:.0f} s",
         flush=True,
