@@ -150,6 +150,9 @@ class _FakeClient:
     def request(self, method: str, path: str, **kw: Any) -> Any:
         return self.job
 
+    def create_job(self, body: dict[str, Any], *, key: str) -> Any:
+        return self.job
+
     def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
         yield json.dumps({"type": "done"}).encode()
 

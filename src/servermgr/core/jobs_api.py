@@ -20,6 +20,9 @@ from servermgr.core.scheduler import JobError, JobSpec, Scheduler
 MAX_OUTPUT_CAP = 16 * 1024 * 1024
 MAX_SECONDS = 7 * 86400.0
 STATES = sorted(FINAL_STATES | OPEN_STATES)
+IDEMPOTENCY_HEADER = "idempotency-key"
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
+_key_decoder = msgspec.json.Decoder(IdempotencyKey)
 
 
 class JobBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -31,6 +34,35 @@ class JobBody(msgspec.Struct, forbid_unknown_fields=True):
     env: Annotated[dict[proto.ShortText, proto.LongText], Meta(max_length=256)] = {}
     cwd: proto.ShortText | None = None
     wait: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] = 0.0
+    # Or the Idempotency-Key header: a retry with the same key is the same job.
+    idempotency_key: IdempotencyKey | None = None
+
+
+def idempotency_key(header: str | None, body: JobBody) -> str | None:
+    """The submission's key, from the header or the body (both: they must agree)."""
+    if header is not None:
+        try:
+            key = _key_decoder.decode(msgspec.json.encode(header))
+        except msgspec.ValidationError:
+            raise ApiFailure(
+                400, "bad_request", "Idempotency-Key must be 1-128 visible ASCII characters"
+            ) from None
+        if body.idempotency_key is not None and body.idempotency_key != key:
+            raise ApiFailure(
+                400, "bad_request", "Idempotency-Key header and idempotency_key field differ"
+            )
+        return key
+    return body.idempotency_key
+
+
+def request_digest(body: JobBody, principal: str) -> str:
+    """What a request asked, to tell a retry (same digest) from a reused key."""
+    import hashlib
+
+    canonical = msgspec.structs.replace(
+        body, idempotency_key=None, env=dict(sorted(body.env.items()))
+    )
+    return hashlib.sha256(principal.encode() + b"\0" + msgspec.json.encode(canonical)).hexdigest()
 
 
 class JobsApi:
@@ -59,11 +91,22 @@ class JobsApi:
             body.cwd,
             body.wait,
         )
+        principal = principal_of(request).name
+        key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), body)
+        replayed = False
         try:
-            job_id = await self.jobs.submit(spec, principal=principal_of(request).name)
+            if key is None:
+                job_id = await self.jobs.submit(spec, principal=principal)
+            else:
+                digest = request_digest(body, principal)
+                job_id, replayed = await self.jobs.submit_once(
+                    spec, principal=principal, key=key, digest=digest
+                )
         except JobError as exc:
             raise ApiFailure(exc.status, exc.code, exc.message) from None
         doc = await self.jobs.job_doc(job_id, output=False)
+        if replayed:  # the job the first request made: nothing ran twice
+            return JSONResponse(doc, status_code=200, headers={"Idempotent-Replayed": "true"})
         return JSONResponse(doc, status_code=201)
 
     async def list_jobs(self, request: Request) -> Response:
@@ -149,7 +192,16 @@ class JobsApi:
                 "/api/v1/jobs",
                 self.create,
                 Doc(
-                    "Run a shell command or service action on the target nodes; returns at once",
+                    "Run a shell command or service action on the target nodes; returns at once "
+                    "(201; 200 with the same job for a request repeated with its idempotency key)",
+                    params=(
+                        Param(
+                            "Idempotency-Key",
+                            "header",
+                            "a retry with the same key and body is the same job (409 if the "
+                            "body differs); or the idempotency_key field",
+                        ),
+                    ),
                     auth=Access.OPERATE,
                     body=msgspec.json.schema(JobBody),
                     ok=201,

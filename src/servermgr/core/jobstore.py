@@ -120,7 +120,14 @@ class JobStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
-    def create(self, job: JobRecord, nodes: list[NodeResult], audit_detail: str) -> None:
+    def create(
+        self,
+        job: JobRecord,
+        nodes: list[NodeResult],
+        audit_detail: str,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:
+        """Store a new job; ``idempotency`` is its (key, request digest), if given."""
         with self.storage.transaction() as conn:
             conn.execute(
                 f"INSERT INTO jobs ({_JOB_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -138,6 +145,11 @@ class JobStore:
                     job.principal,
                 ),
             )
+            if idempotency is not None:
+                conn.execute(
+                    "UPDATE jobs SET idempotency_key = ?, request_digest = ? WHERE id = ?",
+                    (*idempotency, job.id),
+                )
             conn.executemany(
                 "INSERT INTO job_nodes (job_id, node_id, node_name, state, error, finished_at) "
                 "VALUES (?,?,?,?,?,?)",
@@ -258,6 +270,14 @@ class JobStore:
                 (job_id,),
             ).fetchall()
         return _job(row), [_node(n) for n in nodes]
+
+    def by_idempotency_key(self, key: str) -> tuple[str, str] | None:
+        """The (job id, request digest) submitted with ``key``, if any."""
+        with self.storage.reader() as conn:
+            row = conn.execute(
+                "SELECT id, request_digest FROM jobs WHERE idempotency_key = ?", (key,)
+            ).fetchone()
+        return (row[0], row[1]) if row is not None else None
 
     def output_range(
         self, job_id: str, node_id: str, stream: str, offset: int, limit: int

@@ -206,11 +206,23 @@ def _v4_tokens(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v5_idempotency_keys(conn: sqlite3.Connection) -> None:
+    # A client's key for a submission, and a digest of what it asked: the same
+    # key again is the same job (a retry), never a second run.
+    conn.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN request_digest TEXT")
+    conn.execute(
+        "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
     Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
     Migration(3, "1-minute and 1-hour rollups of metrics", _v3_rollups),
     Migration(4, "API tokens and revoked node credentials", _v4_tokens),
+    Migration(5, "idempotency keys of job submissions", _v5_idempotency_keys),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

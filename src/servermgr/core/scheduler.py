@@ -26,6 +26,7 @@ event bus for live streams.
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import secrets
 import sqlite3
@@ -188,6 +189,7 @@ class Scheduler:
         self._store_result = GroupCommit(db, self.store.store_results)
         self._store_sent = GroupCommit(db, self.store.mark_sent)
         self._nursery: trio.Nursery | None = None
+        self._key_locks: dict[str, trio.Lock] = {}
 
     # --- lifecycle ------------------------------------------------------
 
@@ -226,7 +228,38 @@ class Scheduler:
 
     # --- requests -------------------------------------------------------
 
-    async def submit(self, spec: JobSpec, *, principal: str) -> str:
+    async def submit_once(
+        self, spec: JobSpec, *, principal: str, key: str, digest: str
+    ) -> tuple[str, bool]:
+        """Submit unless ``key`` was used before: (job id, whether it was a replay).
+
+        The same key with the same request (``digest``) is the job made the
+        first time (a client's retry runs nothing twice); with another
+        request it is refused (409). Submissions with one key go one at a time.
+        """
+        lock = self._key_locks.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                found = await self.db.read(self.store.by_idempotency_key, key)
+                if found is not None:
+                    job_id, was = found
+                    if not hmac.compare_digest(was or "", digest):
+                        raise JobError(
+                            409,
+                            "idempotency_conflict",
+                            f"the idempotency key was used for another request (job {job_id}); "
+                            "use a new key for a new job",
+                        )
+                    return job_id, True
+                job_id = await self.submit(spec, principal=principal, idempotency=(key, digest))
+                return job_id, False
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._key_locks.pop(key, None)
+
+    async def submit(
+        self, spec: JobSpec, *, principal: str, idempotency: tuple[str, str] | None = None
+    ) -> str:
         if self._nursery is None:
             raise JobError(503, "shutting_down", "Core is not running jobs (shutting down)")
         nodes, unknown = select(spec.target, self.registry.all())
@@ -270,7 +303,7 @@ class Scheduler:
                     )
                 )
         try:
-            await self.db.write(self.store.create, job, rows, job.describe())
+            await self.db.write(self.store.create, job, rows, job.describe(), idempotency)
         except sqlite3.Error as exc:
             log.error("job not stored, so not run: %s", exc)
             raise JobError(

@@ -15,6 +15,7 @@ from servermgr.common.errors import (
     CoreUnreachableError,
     KeyFileError,
     NotFoundError,
+    TlsError,
 )
 from servermgr.common.rest import Response, connect, exchange, reason, tls_failure
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from servermgr.common.tls import Trust
 
 TIMEOUT = 10.0
+RETRY_DELAYS = (0.2, 0.5, 1.0)  # job submission retried on connection errors
 
 
 def resolve(
@@ -145,12 +147,18 @@ class Client:
         )
 
     def request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         if params:
             path += "?" + urlencode(params)
         body = None if json is None else _dumps(json)
-        headers = dict(self._headers)
+        headers = {**self._headers, **(headers or {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
@@ -174,6 +182,27 @@ class Client:
             raise ApiError(
                 resp.status_code, "bad_response", _not_core(resp, self.base_url)
             ) from None
+
+    def create_job(
+        self, body: dict[str, Any], *, key: str, sleep: Callable[[float], None] | None = None
+    ) -> dict[str, Any]:
+        """POST a job with an idempotency key, retried with that same key while
+        Core cannot be reached: a retry is the same job, never a second run."""
+        import time
+
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                job: dict[str, Any] = self.request(
+                    "POST", "/api/v1/jobs", json=body, headers={"Idempotency-Key": key}
+                )
+                return job
+            except TlsError:
+                raise  # the address or the pin is wrong: retrying changes nothing
+            except CoreUnreachableError:
+                if delay is None:
+                    raise
+                (sleep or time.sleep)(delay)
+        raise AssertionError("unreachable")
 
     def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
         """Lines of a streamed answer (NDJSON); each read may wait ``read_timeout`` s."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,7 +109,9 @@ def run(
 
 
 def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as_json: bool) -> int:
-    job = client.request("POST", "/api/v1/jobs", json=body)
+    # One key per invocation: if the answer is lost and the POST is retried,
+    # Core returns the job it made the first time instead of running it again.
+    job = client.create_job(body, key=os.urandom(16).hex())
     job_id = job["id"]
     names = [n["node"] for n in job["nodes"]]
     printer = Printer(
