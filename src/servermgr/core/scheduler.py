@@ -480,6 +480,8 @@ class Scheduler:
         )
         if Effect.SEND_RUN not in effects:
             return
+        # Published before the send: a node's answer can only come after it.
+        self._publish_state(entry.job.id, entry.node_id, entry.name, State.SENT)
         sent_at = entry.status.sent_at
         job = entry.job
         service = proto.ServiceAction(**job.service) if job.service else None  # type: ignore[arg-type]
@@ -514,8 +516,6 @@ class Scheduler:
             log.error(
                 "job %s: sent to %s but not recorded as sent: %s", entry.job.id, entry.name, exc
             )
-        if entry.state is State.SENT:
-            self._publish_state(entry.job.id, entry.node_id, entry.name, State.SENT)
 
     async def _store_final(self, entry: Entry) -> None:
         """A final state reached without a result; the output received is kept."""
