@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import benchlib
@@ -58,6 +58,7 @@ class Row:
     lost: bool | None  # None: skipped
     recovered: str
     notes: list[str]
+    seen: list[str] = field(default_factory=list)  # what the operator saw in the logs
 
     @property
     def failed(self) -> bool:
@@ -539,8 +540,9 @@ def run_one(name: str, settings: Settings, keep: bool) -> Row:
                 print(f"Core's log ends:\n{benchlib.tail(rig.core.log, 15)}", flush=True)
             row = Row(name, f"did not complete: {exc}", True, "n/a", [])
         if rig.core is not None:
+            row.seen = rig.operator_lines()
             print("   what the operator saw (warnings and errors in the logs):", flush=True)
-            for line in rig.operator_lines():
+            for line in row.seen:
                 print(f"     {line}", flush=True)
     print(
         f"   {name}: {'FAILED' if row.failed else 'ok'} in {time.monotonic() - t0:.0f} s",
@@ -549,11 +551,32 @@ def run_one(name: str, settings: Settings, keep: bool) -> Row:
     return row
 
 
+def write_markdown(
+    path: Path, title: str, headers: list[str], cells: list[tuple[str, ...]], rows: list[Row]
+) -> None:
+    """The table and, per fault, the distinct warnings and errors of its logs."""
+    m = benchlib.machine()
+    out = [
+        f"{title}: {m['nproc']} cpu, Python {m['python']}, servermgr {m['commit']}, "
+        f"load {m['loadavg']}",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+    ]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    for r in rows:
+        out += ["", f"#### {r.fault}: in the logs", "", "```"]
+        out += r.seen or ["(no warning or error)"]
+        out += ["```"]
+    path.write_text("\n".join(out) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the short form (CI)")
     parser.add_argument("--only", help=f"comma-separated, of: {', '.join(FAULTS)}")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument("--markdown", type=Path, help="also write the table and logs here")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(FAULTS)
     unknown = set(names) - set(FAULTS)
@@ -565,19 +588,20 @@ def main(argv: list[str] | None = None) -> int:
     benchlib.print_machine()
     t0 = time.monotonic()
     rows = [run_one(name, settings, args.keep) for name in names]
-    benchlib.print_table(
-        f"faults ({'quick' if args.quick else 'full'}, {time.monotonic() - t0:.0f} s)",
-        ["fault", "checked", "nothing lost", "recovered in"],
-        [
-            (
-                r.fault,
-                r.checked + ("" if not r.notes else " -- FAILED: " + "; ".join(r.notes)),
-                "skipped" if r.lost is None else "no" if r.lost else "yes",
-                r.recovered,
-            )
-            for r in rows
-        ],
-    )
+    title = f"faults ({'quick' if args.quick else 'full'}, {time.monotonic() - t0:.0f} s)"
+    headers = ["fault", "checked", "nothing lost", "recovered in"]
+    cells = [
+        (
+            r.fault,
+            r.checked + ("" if not r.notes else " -- FAILED: " + "; ".join(r.notes)),
+            "skipped" if r.lost is None else "no" if r.lost else "yes",
+            r.recovered,
+        )
+        for r in rows
+    ]
+    benchlib.print_table(title, headers, cells)
+    if args.markdown:
+        write_markdown(args.markdown, title, headers, cells, rows)
     failed = [r.fault for r in rows if r.failed]
     if failed:
         print(f"FAILED: {', '.join(failed)}", flush=True)
