@@ -125,3 +125,12 @@ async def test_core_does_not_start_with_a_bad_certificate(
         await start_core(cfg)
     assert not cfg.storage.sqlite_path.exists()
     assert not cfg.storage.key_path.exists()
+
+
+def test_key_show_with_a_data_dir_shows_the_certificate_there(tmp_path: Path) -> None:
+    assert core_tls.fingerprint_for(None, tmp_path) is None  # no TLS there: no line 2
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    core_tls.ensure_self_signed(cert, key, ["127.0.0.1"])
+    shown = core_tls.fingerprint_for(None, tmp_path)
+    assert shown is not None
+    assert shown.fingerprint == tls.fingerprint_of_file(cert)

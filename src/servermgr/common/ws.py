@@ -4,6 +4,13 @@ It opens the TCP stream itself so the socket is closed on every path:
 trio-websocket leaves it to the garbage collector when the handshake is
 rejected (401), which a node retrying for days, or a dashboard, would feel.
 Imported only by the roles that open WebSockets (node agent, ctl live views).
+
+On ``wss://`` the TLS handshake is finished and Core's certificate checked
+(``common/tls.py``: a pin, a CA file or the system's CAs) before the upgrade
+request, which carries the credential, is written. A ``ws://`` handshake that
+fails is followed by a TLS probe, to say "use wss://" instead of a bare
+failure; trio-websocket does not notice the connection Core closes in that
+case, so this takes the connect timeout.
 """
 
 from __future__ import annotations

@@ -248,12 +248,16 @@ class Dashboard:
 
     async def _details(self) -> None:
         verify: ssl.SSLContext | bool = True
-        if self.trust is not None:
+        while self.trust is not None and verify is True:
             # httpx cannot check a pin before it sends the key: give it a context
-            # that accepts only the pinned certificate.
-            verify = await trio.to_thread.run_sync(
-                tls.verifying_context, self.base_url, self.trust, HTTP_TIMEOUT
-            )
+            # that accepts only the pinned certificate. A mismatch ends ctl top
+            # (TlsError); Core not up yet is the events task's to report.
+            try:
+                verify = await trio.to_thread.run_sync(
+                    tls.verifying_context, self.base_url, self.trust, HTTP_TIMEOUT
+                )
+            except OSError:
+                await trio.sleep(DETAIL_REFRESH)
         async with httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.key}"},
