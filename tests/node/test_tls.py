@@ -149,3 +149,19 @@ async def test_wss_against_a_plain_core_is_refused_clearly(core: Core) -> None:
             pass
     with pytest.raises(TlsError, match=r"does not speak TLS: use http://"):
         await transport.register(secure, "token", "n1", {}, trust=trust)
+
+
+def test_an_unusable_ca_file_is_a_config_error_at_start(tmp_path: Path) -> None:
+    from servermgr.common.errors import ConfigError
+    from servermgr.node.run import run_agent
+
+    (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    cfg = tmp_path / "node.toml"
+    for ca in ("missing.pem", "not-a-ca.pem"):
+        cfg.write_text(
+            f'[node]\ncore_addr = "wss://127.0.0.1:1"\nregister_token = "t"\nca_file = "{ca}"\n'
+        )
+        with pytest.raises(ConfigError) as err:
+            run_agent(cfg)
+        assert err.value.key == "node.ca_file"
+        assert f"cannot use the CA file {tmp_path / ca}" in err.value.reason

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import trio
 
-from servermgr.common import logs
+from servermgr.common import logs, tls
 from servermgr.common.config import find_config, load_config
+from servermgr.common.errors import ConfigError, TlsError
 from servermgr.common.run import stop_on_signals
 from servermgr.node.agent import Agent
 
@@ -22,6 +23,11 @@ def run_agent(config: Path | None) -> None:
     cwd = Path.cwd()
     cfg = load_config(find_config(config, os.environ, cwd), cwd=cwd)
     cfg.require_node()
+    if cfg.node.ca_file is not None:  # unusable: say so now, not at every reconnect
+        try:
+            tls.client_context(cfg.node.trust)
+        except TlsError as exc:
+            raise ConfigError(cfg.source, "node.ca_file", exc.message) from None
     logs.setup(cfg.log_level)
     agent = Agent(cfg)
 
