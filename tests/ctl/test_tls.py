@@ -33,8 +33,11 @@ def test_on_the_core_host_ctl_pins_the_local_certificate(tmp_path: Path) -> None
     base, _key, trust = resolve(None, "k", lambda: cfg)
     assert base == "https://127.0.0.1:9443"
     assert trust == tls.Trust(fingerprint=files.fingerprint)
-    # The same address given explicitly: still this host's Core.
+    # The same address given explicitly (any loopback name): still this host's Core.
     assert resolve("https://127.0.0.1:9443", "k", lambda: cfg)[2] == trust
+    assert resolve("https://localhost:9443", "k", lambda: cfg)[2] == trust
+    assert resolve("https://[::1]:9443", "k", lambda: cfg)[2] == trust
+    assert resolve("https://localhost:9444", "k", lambda: cfg)[2] == tls.Trust()
     # Another Core: not this host's pin, the system's CAs (unless told otherwise).
     assert resolve("https://core.example:9443", "k", lambda: cfg)[2] == tls.Trust()
     pinned = resolve("https://core.example:9443", "k", lambda: cfg, fingerprint=HEX)[2]

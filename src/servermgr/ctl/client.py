@@ -92,11 +92,24 @@ def _trust(
         return tls.Trust(ca_file=Path(ca_file))
     cfg = cfg or config()
     here = addr.listen_to_url(cfg.server.listen_host, cfg.server.listen_port, tls=True)
-    if local or base == here:
+    if local or _same_address(base, here):
         pin = local_fingerprint(cfg)
         if pin is not None:
             return tls.Trust(fingerprint=pin)
     return tls.Trust()
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _same_address(a: str, b: str) -> bool:
+    """Whether two base URLs name the same Core (any loopback name counts as one)."""
+    from urllib.parse import urlsplit
+
+    pa, pb = urlsplit(a), urlsplit(b)
+    if pa.port != pb.port:
+        return False
+    return pa.hostname == pb.hostname or {pa.hostname, pb.hostname} <= _LOOPBACK
 
 
 def local_fingerprint(cfg: Config) -> str | None:
