@@ -28,6 +28,7 @@ from trio_websocket import wrap_client_stream
 from servermgr.common import proto
 from servermgr.common.config import Config, NodeConfig, parse_config
 from servermgr.core.app import Core
+from servermgr.core.storage import Storage
 from servermgr.node.agent import Agent
 from servermgr.node.collector import Collector
 
@@ -209,6 +210,19 @@ def stored_stamps(path: Path, node_seq: int) -> list[float]:
                 "SELECT ts FROM metrics WHERE node = ? ORDER BY ts", (node_seq,)
             )
         ]
+
+
+SQLITE_MAX_PAGES = 1073741823  # SQLite's default
+
+
+def cap_database(storage: Storage, grow: bool) -> None:
+    """Disk full, simulated on a real file: ``PRAGMA max_page_count`` at the current
+    size makes the next write that needs a new page fail with SQLITE_FULL, as a
+    full disk does. ``grow=True`` gives the space back. Call through the writer
+    (``await db.write(cap_database, storage, False)``), never beside it."""
+    with storage.transaction() as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {SQLITE_MAX_PAGES if grow else pages:d}")
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:

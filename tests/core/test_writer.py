@@ -1,16 +1,20 @@
-"""The single writer's batching: GroupCommit coalesces concurrent calls."""
+"""The single writer: GroupCommit coalesces concurrent calls; MetricsWriter
+acks only what is stored, through a full disk."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
 from servermgr.core.storage import Storage
-from servermgr.core.writer import Database, GroupCommit
+from servermgr.core.writer import Database, GroupCommit, Ingest, MetricsWriter
+from servermgr.node.agent import Backlog
+from tests.support import cap_database, make_sample, wait_for
 
 
 @pytest.fixture
@@ -110,3 +114,92 @@ def test_age_histogram_quantiles_are_bucket_upper_bounds() -> None:
     age.add(1000.0)  # beyond the last bound: counted, no bound to name
     assert age.counts[-1] == 1
     assert age.quantile(1.0) is None
+
+
+# --- disk full: nothing acked that is not stored ------------------------------
+
+
+@pytest.fixture
+async def metrics_db(tmp_path: Path) -> AsyncIterator[tuple[Database, int]]:
+    """A real database with one registered node; yields it and the node's seq."""
+    storage = Storage.open(tmp_path / "m.db")
+    row = storage.insert_node("n-1", "web-1", {}, "hash", 100.0)
+    yield Database(storage), row.seq
+    storage.close()
+
+
+def heartbeat(backlog: Backlog, node_seq: int, first_ts: float, n: int) -> Ingest:
+    """``n`` samples into the node's real backlog, taken as one heartbeat whose ack
+    (as the gateway sends it once stored) makes the node drop them."""
+    for i in range(n):
+        backlog.add(make_sample(first_ts + i))
+    hb = backlog.take(most=n)
+    assert hb is not None
+    return Ingest(node_seq, hb.samples, 0.0, partial(backlog.ack, hb.seq))
+
+
+def stored_ts(db: Database, node_seq: int) -> list[float]:
+    with db.storage.reader() as conn:
+        rows = conn.execute("SELECT ts FROM metrics WHERE node = ? ORDER BY ts", (node_seq,))
+        return [ts for (ts,) in rows]
+
+
+async def test_disk_full_acks_nothing_unstored_and_stores_all_once_space_is_back(
+    metrics_db: tuple[Database, int], autojump_clock: trio.abc.Clock
+) -> None:
+    db, node = metrics_db
+    backlog = Backlog()
+    writer = MetricsWriter(db, retry=2.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.serve)
+        for k in range(3):
+            await writer.submit(heartbeat(backlog, node, 1000.0 + 100 * k, 20))
+        await wait_for(lambda: not backlog.inflight)
+        assert len(stored_ts(db, node)) == 60
+
+        await db.write(cap_database, db.storage, False)  # the disk is full
+        for k in range(3, 8):
+            await writer.submit(heartbeat(backlog, node, 1000.0 + 100 * k, 20))
+        await wait_for(lambda: writer.failed_batches >= 2)  # tried, and tried again
+        for k in range(8, 10):  # heartbeats keep coming while it is full
+            await writer.submit(heartbeat(backlog, node, 1000.0 + 100 * k, 20))
+        await wait_for(lambda: writer.failed_batches >= 3)
+        # No ack covered a sample that is not stored: the node still holds all 140.
+        assert len(backlog.inflight) == 140
+        assert min(seq for seq, _ in backlog.inflight) == 4
+        assert len(stored_ts(db, node)) == 60
+        assert db.outage.down
+
+        await db.write(cap_database, db.storage, True)  # space is back
+        await wait_for(lambda: not backlog.inflight)
+        writer.close()
+    assert stored_ts(db, node) == [1000.0 + 100 * k + i for k in range(10) for i in range(20)]
+    assert not db.outage.down
+
+
+async def test_shutdown_while_full_acks_nothing_and_a_resend_fills_the_gap(
+    metrics_db: tuple[Database, int], autojump_clock: trio.abc.Clock
+) -> None:
+    db, node = metrics_db
+    backlog = Backlog()
+    await db.write(cap_database, db.storage, False)
+    writer = MetricsWriter(db, retry=2.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.serve)
+        for k in range(5):
+            await writer.submit(heartbeat(backlog, node, 2000.0 + 100 * k, 20))
+        await wait_for(lambda: writer.failed_batches >= 1)
+        writer.close()  # Core stops while the disk is full: serve gives up, acks nothing
+    assert len(backlog.inflight) == 100
+    assert stored_ts(db, node) == []
+
+    await db.write(cap_database, db.storage, True)
+    backlog.requeue()  # the node reconnects to the next Core and sends everything again
+    writer = MetricsWriter(db)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.serve)
+        while (hb := backlog.take()) is not None:
+            await writer.submit(Ingest(node, hb.samples, 0.0, partial(backlog.ack, hb.seq)))
+        await wait_for(lambda: not backlog.inflight)
+        writer.close()
+    assert stored_ts(db, node) == [2000.0 + 100 * k + i for k in range(5) for i in range(20)]

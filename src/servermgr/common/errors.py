@@ -8,7 +8,8 @@ the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
     ├── UsageError                 bad command-line input (exit 2)
     ├── KeyFileError               core key file missing, empty, corrupt, unreadable
     ├── ProtocolError              a wire message that cannot be accepted
-    ├── StorageError               the database cannot be opened or migrated
+    ├── StorageError               the database cannot be opened, migrated or written
+    │   └── StorageUnavailableError    writes fail now (disk full, I/O error, corrupt): 503
     ├── RegistrationError          Core refused to register a node
     │   ├── BadTokenError          wrong register token (401)
     │   └── NameTakenError         hostname already held by another node (409)
@@ -74,6 +75,19 @@ class ProtocolError(ServermgrError):
 
 class StorageError(ServermgrError):
     """The database cannot be opened, migrated or written."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database refuses work now (disk full, I/O error, corrupt file).
+
+    The REST API answers 503 ``storage_unavailable`` with ``reason`` (the log
+    gets the whole message, with the path); nothing is acked to a node for
+    it, so nodes keep what they sent and Core stores it later.
+    """
+
+    def __init__(self, message: str, reason: str = "the database is unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RegistrationError(ServermgrError):

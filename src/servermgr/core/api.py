@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 
 from servermgr import __version__
 from servermgr.common import names, proto, timespec
-from servermgr.common.errors import NameTakenError
+from servermgr.common.errors import NameTakenError, StorageUnavailableError
 from servermgr.common.text import printable
 from servermgr.core import history, openapi, rollup
 from servermgr.core.auth import (
@@ -382,6 +382,21 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     response = error_response(exc.status_code, code, message)
     if allow:
         response.headers["Allow"] = allow
+    return response
+
+
+STORAGE_RETRY_AFTER = 30  # seconds, in the 503's Retry-After
+
+
+async def storage_error_handler(request: Request, exc: Exception) -> Response:
+    """503 while the database refuses writes (disk full); Database has logged it, once."""
+    assert isinstance(exc, StorageUnavailableError)
+    response = error_response(
+        503,
+        "storage_unavailable",
+        f"Core cannot write to its database now ({exc.reason}); try again later",
+    )
+    response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER)
     return response
 
 

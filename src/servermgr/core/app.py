@@ -7,6 +7,7 @@
     ├── Gateway.serve              silence watchdog; short tasks that send acks
     ├── Authenticator.serve        picks up a rotated key and changed tokens each second
     ├── quiet_gc                   keeps the garbage collector's pauses short
+    ├── watch_database             stops Core if its database file is deleted or replaced
     └── hypercorn serve            REST + node WebSocket on one port
 
 Shutdown (``stop`` set, e.g. by SIGTERM): nodes are told (close 1001), the
@@ -35,7 +36,7 @@ from starlette.websockets import WebSocket
 
 from servermgr.common import proto
 from servermgr.common.config import Config
-from servermgr.common.errors import ServermgrError, single_error
+from servermgr.common.errors import ServermgrError, StorageUnavailableError, single_error
 from servermgr.core import api as api_mod
 from servermgr.core.abuse import AuthFailureGuard
 from servermgr.core.auth import Authenticator
@@ -96,7 +97,9 @@ def build(
     registry = NodeRegistry(db, clock=clock)
     status = MemoryStatus()
     bus = MemoryBus()
-    writer = MetricsWriter(db)
+    # A failed batch is retried at least once per heartbeat interval: each try
+    # re-acks the nodes, which must hear from Core within their silence limit.
+    writer = MetricsWriter(db, retry=min(2.0, config.server.heartbeat_interval))
     gateway = Gateway(
         GatewayConfig(heartbeat_interval=config.server.heartbeat_interval),
         registry,
@@ -122,6 +125,7 @@ def build(
         routes=api.routes(),
         exception_handlers={
             HTTPException: api_mod.http_error_handler,
+            StorageUnavailableError: api_mod.storage_error_handler,
             500: api_mod.server_error_handler,
         },
     )
@@ -241,6 +245,7 @@ async def serve(
                         helpers.start_soon(core.gateway.serve)
                         helpers.start_soon(core.auth.serve)
                         helpers.start_soon(quiet_gc)
+                        helpers.start_soon(watch_database, storage)
 
             outer.start_soon(run_helpers)
             stop_http = trio.Event()
@@ -277,6 +282,17 @@ async def serve(
         )
     finally:
         await trio.to_thread.run_sync(storage.close)
+
+
+DB_CHECK_EVERY = 2.0
+
+
+async def watch_database(storage: Storage, every: float = DB_CHECK_EVERY) -> None:
+    """Raise StorageError (Core stops, exit 1) once the database path is deleted or
+    names another file: writes would go on into a file nobody can read."""
+    while True:
+        await trio.sleep(every)
+        await trio.to_thread.run_sync(storage.check_file)
 
 
 FILES_SPARE = 1000  # listener, database, epoll, pipes, REST clients

@@ -22,6 +22,9 @@ Heartbeats are acked once stored, but at most once per ``ack_interval``
 node): sending a message costs Core about as much as receiving one, so an
 ack per heartbeat would halve the fleet one Core can take. A node keeps
 unacked samples and re-sends them after a reconnect; they are stored once.
+While the database refuses writes (disk full) the writer holds the samples
+and the ack repeats the last stored seq, so the node keeps the rest and
+still hears from Core.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr.common import proto
-from servermgr.common.errors import ProtocolError
+from servermgr.common.errors import ProtocolError, StorageUnavailableError
 from servermgr.common.text import printable
 from servermgr.core.auth import error_body, principal_of
 from servermgr.core.cache import EventBus, StatusStore
@@ -60,6 +63,7 @@ SEND_TIMEOUT = 5.0  # a node's connection must take a message within this
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
 CLOSE_SILENT = 4000
 CLOSE_REMOVED = 4004
 CLOSE_STALLED = 4008
@@ -92,6 +96,9 @@ class NodeSession:
         self.done = trio.Event()
         self.last_heard = trio.current_time()
         self.next_ack = 0.0  # trio time from which a heartbeat.ack may be sent
+        # Highest seq stored in this session: the writer commits in order and
+        # holds every heartbeat after a failed one, so all below it are stored too.
+        self.stored_seq = 0
         # Our sends one at a time, and none while or after the socket closes
         # (Hypercorn's close does not wait for a send in progress).
         self._sending = trio.Lock()
@@ -294,7 +301,12 @@ class Gateway:
             )
         # The reported hostname is kept as a fact about the node, beside its name.
         info = {**msgspec.to_builtins(hello.info), "hostname": hello.hostname}
-        node = await self.registry.update_hello(node, dict(hello.labels), info, hello.agent_version)
+        try:
+            node = await self.registry.update_hello(
+                node, dict(hello.labels), info, hello.agent_version
+            )
+        except StorageUnavailableError:
+            pass  # the hello is not stored this time (Database logs why); the node may connect
         session = NodeSession(node, ws, peer)
         self.sessions[node.id] = session
         self._handshaking.discard(node.id)
@@ -363,7 +375,20 @@ class Gateway:
                     session.close_reason = "too many bad messages"
                     return
                 continue
-            await self._dispatch(session, msg)
+            try:
+                await self._dispatch(session, msg)
+            except StorageUnavailableError:
+                # Not acked: the node keeps it and sends it again on its next connection.
+                session.close_code = CLOSE_TRY_AGAIN
+                session.close_reason = "Core could not store a job message; send it again"
+                return
+
+    def _ack(self, session: NodeSession) -> None:
+        """Ack the session's stored heartbeats, at most once per ``ack_interval``."""
+        t = trio.current_time()
+        if t >= session.next_ack:
+            session.next_ack = t + self.config.ack_interval
+            self._spawn(session.send, proto.HeartbeatAck(seq=session.stored_seq))
 
     async def _dispatch(self, session: NodeSession, msg: proto.NodeMessage) -> None:
         node = session.node
@@ -373,13 +398,17 @@ class Gateway:
                 self.status.update_sample(node.id, sample, now=now)
             seq = msg.seq
 
-            def heartbeat_ack() -> None:
-                t = trio.current_time()
-                if t >= session.next_ack:
-                    session.next_ack = t + self.config.ack_interval
-                    self._spawn(session.send, proto.HeartbeatAck(seq=seq))
+            def heartbeat_stored() -> None:
+                session.stored_seq = max(session.stored_seq, seq)
+                self._ack(session)
 
-            await self.writer.submit(Ingest(node.seq, msg.samples, now, heartbeat_ack))
+            def heartbeat_not_stored() -> None:
+                # Re-acks what is stored (nothing new): the node must not take Core for silent.
+                self._ack(session)
+
+            await self.writer.submit(
+                Ingest(node.seq, msg.samples, now, heartbeat_stored, heartbeat_not_stored)
+            )
             if self.heartbeat_subscribers:
                 self.bus.publish(
                     {"type": "node.heartbeat", "node_id": node.id, "name": node.name, "ts": now}

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from servermgr.common.config import StorageConfig
+from servermgr.common.errors import StorageError, StorageUnavailableError
 from servermgr.core import rollup
 from servermgr.core.rollup import HOUR, MINUTE, Retention
 from servermgr.core.storage import METRIC_FIELDS, Storage
@@ -257,7 +258,9 @@ class History:
         while True:
             try:
                 await self.run_once()
-            except sqlite3.Error as exc:
+            except StorageUnavailableError:
+                pass  # Database has logged it (once a minute); the next pass redoes the work
+            except (sqlite3.Error, StorageError) as exc:
                 # Marks stay until their buckets are written: the next pass redoes them.
                 log.error("history pass failed (%s); retrying in %g s", exc, self.interval)
             await trio.sleep(self.interval)

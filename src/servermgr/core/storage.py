@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from servermgr.common import files, proto
-from servermgr.common.errors import NameTakenError, StorageError
-from servermgr.core import migrations, rollup
+from servermgr.common.errors import NameTakenError, StorageError, StorageUnavailableError
+from servermgr.core import dbfile, migrations, rollup
 
 BUSY_TIMEOUT_MS = 5000
 MAX_IDLE_READERS = 8
@@ -156,8 +156,9 @@ def _name_taken(name: str) -> NameTakenError:
 class Storage:
     """The database file. Build with ``Storage.open``; ``close()`` when done."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, identity: dbfile.FileId) -> None:
         self.path = path
+        self.identity = identity  # the file opened: a path that stops naming it is an error
         self._conn = conn
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -169,14 +170,16 @@ class Storage:
     def open(cls, path: Path) -> Storage:
         """Open (creating if needed) and migrate the database at ``path``.
 
-        StorageError if it is not a SQLite database, is from a newer
-        servermgr, or cannot be opened or migrated.
+        StorageError if it is not a SQLite database, is empty (0 bytes),
+        truncated or corrupt, is from a newer servermgr, or cannot be opened
+        or migrated. Only a path with no file at all makes a new database.
         """
         path = Path(path)
         try:
             files.private_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"database {path}: cannot create its directory: {exc}") from exc
+        existed = dbfile.check_header(path)
         try:
             # 0600 before SQLite writes a byte (its WAL and SHM files copy this mode).
             files.private_file(path)
@@ -188,12 +191,20 @@ class Storage:
         except sqlite3.Error as exc:
             raise StorageError(f"database {path}: cannot open: {exc}") from exc
         try:
+            identity = dbfile.file_id(path)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            if existed:  # before any pragma below writes to the file
+                dbfile.check_pages(conn, path)
             _setup_writer(conn, path)
             migrations.migrate(conn, str(path))
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn)
+        return cls(path, conn, identity)
+
+    def check_file(self) -> None:
+        """StorageError if the path no longer names the file Core opened (deleted, replaced)."""
+        dbfile.check_same_file(self.path, self.identity)
 
     def close(self) -> None:
         """Close every connection; idempotent. Readers still running finish first."""
@@ -345,18 +356,20 @@ class Storage:
         if self._closed:
             raise StorageError(f"database {self.path} is closed")
         conn = self._conn
-        before: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        # executescript steps the pragma to completion (execute frees one
-        # page); it runs as its own transaction on the writer connection.
-        conn.executescript(f"PRAGMA incremental_vacuum({pages:d});")
-        after: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        with self._unavailable_on_failure():
+            before: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            # executescript steps the pragma to completion (execute frees one
+            # page); it runs as its own transaction on the writer connection.
+            conn.executescript(f"PRAGMA incremental_vacuum({pages:d});")
+            after: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
         return before - after
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it to zero bytes."""
         if self._closed:
             raise StorageError(f"database {self.path} is closed")
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        with self._unavailable_on_failure():
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # --- connections ----------------------------------------------------
 
@@ -374,15 +387,30 @@ class Storage:
         if self._closed:
             raise StorageError(f"database {self.path} is closed")
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        with self._unavailable_on_failure():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls back by itself on some errors (disk full, I/O).
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the error that brought us here is the one to report
+                raise
+
+    @contextmanager
+    def _unavailable_on_failure(self) -> Iterator[None]:
+        """A disk-full, I/O or corruption error becomes StorageUnavailableError."""
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself on some errors (disk full, I/O).
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            yield
+        except sqlite3.Error as exc:
+            what = dbfile.unavailable_reason(exc)
+            if what is None:
+                raise
+            raise StorageUnavailableError(f"database {self.path}: {what} ({exc})", what) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -391,17 +419,18 @@ class Storage:
             if self._closed:
                 raise StorageError(f"database {self.path} is closed")
             conn = self._readers.pop() if self._readers else None
-        if conn is None:
-            conn = self._open_reader()
-        try:
-            yield conn
-        finally:
-            with self._lock:
-                keep = not self._closed and len(self._readers) < MAX_IDLE_READERS
-                if keep:
-                    self._readers.append(conn)
-            if not keep:
-                conn.close()
+        with self._unavailable_on_failure():
+            if conn is None:
+                conn = self._open_reader()
+            try:
+                yield conn
+            finally:
+                with self._lock:
+                    keep = not self._closed and len(self._readers) < MAX_IDLE_READERS
+                    if keep:
+                        self._readers.append(conn)
+                if not keep:
+                    conn.close()
 
     def _open_reader(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -1,0 +1,128 @@
+"""Core as a whole, in-process with a real agent: a full disk and a vanished
+database file, as an operator and the nodes live through them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from servermgr.common import proto
+from servermgr.common.errors import StorageError, single_error
+from servermgr.core.app import Core, serve
+from servermgr.node.agent import Agent
+from servermgr.node.collector import Collector
+from tests.support import StartCore, cap_database, core_config, node_config, wait_for
+
+
+class CountingCollector(Collector):
+    """The real collector, remembering the ts of every sample it took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[float] = []
+
+    def sample(self) -> proto.Sample:
+        s = super().sample()
+        self.taken.append(s.ts)
+        return s
+
+
+def stored_ts(core: Core, name: str) -> set[float]:
+    row = core.registry.by_ref(name)
+    assert row is not None
+    with core.db.storage.reader() as conn:
+        return {ts for (ts,) in conn.execute("SELECT ts FROM metrics WHERE node = ?", (row.seq,))}
+
+
+def unstored_are_held(agent: Agent, collector: CountingCollector, core: Core) -> int:
+    """Every sample the node took and Core did not store is still in the node's
+    backlog (no ack covered it); returns how many there are."""
+    taken = set(collector.taken)
+    held = {s.ts for s in agent.backlog.unsent} | {s.ts for _, s in agent.backlog.inflight}
+    unstored = taken - stored_ts(core, "web-1")
+    assert unstored <= held
+    return len(unstored)
+
+
+async def test_disk_full_answers_503_serves_reads_and_loses_no_sample(
+    start_core: StartCore,
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    core = (await start_core()).core
+    collector = CountingCollector()
+    agent = Agent(node_config(core, tmp_path, "web-1"), collector=collector)
+    nursery.start_soon(agent.run)
+    await wait_for(lambda: len(stored_ts(core, "web-1")) >= 3 if agent.connected else False)
+    headers = {"Authorization": f"Bearer {core.key.value}"}
+    async with httpx.AsyncClient(base_url=core.url, headers=headers, trust_env=False) as api:
+        await core.db.write(cap_database, core.db.storage, False)  # the disk is full
+        await wait_for(lambda: core.writer.failed_batches >= 1)
+        unstored = unstored_are_held(agent, collector, core)
+        await wait_for(lambda: core.writer.failed_batches >= 5)
+        assert unstored_are_held(agent, collector, core) > unstored
+
+        # Big enough to need new pages, which a full disk cannot give.
+        labels = {f"k{i}": "v" * 250 for i in range(60)}
+        resp = await api.post("/api/v1/register", json={"hostname": "web-2", "labels": labels})
+        assert resp.status_code == 503
+        assert resp.json() == {
+            "error": {
+                "code": "storage_unavailable",
+                "message": "Core cannot write to its database now (the disk is full); "
+                "try again later",
+            }
+        }
+        assert resp.headers["retry-after"]
+        job = await api.post("/api/v1/jobs", json={"target": "all", "command": "x" * 30000})
+        assert job.status_code == 503
+        assert job.json()["error"]["code"] == "storage_unavailable"
+        nodes = await api.get("/api/v1/nodes")  # reads still work
+        assert nodes.status_code == 200
+        assert [n["name"] for n in nodes.json()] == ["web-1"]
+        assert unstored_are_held(agent, collector, core) > unstored
+
+        await core.db.write(cap_database, core.db.storage, True)  # space is back
+        taken = list(collector.taken)
+        await wait_for(lambda: set(taken) <= stored_ts(core, "web-1"))
+        resp = await api.post("/api/v1/register", json={"hostname": "web-2", "labels": labels})
+        assert resp.status_code == 201, resp.text
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback in the log
+    outage_lines = [r for r in caplog.records if "the disk is full" in r.getMessage()]
+    assert len(outage_lines) == 1  # at most one a minute
+    assert any("writable again" in r.getMessage() for r in caplog.records)
+    assert agent.backlog.dropped == 0
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_core_stops_when_its_database_is_deleted_or_replaced(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = core_config(tmp_path)
+    stop = trio.Event()
+    failure: list[BaseException] = []
+
+    async def run(task_status: trio.TaskStatus[Core]) -> None:
+        try:
+            await serve(config, stop, task_status=task_status)
+        except (StorageError, BaseExceptionGroup) as exc:
+            failure.append(single_error(exc))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            core = await nursery.start(run)
+            path = core.db.storage.path
+            if how == "deleted":
+                path.unlink()
+            else:
+                path.rename(path.with_name("old.db"))
+                path.write_bytes(path.with_name("old.db").read_bytes())
+            await wait_for(lambda: bool(failure), limit=15)
+    assert isinstance(failure[0], StorageError), failure
+    assert f"was {how}" in str(failure[0])
+    assert not [r for r in caplog.records if r.exc_info]
