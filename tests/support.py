@@ -225,6 +225,18 @@ def cap_database(storage: Storage, grow: bool) -> None:
         conn.execute(f"PRAGMA max_page_count = {SQLITE_MAX_PAGES if grow else pages:d}")
 
 
+def make_database(path: Path, nodes: int = 3, samples: int = 2000) -> None:
+    """A real Core database with nodes ``web-0``... and history (a few hundred pages)."""
+    storage = Storage.open(path)
+    try:
+        for i in range(nodes):
+            row = storage.insert_node(f"n-{i}", f"web-{i}", {}, "hash", 100.0)
+            storage.write_batch([(row.seq, make_sample(1000.0 + t)) for t in range(samples)], {})
+        storage.checkpoint()  # everything in the main file, no WAL left
+    finally:
+        storage.close()
+
+
 async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
     """Poll ``predicate`` (cheap, in-memory state of another component) until true.
 

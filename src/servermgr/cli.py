@@ -134,6 +134,23 @@ def core_serve(config: ConfigOpt = None) -> None:
     trio.run(main)
 
 
+@core_app.command("backup")
+def core_backup(
+    file: Annotated[Path, typer.Argument(help="Where to write the copy.", dir_okay=False)],
+    config: ConfigOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+) -> None:
+    """Copy Core's database to FILE: consistent while Core runs, mode 0600."""
+    cfg = _config(config)
+    from servermgr.core.dbfile import backup
+
+    report = backup(cfg.storage.sqlite_path, file, overwrite=force)
+    print(
+        f"backed up {cfg.storage.sqlite_path} to {report.path}: {report.bytes} bytes, "
+        f"{report.nodes} nodes, {report.jobs} jobs, {report.samples} raw samples"
+    )
+
+
 @node_app.command("run")
 def node_run(config: ConfigOpt = None) -> None:
     """Run the node agent: register, send heartbeats, reconnect forever."""

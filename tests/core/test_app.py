@@ -126,3 +126,7 @@ async def test_core_stops_when_its_database_is_deleted_or_replaced(
     assert isinstance(failure[0], StorageError), failure
     assert f"was {how}" in str(failure[0])
     assert not [r for r in caplog.records if r.exc_info]
+    if how == "deleted":  # saved, and a restart does not make an empty database instead
+        assert "its last state is saved in" in str(failure[0])
+        with pytest.raises(StorageError, match="is missing, but"):
+            await serve(config, trio.Event())

@@ -15,19 +15,7 @@ import pytest
 from servermgr.common.errors import StorageError, StorageUnavailableError
 from servermgr.core import dbfile
 from servermgr.core.storage import Storage
-from tests.support import cap_database, make_sample
-
-
-def make_database(path: Path, nodes: int = 3, samples: int = 2000) -> None:
-    """A real Core database with some nodes and history (a few hundred pages)."""
-    storage = Storage.open(path)
-    try:
-        for i in range(nodes):
-            row = storage.insert_node(f"n-{i}", f"web-{i}", {}, "hash", 100.0)
-            storage.write_batch([(row.seq, make_sample(1000.0 + t)) for t in range(samples)], {})
-        storage.checkpoint()  # everything in the main file, no WAL left
-    finally:
-        storage.close()
+from tests.support import cap_database, make_database, make_sample
 
 
 @pytest.fixture
@@ -72,7 +60,7 @@ def test_a_sound_file_opens_and_keeps_its_rows(db_path: Path) -> None:
         storage.close()
 
 
-def test_deleted_or_replaced_file_is_noticed(db_path: Path, tmp_path: Path) -> None:
+def test_replaced_file_is_noticed(db_path: Path, tmp_path: Path) -> None:
     storage = Storage.open(db_path)
     try:
         storage.check_file()  # still the same file: nothing to say
@@ -81,9 +69,34 @@ def test_deleted_or_replaced_file_is_noticed(db_path: Path, tmp_path: Path) -> N
         os.replace(other, db_path)
         with pytest.raises(StorageError, match="was replaced by another file"):
             storage.check_file()
-        db_path.unlink()
-        with pytest.raises(StorageError, match="was deleted while Core ran"):
+    finally:
+        storage.close()
+    assert not list(db_path.parent.glob("*.rescued-*"))
+
+
+def test_deleted_file_is_noticed_saved_and_not_replaced_by_an_empty_one(db_path: Path) -> None:
+    storage = Storage.open(db_path)
+    try:
+        seq = storage.node("web-0").seq  # type: ignore[union-attr]
+        storage.write_batch([(seq, make_sample(9000.0))], {})  # in the WAL only
+        for companion in db_path.parent.glob("core.db*"):
+            companion.unlink()  # rm core.db*: the file, its WAL and its shared memory
+        with pytest.raises(StorageError, match="was deleted while Core ran") as info:
             storage.check_file()
+    finally:
+        storage.close()
+    (rescued,) = db_path.parent.glob("core.db.rescued-*")
+    assert f"its last state is saved in {rescued}" in str(info.value)
+    assert stat.S_IMODE(rescued.stat().st_mode) == 0o600
+    assert not db_path.exists()
+    with pytest.raises(StorageError, match=r"is missing, but .*\.rescued-.* holds the database"):
+        Storage.open(db_path)  # a restart does not start afresh beside the saved copy
+    assert not db_path.exists()
+    rescued.rename(db_path)  # what the message says to do
+    storage = Storage.open(db_path)
+    try:
+        assert [n.name for n in storage.list_nodes()] == ["web-0", "web-1", "web-2"]
+        assert storage.count_metrics(seq) == 2001
     finally:
         storage.close()
 

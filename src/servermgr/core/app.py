@@ -245,7 +245,7 @@ async def serve(
                         helpers.start_soon(core.gateway.serve)
                         helpers.start_soon(core.auth.serve)
                         helpers.start_soon(quiet_gc)
-                        helpers.start_soon(watch_database, storage)
+                        helpers.start_soon(watch_database, core.db)
 
             outer.start_soon(run_helpers)
             stop_http = trio.Event()
@@ -287,12 +287,12 @@ async def serve(
 DB_CHECK_EVERY = 2.0
 
 
-async def watch_database(storage: Storage, every: float = DB_CHECK_EVERY) -> None:
+async def watch_database(db: Database, every: float = DB_CHECK_EVERY) -> None:
     """Raise StorageError (Core stops, exit 1) once the database path is deleted or
     names another file: writes would go on into a file nobody can read."""
     while True:
         await trio.sleep(every)
-        await trio.to_thread.run_sync(storage.check_file)
+        await db.write(db.storage.check_file)  # between two writes: a rescue copy is whole
 
 
 FILES_SPARE = 1000  # listener, database, epoll, pipes, REST clients

@@ -5,13 +5,16 @@ new database, a truncated or damaged one answers until a query reaches the
 missing pages, and a file deleted or replaced while Core runs goes on taking
 writes that nobody will ever read. Core refuses the first three at start
 (``check_header``, ``check_pages``) and stops on the last
-(``check_same_file``, polled by core/app.py).
+(``check_same_file``, polled by core/app.py), saving a deleted file's last
+state beside it first (it is still open) so that nothing is lost.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +22,7 @@ from typing import NamedTuple
 from servermgr.common.errors import StorageError
 
 HEADER_MAGIC = b"SQLite format 3\x00"
+RESCUED = ".rescued-"
 RESTORE_HINT = (
     "restore a backup (docs/howto.md, 'Back up and restore'), "
     "or move the file away to start with an empty database"
@@ -106,28 +110,64 @@ def check_pages(conn: sqlite3.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"database {path} is damaged ({exc}): {RESTORE_HINT}") from exc
     if problems != ["ok"]:
-        raise StorageError(
-            f"database {path} is damaged ({'; '.join(problems)[:300]}): {RESTORE_HINT}"
-        )
+        found = "; ".join(" ".join(str(p).split()) for p in problems)  # one line
+        raise StorageError(f"database {path} is damaged ({found[:200]}): {RESTORE_HINT}")
 
 
-def check_same_file(path: Path, expected: FileId) -> None:
-    """StorageError if ``path`` was deleted or now names another file than ``expected``."""
+def check_same_file(path: Path, expected: FileId, rescue: Callable[[Path], None]) -> None:
+    """StorageError if ``path`` was deleted or now names another file than ``expected``.
+
+    A deleted file is still open: ``rescue(dest)`` copies it to a ``.rescued-``
+    file beside it first, which also keeps a later start from making an empty
+    database in its place (``check_no_rescued``).
+    """
     try:
         now = file_id(path)
     except FileNotFoundError:
-        raise StorageError(
-            f"database {path} was deleted while Core ran; stopping so that nothing more "
-            "is written to a file nobody can read: put a backup in its place "
-            "(docs/howto.md, 'Back up and restore') and start Core again"
-        ) from None
+        pass
     except OSError as exc:
         raise StorageError(f"database {path}: cannot check it: {exc}") from exc
-    if now != expected:
+    else:
+        if now != expected:
+            raise StorageError(
+                f"database {path} was replaced by another file while Core ran; stopping so "
+                "that nothing more is written to the old one: start Core again to use the new file"
+            )
+        return
+    dest = path.with_name(f"{path.name}{RESCUED}{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        rescue(dest)
+    except (OSError, sqlite3.Error) as exc:
+        saved = f"it could not be saved ({exc}): put a backup in its place"
+    else:
+        saved = f"its last state is saved in {dest}: move that to {path}"
+    raise StorageError(
+        f"database {path} was deleted while Core ran; stopping so that nothing more is "
+        f"written to a file nobody can read; {saved} and start Core again "
+        "(docs/howto.md, 'Back up and restore')"
+    )
+
+
+def check_no_rescued(path: Path) -> None:
+    """StorageError when ``path`` is missing but a rescued copy of it waits beside it."""
+    rescued = sorted(path.parent.glob(f"{path.name}{RESCUED}*"))
+    if rescued:
         raise StorageError(
-            f"database {path} was replaced by another file while Core ran; stopping so that "
-            "nothing more is written to the old one: start Core again to use the new file"
+            f"database {path} is missing, but {rescued[-1]} holds the database Core saved when "
+            f"it was deleted: move it to {path} to go on with it, or remove it to start with "
+            "an empty database"
         )
+
+
+def copy_into(conn: sqlite3.Connection, dest: Path) -> None:
+    """One consistent copy of ``conn``'s database into a new file ``dest`` (0600, one file)."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    dst = sqlite3.connect(dest, isolation_level=None)
+    try:
+        conn.backup(dst)  # all pages in one step: one snapshot
+        dst.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        dst.close()
 
 
 @dataclass(frozen=True)
@@ -153,7 +193,6 @@ def backup(source: Path, dest: Path, *, overwrite: bool = False) -> BackupReport
         raise StorageError(f"{dest} exists; choose another name or pass --force to replace it")
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         _copy(source, tmp)
         report = _count(tmp, dest)
         with open(tmp, "rb") as f:
@@ -171,12 +210,7 @@ def _copy(source: Path, dest: Path) -> None:
     src = sqlite3.connect(source)
     try:
         src.execute("PRAGMA query_only = ON")
-        dst = sqlite3.connect(dest, isolation_level=None)
-        try:
-            src.backup(dst)  # all pages in one step: one snapshot
-            dst.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            dst.close()
+        copy_into(src, dest)
     finally:
         src.close()
 

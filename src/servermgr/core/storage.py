@@ -180,6 +180,8 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"database {path}: cannot create its directory: {exc}") from exc
         existed = dbfile.check_header(path)
+        if not existed:
+            dbfile.check_no_rescued(path)
         try:
             # 0600 before SQLite writes a byte (its WAL and SHM files copy this mode).
             files.private_file(path)
@@ -203,8 +205,17 @@ class Storage:
         return cls(path, conn, identity)
 
     def check_file(self) -> None:
-        """StorageError if the path no longer names the file Core opened (deleted, replaced)."""
-        dbfile.check_same_file(self.path, self.identity)
+        """StorageError if the path no longer names the file Core opened (deleted, replaced).
+
+        A deleted database is copied (from the file still open) to a
+        ``.rescued-`` file beside it first. Call it as a write (one at a time).
+        """
+        dbfile.check_same_file(self.path, self.identity, self._rescue)
+
+    def _rescue(self, dest: Path) -> None:
+        if self._closed:
+            raise StorageError(f"database {self.path} is closed")
+        dbfile.copy_into(self._conn, dest)
 
     def close(self) -> None:
         """Close every connection; idempotent. Readers still running finish first."""
