@@ -9,25 +9,9 @@ import httpx
 import pytest
 import trio
 
-from servermgr.common import proto
 from servermgr.common.errors import StorageError, single_error
 from servermgr.core.app import Core, serve
-from servermgr.node.agent import Agent
-from servermgr.node.collector import Collector
-from tests.support import StartCore, cap_database, core_config, node_config, wait_for
-
-
-class CountingCollector(Collector):
-    """The real collector, remembering the ts of every sample it took."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.taken: list[float] = []
-
-    def sample(self) -> proto.Sample:
-        s = super().sample()
-        self.taken.append(s.ts)
-        return s
+from tests.support import RunningNode, StartCore, StartNode, cap_database, core_config, wait_for
 
 
 def stored_ts(core: Core, name: str) -> set[float]:
@@ -37,10 +21,11 @@ def stored_ts(core: Core, name: str) -> set[float]:
         return {ts for (ts,) in conn.execute("SELECT ts FROM metrics WHERE node = ?", (row.seq,))}
 
 
-def unstored_are_held(agent: Agent, collector: CountingCollector, core: Core) -> int:
-    """Every sample the node took and Core did not store is still in the node's
+def unstored_are_held(node: RunningNode, core: Core) -> int:
+    """Every sample the node made and Core did not store is still in the node's
     backlog (no ack covered it); returns how many there are."""
-    taken = set(collector.taken)
+    agent = node.agent
+    taken = set(node.collector.made)
     held = {s.ts for s in agent.backlog.unsent} | {s.ts for _, s in agent.backlog.inflight}
     unstored = taken - stored_ts(core, "web-1")
     assert unstored <= held
@@ -49,22 +34,20 @@ def unstored_are_held(agent: Agent, collector: CountingCollector, core: Core) ->
 
 async def test_disk_full_answers_503_serves_reads_and_loses_no_sample(
     start_core: StartCore,
-    nursery: trio.Nursery,
-    tmp_path: Path,
+    start_node: StartNode,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     core = (await start_core()).core
-    collector = CountingCollector()
-    agent = Agent(node_config(core, tmp_path, "web-1"), collector=collector)
-    nursery.start_soon(agent.run)
+    node = await start_node(core, "web-1")
+    agent = node.agent
     await wait_for(lambda: len(stored_ts(core, "web-1")) >= 3 if agent.connected else False)
     headers = {"Authorization": f"Bearer {core.key.value}"}
     async with httpx.AsyncClient(base_url=core.url, headers=headers, trust_env=False) as api:
         await core.db.write(cap_database, core.db.storage, False)  # the disk is full
         await wait_for(lambda: core.writer.failed_batches >= 1)
-        unstored = unstored_are_held(agent, collector, core)
+        unstored = unstored_are_held(node, core)
         await wait_for(lambda: core.writer.failed_batches >= 5)
-        assert unstored_are_held(agent, collector, core) > unstored
+        assert unstored_are_held(node, core) > unstored
 
         # Big enough to need new pages, which a full disk cannot give.
         labels = {f"k{i}": "v" * 250 for i in range(60)}
@@ -84,10 +67,10 @@ async def test_disk_full_answers_503_serves_reads_and_loses_no_sample(
         nodes = await api.get("/api/v1/nodes")  # reads still work
         assert nodes.status_code == 200
         assert [n["name"] for n in nodes.json()] == ["web-1"]
-        assert unstored_are_held(agent, collector, core) > unstored
+        assert unstored_are_held(node, core) > unstored
 
         await core.db.write(cap_database, core.db.storage, True)  # space is back
-        taken = list(collector.taken)
+        taken = list(node.collector.made)
         await wait_for(lambda: set(taken) <= stored_ts(core, "web-1"))
         resp = await api.post("/api/v1/register", json={"hostname": "web-2", "labels": labels})
         assert resp.status_code == 201, resp.text
