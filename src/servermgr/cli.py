@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class _NodeGroup(TyperGroup):
-    """``ctl node NAME`` shows a node; ``ctl node remove NAME`` removes one."""
+    """``ctl node NAME`` shows a node; ``ctl node rename|remove NAME`` changes one."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
@@ -56,7 +56,10 @@ ctl_app = typer.Typer(
     rich_markup_mode=None, help="Operate the fleet through Core's API.", no_args_is_help=True
 )
 ctl_node_app = typer.Typer(
-    rich_markup_mode=None, cls=_NodeGroup, help="Show or remove one node.", no_args_is_help=True
+    rich_markup_mode=None,
+    cls=_NodeGroup,
+    help="Show, rename or remove one node.",
+    no_args_is_help=True,
 )
 app.add_typer(core_app, name="core")
 app.add_typer(node_app, name="node")
@@ -333,6 +336,23 @@ def ctl_node_remove(
         render.print_json(result)
     else:
         print(f"removed {result['name']} ({result['removed']})")
+
+
+@ctl_node_app.command("rename")
+def ctl_node_rename(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Node name or id.")],
+    new_name: Annotated[str, typer.Argument(help="The node's new name.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Rename a node; it keeps its id, credential and history."""
+    result = _client(ctx).rename_node(name, new_name)
+    if json_out:
+        from servermgr.ctl import render
+
+        render.print_json(result)
+    else:
+        print(f"renamed {name} to {result['name']} ({result['id']})")
 
 
 @ctl_app.command("top")

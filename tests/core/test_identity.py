@@ -223,3 +223,45 @@ def _stored(core: Core, node_id: str) -> int:
             "SELECT count(*) FROM metrics WHERE node = ?", (row.seq,)
         ).fetchone()
     return int(count)
+
+
+async def test_an_operator_renames_a_node_which_keeps_its_id_and_connection(
+    core: Core, start_node: StartNode
+) -> None:
+    await start_node(core, "web-01")
+    await start_node(core, "web-02")
+    await wait_for(lambda: online(core, "web-01", "web-02"))
+    row = core.registry.by_ref("web-01")
+    assert row is not None
+    async with api(core) as client:
+        for bad, status, code in (
+            ("all", 400, "bad_request"),
+            ("n0123456789abcdef", 400, "bad_request"),
+            ("db\n", 400, "bad_request"),
+            ("web-02", 409, "name_taken"),
+        ):
+            resp = await client.patch("/api/v1/nodes/web-01", json={"name": bad})
+            assert resp.status_code == status, resp.text
+            assert resp.json()["error"]["code"] == code
+        assert (await client.patch("/api/v1/nodes/nope", json={"name": "x"})).status_code == 404
+
+        resp = await client.patch("/api/v1/nodes/web-01", json={"name": "db-01"})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["id"] == row.id
+        assert resp.json()["name"] == "db-01"
+        assert (await client.get("/api/v1/nodes/web-01")).status_code == 404
+        assert (await client.get("/api/v1/nodes/db-01")).json()["id"] == row.id
+    stored = core.db.storage.node_by_id(row.id)
+    assert stored is not None
+    assert stored.name == "db-01"
+    assert online(core, "db-01")
+    # Jobs reach it under its new name; its agent, still saying web-01 in a
+    # new hello after a reconnect, stays db-01.
+    done = await finished(core, (await submit(core, target="db-01", command="echo hi"))["id"])
+    assert by_node(done)["db-01"]["state"] == "succeeded"
+    before = core.gateway.sessions[row.id]
+    core.gateway.disconnect(row.id, 1001, "test: reconnect")
+    await wait_for(lambda: core.gateway.sessions.get(row.id) not in (None, before))
+    renamed = core.registry.by_id(row.id)
+    assert renamed is not None
+    assert renamed.name == "db-01"

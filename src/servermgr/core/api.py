@@ -51,6 +51,18 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
     labels: proto.Labels = {}
 
 
+class RenameBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: proto.Name
+
+
+def _name_failure(name: str, what: str) -> ApiFailure | None:
+    """The 400 for a name that breaks the rule (common/names.py), else None."""
+    problem = names.name_problem(name)
+    if problem is None:
+        return None
+    return ApiFailure(400, "bad_request", f"bad {what} '{printable(name)}': {problem}")
+
+
 @dataclass
 class Api:
     auth: Authenticator
@@ -92,10 +104,9 @@ class Api:
             body = msgspec.json.decode(raw, type=RegisterBody)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ApiFailure(400, "bad_request", f"bad registration: {exc}") from None
-        problem = names.name_problem(body.hostname)
-        if problem is not None:
-            shown = printable(body.hostname)
-            raise ApiFailure(400, "bad_request", f"bad hostname '{shown}': {problem}")
+        failure = _name_failure(body.hostname, "hostname")
+        if failure is not None:
+            raise failure
         try:
             row, credential = await self.registry.register(body.hostname, dict(body.labels))
         except NameTakenError as exc:
@@ -151,6 +162,36 @@ class Api:
         )
         log.info("removed node %s (%s)", row.name, row.id)
         return JSONResponse({"removed": row.id, "name": row.name})
+
+    async def rename_node(self, request: Request) -> Response:
+        self._authorize(request)
+        row = self._node(request.path_params["ref"])
+        raw = await self._body(request)
+        try:
+            body = msgspec.json.decode(raw, type=RenameBody)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ApiFailure(400, "bad_request", f"bad rename: {exc}") from None
+        failure = _name_failure(body.name, "name")
+        if failure is not None:
+            raise failure
+        renamed = row
+        if body.name != row.name:
+            try:
+                renamed = await self.registry.rename(row, body.name) or row
+            except NameTakenError as exc:
+                raise ApiFailure(409, "name_taken", exc.message) from None
+            self.gateway.renamed(renamed)
+            self.gateway.bus.publish(
+                {
+                    "type": "node.renamed",
+                    "node_id": row.id,
+                    "name": renamed.name,
+                    "old_name": row.name,
+                    "ts": self.clock(),
+                }
+            )
+            log.info("renamed node %s (%s) to %s", row.name, row.id, renamed.name)
+        return JSONResponse(self.node_summary(renamed))
 
     async def metrics(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
@@ -252,6 +293,17 @@ class Api:
                     "Remove a node and its history and revoke its credential; frees its name",
                     auth=Access.ADMIN,
                     params=(ref,),
+                ),
+            ),
+            (
+                "PATCH",
+                "/api/v1/nodes/{ref}",
+                self.rename_node,
+                Doc(
+                    "Rename a node (Core owns names: a node cannot rename itself)",
+                    params=(ref,),
+                    body=msgspec.json.schema(RenameBody),
+                    result=node_schema,
                 ),
             ),
             (

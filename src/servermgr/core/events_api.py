@@ -24,6 +24,7 @@ Every message is one JSON text frame with a ``type``:
     node.online   {"type", "ts", "node_id", "name", "node": <node>}
     node.offline  {"type", "ts", "node_id", "name", "reason"}
     node.removed  {"type", "ts", "node_id", "name"}  (an operator removed it)
+    node.renamed  {"type", "ts", "node_id", "name", "old_name"}  (an operator renamed it)
     heartbeats    {"type", "ts", "nodes": [<node>, ...]}   the latest of each
                   node that sent a heartbeat in the window (types=heartbeat)
     job.state     {"type", "job_id", "node_id", "node", "state", ...}  one
@@ -72,6 +73,7 @@ KIND_OF = {
     "node.online": "node",
     "node.offline": "node",
     "node.removed": "node",
+    "node.renamed": "node",
     "node.heartbeat": "heartbeat",
     "state": "job",
     "done": "job",
@@ -230,7 +232,7 @@ class EventsApi:
             return {**event, "type": f"job.{kind}"}
         if kind == SHUTDOWN:
             return {"type": "shutdown", "ts": event.get("ts"), "reason": "Core is shutting down"}
-        return event  # node.offline, node.removed
+        return event  # node.offline, node.removed, node.renamed
 
     async def _send(self, ws: WebSocket, doc: dict[str, Any]) -> None:
         with trio.fail_after(SEND_TIMEOUT):

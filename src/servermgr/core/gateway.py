@@ -232,6 +232,12 @@ class Gateway:
         """Close a node that does not answer (the scheduler saw its job.run go unanswered)."""
         self.disconnect(node_id, CLOSE_STALLED, reason[:120])
 
+    def renamed(self, row: NodeRow) -> None:
+        """A connected node's session goes on under its new name."""
+        session = self.sessions.get(row.id)
+        if session is not None:
+            session.node = row
+
     def disconnect(self, node_id: str, code: int, reason: str) -> None:
         session = self.sessions.get(node_id)
         if session is not None:

@@ -107,6 +107,13 @@ class NodeRegistry:
         self._put(result)
         return result
 
+    async def rename(self, row: NodeRow, name: str) -> NodeRow | None:
+        """An operator's rename (the rule is checked by the caller); NameTakenError if held."""
+        result = await self._db.write(self._db.storage.rename_node, row.id, name)
+        if result is not None:
+            self._put(result)
+        return result
+
     async def remove(self, row: NodeRow) -> bool:
         """Forget the node and revoke its credential (revoked first: never half removed)."""
         gone = tokens.RevokedNode(row.id, row.name, row.cred_hash, self._clock())

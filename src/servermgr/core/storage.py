@@ -279,6 +279,18 @@ class Storage:
                 out.append(_node_by_id(conn, h.node_id))
         return out
 
+    def rename_node(self, node_id: str, name: str) -> NodeRow | None:
+        """An operator's rename, committed at once; NameTakenError if ``name`` is held.
+
+        None if the node is gone.
+        """
+        with self._write() as conn:
+            holder = conn.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
+            if holder is not None and holder[0] != node_id:
+                raise _name_taken(name)
+            conn.execute("UPDATE nodes SET name = ? WHERE id = ?", (name, node_id))
+            return _node_by_id(conn, node_id)
+
     def delete_node(self, node_id: str) -> bool:
         """Remove a node and all its metrics in one transaction; False if unknown."""
         with self._write() as conn:

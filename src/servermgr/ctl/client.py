@@ -254,6 +254,12 @@ class Client:
         result: dict[str, Any] = self.request("GET", f"/api/v1/nodes/{_seg(ref)}")
         return result
 
+    def rename_node(self, ref: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH", f"/api/v1/nodes/{_seg(ref)}", json={"name": name}
+        )
+        return result
+
     def remove_node(self, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("DELETE", f"/api/v1/nodes/{_seg(ref)}")
         return result

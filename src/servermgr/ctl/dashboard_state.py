@@ -121,6 +121,10 @@ def apply(state: State, msg: dict[str, Any]) -> None:
         if node is not None:
             node["status"] = "offline"
             node["connected_at"] = None
+    elif kind == "node.renamed":
+        node = state.nodes.get(msg["node_id"])
+        if node is not None:
+            node["name"] = msg["name"]
     elif kind == "node.removed":
         state.nodes.pop(msg["node_id"], None)
         state.history.pop(msg["node_id"], None)
