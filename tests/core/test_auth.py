@@ -48,6 +48,7 @@ EXPECTED: dict[str, Access] = {
     "GET /api/v1/nodes": READ,
     "GET /api/v1/nodes/{ref}": READ,
     "DELETE /api/v1/nodes/{ref}": ADMIN,
+    "PATCH /api/v1/nodes/{ref}": ADMIN,
     "GET /api/v1/nodes/{ref}/metrics": READ,
     "POST /api/v1/jobs": OPERATE,
     "GET /api/v1/jobs": READ,

@@ -164,9 +164,8 @@ class Api:
         return JSONResponse({"removed": row.id, "name": row.name})
 
     async def rename_node(self, request: Request) -> Response:
-        self._authorize(request)
         row = self._node(request.path_params["ref"])
-        raw = await self._body(request)
+        raw = await read_body(request)
         try:
             body = msgspec.json.decode(raw, type=RenameBody)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -301,6 +300,7 @@ class Api:
                 self.rename_node,
                 Doc(
                     "Rename a node (Core owns names: a node cannot rename itself)",
+                    auth=Access.ADMIN,
                     params=(ref,),
                     body=msgspec.json.schema(RenameBody),
                     result=node_schema,
