@@ -148,16 +148,7 @@ class NodeSession:
                     self._sending.release()
             if self._broken:
                 return  # no closing handshake to wait for on a stream cut mid-frame
-            # Wait (briefly) for the node's closing frame, as the closing handshake
-            # wants. Returning at once lets Hypercorn shut the socket while its
-            # reader may still be answering the node's own close; the two collide
-            # (trio.BusyResourceError) and can take the server down.
-            with trio.move_on_after(CLOSE_WAIT):
-                while True:
-                    try:
-                        await _receive(self.ws)
-                    except (_Closed, RuntimeError, OSError, WebSocketDisconnect):
-                        break
+            await _await_close(self.ws)
 
     def close(self, code: int, reason: str) -> None:
         """End the session; the handler closes the socket with ``code``."""
@@ -288,6 +279,7 @@ class Gateway:
             log.info("node %s (%s): hello refused: %s", node.name, peer, exc.reason)
             await _send_error(ws, "bad_hello", printable(exc.reason)[:1000])
             await _close(ws, CLOSE_POLICY, "hello refused")
+            await _await_close(ws)
             return
         except _Closed as exc:
             log.info("node %s (%s): handshake failed: %s", node.name, peer, exc)
@@ -295,6 +287,7 @@ class Gateway:
             return
         except trio.TooSlowError:
             await _close(ws, CLOSE_POLICY, "no hello within 10 s")
+            await _await_close(ws)
             return
         if hello.hostname != node.name:
             # Core owns names: the one registered stays (docs/security.md).
@@ -459,6 +452,21 @@ async def _send_error(ws: WebSocket, code: str, message: str) -> None:
         await ws.send_text(proto.encode(proto.Error(code=code, message=message)))
     except (RuntimeError, OSError):
         pass
+
+
+async def _await_close(ws: WebSocket) -> None:
+    """Wait (briefly, shielded) for the node's closing frame after ours.
+
+    Returning at once lets Hypercorn shut the socket while its reader may
+    still be answering the node's own close; the two collide
+    (trio.BusyResourceError) and can take the server down.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_WAIT):
+        while True:
+            try:
+                await _receive(ws)
+            except (_Closed, RuntimeError, OSError, WebSocketDisconnect):
+                break
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
