@@ -165,3 +165,16 @@ def test_an_unusable_ca_file_is_a_config_error_at_start(tmp_path: Path) -> None:
             run_agent(cfg)
         assert err.value.key == "node.ca_file"
         assert f"cannot use the CA file {tmp_path / ca}" in err.value.reason
+
+
+async def test_an_unknown_ca_is_refused_on_both_paths(
+    start_core: StartCore, tmp_path: Path
+) -> None:
+    core = await tls_core(start_core, tmp_path)
+    url = core.url.replace("https://", "wss://")
+    system = tls.Trust()  # the system's CAs do not know Core's self-signed certificate
+    with pytest.raises(TlsError, match="is not trusted by the system's CAs"):
+        async with transport.connect(url, "n1.x", trust=system):
+            pass
+    with pytest.raises(TlsError, match="is not trusted by the system's CAs"):
+        await transport.register(url, "token", "n1", {}, trust=system)
