@@ -179,3 +179,85 @@ async def test_a_node_on_a_limited_address_keeps_trying_and_gets_in(
     node = await start_node(core, "node-01")
     await wait_for(lambda: online(core, "node-01"), limit=20)
     assert node.error is None
+
+
+# --- unauthenticated connections per address -----------------------------------------
+
+
+async def silent(port: int, source: str = "127.0.0.1") -> trio.socket.SocketType:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the peer closed ``sock`` (without blocking)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+async def test_unauthenticated_connections_are_capped_per_address(
+    start_core: StartCore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="servermgr.core.listen")
+    cfg = core_config(tmp_path, limits="unauthenticated_connections = 4\nhandshake_timeout = 60\n")
+    core = (await start_core(cfg)).core
+    held = [socket.create_connection(("127.0.0.1", core.port)) for _ in range(4)]
+    try:
+        # Over the cap: closed at once (long before the 60 s handshake timeout).
+        for _ in range(3):
+            with await silent(core.port) as extra:
+                assert await closed_by_core(extra, trickle=False) == b""
+        # Another address is not affected; nor are the four held (still open).
+        async with client(core, core.key.value, source="127.0.0.2") as other:
+            assert (await other.get("/api/v1/nodes")).status_code == 200
+        await trio.sleep(0.1)  # time to close them, had Core meant to
+        assert not any(closed(sock) for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+    # Closed by the client: they no longer count.
+    async with client(core, core.key.value) as right:
+        for _ in range(100):  # Core sees the closes on its own schedule
+            try:
+                if (await right.get("/api/v1/nodes")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await trio.sleep(0.05)
+        else:
+            pytest.fail("127.0.0.1 still refused after closing its connections")
+    lines = [r.getMessage() for r in caplog.records if r.name == "servermgr.core.listen"]
+    assert len(lines) == 1, lines
+    assert "127.0.0.1" in lines[0]
+
+
+async def test_slow_clients_do_not_stop_a_connected_node_and_new_nodes_get_in_after(
+    start_core: StartCore, start_node: StartNode, tmp_path: Path
+) -> None:
+    cfg = core_config(tmp_path, limits="unauthenticated_connections = 4\nhandshake_timeout = 1\n")
+    core = (await start_core(cfg)).core
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    (session,) = core.gateway.sessions.values()
+    held = [socket.create_connection(("127.0.0.1", core.port)) for _ in range(12)]
+    try:
+        # node-01 keeps heartbeating over the connection it had.
+        stored = core.writer.samples
+        await wait_for(lambda: core.writer.samples >= stored + 10, limit=20)
+        assert list(core.gateway.sessions.values()) == [session]
+        # A new node (registration, then its WebSocket) from the same address
+        # gets in once the slow clients have been dropped.
+        await start_node(core, "node-02")
+        await wait_for(lambda: online(core, "node-02"), limit=20)
+        # All closed by Core: eight at accept, four after the handshake timeout.
+        await wait_for(lambda: all(closed(sock) for sock in held))
+    finally:
+        for sock in held:
+            sock.close()
+    assert session in core.gateway.sessions.values()

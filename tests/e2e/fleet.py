@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -108,8 +109,14 @@ class Fleet:
             timeout=min(self.left(), 20),
         )
 
-    def spawn(self, name: str, *args: str) -> Proc:
+    def spawn(self, name: str, *args: str, open_files: int | None = None) -> Proc:
+        """Start the CLI; ``open_files`` sets its open-file limit (soft and hard)."""
         log = self.tmp / f"{name}.log"
+
+        def limit() -> None:  # in the child, before exec
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 [*SERVERMGR, *args],
@@ -118,6 +125,7 @@ class Fleet:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=limit if open_files is not None else None,
             )
         proc = Proc(popen, log, popen.pid)
         self.procs.append(proc)

@@ -98,6 +98,7 @@ class LimitsConfig:
 
     auth_failures: int = 10  # failed authentications allowed per window, then 429
     auth_window: float = 60.0
+    unauthenticated_connections: int = 32  # per address, before it authenticates
     handshake_timeout: float = 5.0  # to send a complete request head (or TLS handshake)
 
 
@@ -346,7 +347,9 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
 
 
 def _parse_limits(sec: _Section) -> LimitsConfig:
-    sec.check_keys({"auth_failures", "auth_window", "handshake_timeout"})
+    sec.check_keys(
+        {"auth_failures", "auth_window", "unauthenticated_connections", "handshake_timeout"}
+    )
     d = LimitsConfig()
     return LimitsConfig(
         auth_failures=sec.get(
@@ -354,6 +357,11 @@ def _parse_limits(sec: _Section) -> LimitsConfig:
         ),
         auth_window=sec.get(
             "auth_window", lambda k, v: _number(sec, k, v, 1, 86400), d.auth_window
+        ),
+        unauthenticated_connections=sec.get(
+            "unauthenticated_connections",
+            lambda k, v: _integer(sec, k, v, 1, 1_000_000),
+            d.unauthenticated_connections,
         ),
         handshake_timeout=sec.get(
             "handshake_timeout", lambda k, v: _number(sec, k, v, 0.1, 300), d.handshake_timeout

@@ -78,12 +78,11 @@ class AuthFailureGuard:
         count = self.throttle.event(address, self.clock())
         if count is not None:
             log.warning(
-                "refusing %s: more than %d failed authentications in %g s "
-                "(%d request(s) refused since the last line about it)",
+                "refusing %s: too many failed authentications (%d allowed per %g s)%s",
                 address,
                 self.limiter.limit,
                 self.limiter.window,
-                count,
+                "" if count == 1 else f"; {count} requests refused since the last such line",
             )
 
     async def _deny(self, scope: Scope, send: Send, wait: float) -> None:

@@ -8,7 +8,7 @@
     ├── Authenticator.serve        picks up a rotated key and changed tokens each second
     ├── quiet_gc                   keeps the garbage collector's pauses short
     ├── watch_database             stops Core if its database file is deleted or replaced
-    └── hypercorn serve            REST + node WebSocket on one port
+    └── listen.serve               REST + node WebSocket on one port (Hypercorn, own accept loop)
 
 Shutdown (``stop`` set, e.g. by SIGTERM): nodes are told (close 1001), the
 HTTP server stops, then the writer flushes what it holds and the database is
@@ -28,7 +28,6 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,6 +37,7 @@ from servermgr.common import proto
 from servermgr.common.config import Config
 from servermgr.common.errors import ServermgrError, StorageUnavailableError, single_error
 from servermgr.core import api as api_mod
+from servermgr.core import listen
 from servermgr.core.abuse import AuthFailureGuard
 from servermgr.core.auth import Authenticator
 from servermgr.core.cache import MemoryBus, MemoryStatus
@@ -253,9 +253,10 @@ async def serve(
                 try:
                     bound = await inner.start(
                         partial(
-                            hypercorn_serve,
-                            core.asgi,  # type: ignore[arg-type]  # Starlette's ASGI types
+                            listen.serve,
+                            core.asgi,
                             hypercorn_config(config, tls),
+                            listen.Gate(config.limits.unauthenticated_connections),
                             shutdown_trigger=stop_http.wait,
                         )
                     )

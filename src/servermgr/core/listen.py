@@ -1,0 +1,242 @@
+"""Core's HTTP server: Hypercorn's trio worker, with Core's own accept loop.
+
+    serve()
+    ├── accept loop per listener     caps unauthenticated connections per address;
+    │                                out of file descriptors: log once a minute, retry
+    └── TCPServer per connection     Hypercorn's HTTP/1.1 + WebSocket (+ TLS) handling
+
+``hypercorn.trio.serve`` builds its listeners and runs ``trio.serve_listeners``
+inside, and neither can be given a hook: nothing sees a connection before its
+request head is complete, so nothing could count the connections one address
+holds without a request, and when accept(2) fails with EMFILE trio logs an
+error with a traceback ten times a second. So Core runs the same parts
+itself (Hypercorn's ``TCPServer`` per connection, its ``WorkerContext`` and
+graceful shutdown), with these differences:
+
+- A connection counts as unauthenticated from accept until it is answered
+  with anything but 401 or 429, or its WebSocket is accepted. An address
+  holding ``unauthenticated`` of them has further connections closed at once.
+  Hypercorn's ``keep_alive_timeout`` (``[limits] handshake_timeout``) closes
+  one that sends no complete request head in time.
+- accept(2) out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM): one warning
+  a minute with the count, then retried every 0.1 s (as trio does). Connected
+  nodes hold their sockets and keep working meanwhile; new ones get in as
+  soon as slow clients are dropped.
+- A connection its peer closes is released at once, not when Hypercorn's
+  idle timer fires (``_EofWatch``).
+- No ASGI lifespan (Core's app has no startup or shutdown handlers), no
+  QUIC, no statsd.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import repr_socket_addr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servermgr.core.ratelimit import AddressCounter, LogThrottle
+
+log = logging.getLogger("servermgr.core.listen")
+
+OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_RETRY = 0.1
+_NOT_AUTHENTICATED = (401, 429)
+
+Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+class Gate:
+    """Per-address accounting of connections that have not authenticated yet."""
+
+    def __init__(self, unauthenticated: int, *, throttle: LogThrottle | None = None) -> None:
+        self.pending = AddressCounter(unauthenticated)
+        self.throttle = throttle or LogThrottle(60.0)
+        self.refused = 0  # connections closed at accept for the cap
+        self.accept_failures = 0  # accept(2) out of descriptors
+
+    def admit(self, address: str) -> bool:
+        if self.pending.acquire(address):
+            return True
+        self.refused += 1
+        count = self.throttle.event(f"cap {address}", trio.current_time())
+        if count is not None:
+            log.warning(
+                "closed %d new connection(s) from %s: it holds %d that have not "
+                "authenticated ([limits] unauthenticated_connections)",
+                count,
+                address,
+                self.pending.cap,
+            )
+        return False
+
+    def out_of_files(self, exc: OSError) -> None:
+        self.accept_failures += 1
+        count = self.throttle.event("accept", trio.current_time())
+        if count is not None:
+            log.warning(
+                "cannot accept connections: %s (%s)%s; connected nodes keep working, new "
+                "ones get in when descriptors free up (raise the open-file limit if it persists)",
+                errno.errorcode.get(exc.errno or 0, "?"),
+                os.strerror(exc.errno or 0),
+                "" if count == 1 else f", {count} times since the last such line",
+            )
+
+
+class _Connection:
+    """One accepted connection: counted against its address until it authenticates."""
+
+    def __init__(self, gate: Gate, address: str) -> None:
+        self.gate = gate
+        self.address = address
+        self.pending = True
+
+    def authenticated(self) -> None:
+        """Stop counting it (also called when it closes)."""
+        if self.pending:
+            self.pending = False
+            self.gate.pending.release(self.address)
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+            if not self.pending:
+                await app(scope, receive, send)
+                return
+
+            async def watch(message: Message) -> None:
+                kind = message["type"]
+                if kind == "websocket.accept" or (
+                    kind == "http.response.start" and message["status"] not in _NOT_AUTHENTICATED
+                ):
+                    self.authenticated()
+                await send(message)
+
+            await app(scope, receive, watch)
+
+        return asgi
+
+
+class _EofWatch:
+    """``stream``, telling ``peer_closed`` when the peer has closed its side.
+
+    Hypercorn's idle timer runs from accept to the first request head and
+    between requests; a connection the peer closes meanwhile (a scanner, a
+    client gone away) is released only when that timer fires, holding its
+    descriptor and its place in the count until then. Hypercorn handles end
+    of input as the connection's end anyway, so the timer can stop there.
+    """
+
+    def __init__(self, stream: Stream, peer_closed: Callable[[], Awaitable[None]]) -> None:
+        self._stream = stream
+        self._peer_closed = peer_closed
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the stream's own
+        return getattr(self._stream, name)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._peer_closed()
+            raise
+        if not data:
+            await self._peer_closed()
+        return data
+
+
+def peer_address(stream: Stream) -> str:
+    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    return str(sock.getpeername()[0])
+
+
+async def serve(
+    app: ASGIApp,
+    config: HyperConfig,
+    gate: Gate,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` returns; reports the binds."""
+    context = WorkerContext(None)
+    sockets = config.create_sockets()
+    listeners: list[trio.SocketListener | trio.SSLListener[trio.SocketStream]] = []
+    binds = []
+    for sock in sockets.secure_sockets:
+        ssl_context = config.create_ssl_context()
+        assert ssl_context is not None  # secure sockets exist only with a certificate
+        sock.listen(config.backlog)
+        listeners.append(
+            trio.SSLListener(
+                trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+                ssl_context,
+                https_compatible=True,
+            )
+        )
+        binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+
+    async def handle(stream: Stream, address: str) -> None:
+        conn = _Connection(gate, address)
+        server: TCPServer | None = None
+
+        async def peer_closed() -> None:
+            if server is not None:
+                await server.idle_task.stop()
+
+        try:
+            wrapped = ASGIWrapper(conn.wrap(app))  # type: ignore[arg-type]  # Starlette's ASGI types
+            watched = _EofWatch(stream, peer_closed)
+            server = TCPServer(wrapped, config, context, {}, watched)  # type: ignore[arg-type]
+            await server.run()
+        finally:
+            conn.authenticated()  # closed: stop counting it
+            await trio.aclose_forcefully(stream)
+
+    async def accept_loop(
+        listener: trio.SocketListener | trio.SSLListener[trio.SocketStream],
+        handlers: trio.Nursery,
+    ) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream: Stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in OUT_OF_FILES:
+                        raise
+                    gate.out_of_files(exc)
+                    await trio.sleep(ACCEPT_RETRY)
+                    continue
+                try:
+                    address = peer_address(stream)
+                except OSError:  # gone already
+                    await trio.aclose_forcefully(stream)
+                    continue
+                if gate.admit(address):
+                    handlers.start_soon(handle, stream, address)
+                else:
+                    await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as handlers:
+        try:
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(accept_loop, listener, handlers)
+                task_status.started(binds)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+        finally:
+            await context.terminated.set()
+            handlers.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
