@@ -54,12 +54,12 @@ async def fake_node(core: Core, name: str) -> AsyncIterator[tuple[str, WebSocket
         yield doc["node_id"], ws
 
 
-async def beat(ws: WebSocketConnection) -> None:
+async def beat(ws: WebSocketConnection, acked: int | None = None) -> None:
     """Heartbeats forever (so the silence watchdog is not what catches the node)."""
     seq = 0
     while True:
         seq += 1
-        hb = proto.Heartbeat(seq=seq, samples=[make_sample(trio.current_time())])
+        hb = proto.Heartbeat(seq=seq, samples=[make_sample(trio.current_time())], acked=acked)
         try:
             await ws.send_message(proto.encode(hb))
         except ConnectionClosed:
@@ -147,6 +147,20 @@ async def test_core_enforces_the_output_cap_and_message_sizes(core: Core) -> Non
             await ws.get_message()
         assert closed.value.reason is not None
         assert closed.value.reason.code == 1009
+
+
+async def test_a_node_that_sends_but_never_reads_is_disconnected(
+    core: Core, start_node: StartNode, nursery: trio.Nursery
+) -> None:
+    await start_node(core, "reader")  # echoes every ack it reads: never stalled
+    async with core.bus.subscribe(match=lambda e: e["type"] == "node.offline") as offline:
+        async with fake_node(core, "deaf") as (deaf_id, ws):
+            nursery.start_soon(beat, ws, 0)  # its heartbeats never echo an ack
+            with trio.fail_after(core.gateway.config.ack_interval + 30):
+                event = await offline.receive()
+    assert event["node_id"] == deaf_id
+    assert event["reason"].startswith("stalled: heartbeat.ack not read")
+    assert online(core, "reader")
 
 
 class NeverTakes:

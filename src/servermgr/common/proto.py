@@ -131,6 +131,9 @@ class Heartbeat(_Msg, tag="heartbeat"):
 
     seq: NonNegInt
     samples: Annotated[list[Sample], Meta(min_length=1, max_length=MAX_SAMPLES_PER_HEARTBEAT)]
+    # The highest heartbeat.ack seq the node has read: Core tells a node that
+    # does not read its socket (a stall) by this not catching up (None: not said).
+    acked: NonNegInt | None = None
 
 
 class JobOutput(_Msg, tag="job.output"):

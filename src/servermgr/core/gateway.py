@@ -82,6 +82,12 @@ class GatewayConfig:
     def silent_after(self) -> float:
         return self.heartbeat_interval * MISSED_INTERVALS + 1.0
 
+    @property
+    def read_within(self) -> float:
+        """A node's heartbeats must echo a heartbeat.ack within this, else it is not
+        reading its socket: stalled (its next heartbeat after the ack, plus slack)."""
+        return self.heartbeat_interval * 2 + SEND_TIMEOUT
+
 
 class NodeSession:
     """A live connection to one node."""
@@ -99,6 +105,7 @@ class NodeSession:
         # Highest seq stored in this session: the writer commits in order and
         # holds every heartbeat after a failed one, so all below it are stored too.
         self.stored_seq = 0
+        self.unread_ack: tuple[int, float] | None = None  # (seq, trio time) not echoed yet
         # Our sends one at a time, and none while or after the socket closes
         # (Hypercorn's close does not wait for a send in progress).
         self._sending = trio.Lock()
@@ -387,7 +394,22 @@ class Gateway:
         t = trio.current_time()
         if t >= session.next_ack:
             session.next_ack = t + self.config.ack_interval
+            if session.unread_ack is None:  # the node's heartbeats must echo it (a reader)
+                session.unread_ack = (session.stored_seq, t)
             self._spawn(session.send, proto.HeartbeatAck(seq=session.stored_seq))
+
+    def _check_reading(self, session: NodeSession, acked: int) -> None:
+        """A node that sends but does not read: its heartbeats never echo our ack."""
+        assert session.unread_ack is not None
+        seq, at = session.unread_ack
+        if acked >= seq:
+            session.unread_ack = None
+        elif trio.current_time() - at > self.config.read_within:
+            log.warning("node %s does not read its connection; disconnecting it", session.node.name)
+            session.close(
+                CLOSE_STALLED,
+                f"stalled: heartbeat.ack not read within {self.config.read_within:g} s",
+            )
 
     async def _dispatch(self, session: NodeSession, msg: proto.NodeMessage) -> None:
         node = session.node
@@ -396,6 +418,8 @@ class Gateway:
             for sample in msg.samples:
                 self.status.update_sample(node.id, sample, now=now)
             seq = msg.seq
+            if msg.acked is not None and session.unread_ack is not None:
+                self._check_reading(session, msg.acked)
 
             def heartbeat_stored() -> None:
                 session.stored_seq = max(session.stored_seq, seq)

@@ -58,6 +58,7 @@ class Backlog:
     inflight: deque[tuple[int, proto.Sample]] = field(default_factory=deque)
     unsent: deque[proto.Sample] = field(default_factory=deque)
     seq: int = 0
+    acked: int = 0  # the highest heartbeat.ack read, echoed in heartbeats
     dropped: int = 0
 
     def __len__(self) -> int:
@@ -79,9 +80,10 @@ class Backlog:
         self.seq += 1
         batch = [self.unsent.popleft() for _ in range(min(most, len(self.unsent)))]
         self.inflight.extend((self.seq, s) for s in batch)
-        return proto.Heartbeat(seq=self.seq, samples=batch)
+        return proto.Heartbeat(seq=self.seq, samples=batch, acked=self.acked)
 
     def ack(self, seq: int) -> None:
+        self.acked = max(self.acked, seq)
         while self.inflight and self.inflight[0][0] <= seq:
             self.inflight.popleft()
 
