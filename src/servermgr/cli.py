@@ -335,7 +335,9 @@ def ctl_node_remove(
 
         render.print_json(result)
     else:
-        print(f"removed {result['name']} ({result['removed']})")
+        from servermgr.common.text import printable
+
+        print(printable(f"removed {result['name']} ({result['removed']})"))
 
 
 @ctl_node_app.command("rename")
@@ -352,7 +354,9 @@ def ctl_node_rename(
 
         render.print_json(result)
     else:
-        print(f"renamed {name} to {result['name']} ({result['id']})")
+        from servermgr.common.text import printable
+
+        print(printable(f"renamed {name} to {result['name']} ({result['id']})"))
 
 
 @ctl_app.command("top")

@@ -268,6 +268,12 @@ def test_live_events_update_figures_history_offline_and_jobs() -> None:
     assert "0 jobs running" in draw(state)[0]
     apply(state, {"type": "dropped", "count": 7})
     assert "7 events dropped" in draw(state, 120)[0]
+    apply(
+        state,
+        {"type": "node.renamed", "node_id": "id-web-2", "name": "api-2", "old_name": "web-2"},
+    )
+    assert "api-2" in "\n".join(draw(state))
+    assert "web-2" not in "\n".join(draw(state))
 
 
 def test_reconnecting_is_shown_and_data_kept() -> None:
