@@ -36,6 +36,7 @@ BENCHMARKS = (
     "fanout",
     "agent_footprint",
     "storage",
+    "node_strings",
     "storage_year",
 )
 OPTIONAL = {"storage_year"}

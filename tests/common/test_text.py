@@ -74,6 +74,37 @@ def test_the_input_patterns_refuse_a_trailing_newline() -> None:
     assert re.search(TEXT_PATTERN, "abc\n") is not None
 
 
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    # Keys without backslashes: "\x1b" escaped and typed out would be one key.
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(st.characters(blacklist_characters="\\")), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _strings(doc: object) -> list[str]:
+    if isinstance(doc, str):
+        return [doc]
+    if isinstance(doc, dict):
+        return [s for k, v in doc.items() for s in [k, *_strings(v)]]
+    if isinstance(doc, list):
+        return [s for v in doc for s in _strings(v)]
+    return []
+
+
+@given(JSON)
+def test_printable_doc_leaves_nothing_unsafe_and_safe_documents_alone(doc: object) -> None:
+    out = printable_doc(doc)
+    assert all(is_printable(s) for s in _strings(out))
+    if all(is_printable(s) for s in _strings(doc)):
+        assert out == doc
+    else:
+        assert [printable(s) for s in _strings(doc)] == _strings(out)
+
+
 def test_printable_doc_escapes_every_string_keys_too() -> None:
     doc = {"name": "a\x1b", "info": {"os\r": ["x\x07", 1, None, 2.5]}, "ok": True}
     assert printable_doc(doc) == {

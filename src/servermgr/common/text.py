@@ -54,6 +54,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(text: str, *, lines: bool = False) -> str:
     """``text`` with every unsafe character escaped (newlines and tabs kept when ``lines``)."""
+    if text.isprintable():  # fast path: no Cc, Cf, Cs, Zl, Zp (nor Co, Cn, Zs)
+        return text
     pattern = _UNSAFE_TEXT if lines else _UNSAFE
     if pattern.search(text) is None:
         return text
@@ -62,15 +64,34 @@ def printable(text: str, *, lines: bool = False) -> str:
 
 def is_printable(text: str, *, lines: bool = False) -> bool:
     """True when ``printable`` would leave ``text`` as it is."""
-    return (_UNSAFE_TEXT if lines else _UNSAFE).search(text) is None
+    return text.isprintable() or (_UNSAFE_TEXT if lines else _UNSAFE).search(text) is None
 
 
 def printable_doc(doc: Any) -> Any:
-    """A JSON document with every string in it (keys too) made ``printable``."""
+    """A JSON document with every string in it (keys too) made ``printable``.
+
+    The document itself when nothing in it needs escaping, which one pass
+    over its JSON text tells at C speed, many times faster than walking it
+    (a big fleet's node list is drawn often): the JSON text holds control
+    characters only as backslash escapes, and any other unsafe character
+    makes it fail ``str.isprintable``.
+    """
+    import msgspec  # ctl's fast paths do not need it unless they draw a table
+
+    try:
+        raw = msgspec.json.encode(doc)
+    except (TypeError, ValueError):
+        return _walk(doc)
+    if b"\\" not in raw and raw.decode().isprintable():
+        return doc
+    return _walk(doc)
+
+
+def _walk(doc: Any) -> Any:
     if isinstance(doc, str):
         return printable(doc)
     if isinstance(doc, dict):
-        return {printable(k) if isinstance(k, str) else k: printable_doc(v) for k, v in doc.items()}
+        return {printable(k) if isinstance(k, str) else k: _walk(v) for k, v in doc.items()}
     if isinstance(doc, list):
-        return [printable_doc(v) for v in doc]
+        return [_walk(v) for v in doc]
     return doc
