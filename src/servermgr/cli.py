@@ -49,7 +49,7 @@ core_app = typer.Typer(
 node_app = typer.Typer(rich_markup_mode=None, help="Run the node agent.", no_args_is_help=True)
 key_app = typer.Typer(
     rich_markup_mode=None,
-    help="The core key that nodes and operators authenticate with.",
+    help="Credentials on the Core host: the core key (admin) and named tokens with a role.",
     no_args_is_help=True,
 )
 ctl_app = typer.Typer(
@@ -200,7 +200,10 @@ def key_show(
     if key.warning:
         sys.stderr.write(f"warning: {key.warning}\n")
     note = "created" if key.created else "stored"
-    sys.stderr.write(f"({note} in {key.path}; use it as node.register_token and SERVERMGR_KEY)\n")
+    sys.stderr.write(
+        f"({note} in {key.path}; the admin credential: use it as SERVERMGR_KEY; for nodes "
+        "make an enroll token: servermgr key create --role enroll --name NAME)\n"
+    )
     _show_fingerprint(cfg, data_dir)
 
 
@@ -216,6 +219,119 @@ def _show_fingerprint(cfg: Config | None, data_dir: Path | None) -> None:
         f"(line 2: the fingerprint of {files.cert}; use it as node.tls_fingerprint "
         "and SERVERMGR_FINGERPRINT)\n"
     )
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Core's data directory (overrides [storage] data_dir).", file_okay=False
+    ),
+]
+
+
+def _core_paths(config: Path | None, data_dir: Path | None) -> tuple[Path, Path]:
+    """(core key file, database) of the Core whose credentials a key command manages."""
+    if config is not None and data_dir is not None:
+        _fail("give --config or --data-dir, not both", 2)
+    if data_dir is not None:
+        return data_dir / "core.key", data_dir / "server_manager.db"
+    cfg = _config(config)
+    return cfg.storage.key_path, cfg.storage.sqlite_path
+
+
+@key_app.command("create")
+def key_create(
+    role: Annotated[
+        str, typer.Option("--role", help="read, operate or enroll.", show_default=False)
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="A name for the token (audit, list, revoke).")
+    ],
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="Stop working after this long (30d, 12h); default never."),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a named token with a role; prints it once, alone on the first line."""
+    from servermgr.core import keyadmin
+
+    _, db = _core_paths(config, data_dir)
+    doc, secret = keyadmin.create(db, name, role, expires)
+    print(secret)
+    until = "never expires" if doc["expires"] is None else "expires " + _when(doc["expires"])
+    sys.stderr.write(
+        f"(token {doc['name']!r}, role {doc['role']}, {until}; shown only now: Core keeps a "
+        "hash. A running Core takes it within a second)\n"
+    )
+
+
+@key_app.command("list")
+def key_list(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, json_out: JsonOpt = False
+) -> None:
+    """List named tokens: name, role, created, expires, last used (never the secret)."""
+    from servermgr.core import keyadmin
+
+    _, db = _core_paths(config, data_dir)
+    rows = keyadmin.listing(db)
+    if json_out:
+        from servermgr.ctl import render
+
+        render.print_json(rows)
+        return
+    if not rows:
+        print("no tokens (make one: servermgr key create --role read --name NAME)")
+        return
+    table = [("NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED")]
+    for r in rows:
+        table.append(
+            (
+                r["name"],
+                r["role"],
+                _when(r["created"]),
+                _when(r["expires"]) if r["expires"] is not None else "never",
+                _when(r["last_used"]) if r["last_used"] is not None else "never",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@key_app.command("revoke")
+def key_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a named token; a running Core refuses it within a second."""
+    from servermgr.core import keyadmin
+
+    _, db = _core_paths(config, data_dir)
+    keyadmin.revoke(db, name)
+    print(f"revoked token {name!r}")
+
+
+@key_app.command("rotate")
+def key_rotate(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Replace the core key; prints the new one alone on the first line."""
+    from servermgr.core import keyadmin
+
+    path, _ = _core_paths(config, data_dir)
+    key = keyadmin.rotate(path)
+    print(key.value)
+    sys.stderr.write(
+        f"(new core key in {path}; the old one stops working, on a running Core within a "
+        "second; registered nodes keep working: update SERVERMGR_KEY where it was used)\n"
+    )
+
+
+def _when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 # --- ctl -----------------------------------------------------------------------
@@ -281,9 +397,7 @@ def _resolve(ctx: typer.Context) -> tuple[str, str, Trust | None]:
     from servermgr.ctl.client import resolve
 
     core, key, config, fingerprint, ca_file = ctx.obj
-    return resolve(
-        core, key, lambda: _config(config), fingerprint=fingerprint, ca_file=ca_file
-    )
+    return resolve(core, key, lambda: _config(config), fingerprint=fingerprint, ca_file=ca_file)
 
 
 def _client(ctx: typer.Context) -> Client:

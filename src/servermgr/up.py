@@ -1,4 +1,8 @@
-"""``servermgr up``: Core plus a local node in one process, for a first look."""
+"""``servermgr up``: Core plus a local node in one process, for a first look.
+
+The local node enrols like any other: with a short-lived enroll token made
+for it (never the core key), and only while it has no identity yet.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import trio
@@ -14,13 +19,19 @@ from servermgr.common import addr
 from servermgr.common.config import Config, NodeConfig
 from servermgr.common.run import stop_on_signals
 from servermgr.core import app as core_app
+from servermgr.core import tokens
+from servermgr.node import identity
 from servermgr.node.agent import Agent
 
 log = logging.getLogger("servermgr.up")
 
 
+LOCAL_TOKEN = "up-local-node"
+LOCAL_TOKEN_LIFE = 3600.0
+
+
 def node_config(
-    config: Config, core_url: str, token: str, fingerprint: str | None = None
+    config: Config, core_url: str, token: str | None, fingerprint: str | None = None
 ) -> Config:
     """The local node's config: reaches this Core (pinned to its certificate when it
     serves TLS), keeps its identity in data_dir."""
@@ -46,7 +57,10 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
         core = await nursery.start(core_app.serve, config, stop)
         pin = core.tls.fingerprint if core.tls else None
         url = addr.listen_to_url(config.server.listen_host, core.port, tls=pin is not None)
-        agent = Agent(node_config(config, url, core.key.value, pin))
+        token = None
+        if identity.load(config.storage.data_dir / "local-node") is None:
+            token = await _enroll_token(core)
+        agent = Agent(node_config(config, url, token, pin))
         node_scope = trio.CancelScope()
 
         async def run_node() -> None:
@@ -54,12 +68,26 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
                 await agent.run()
 
         nursery.start_soon(run_node)
-        announce(
-            _banner(url, core.key.value, core.key.path, agent.hostname, prog=_prog())
-            + _tls_note(pin)
-        )
+        announce(_banner(url, core.key.path, agent.hostname, prog=_prog()) + _tls_note(pin))
         await stop.wait()
         node_scope.cancel()
+
+
+async def _enroll_token(core: core_app.Core) -> str:
+    """A fresh enroll token for the local node (an older one of the same name is revoked)."""
+    storage = core.db.storage
+    await core.db.write(tokens.revoke, storage, LOCAL_TOKEN)
+    now = time.time()
+    _, secret = await core.db.write(
+        tokens.create,
+        storage,
+        LOCAL_TOKEN,
+        tokens.Role.ENROLL,
+        now=now,
+        expires=now + LOCAL_TOKEN_LIFE,
+    )
+    await core.auth.refresh()
+    return secret
 
 
 def _prog() -> str:
@@ -73,19 +101,21 @@ def _prog() -> str:
     return "servermgr"
 
 
-def _banner(url: str, key: str, key_path: object, hostname: str, *, prog: str) -> str:
+def _banner(url: str, key_path: object, hostname: str, *, prog: str) -> str:
     ws = addr.ws_url(url, "")
     return (
         f"\nservermgr is up: Core on {url}, a local node named {hostname!r}.\n"
-        f"core key: {key}  (in {key_path})\n\n"
+        f"The core key (admin) is in {key_path}; ctl in this directory reads it there.\n\n"
         "Try, in another terminal in this directory:\n"
         f"  {prog} ctl nodes\n"
         f"  {prog} ctl node {hostname}\n"
         f"  {prog} ctl metrics {hostname} --since 10m\n\n"
-        "Add a node on another host (listen on a reachable address first): copy\n"
+        "Add a node on another host (listen on a reachable address first): make it an\n"
+        f"enroll token with `{prog} key create --role enroll --name NAME`, copy\n"
         "dist/servermgr.pyz there and run `servermgr node run --config node.toml` with\n"
-        f'  [node] core_addr = "{ws}" and register_token = the core key.\n'
-        f"ctl from another host: export SERVERMGR_CORE={url} SERVERMGR_KEY=<the core key>\n"
+        f'  [node] core_addr = "{ws}" and register_token = that token.\n'
+        f"ctl from another host: `{prog} key create --role operate --name NAME`, then\n"
+        f"  export SERVERMGR_CORE={url} SERVERMGR_KEY=<that token>\n"
         "Stop with Ctrl-C.\n"
     )
 

@@ -34,7 +34,8 @@ def test_original_keys_work_as_written(tmp_path: Path) -> None:
     assert cfg.storage.sqlite_path == tmp_path / "data" / "server_manager.db"
     assert cfg.storage.redis_url == "redis://127.0.0.1:6379"
     assert cfg.node.core_addr == "ws://127.0.0.1:9999"
-    assert cfg.require_node() == ("ws://127.0.0.1:9999", "abcdef123456")
+    assert cfg.require_node() == "ws://127.0.0.1:9999"
+    assert cfg.node.register_token == "abcdef123456"
     assert cfg.node.hostname == "node-01"
 
 
@@ -133,10 +134,10 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 
 
 def test_missing_required_node_keys(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, '[node]\ncore_addr = "ws://127.0.0.1:1"\n'), cwd=tmp_path)
+    cfg = load_config(write(tmp_path, "[node]\nhostname = \"n1\"\n"), cwd=tmp_path)
     with pytest.raises(ConfigError) as info:
         cfg.require_node()
-    assert info.value.key == "node.register_token"
+    assert info.value.key == "node.core_addr"
     assert "required" in info.value.reason
 
 
@@ -152,3 +153,27 @@ def test_find_config_order(tmp_path: Path) -> None:
 def test_register_token_is_not_in_repr(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, ORIGINAL), cwd=tmp_path)
     assert "abcdef123456" not in repr(cfg)
+
+
+def test_a_token_in_a_file_others_can_read_gets_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\ncore_addr = "ws://127.0.0.1:1"\nregister_token = "t1.secret"\n')
+    path.chmod(0o644)
+    warning = load_config(path, cwd=tmp_path).token_file_warning()
+    assert warning is not None
+    assert "chmod 600" in warning
+    assert "0644" in warning
+    assert "t1.secret" not in warning
+    path.chmod(0o600)
+    assert load_config(path, cwd=tmp_path).token_file_warning() is None
+    # No token in it: nothing to protect.
+    path.write_text('[node]\ncore_addr = "ws://127.0.0.1:1"\n')
+    path.chmod(0o644)
+    assert load_config(path, cwd=tmp_path).token_file_warning() is None
+
+
+def test_a_node_needs_only_core_addr_to_start(tmp_path: Path) -> None:
+    cfg = parse_config('[node]\ncore_addr = "ws://127.0.0.1:1"\n', source=None, base_dir=tmp_path)
+    assert cfg.require_node() == "ws://127.0.0.1:1"
+    with pytest.raises(ConfigError, match="core_addr"):
+        parse_config("", source=None, base_dir=tmp_path).require_node()

@@ -81,3 +81,23 @@ def test_concurrent_first_starts_agree_on_one_key(tmp_path: Path) -> None:
     assert len(keys) == 1
     assert keys == {path.read_text().strip()}
     assert sorted(os.listdir(tmp_path)) == ["core.key"]
+
+
+def test_rotate_replaces_the_key_atomically_at_0600(tmp_path: Path) -> None:
+    from servermgr.common.keyfile import rotate_key
+
+    path = tmp_path / "core.key"
+    first = load_or_create_key(path)
+    second = rotate_key(path)
+    assert second.value != first.value
+    assert load_or_create_key(path).value == second.value
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["core.key"]
+
+
+def test_rotate_needs_an_existing_key(tmp_path: Path) -> None:
+    from servermgr.common.keyfile import rotate_key
+
+    with pytest.raises(KeyFileError):
+        rotate_key(tmp_path / "core.key")
+    assert not (tmp_path / "core.key").exists()

@@ -13,11 +13,12 @@ import trio
 from starlette.routing import Route, WebSocketRoute
 
 from servermgr.common import proto
+from servermgr.common.errors import NodeRemovedError
 from servermgr.core import api as api_mod
 from servermgr.core import auth
 from servermgr.core.app import Core
 from servermgr.core.openapi import NODE_SCHEMA
-from tests.support import StartNode, make_sample
+from tests.support import StartNode, make_sample, online, wait_for
 
 TIME_CAP = 20.0
 PUBLIC = {"/healthz", "/openapi.json"}
@@ -377,30 +378,23 @@ async def test_remove_frees_the_name_and_deletes_history(
     assert resp.json()["name"] == "node-02"
 
 
-async def test_removing_a_connected_node_disconnects_it(
+async def test_removing_a_connected_node_disconnects_it_for_good(
     core: Core, api: httpx.AsyncClient, start_node: StartNode
 ) -> None:
-    await start_node(core, "node-01")
-
-    async def online_id(other_than: str = "") -> str:
-        """The id of the online node named node-01, once it is not ``other_than``."""
-        while True:
-            resp = await api.get("/api/v1/nodes/node-01")
-            doc = resp.json() if resp.status_code == 200 else {}
-            if doc.get("status") == "online" and doc["id"] != other_than:
-                return str(doc["id"])
-            await trio.sleep(0.05)
-
-    with trio.fail_after(5):
-        first = await online_id()
+    node = await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    first = core.registry.by_ref("node-01")
+    assert first is not None
     resp = await api.delete("/api/v1/nodes/node-01")
     assert resp.status_code == 200
-    # Its credential is revoked; the agent registers afresh under its name.
+    # Its credential is revoked: the agent stops instead of registering again.
     with trio.fail_after(10):
-        second = await online_id(other_than=first)
-    assert len(core.registry) == 1
-    assert core.registry.by_id(first) is None
-    assert second != first
+        await node.done.wait()
+    assert isinstance(node.error, NodeRemovedError)
+    assert core.registry.by_ref("node-01") is None
+    assert len(core.registry) == 0
+    assert core.gateway.sessions == {}
+
 
 
 async def test_status_reports_nodes_and_how_old_samples_were_when_stored(

@@ -246,3 +246,28 @@ async def test_a_thousand_wrong_keys_crash_nothing(core: Core, admin: httpx.Asyn
             resp = await anon.get("/api/v1/nodes", headers=headers)
             assert resp.status_code in (401, 429)
     assert (await admin.get("/api/v1/nodes")).status_code == 200
+
+
+async def test_a_rotated_key_replaces_the_old_one_and_nodes_keep_working(
+    core: Core, start_node: StartNode
+) -> None:
+    from servermgr.common.keyfile import rotate_key
+
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    old = core.key.value
+    new = rotate_key(core.key.path).value
+    assert new != old
+    async with as_(core, new) as client:
+        # Picked up by Core's own once-a-second pass, no call into it.
+        with trio.fail_after(10):
+            while (await client.get("/api/v1/nodes")).status_code != 200:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+    async with as_(core, old) as client:
+        assert (await client.get("/api/v1/nodes")).status_code == 401
+    row = core.registry.by_ref("node-01")
+    assert row is not None
+    session = core.gateway.sessions[row.id]
+    await trio.sleep(0.5)  # a few heartbeats: the node's session was not touched
+    assert online(core, "node-01")
+    assert core.gateway.sessions[row.id] is session

@@ -176,26 +176,6 @@ async def test_wiped_database_node_registers_again(
     assert second.core.registry.by_ref("node-01").id == saved.node_id  # type: ignore[union-attr]
 
 
-async def test_removed_node_is_disconnected_and_forgotten(
-    core: Core, start_node: StartNode
-) -> None:
-    await start_node(core, "node-01")
-    await wait_for(lambda: online(core, "node-01"))
-    row = core.registry.by_ref("node-01")
-    assert row is not None
-    core.gateway.disconnect(row.id, 4004, "removed")
-    await core.registry.remove(row)
-    core.status.forget(row.id)
-    # The node's credential is gone: it registers afresh under its name.
-    await wait_for(
-        lambda: (
-            core.registry.by_ref("node-01") is not None
-            and core.registry.by_ref("node-01").id != row.id
-        ),
-        limit=10,
-    )  # type: ignore[union-attr]
-
-
 # --- hostile and broken peers ---------------------------------------------------
 
 

@@ -129,13 +129,34 @@ class Config:
             return self.storage.data_dir / AUTO_TLS_CERT, self.storage.data_dir / AUTO_TLS_KEY
         return None
 
-    def require_node(self) -> tuple[str, str]:
-        """The node's ``core_addr`` and ``register_token``, or a ConfigError."""
+    def require_node(self) -> str:
+        """The node's ``core_addr``, or a ConfigError.
+
+        ``register_token`` is needed only to enrol (no identity in data_dir
+        yet); the agent says so when it is missing then.
+        """
         if not self.node.core_addr:
             raise ConfigError(self.source, "node.core_addr", "required to run a node")
-        if not self.node.register_token:
-            raise ConfigError(self.source, "node.register_token", "required to run a node")
-        return self.node.core_addr, self.node.register_token
+        return self.node.core_addr
+
+    def token_file_warning(self) -> str | None:
+        """A warning when the config file holds a token and others can read it."""
+        if self.path is None or not self.node.register_token:
+            return None
+        import os
+        import stat
+
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+        except OSError:
+            return None
+        if not mode & 0o077:
+            return None
+        return (
+            f"{self.path} holds node.register_token and is readable by group or others "
+            f"(mode {mode:04o}); fix with: chmod 600 {self.path} (or remove register_token: "
+            "a registered node needs only its own credential)"
+        )
 
 
 def find_config(explicit: Path | None, environ: Mapping[str, str], cwd: Path) -> Path | None:

@@ -11,8 +11,9 @@ the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
     ├── StorageError               the database cannot be opened, migrated or written
     │   └── StorageUnavailableError    writes fail now (disk full, I/O error, corrupt): 503
     ├── RegistrationError          Core refused to register a node
-    │   ├── BadTokenError          wrong register token (401)
-    │   └── NameTakenError         hostname already held by another node (409)
+    │   ├── BadTokenError          wrong register token (401, 403)
+    │   ├── NameTakenError         hostname already held by another node (409)
+    │   └── NodeRemovedError       an operator removed this node: its credential is revoked
     └── ClientError                a ctl request failed
         ├── CoreUnreachableError   no answer from Core
         │   └── TlsError           Core's TLS is not what we trust (pin, CA, ws vs wss)
@@ -100,6 +101,10 @@ class BadTokenError(RegistrationError):
 
 class NameTakenError(RegistrationError):
     """The hostname is registered to another node."""
+
+
+class NodeRemovedError(RegistrationError):
+    """An operator removed this node; the agent must not enrol again by itself."""
 
 
 class ClientError(ServermgrError):

@@ -4,7 +4,8 @@ The core key (256 random bits, 64 hex characters) lives in
 ``<data_dir>/core.key`` at mode 0600. It is created atomically: the key is
 written to a private temp file which is then hard-linked into place, so no
 partial file is ever visible and two concurrent first starts end with one key.
-An existing key is never changed.
+An existing key is never changed, except by ``rotate_key`` (``servermgr key
+rotate``), which replaces the file atomically (rename over it).
 """
 
 from __future__ import annotations
@@ -60,6 +61,30 @@ def load_or_create_key(path: Path) -> CoreKey:
         except FileExistsError:
             # Another process won the race: its key is the key.
             return _load(path, created=False)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise KeyFileError(str(path), f"cannot write: {exc.strerror}") from None
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+    return CoreKey(value=value, path=path, created=True)
+
+
+def rotate_key(path: Path) -> CoreKey:
+    """Replace the key at ``path`` with a new one (the file must exist), atomically."""
+    read_key(path)  # a missing or unreadable key is an error, not a silent first key
+    value = secrets.token_hex(KEY_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, (value + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
         raise KeyFileError(str(path), f"cannot write: {exc.strerror}") from None

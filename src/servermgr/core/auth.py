@@ -241,6 +241,8 @@ class Authenticator:
             return principal
         if principal.role == "node":
             message = f"a node credential cannot use {what}: it is for the node's own WebSocket"
+        elif access is Access.ADMIN:
+            message = f"{principal.describe()} cannot use {what}: it needs the core key"
         else:
             message = f"{principal.describe()} cannot use {what}: it needs role {access.value}"
         raise ApiFailure(403, "forbidden", message)

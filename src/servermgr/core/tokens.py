@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from servermgr.common.errors import UsageError
+from servermgr.common.errors import ServermgrError, UsageError
 from servermgr.core import security
 from servermgr.core.storage import Storage
 
@@ -96,7 +96,7 @@ def create(
     token_id, token, secret_hash = new_token(role)
     with storage.transaction() as conn:
         if conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
-            raise UsageError(
+            raise ServermgrError(
                 f"a token named {name!r} exists already; revoke it first "
                 f"(servermgr key revoke {name}) or pick another name"
             )

@@ -28,7 +28,12 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 from servermgr import __version__
 from servermgr.common import proto
 from servermgr.common.config import Config
-from servermgr.common.errors import CoreUnreachableError, ProtocolError, RegistrationError
+from servermgr.common.errors import (
+    CoreUnreachableError,
+    NodeRemovedError,
+    ProtocolError,
+    RegistrationError,
+)
 from servermgr.node import heap, transport
 from servermgr.node import identity as ident
 from servermgr.node.collector import Collector, system_info
@@ -43,6 +48,7 @@ WELCOME_TIMEOUT = 10.0
 MISSED_INTERVALS = 3
 MAX_BUFFERED = 2000
 FIRST_SAMPLE_AFTER = 1.0
+CLOSE_REMOVED = 4004  # Core's close code: an operator removed this node
 BACKOFF_NOTE = f"{transport.BACKOFF_BASE:g} s at first, at most {transport.BACKOFF_CAP:g} s"
 
 
@@ -127,7 +133,8 @@ class Agent:
         clock: Callable[[], float] = time.time,
         backoff: transport.Backoff | None = None,
     ) -> None:
-        self.core_addr, self.token = config.require_node()
+        self.core_addr = config.require_node()
+        self.token = config.node.register_token  # needed only to enrol
         self.trust = config.node.trust  # how Core's certificate is checked on wss://
         self.config = config
         self.hostname = config.node.hostname or socket.gethostname()
@@ -196,6 +203,12 @@ class Agent:
 
     async def _ensure_identity(self) -> ident.Identity:
         if self.identity is None:
+            if not self.token:
+                raise RegistrationError(
+                    f"this node is not enrolled yet (no {self.data_dir / ident.FILE_NAME}): set "
+                    "[node] register_token to an enroll token (on Core: servermgr key create "
+                    "--role enroll --name NAME)"
+                )
             doc = await transport.register(
                 self.core_addr, self.token, self.hostname, self.labels, trust=self.trust
             )
@@ -216,15 +229,24 @@ class Agent:
             except RegistrationError:
                 raise
             except ConnectionRejected as exc:
-                if exc.status_code == 401:
+                code, message = transport.rejection(exc.body)
+                if exc.status_code == 401 and code == "node_removed":
+                    raise self._removed() from None
+                if exc.status_code == 409 and code == "credential_in_use":
+                    reason = f"Core refused the connection: {message}"
+                elif exc.status_code == 401:
                     log.warning("Core no longer knows this node's credential; registering again")
                     self.identity = None
                     await trio.to_thread.run_sync(ident.forget, self.data_dir)
                     continue
-                reason = f"Core refused the connection (HTTP {exc.status_code})"
+                else:
+                    why = f": {message}" if message else ""
+                    reason = f"Core refused the connection (HTTP {exc.status_code}{why})"
             except (CoreUnreachableError, HandshakeError, OSError) as exc:
                 reason = f"Core unreachable at {self.core_addr} ({_why(exc)})"
             except ConnectionClosed as exc:
+                if exc.reason is not None and exc.reason.code == CLOSE_REMOVED:
+                    raise self._removed() from None
                 reason = f"connection lost ({_close_reason(exc)})"
             except trio.TooSlowError:
                 reason = "Core did not answer in time"
@@ -242,6 +264,14 @@ class Agent:
                 logging.WARNING,
             )
             await trio.sleep(delay)
+
+    def _removed(self) -> NodeRemovedError:
+        name = self.identity.name if self.identity is not None else self.hostname
+        return NodeRemovedError(
+            f"Core removed this node ({name}) and revoked its credential, so it stops here. "
+            f"To enrol it again: delete {self.data_dir / ident.FILE_NAME} and start the agent "
+            "with an enroll token as [node] register_token"
+        )
 
     async def _session(self, ws: WebSocketConnection, identity: ident.Identity) -> None:
         hello = proto.Hello(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def run_agent(config: Path | None) -> None:
     """Validate the config (ConfigError, exit 2), then run the agent.
 
     Raises RegistrationError when Core refuses this node (wrong register
-    token, name taken): the caller reports it in one line and exits 1.
+    token, name taken, removed by an operator, no register token to enrol
+    with): the caller reports it in one line and exits 1.
     """
     cwd = Path.cwd()
     cfg = load_config(find_config(config, os.environ, cwd), cwd=cwd)
@@ -29,6 +31,9 @@ def run_agent(config: Path | None) -> None:
         except TlsError as exc:
             raise ConfigError(cfg.source, "node.ca_file", exc.message) from None
     logs.setup(cfg.log_level)
+    warning = cfg.token_file_warning()
+    if warning:
+        logging.getLogger("servermgr.node").warning("%s", warning)
     agent = Agent(cfg)
 
     async def main() -> None:

@@ -76,8 +76,13 @@ async def register(
     message = _error_message(resp)
     if resp.status_code == 401:
         raise BadTokenError(
-            "Core rejected the register token: set node.register_token to the key that "
-            "`servermgr key show` prints on Core"
+            f"Core rejected the register token ({message}): set node.register_token to an "
+            "enroll token (on Core: servermgr key create --role enroll --name NAME)"
+        )
+    if resp.status_code == 403:
+        raise BadTokenError(
+            f"Core refused to register this node with node.register_token ({message}); "
+            "it must be an enroll token (on Core: servermgr key create --role enroll --name NAME)"
         )
     if resp.status_code == 409:
         raise NameTakenError(message)
@@ -94,6 +99,17 @@ def _error_message(resp: Response) -> str:
         return str(resp.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:200] if resp.text else f"HTTP {resp.status_code}"
+
+
+def rejection(body: bytes | None) -> tuple[str, str]:
+    """``(code, message)`` of the error document of a refused WebSocket handshake."""
+    import msgspec
+
+    try:
+        err = msgspec.json.decode(body or b"")["error"]
+        return str(err["code"]), " ".join(str(err["message"]).split())[:300]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return "http_error", ""
 
 
 def connect(
