@@ -7,7 +7,6 @@ as told (answers, says nothing, never takes it, floods output).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
@@ -140,8 +139,7 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
-    storage = Storage.open(tmp_path / "core.db")
+async def world(storage: Storage, nursery: trio.Nursery) -> AsyncIterator[World]:
     db = InlineDatabase(storage)
     registry = NodeRegistry(db, clock=trio.current_time)
     nodes = FakeNodes(nursery)
@@ -156,7 +154,6 @@ async def world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
     await nursery.start(run)
     yield World(scheduler, nodes, registry)
     scope.cancel()
-    storage.close()
 
 
 async def test_a_silent_node_is_stalled_while_the_others_finish(

@@ -4,9 +4,7 @@ acks only what is stored, through a full disk."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,12 +16,10 @@ from tests.support import cap_database, make_sample, wait_for
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    storage = Storage.open(tmp_path / "w.db")
+def db(storage: Storage) -> Database:
     with storage.transaction() as conn:
         conn.execute("CREATE TABLE t (v INTEGER UNIQUE)")
-    yield Database(storage)
-    storage.close()
+    return Database(storage)
 
 
 def inserter(db: Database, batches: list[int]) -> GroupCommit[int, int]:
@@ -122,12 +118,10 @@ def test_age_histogram_quantiles_are_bucket_upper_bounds() -> None:
 
 
 @pytest.fixture
-async def metrics_db(tmp_path: Path) -> AsyncIterator[tuple[Database, int]]:
-    """A real database with one registered node; yields it and the node's seq."""
-    storage = Storage.open(tmp_path / "m.db")
+def metrics_db(storage: Storage) -> tuple[Database, int]:
+    """A real database with one registered node; it and the node's seq."""
     row = storage.insert_node("n-1", "web-1", {}, "hash", 100.0)
-    yield Database(storage), row.seq
-    storage.close()
+    return Database(storage), row.seq
 
 
 def heartbeat(backlog: Backlog, node_seq: int, first_ts: float, n: int) -> Ingest:
