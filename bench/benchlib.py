@@ -488,22 +488,24 @@ def start_core(
         nofile,
         nofile_cap,
     )
-    return _until_healthy(core, timeout)
+    return until_healthy(core, timeout)
+
+
+def respawn_core(procs: Procs, core: Core) -> Core:
+    """Start a stopped Core again (same config, data and port) without waiting for it."""
+    if core.proc.poll() is None:
+        raise RuntimeError("respawn_core: Core is still running")
+    procs.stop(core.proc)
+    proc = procs.start(core.cmd, log=core.log, nofile=core.nofile, nofile_cap=core.nofile_cap)
+    return Core(proc, core.url, "", core.dir, core.log, core.cmd, core.nofile, core.nofile_cap)
 
 
 def restart_core(procs: Procs, core: Core, timeout: float = 30.0) -> Core:
-    """Start a stopped Core again: same config, data and port; returns once /healthz answers."""
-    if core.proc.poll() is None:
-        raise RuntimeError("restart_core: Core is still running")
-    procs.stop(core.proc)
-    proc = procs.start(core.cmd, log=core.log, nofile=core.nofile, nofile_cap=core.nofile_cap)
-    return _until_healthy(
-        Core(proc, core.url, "", core.dir, core.log, core.cmd, core.nofile, core.nofile_cap),
-        timeout,
-    )
+    """``respawn_core``, then wait until /healthz answers (RuntimeError if Core exits)."""
+    return until_healthy(respawn_core(procs, core), timeout)
 
 
-def _until_healthy(core: Core, timeout: float) -> Core:
+def until_healthy(core: Core, timeout: float) -> Core:
     from servermgr.common.keyfile import read_key
 
     proc, url, log = core.proc, core.url, core.log

@@ -182,7 +182,8 @@ class Rig:
     def restart_core(self, timeout: float | None = None) -> float:
         """Start Core again on the same data and port; seconds until /healthz answers."""
         t0 = time.monotonic()
-        self.core = benchlib.restart_core(self.procs, self.c, timeout or self.s.bound)
+        self.core = benchlib.respawn_core(self.procs, self.c)
+        benchlib.until_healthy(self.core, timeout or self.s.bound)
         return time.monotonic() - t0
 
     @property
