@@ -8,6 +8,7 @@ hostname, OS name, disk names or error texts.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 import trio
@@ -15,11 +16,14 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from servermgr.common import proto
 from servermgr.core.app import Core
+from servermgr.core.storage import Storage
 from servermgr.node.transport import connect
 from tests.support import (
+    StartCore,
     StartNode,
     api,
     by_node,
+    core_config,
     finished,
     hello_text,
     make_sample,
@@ -265,3 +269,21 @@ async def test_an_operator_renames_a_node_which_keeps_its_id_and_connection(
     renamed = core.registry.by_id(row.id)
     assert renamed is not None
     assert renamed.name == "db-01"
+
+
+async def test_a_name_from_before_the_rule_still_works_and_core_says_how_to_fix_it(
+    start_core: StartCore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = core_config(tmp_path)
+    storage = Storage.open(config.storage.sqlite_path)
+    try:
+        storage.insert_node("nabc", "all", {}, "0" * 64, 1.0)
+    finally:
+        storage.close()
+    core = (await start_core(config)).core
+    assert "node all has a name that is no longer allowed" in caplog.text
+    assert "servermgr ctl node rename nabc NEW_NAME" in caplog.text
+    async with api(core) as client:
+        resp = await client.patch("/api/v1/nodes/nabc", json={"name": "web-09"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["name"] == "web-09"

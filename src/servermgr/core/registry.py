@@ -11,12 +11,16 @@ to SQLite at once, not through the batched writer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from servermgr.common import names
 from servermgr.core import security, tokens
 from servermgr.core.storage import Hello, NodeRow
 from servermgr.core.writer import Database, GroupCommit
+
+log = logging.getLogger("servermgr.core.registry")
 
 
 class NodeRegistry:
@@ -32,6 +36,17 @@ class NodeRegistry:
         rows = await self._db.read(self._db.storage.list_nodes)
         for row in rows:
             self._put(row)
+        # Registered before the name rule: they keep working; say how to fix.
+        for row in rows:
+            problem = names.name_problem(row.name)
+            if problem is not None:
+                log.warning(
+                    "node %s has a name that is no longer allowed (%s); "
+                    "rename it: servermgr ctl node rename %s NEW_NAME",
+                    row.name,
+                    problem,
+                    row.id,
+                )
         revoked = await self._db.read(tokens.revoked_nodes, self._db.storage)
         self._revoked = {r.node_id: r for r in revoked}
 
