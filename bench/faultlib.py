@@ -602,8 +602,9 @@ class SlowClients:
         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
     )
 
-    def __init__(self, host: str, port: int, n: int) -> None:
+    def __init__(self, host: str, port: int, n: int, *, source: str | None = None) -> None:
         self.host, self.port, self.n = host, port, n
+        self.source = source  # the clients' own address (Core limits per address)
         self.socks: list[socket.socket] = []
         self.refused = 0
         self.pos = 0
@@ -611,6 +612,8 @@ class SlowClients:
     def open(self) -> None:
         for _ in range(self.n):
             s = socket.socket()
+            if self.source:
+                s.bind((self.source, 0))
             s.setblocking(False)
             try:
                 s.connect((self.host, self.port))
