@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from pathlib import Path
 
 import httpx
@@ -33,10 +34,11 @@ async def limited(start_core: StartCore, tmp_path: Path) -> Core:
 
 
 def client(core: Core, key: str, source: str = "127.0.0.1") -> httpx.AsyncClient:
+    verify = ssl.create_default_context(cafile=str(core.tls.cert)) if core.tls else True
     return httpx.AsyncClient(
         base_url=core.url,
         headers={"Authorization": f"Bearer {key}"},
-        transport=httpx.AsyncHTTPTransport(local_address=source),
+        transport=httpx.AsyncHTTPTransport(local_address=source, verify=verify),
         trust_env=False,
         timeout=5,
     )
@@ -129,12 +131,6 @@ async def upgrade(core: Core, path: str, key: str) -> tuple[int, dict[str, str],
 # --- slow clients ----------------------------------------------------------------
 
 
-@pytest.fixture
-async def quick(start_core: StartCore, tmp_path: Path) -> Core:
-    cfg = core_config(tmp_path, limits="handshake_timeout = 0.5\n")
-    return (await start_core(cfg)).core
-
-
 async def closed_by_core(sock: trio.socket.SocketType, trickle: bool) -> bytes:
     """Wait (bounded) until Core closes ``sock``; send one byte every 0.1 s if ``trickle``."""
     got = b""
@@ -153,6 +149,13 @@ async def closed_by_core(sock: trio.socket.SocketType, trickle: bool) -> bytes:
                 if not chunk:
                     return got
                 got += chunk
+
+
+@pytest.fixture(params=["http", "tls"])
+async def quick(request: pytest.FixtureRequest, start_core: StartCore, tmp_path: Path) -> Core:
+    tls = 'tls = "auto"\n' if request.param == "tls" else ""
+    cfg = core_config(tmp_path, extra=tls, limits="handshake_timeout = 0.5\n")
+    return (await start_core(cfg)).core
 
 
 @pytest.mark.parametrize("trickle", [False, True], ids=["silent", "one-byte-at-a-time"])
