@@ -43,9 +43,12 @@ def test_out_of_descriptors_logs_once_keeps_nodes_and_recovers(fleet: Fleet) -> 
         fleet.poll("node-01 online", lambda: status()["online"] == 1, 15)
         slow = []
         try:
-            for _ in range(SLOW_CLIENTS):  # the kernel queues what Core cannot accept
+            for i in range(SLOW_CLIENTS):  # the kernel queues what Core cannot accept
                 slow.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-            fleet.poll("EMFILE", lambda: "EMFILE" in core.text(), 15)
+                if i % 25 == 0:
+                    status()
+            # (Each poll uses the kept-alive connection, so it never idles out.)
+            fleet.poll("EMFILE", lambda: status() and "EMFILE" in core.text(), 15)
             # Out of descriptors: node-01's heartbeats are still stored, over its connection.
             before = status()["stored"]
             fleet.poll("10 more samples", lambda: status()["stored"] >= before + 10, 20)

@@ -95,6 +95,8 @@ class Gate:
 class _Connection:
     """One accepted connection: counted against its address until it authenticates."""
 
+    __slots__ = ("address", "gate", "pending")
+
     def __init__(self, gate: Gate, address: str) -> None:
         self.gate = gate
         self.address = address
@@ -134,6 +136,8 @@ class _EofWatch:
     descriptor and its place in the count until then. Hypercorn handles end
     of input as the connection's end anyway, so the timer can stop there.
     """
+
+    __slots__ = ("_peer_closed", "_stream")
 
     def __init__(self, stream: Stream, peer_closed: Callable[[], Awaitable[None]]) -> None:
         self._stream = stream
