@@ -550,6 +550,7 @@ def start_agent(
         + (f"\n[node.labels]\n{label_text}" if label_text else "")
         + f'\n[log]\nlevel = "{log_level}"\n'
     )
+    (d / "node.toml").chmod(0o600)  # it holds a secret: the agent warns otherwise
     return procs.start(
         [*prefix_cmd, *servermgr_cmd(), "node", "run", "-c", str(d / "node.toml")],
         log=d / "agent.log",

@@ -240,9 +240,14 @@ class Rig:
             except OSError:
                 continue
             for line in text.splitlines():
-                if not any(w in line for w in ("WARNING", "ERROR", "CRITICAL")):
+                # Log lines at WARNING and above, and the one line Core prints when it stops.
+                if not (
+                    any(w in line for w in ("WARNING", "ERROR", "CRITICAL"))
+                    or line.startswith("servermgr:")
+                ):
                     continue
-                kind = who.split("-")[0] + re.sub(r"[0-9a-f]{8,}|\d+(\.\d+)?", "N", line[24:])
+                text = line if line.startswith("servermgr:") else line[24:]
+                kind = who.split("-")[0] + re.sub(r"[0-9a-f]{8,}|\d+(\.\d+)?", "N", text)
                 if kind in kinds:
                     kinds[kind][1] += 1
                 else:
@@ -595,38 +600,41 @@ def fill(directory: Path) -> int:
 
 
 class SlowClients:
-    """``n`` unauthenticated TCP clients that send an HTTP request a few bytes at a time."""
+    """``n`` unauthenticated TCP clients that send an HTTP request a byte at a time.
+
+    Each binds to one of ``sources`` (loopback addresses) before connecting;
+    one that Core closes is replaced at the next ``trickle``.
+    """
 
     REQUEST = (
         b"GET /api/v1/node/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
     )
 
-    def __init__(self, host: str, port: int, n: int, *, source: str | None = None) -> None:
-        self.host, self.port, self.n = host, port, n
-        self.source = source  # the clients' own address (Core limits per address)
+    def __init__(self, host: str, port: int, n: int, sources: list[str]) -> None:
+        self.host, self.port, self.n, self.sources = host, port, n, sources
         self.socks: list[socket.socket] = []
-        self.refused = 0
+        self.opened = 0
         self.pos = 0
 
     def open(self) -> None:
-        for _ in range(self.n):
+        """Connect until ``n`` are open (or connecting)."""
+        for _ in range(self.n - len(self.socks)):
             s = socket.socket()
-            if self.source:
-                s.bind((self.source, 0))
             s.setblocking(False)
             try:
+                s.bind((self.sources[self.opened % len(self.sources)], 0))
                 s.connect((self.host, self.port))
             except BlockingIOError:
                 pass
             except OSError:
-                self.refused += 1
                 s.close()
                 continue
+            self.opened += 1
             self.socks.append(s)
 
     def trickle(self) -> None:
-        """Each client sends its next byte (and never the end of its headers)."""
+        """Each client sends its next byte (never the end of its headers); the closed reconnect."""
         b = self.REQUEST[self.pos % len(self.REQUEST) : self.pos % len(self.REQUEST) + 1]
         self.pos += 1
         for s in list(self.socks):
@@ -637,6 +645,7 @@ class SlowClients:
             except OSError:
                 self.socks.remove(s)
                 s.close()
+        self.open()
 
     def close(self) -> None:
         for s in self.socks:

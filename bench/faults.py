@@ -23,6 +23,7 @@ every process, namespace and mount is removed in ``finally`` blocks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -354,9 +355,9 @@ def database(rig: Rig) -> Row:
     rig.standard()
     notes: list[str] = []
     db = rig.db
-    keep = rig.base / "db-kept"
-    # Deleted while Core runs. A hard link keeps the file's data for the
-    # restore below (an operator would restore a backup).
+    # Deleted while Core runs: Core must stop and save what it had (a
+    # ".rescued-" copy); the operator moves that back, as the message says.
+    keep = rig.base / "db-kept"  # only used if Core saves nothing
     os.link(db, keep)
     db.unlink()
     t0 = time.monotonic()
@@ -371,9 +372,19 @@ def database(rig: Rig) -> Row:
         deleted = "deleted: not noticed in 30 s"
         notes.append("Core did not notice its database was deleted")
         rig.kill_core(signal.SIGTERM)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    os.rename(keep, db)
+    rescued = sorted(db.parent.glob(f"{db.name}.rescued-*"))
+    if rescued:
+        deleted += f", saved {rescued[-1].name}, moved back"
+        os.rename(rescued[-1], db)
+        keep.unlink()
+    else:
+        notes.append("Core saved no copy of the deleted database")
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        os.rename(keep, db)
+    leftovers = [p.name for p in db.parent.glob(f"{db.name}-*")]
+    if leftovers:
+        deleted += f" (beside it: {', '.join(leftovers)})"
     rig.restart_core()
     rig.wait_all_online()
     # Truncated and 0-byte files, Core stopped: it must refuse them.
@@ -473,33 +484,51 @@ def fd_limit(rig: Rig) -> Row:
     log_before = len(rig.log_text().splitlines())
     port = int(rig.c.url.rsplit(":", 1)[1])
     benchlib.raise_nofile(rig.s.slow_clients + 1024)
-    # From an address of their own, as an attacker's would be: Core's per-address
-    # limits then cap them without touching the operator and nodes on 127.0.0.1.
-    slow = SlowClients("127.0.0.1", port, rig.s.slow_clients, source="127.0.0.2")
+    # The attackers come from other loopback addresses than the operator and
+    # the nodes (127.0.0.1), eight connections each: under any per-address cap,
+    # so they reach the fd limit. They reconnect when Core drops them.
+    sources = [f"127.0.0.{2 + i}" for i in range(rig.s.slow_clients // 8)]
+    slow = SlowClients("127.0.0.1", port, rig.s.slow_clients, sources)
     token = rig.token()
+    # The operator's connection is open before the attack (as the nodes' are).
+    operator = rig.http(timeout=10.0)
     try:
+        operator.get("/api/v1/status").raise_for_status()
         slow.open()
         fds = len(os.listdir(f"/proc/{rig.c.pid}/fd"))
         end = time.monotonic() + rig.s.hold
         t0 = time.monotonic()
-        status, body = rig.submit(rig.command(token))
-        if status != 201:
+        try:
+            r = operator.post("/api/v1/jobs", json={"target": "*", "command": rig.command(token)})
+            status = r.status_code
+        except httpx.HTTPError as exc:
+            status = 0
+            notes.append(f"submit under attack failed: {exc}")
+        if status not in (0, 201):
             notes.append(f"submit under attack answered {status}")
         job_took: float | None = None
         while time.monotonic() < end:
             slow.trickle()
             fds = max(fds, len(os.listdir(f"/proc/{rig.c.pid}/fd")))
-            if job_took is None and rig.job_final(token):
-                job_took = time.monotonic() - t0
+            if job_took is None and status == 201:
+                with contextlib.suppress(httpx.HTTPError):
+                    doc = operator.get(f"/api/v1/jobs/{r.json()['id']}").json()
+                    if doc["state"] == "done":
+                        job_took = time.monotonic() - t0
             time.sleep(0.25)
         if job_took is None:
             notes.append(f"the job under attack was not done in {rig.s.hold:g} s")
-        online = rig.online()
-        if online < rig.total_nodes():
-            notes.append(f"{online} of {rig.total_nodes()} nodes online under attack")
-        held = len(slow.socks)
+        with contextlib.suppress(httpx.HTTPError):
+            online = operator.get("/api/v1/status").json()["nodes"]["online"]
+            if online < rig.total_nodes():
+                notes.append(f"{online} of {rig.total_nodes()} nodes online under attack")
+        held, opened = len(slow.socks), slow.opened
     finally:
         slow.close()
+        operator.close()
+    if rig.c.proc.poll() is not None:
+        notes.append(f"Core exited {rig.c.proc.returncode} under the attack")
+        rig.restart_core()  # to count what was kept
     log_lines = len(rig.log_text().splitlines()) - log_before
     if log_lines > 60:
         notes.append(f"{log_lines} log lines during the attack")
@@ -513,8 +542,8 @@ def fd_limit(rig: Rig) -> Row:
     return Row(
         "fd limit with slow unauthenticated clients",
         f"Core limited to {rig.s.nofile_cap} fds (used {fds} at most), "
-        f"{rig.s.slow_clients} slow clients "
-        f"({held} still open at the end) for {rig.s.hold:g} s; job under attack done in "
+        f"{rig.s.slow_clients} slow clients from {len(sources)} addresses ({opened} connections "
+        f"made, {held} open at the end) for {rig.s.hold:g} s; job under attack done in "
         f"{_s(job_took)}; {log_lines} log lines; before: {before:,} stored; after: "
         f"{samples.describe()}; {jobs.describe()}",
         samples.lost or jobs.lost,
