@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -271,3 +272,27 @@ async def test_a_rotated_key_replaces_the_old_one_and_nodes_keep_working(
     await trio.sleep(0.5)  # a few heartbeats: the node's session was not touched
     assert online(core, "node-01")
     assert core.gateway.sessions[row.id] is session
+
+
+async def test_a_failing_database_does_not_stop_authentication(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from servermgr.common.keyfile import load_or_create_key
+    from servermgr.core.auth import Authenticator
+    from servermgr.core.registry import NodeRegistry
+    from servermgr.core.storage import Storage
+    from servermgr.core.writer import Database
+
+    storage = Storage.open(tmp_path / "core.db")
+    db = Database(storage)
+    key = load_or_create_key(tmp_path / "core.key")
+    auth = Authenticator(key, NodeRegistry(db, clock=time.time), db, clock=time.time)
+    await auth.load()
+    storage.close()  # every refresh now fails
+    async with trio.open_nursery() as nursery:
+        await nursery.start(auth.serve)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    said = [r for r in caplog.records if "cannot refresh API tokens" in r.getMessage()]
+    assert len(said) == 1  # once, not every second
+    assert auth.authenticate(f"Bearer {key.value}").role == "admin"

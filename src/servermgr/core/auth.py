@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
-from servermgr.common.errors import KeyFileError
+from servermgr.common.errors import KeyFileError, StorageError
 from servermgr.common.keyfile import CoreKey, read_key
 from servermgr.core import security, tokens
 from servermgr.core.registry import NodeRegistry
@@ -283,9 +284,18 @@ class Authenticator:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Every second: pick up a rotated key and changed tokens; store token use times."""
         task_status.started()
+        trouble = ""
         while True:
             await trio.sleep(RELOAD_EVERY)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except (StorageError, sqlite3.Error) as exc:
+                # Disk full or the like: keep the tokens Core has; say so once.
+                if str(exc) != trouble:
+                    log.warning("cannot refresh API tokens (keeping those loaded): %s", exc)
+                trouble = str(exc)
+            else:
+                trouble = ""
 
     async def refresh(self) -> None:
         await self._reload_key()
