@@ -29,6 +29,7 @@ from servermgr.core.auth import (
     ApiFailure,
     Authenticator,
     error_response,
+    principal_of,
     read_body,
 )
 from servermgr.core.cache import NodeStatus, StatusStore
@@ -111,7 +112,12 @@ class Api:
             row, credential = await self.registry.register(body.hostname, dict(body.labels))
         except NameTakenError as exc:
             raise ApiFailure(409, "name_taken", exc.message) from None
-        log.info("registered node %s as %s", row.name, row.id)
+        log.info(
+            "registered node %s as %s (enrolled with %s)",
+            row.name,
+            row.id,
+            principal_of(request).describe(),
+        )
         return JSONResponse(
             {"node_id": row.id, "name": row.name, "credential": credential}, status_code=201
         )
@@ -160,7 +166,7 @@ class Api:
         self.gateway.bus.publish(
             {"type": "node.removed", "node_id": row.id, "name": row.name, "ts": self.clock()}
         )
-        log.info("removed node %s (%s)", row.name, row.id)
+        log.info("removed node %s (%s); its credential is revoked", row.name, row.id)
         return JSONResponse({"removed": row.id, "name": row.name})
 
     async def rename_node(self, request: Request) -> Response:
