@@ -215,7 +215,9 @@ class Gateway:
                     session.close(CLOSE_SILENT, f"silent for {silent_after:g} s")
 
     def is_online(self, node_id: str) -> bool:
-        return node_id in self.sessions
+        """Connected, and not being closed."""
+        session = self.sessions.get(node_id)
+        return session is not None and not session.cancel_scope.cancel_called
 
     async def deliver(
         self, node_id: str, msg: proto.CoreMessage

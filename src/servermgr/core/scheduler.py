@@ -457,6 +457,8 @@ class Scheduler:
             elif effect is Effect.SEND_CANCEL:
                 self._spawn(self.sessions.deliver, node_id, proto.JobCancel(job_id=job_id))
             elif effect is Effect.DISCONNECT:
+                if not self.sessions.is_online(node_id):
+                    continue  # gone already (its other jobs stalled with it): said once
                 log.warning("job %s: node %s stalled; disconnecting it", job_id, entry.name)
                 self.sessions.disconnect_stalled(
                     node_id, f"stalled: job {job_id} not taken within {self.accept_after:g} s"
