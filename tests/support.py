@@ -6,15 +6,17 @@ from each other.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import socket
 import sqlite3
 import ssl
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
+import pytest
 import trio
 from trio_websocket import wrap_client_stream
 
@@ -235,6 +238,40 @@ def make_database(path: Path, nodes: int = 3, samples: int = 2000) -> None:
         storage.checkpoint()  # everything in the main file, no WAL left
     finally:
         storage.close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` at ``path`` (a disk that can fill up);
+    the test is skipped, in one line, when it cannot be mounted (not root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a tmpfs needs root (mount -t tmpfs)")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], check=False, timeout=30).returncode:
+            subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
+
+
+def fill_up(directory: Path) -> int:
+    """Write ``directory/filler`` until the file system is full; bytes written."""
+    written = 0
+    with open(directory / "filler", "wb", buffering=0) as f:
+        for chunk in (1 << 16, 512):
+            with contextlib.suppress(OSError):
+                while True:
+                    written += f.write(b"\0" * chunk)
+    return written
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:

@@ -11,7 +11,16 @@ import trio
 
 from servermgr.common.errors import StorageError, single_error
 from servermgr.core.app import Core, serve
-from tests.support import RunningNode, StartCore, StartNode, cap_database, core_config, wait_for
+from tests.support import (
+    RunningNode,
+    StartCore,
+    StartNode,
+    cap_database,
+    core_config,
+    fill_up,
+    small_tmpfs,
+    wait_for,
+)
 
 
 def stored_ts(core: Core, name: str) -> set[float]:
@@ -113,3 +122,39 @@ async def test_core_stops_when_its_database_is_deleted_or_replaced(
         assert "its last state is saved in" in str(failure[0])
         with pytest.raises(StorageError, match="is missing, but"):
             await serve(config, trio.Event())
+
+
+async def test_a_real_full_disk_answers_503_and_loses_no_sample(
+    start_core: StartCore, start_node: StartNode, tmp_path: Path
+) -> None:
+    with small_tmpfs(tmp_path / "core" / "data", "8m") as data:
+        running = await start_core()
+        core = running.core
+        try:
+            node = await start_node(core, "web-1")
+            await wait_for(lambda: node.agent.connected and len(stored_ts(core, "web-1")) >= 3)
+            headers = {"Authorization": f"Bearer {core.key.value}"}
+            async with httpx.AsyncClient(
+                base_url=core.url, headers=headers, trust_env=False
+            ) as api:
+                assert fill_up(data) > 0
+                try:
+                    await wait_for(lambda: core.writer.failed_batches >= 3, limit=30)
+                    unstored = unstored_are_held(node, core)
+                    labels = {f"k{i}": "v" * 250 for i in range(60)}
+                    resp = await api.post(
+                        "/api/v1/register", json={"hostname": "web-2", "labels": labels}
+                    )
+                    assert resp.status_code == 503, resp.text
+                    assert resp.json()["error"]["code"] == "storage_unavailable"
+                    assert (await api.get("/api/v1/nodes")).status_code == 200
+                    await wait_for(lambda: core.writer.failed_batches >= 6, limit=30)
+                    assert unstored_are_held(node, core) > unstored
+                finally:
+                    (data / "filler").unlink()
+                made = list(node.collector.made)
+                await wait_for(lambda: set(made) <= stored_ts(core, "web-1"), limit=30)
+        finally:
+            running.stop.set()  # before the file system goes away
+            with trio.fail_after(15):
+                await running.done.wait()

@@ -109,6 +109,7 @@ def test_full_database_refuses_writes_with_a_typed_error_and_still_reads(db_path
         with pytest.raises(StorageUnavailableError, match="the disk is full") as info:
             storage.write_batch([(seq, make_sample(5000.0 + t)) for t in range(2000)], {})
         assert info.value.reason == "the disk is full"
+        assert isinstance(info.value, sqlite3.OperationalError)  # old `except sqlite3.Error` holds
         assert storage.count_metrics(seq) == 2000  # reads work, nothing half-written
         cap_database(storage, grow=True)
         storage.write_batch([(seq, make_sample(5000.0 + t)) for t in range(2000)], {})

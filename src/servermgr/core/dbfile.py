@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from servermgr.common.errors import StorageError
+from servermgr.common.errors import StorageError, StorageUnavailableError
 
 HEADER_MAGIC = b"SQLite format 3\x00"
 RESCUED = ".rescued-"
@@ -40,10 +40,22 @@ _UNAVAILABLE = {
 }
 
 
-def unavailable_reason(exc: sqlite3.Error) -> str | None:
-    """Why the database cannot work now, for a disk/file error; None for any other."""
+class DatabaseUnavailableError(StorageUnavailableError, sqlite3.OperationalError):
+    """What Storage raises for a disk or file error: a StorageUnavailableError
+    (503, reported once a minute) that code guarding a write with
+    ``except sqlite3.Error`` still catches."""
+
+
+def unavailable(path: Path, exc: sqlite3.Error) -> DatabaseUnavailableError | None:
+    """``exc`` as a DatabaseUnavailableError if it is a disk or file error; else None."""
     code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else _UNAVAILABLE.get(code & 0xFF)
+    what = None if code is None else _UNAVAILABLE.get(code & 0xFF)
+    if what is None:
+        return None
+    err = DatabaseUnavailableError(f"database {path}: {what} ({exc})", what)
+    err.sqlite_errorcode = exc.sqlite_errorcode
+    err.sqlite_errorname = exc.sqlite_errorname
+    return err
 
 
 class FileId(NamedTuple):

@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol, TypedDict
 import trio
 
 from servermgr.common import proto
+from servermgr.common.errors import StorageUnavailableError
 from servermgr.common.selector import Target, select
 from servermgr.core import jobstate
 from servermgr.core.cache import EventBus
@@ -304,6 +305,8 @@ class Scheduler:
                 )
         try:
             await self.db.write(self.store.create, job, rows, job.describe(), idempotency)
+        except StorageUnavailableError:
+            raise  # 503 storage_unavailable; Database logs it, once a minute
         except sqlite3.Error as exc:
             log.error("job not stored, so not run: %s", exc)
             raise JobError(
@@ -414,6 +417,10 @@ class Scheduler:
             # entry stays open meanwhile (a second copy is stored once: the
             # store's own guard).
             stored = await self._store_result((msg.job_id, result, self.clock()))
+        except StorageUnavailableError:
+            # Not acked: the gateway closes the connection (1013), so the node sends
+            # it again on the next one. Database logs the outage, once a minute.
+            raise
         except sqlite3.Error as exc:
             log.error("job %s: could not store a result (%s); not acked", msg.job_id, exc)
             return  # the node keeps it and sends it again

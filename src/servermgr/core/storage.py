@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from servermgr.common import files, proto
-from servermgr.common.errors import NameTakenError, StorageError, StorageUnavailableError
+from servermgr.common.errors import NameTakenError, StorageError
 from servermgr.core import dbfile, migrations, rollup
 
 BUSY_TIMEOUT_MS = 5000
@@ -429,11 +429,13 @@ class Storage:
         """A disk-full, I/O or corruption error becomes StorageUnavailableError."""
         try:
             yield
+        except dbfile.DatabaseUnavailableError:
+            raise
         except sqlite3.Error as exc:
-            what = dbfile.unavailable_reason(exc)
-            if what is None:
+            err = dbfile.unavailable(self.path, exc)
+            if err is None:
                 raise
-            raise StorageUnavailableError(f"database {self.path}: {what} ({exc})", what) from exc
+            raise err from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
