@@ -35,8 +35,8 @@ Name = Annotated[str, Meta(min_length=1, max_length=names.MAX_LENGTH)]
 ShortText = Annotated[str, Meta(max_length=1024)]
 LongText = Annotated[str, Meta(max_length=64 * 1024)]
 # The character sets of free text are checked after decoding (``_unsafe_field``,
-# a C-speed fast path: a msgspec pattern costs ~1.5 us per field, which on
-# heartbeats would double their decoding); the schema still states them.
+# with a C-speed fast path): msgspec patterns on these fields would double a
+# heartbeat's decoding (docs/performance.md). The schema still states them.
 _LINE = {"pattern": LINE_PATTERN}
 _TEXT = {"pattern": TEXT_PATTERN}
 Line = Annotated[str, Meta(max_length=1024, extra_json_schema=_LINE)]
@@ -275,9 +275,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int
     bad = _unsafe_field(msg)
     if bad is not None:
         path, lines = bad
-        raise ProtocolError(
-            f"Expected {_PATTERN_NAMES[TEXT_PATTERN if lines else LINE_PATTERN]} - at `{path}`"
-        )
+        raise ProtocolError(f"Expected {_TEXT_RULES[lines]} - at `{path}`")
     if isinstance(msg, Hello):
         if msg.protocol not in SUPPORTED_VERSIONS:
             supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
@@ -323,15 +321,13 @@ def _unsafe_field(msg: Message) -> tuple[str, bool] | None:
     return None
 
 
-_PATTERN_NAMES = {
-    LINE_PATTERN: "one line of text without control characters",
-    TEXT_PATTERN: "text without control characters (tabs and newlines allowed)",
+_TEXT_RULES = {
+    False: "one line of text without control characters",
+    True: "text without control characters (tabs and newlines allowed)",
 }
 
 
 def _reason(text: str) -> str:
-    for pattern, meaning in _PATTERN_NAMES.items():
-        text = text.replace(f"`str` matching regex {pattern!r}", meaning)
     if text.startswith("Invalid value ") and text.endswith("`$.type`"):
         value = text[len("Invalid value ") :].rsplit(" - at ", 1)[0]
         return f"unknown message type {value}"
