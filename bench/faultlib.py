@@ -586,10 +586,10 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 
 def fill(directory: Path) -> int:
-    """Write a file in ``directory`` until the file system is full; bytes written."""
+    """Add to a file in ``directory`` until the file system is full; bytes written."""
     n = 0
     chunk = b"\0" * (1 << 16)
-    with open(directory / "filler", "wb", buffering=0) as f:
+    with open(directory / "filler", "ab", buffering=0) as f:
         with contextlib.suppress(OSError):
             while True:
                 n += f.write(chunk)

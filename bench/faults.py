@@ -314,7 +314,8 @@ def disk_full(rig: Rig) -> Row:
         before = rig.stored_total()
         filled = fill(data)
         try:
-            time.sleep(1.0)
+            time.sleep(0.5)
+            filled += fill(data)  # what SQLite freed meanwhile (a checkpointed WAL)
             token_full = rig.token()
             status, body = rig.submit(rig.command(token_full))
             if status not in (201, 503):
@@ -326,7 +327,10 @@ def disk_full(rig: Rig) -> Row:
                 notes.append(f"registration while full: {reg}")
             if nodes != 200:
                 notes.append(f"GET /nodes while full: {nodes}")
-            time.sleep(rig.s.hold)
+            end = time.monotonic() + rig.s.hold
+            while time.monotonic() < end:  # kept full
+                filled += fill(data)
+                time.sleep(0.25)
         finally:
             (data / "filler").unlink()
         t0 = time.monotonic()
@@ -576,9 +580,14 @@ def run_one(name: str, settings: Settings, keep: bool) -> Row:
             row = fn(rig)
         except (Failed, RuntimeError, TimeoutError, httpx.HTTPError, OSError) as exc:
             traceback.print_exc()
+            what = f"did not complete: {exc}"
             if rig.core is not None:
                 print(f"Core's log ends:\n{benchlib.tail(rig.core.log, 15)}", flush=True)
-            row = Row(name, f"did not complete: {exc}", True, "n/a", [])
+                if rig.core.proc.poll() is not None:
+                    stop = [ln for ln in rig.log_text().splitlines() if ln.startswith("servermgr:")]
+                    what += f"; Core exited {rig.core.proc.returncode}"
+                    what += f" ({stop[-1]})" if stop else ""
+            row = Row(name, what, True, "n/a", [])
         if rig.core is not None:
             row.seen = rig.operator_lines()
             print("   what the operator saw (warnings and errors in the logs):", flush=True)
