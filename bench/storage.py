@@ -21,6 +21,10 @@ else on the machine is touched -- and without) and warm (same connection,
 median of repeats). Last, the same 24 h through a real Core serving the file:
 ``GET /api/v1/nodes/NODE/metrics`` (JSON encoding and HTTP included).
 
+Last, what a damaged-file check and a backup cost on that file: Core's start
+(``Storage.open``, which runs SQLite's ``quick_check`` over the whole file)
+cold and warm, and ``servermgr core backup`` (``core.dbfile.backup``).
+
 bench/storage_year.py (another benchmark) covers a year with rollups and
 retention; this one covers a day in detail.
 
@@ -137,6 +141,25 @@ def drop_cache(path: Path) -> None:
                 os.close(fd)
 
 
+def check_and_backup(db: Path, tmp: Path) -> dict[str, Any]:
+    """Seconds for Core's start-up check (cold, warm) and for an online backup of ``db``."""
+    from servermgr.core import dbfile
+    from servermgr.core.storage import Storage
+
+    out: dict[str, Any] = {"size": db.stat().st_size}
+    for name, drop in (("open_cold_s", True), ("open_warm_s", False)):
+        if drop:
+            drop_cache(db)
+        t0 = time.perf_counter()
+        Storage.open(db).close()
+        out[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = dbfile.backup(db, tmp / "backup.db")
+    out["backup_s"] = time.perf_counter() - t0
+    out["backup_size"] = report.bytes
+    return out
+
+
 def query_once(db: Path, seq: int, until: float, step: str, repeat: int) -> dict[str, Any]:
     """Open the file, run the 24 h query ``repeat`` times: (open s, first s, warm median s)."""
     from servermgr.core import history
@@ -234,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             queries[step] = {"dropped": dropped, "fresh": fresh, "warm": warm}
         node = f"node-{doc['seq'] - 1:04d}"
         api = over_http(db, tmp, node, doc["until"], args.repeat)
+        checks = check_and_backup(db, tmp)
     benchlib.print_table(
         "Database size (5 s samples)",
         [
@@ -308,9 +332,35 @@ def main(argv: list[str] | None = None) -> int:
             )
         ],
     )
+    benchlib.print_table(
+        "Start-up check and backup of that file",
+        [
+            "file MiB",
+            "Storage.open, pages dropped s",
+            "Storage.open, warm s",
+            "core backup s",
+            "backup MiB",
+        ],
+        [
+            (
+                benchlib.mib(checks["size"]),
+                f"{checks['open_cold_s']:.2f}",
+                f"{checks['open_warm_s']:.2f}",
+                f"{checks['backup_s']:.2f}",
+                benchlib.mib(checks["backup_size"]),
+            )
+        ],
+    )
     benchlib.write_json(
         args.json,
-        {"machine": benchlib.machine(), "fill": doc, "queries": queries, "api": api, "load": load},
+        {
+            "machine": benchlib.machine(),
+            "fill": doc,
+            "queries": queries,
+            "api": api,
+            "load": load,
+            "checks": checks,
+        },
     )
     return 0
 

@@ -115,7 +115,7 @@ def check_pages(conn: sqlite3.Connection, path: Path) -> None:
     """StorageError unless SQLite's ``quick_check`` finds every page and table sound.
 
     It reads the whole file once (in the page cache or from disk); the time
-    it takes is in docs/reliability.md.
+    it takes is measured by bench/storage.py (docs/performance.md).
     """
     try:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
