@@ -83,6 +83,9 @@ def test_deleted_file_is_noticed_saved_and_not_replaced_by_an_empty_one(db_path:
             companion.unlink()  # rm core.db*: the file, its WAL and its shared memory
         with pytest.raises(StorageError, match="was deleted while Core ran") as info:
             storage.check_file()
+        # No write after the copy: it would be acked and missing from the saved copy.
+        with pytest.raises(StorageUnavailableError, match="was deleted"):
+            storage.write_batch([(seq, make_sample(9001.0))], {})
     finally:
         storage.close()
     (rescued,) = db_path.parent.glob("core.db.rescued-*")

@@ -152,7 +152,10 @@ def check_same_file(path: Path, expected: FileId, rescue: Callable[[Path], None]
     except (OSError, sqlite3.Error) as exc:
         saved = f"it could not be saved ({exc}): put a backup in its place"
     else:
-        saved = f"its last state is saved in {dest}: move that to {path}"
+        saved = (
+            f"its last state is saved in {dest}: move that to {path} (remove any "
+            f"{path.name}-wal and {path.name}-shm left beside it)"
+        )
     raise StorageError(
         f"database {path} was deleted while Core ran; stopping so that nothing more is "
         f"written to a file nobody can read; {saved} and start Core again "

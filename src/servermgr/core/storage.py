@@ -163,6 +163,7 @@ class Storage:
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._gone: str | None = None  # why the file may no longer be written
 
     # --- lifecycle ------------------------------------------------------
 
@@ -210,7 +211,12 @@ class Storage:
         A deleted database is copied (from the file still open) to a
         ``.rescued-`` file beside it first. Call it as a write (one at a time).
         """
-        dbfile.check_same_file(self.path, self.identity, self._rescue)
+        try:
+            dbfile.check_same_file(self.path, self.identity, self._rescue)
+        except StorageError as exc:
+            # Nothing is written (nor acked) after this: it would miss the saved copy.
+            self._gone = str(exc)
+            raise
 
     def _rescue(self, dest: Path) -> None:
         if self._closed:
@@ -409,6 +415,8 @@ class Storage:
         """One immediate transaction on the writer connection."""
         if self._closed:
             raise StorageError(f"database {self.path} is closed")
+        if self._gone is not None:
+            raise dbfile.DatabaseUnavailableError(self._gone, "the database file is gone")
         conn = self._conn
         with self._unavailable_on_failure():
             conn.execute("BEGIN IMMEDIATE")
