@@ -465,6 +465,9 @@ class SimNode:
     inflight: deque[tuple[int, float]] = field(default_factory=deque)
     unsent: deque[float] = field(default_factory=deque)
     ran: set[str] = field(default_factory=set)  # job ids answered (a re-sent one runs nothing)
+    # Results Core has not acked (the agent's spool): named in the hello and
+    # sent again after the next welcome, as the real agent does.
+    unacked: dict[str, proto.JobResult] = field(default_factory=dict)
 
     def requeue(self) -> None:
         """After a lost connection: what was in flight is sent again, first (node/agent.py)."""
@@ -689,7 +692,7 @@ class Worker:
             agent_version="fleet-sim",
             info=node.gen.info(),
             labels=self.cfg.labels,
-            jobs=[],
+            jobs=list(node.unacked),
         )
         await ws.send_text(proto.encode(hello))
         with trio.fail_after(WELCOME_TIMEOUT):
@@ -704,6 +707,8 @@ class Worker:
         node.connected_once = True
         with trio.CancelScope() as scope:
             ws.go_raw(self.unflushed, scope)
+            for result in node.unacked.values():
+                ws.write(encode_frame(0x1, proto.encode(result).encode()))
             self.generation += 1
             session = Session(node, self.generation, ws, interval)
             self.sessions[k] = session
@@ -761,9 +766,11 @@ class Worker:
                 stdout_truncated=False,
                 stderr_truncated=False,
             )
+            session.node.unacked[msg.job_id] = result
             ws.write(encode_frame(0x1, proto.encode(result).encode()))
         elif isinstance(msg, proto.JobAck):
             self.stats.job_acks += 1
+            session.node.unacked.pop(msg.job_id, None)
         elif isinstance(msg, proto.Error):
             self.error("core error", RuntimeError(f"{msg.code}: {msg.message}"))
 
