@@ -18,6 +18,7 @@ from servermgr.core.jobstate import (
     State,
     Status,
     Tick,
+    due,
     step,
 )
 
@@ -148,3 +149,23 @@ def test_final_states_ignore_everything_but_a_result() -> None:
         status = Status(state, sent_at=NOW)
         for event in (Send(NOW), Heard(NOW), Cancel(), Tick(NOW + 999, online=False)):
             assert step(status, event, NO_WAIT) == (status, ())
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        Status(State.QUEUED),
+        sent(),
+        sent(heard=True),
+        Status(State.RUNNING, sent_at=NOW, heard=True),
+        Status(State.LOST, sent_at=NOW),
+    ],
+)
+def test_due_says_when_a_tick_can_first_change_an_entry(status: Status) -> None:
+    for limits in (WAITS, NO_WAIT):
+        when = due(status, limits)
+        if when is None:
+            assert step(status, Tick(NOW + 10_000, online=False), limits)[1] == ()
+            continue
+        assert step(status, Tick(when - 0.01, online=False), limits)[1] == ()
+        assert step(status, Tick(when + 0.01, online=False), limits)[1] != ()

@@ -187,6 +187,20 @@ def step(status: Status, event: Event, limits: Limits) -> Step:
     return _tick(status, event, limits)
 
 
+def due(status: Status, limits: Limits) -> float | None:
+    """From when a ``Tick`` may change this entry (None: never): the deadline
+    checks look at this number instead of stepping every open entry."""
+    state = status.state
+    if state is State.QUEUED:
+        return limits.deadline
+    if state.final or status.sent_at is None:
+        return None
+    lost_at = status.sent_at + limits.timeout + limits.lost_grace
+    if state is State.SENT and not status.heard:
+        return min(status.sent_at + limits.accept_after, lost_at)
+    return lost_at
+
+
 def _tick(status: Status, event: Tick, limits: Limits) -> Step:
     state, now = status.state, event.now
     if state is State.QUEUED:

@@ -219,11 +219,8 @@ class Scheduler:
         """One pass of the deadline checks."""
         now = self.clock()
         for entry in self.live.values():
-            if (
-                entry.state is State.RUNNING
-                or entry.state is State.SENT
-                or now > entry.job.deadline
-            ):
+            due = jobstate.due(entry.status, self._limits(entry.job))
+            if due is not None and now > due:
                 online = self.sessions.is_online(entry.node_id)
                 await self._event(entry, jobstate.Tick(now, online))
 
