@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,16 +54,20 @@ class AuthFailureGuard:
         self.throttle = throttle or LogThrottle(60.0)
         self.refused = 0  # requests answered 429, for /api/v1/status and tests
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine: a node's WebSocket stays inside the app for days, and
+        # handing back the app's own awaitable keeps no frame of ours beside it.
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         address = client_address(scope)
         wait = self.limiter.retry_after(address, self.clock())
         if wait > 0:
             self._refuse_log(address)
-            await self._deny(scope, send, wait)
-            return
+            return self._deny(scope, send, wait)
+        return self.app(scope, receive, self._watch(address, send))
+
+    def _watch(self, address: str, send: Send) -> Send:
+        """``send``, counting a 401 as a failure of ``address``."""
         limiter, clock = self.limiter, self.clock
 
         async def watch(message: Message) -> None:
@@ -71,7 +75,7 @@ class AuthFailureGuard:
                 limiter.failed(address, clock())
             await send(message)
 
-        await self.app(scope, receive, watch)
+        return watch
 
     def _refuse_log(self, address: str) -> None:
         self.refused += 1

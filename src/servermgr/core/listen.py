@@ -93,11 +93,14 @@ class Gate:
 
 
 class _Connection:
-    """One accepted connection: counted against its address until it authenticates."""
+    """One accepted connection's ASGI app: counted against its address until it
+    authenticates. Called, not awaited itself (no frame of its own kept beside
+    a node's WebSocket for the connection's life)."""
 
-    __slots__ = ("address", "gate", "pending")
+    __slots__ = ("address", "app", "gate", "pending")
 
-    def __init__(self, gate: Gate, address: str) -> None:
+    def __init__(self, app: ASGIApp, gate: Gate, address: str) -> None:
+        self.app = app
         self.gate = gate
         self.address = address
         self.pending = True
@@ -108,23 +111,19 @@ class _Connection:
             self.pending = False
             self.gate.pending.release(self.address)
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-            if not self.pending:
-                await app(scope, receive, send)
-                return
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if not self.pending:
+            return self.app(scope, receive, send)
 
-            async def watch(message: Message) -> None:
-                kind = message["type"]
-                if kind == "websocket.accept" or (
-                    kind == "http.response.start" and message["status"] not in _NOT_AUTHENTICATED
-                ):
-                    self.authenticated()
-                await send(message)
+        async def watch(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept" or (
+                kind == "http.response.start" and message["status"] not in _NOT_AUTHENTICATED
+            ):
+                self.authenticated()
+            await send(message)
 
-            await app(scope, receive, watch)
-
-        return asgi
+        return self.app(scope, receive, watch)
 
 
 class _EofWatch:
@@ -193,7 +192,7 @@ async def serve(
         binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
 
     async def handle(stream: Stream, address: str) -> None:
-        conn = _Connection(gate, address)
+        conn = _Connection(app, gate, address)
         server: TCPServer | None = None
 
         async def peer_closed() -> None:
@@ -201,7 +200,7 @@ async def serve(
                 await server.idle_task.stop()
 
         try:
-            wrapped = ASGIWrapper(conn.wrap(app))  # type: ignore[arg-type]  # Starlette's ASGI types
+            wrapped = ASGIWrapper(conn)  # type: ignore[arg-type]  # Starlette's ASGI types
             watched = _EofWatch(stream, peer_closed)
             server = TCPServer(wrapped, config, context, {}, watched)  # type: ignore[arg-type]
             await server.run()
