@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TIMEOUT = 10.0
 RETRY_DELAYS = (0.2, 0.5, 1.0)  # job submission retried on connection errors
+MAX_LINE = 64 * 1024 * 1024  # one NDJSON line; the largest is a job of a huge fleet
 
 
 def resolve(
@@ -168,6 +169,24 @@ class Client:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
+        resp = self.send(method, path, json=json, params=params, headers=headers)
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(
+                resp.status_code, "bad_response", _not_core(resp, self.base_url)
+            ) from None
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """One request on the kept-alive connection; an error status raises its typed error."""
         if params:
             path += "?" + urlencode(params)
         body = None if json is None else _dumps(json)
@@ -189,12 +208,7 @@ class Client:
                 raise self._unreachable(exc) from None
         if resp.status_code >= 400:
             self.raise_for(resp)
-        try:
-            return resp.json()
-        except ValueError:
-            raise ApiError(
-                resp.status_code, "bad_response", _not_core(resp, self.base_url)
-            ) from None
+        return resp
 
     def create_job(
         self, body: dict[str, Any], *, key: str, sleep: Callable[[float], None] | None = None
@@ -218,7 +232,11 @@ class Client:
         raise AssertionError("unreachable")
 
     def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
-        """Lines of a streamed answer (NDJSON); each read may wait ``read_timeout`` s."""
+        """Lines of a streamed answer (NDJSON); each read may wait ``read_timeout`` s.
+
+        A line longer than MAX_LINE is an error (Core's lines hold at most a
+        64 KiB chunk of output, or the job without its output).
+        """
         conn = self._connect(read_timeout)
         try:
             try:
@@ -229,9 +247,13 @@ class Client:
             if raw.status >= 400:
                 self.raise_for(Response(raw.status, raw.read()))
             while True:
-                line = raw.readline()
+                line = raw.readline(MAX_LINE + 1)
                 if not line:
                     return
+                if len(line) > MAX_LINE:
+                    raise http.client.HTTPException(
+                        f"a line of the stream is over {MAX_LINE} bytes"
+                    )
                 if line.strip():
                     yield line
         finally:
@@ -245,6 +267,16 @@ class Client:
         if resp.status_code == 404:
             raise NotFoundError(404, code, message)
         raise ApiError(resp.status_code, code, message)
+
+    def job(self, job_id: str, *, output: bool = True) -> dict[str, Any]:
+        params = None if output else {"output": "false"}
+        result: dict[str, Any] = self.request("GET", f"/api/v1/jobs/{_seg(job_id)}", params=params)
+        return result
+
+    def job_output(self, job_id: str, node: str, stream: str, offset: int, limit: int) -> bytes:
+        """Up to ``limit`` bytes of one node's ``stream`` from ``offset`` (empty past the end)."""
+        path = f"/api/v1/jobs/{_seg(job_id)}/output/{_seg(node)}/{stream}"
+        return self.send("GET", path, params={"offset": offset, "limit": limit}).body
 
     def nodes(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/nodes")

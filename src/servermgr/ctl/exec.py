@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -28,11 +29,19 @@ from servermgr.ctl.client import Client
 EXIT_TIMEOUT = 124
 EXIT_FAILURE = 255
 STREAM_SLACK = 90.0  # beyond the job timeout: Core marks a silent node lost after 30 s
+MAX_PARTIAL = 64 * 1024  # most bytes of an unfinished line held per node and stream
+RANGE = 1024 * 1024  # bytes per request when completing output by range
+POLL = 0.5  # seconds between reads by range while a job cut off from its stream runs
 
 
 @dataclass
 class Printer:
-    """Writes output events; prefixes lines with the node name when ``prefix``."""
+    """Writes output as it comes; prefixes lines with the node name when ``prefix``.
+
+    Holds at most one unfinished line per node and stream, and at most
+    ``MAX_PARTIAL`` bytes of it: a longer line is written in pieces, each on
+    its own prefixed line.
+    """
 
     prefix: bool
     out: BinaryIO
@@ -44,10 +53,10 @@ class Printer:
     def output(self, node: str, stream: str, offset: int, data: bytes) -> None:
         key = (node, stream)
         have = self.have.get(key, 0)
-        if offset + len(data) <= have:
-            return
-        data = data[max(0, have - offset) :]
-        self.have[key] = max(have, offset) + len(data)
+        if offset > have or offset + len(data) <= have:
+            return  # a gap (completed later, by range) or bytes already written
+        data = data[have - offset :]
+        self.have[key] = have + len(data)
         target = self.out if stream == "stdout" else self.err
         if not self.prefix:
             target.write(data)
@@ -55,10 +64,14 @@ class Printer:
             return
         buf = self.partial.get(key, b"") + data
         *lines, rest = buf.split(b"\n")
+        while len(rest) > MAX_PARTIAL:
+            lines.append(rest[:MAX_PARTIAL])
+            rest = rest[MAX_PARTIAL:]
         self.partial[key] = rest
         if lines:
             label = self._label(node)
-            target.write(b"".join(label + line + b"\n" for line in lines))
+            for line in lines:
+                target.write(label + line + b"\n")
             target.flush()
 
     def _label(self, node: str) -> bytes:
@@ -88,6 +101,49 @@ def stream_events(client: Client, job_id: str, *, timeout: float) -> Iterator[di
         ) from None
 
 
+def follow(client: Client, job_id: str, printer: Printer | None, *, timeout: float) -> bool:
+    """Print the job's output as it comes; True once every node is final.
+
+    False when the stream ended early: Core cut this reader off for reading
+    too slowly (our stdout is slow), or the stream closed before ``done``.
+    """
+    for event in stream_events(client, job_id, timeout=timeout):
+        kind = event["type"]
+        if kind == "output" and printer is not None:
+            data = base64.b64decode(event["data"])
+            printer.output(event["node"], event["stream"], event["offset"], data)
+        elif kind == "done":
+            return True
+        elif kind in ("error", "dropped"):  # cut off; an older Core skipped events
+            return False
+    return False
+
+
+def complete(
+    client: Client, job_id: str, printer: Printer, *, until_done: bool, patience: float
+) -> dict[str, Any]:
+    """Print what was not printed yet, read by range from Core; the job without output.
+
+    With ``until_done``, keep reading (every POLL s) until every node is
+    final or ``patience`` runs out. Holds at most one range (RANGE bytes).
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        job = client.job(job_id, output=False)
+        for n in job["nodes"]:
+            for stream in ("stdout", "stderr"):
+                have = printer.have.get((n["node"], stream), 0)
+                while have < n[f"{stream}_bytes"]:
+                    data = client.job_output(job_id, n["node_id"], stream, have, RANGE)
+                    if not data:
+                        break
+                    printer.output(n["node"], stream, have, data)
+                    have += len(data)
+        if not until_done or job["state"] == "done" or time.monotonic() > deadline:
+            return job
+        time.sleep(POLL)
+
+
 def run(
     client: Client,
     body: dict[str, Any],
@@ -95,20 +151,40 @@ def run(
     single: bool,
     stream: bool = True,
     as_json: bool = False,
+    out: BinaryIO | None = None,
+    err: BinaryIO | None = None,
 ) -> int:
     """Create the job, follow it, print; returns the exit code.
 
-    A request that fails (Core unreachable, key refused, unknown node, bad
-    target) raises its ClientError with exit code 255, as ssh does.
+    The nodes' output goes to ``out`` and ``err`` (default: our stdout and
+    stderr). A request that fails (Core unreachable, key refused, unknown
+    node, bad target) raises its ClientError with exit code 255, as ssh does.
     """
     try:
-        return _run(client, body, single=single, stream=stream, as_json=as_json)
+        return _run(
+            client,
+            body,
+            single=single,
+            stream=stream,
+            as_json=as_json,
+            out=out or sys.stdout.buffer,
+            err=err or sys.stderr.buffer,
+        )
     except ClientError as exc:
         exc.exit_code = EXIT_FAILURE
         raise
 
 
-def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as_json: bool) -> int:
+def _run(
+    client: Client,
+    body: dict[str, Any],
+    *,
+    single: bool,
+    stream: bool,
+    as_json: bool,
+    out: BinaryIO,
+    err: BinaryIO,
+) -> int:
     # One key per invocation: if the answer is lost and the POST is retried,
     # Core returns the job it made the first time instead of running it again.
     job = client.create_job(body, key=os.urandom(16).hex())
@@ -116,40 +192,32 @@ def _run(client: Client, body: dict[str, Any], *, single: bool, stream: bool, as
     names = [n["node"] for n in job["nodes"]]
     printer = Printer(
         prefix=not single or len(names) > 1,
-        out=sys.stdout.buffer,
-        err=sys.stderr.buffer,
+        out=out,
+        err=err,
         width=max((len(printable(n)) for n in names), default=0),
     )
     live = stream and not as_json
     try:
         # A queued job may wait for its node before its timeout starts.
         patience = body.get("timeout", 60.0) + body.get("wait", 0.0)
-        for event in stream_events(client, job_id, timeout=patience):
-            if live and event["type"] == "output":
-                printer.output(
-                    event["node"], event["stream"], event["offset"], base64.b64decode(event["data"])
-                )
-            elif event["type"] == "dropped":
-                # Core skipped events for us: stop printing live (no gaps);
-                # the rest is printed from the stored job below.
-                live = False
-            elif event["type"] == "done":
-                break
+        finished = follow(client, job_id, printer if live else None, timeout=patience)
+        if as_json:
+            final = client.job(job_id)
+        else:
+            # Whatever was not printed live (not streaming, a stream cut short),
+            # from where printing stopped: the stored job is the truth.
+            final = complete(
+                client, job_id, printer, until_done=not finished, patience=patience + STREAM_SLACK
+            )
     except KeyboardInterrupt:
         client.request("POST", f"/api/v1/jobs/{job_id}/cancel")
         printer.flush()
         sys.stderr.write(f"\nservermgr: cancelled job {job_id}\n")
         return 130
-    final = client.request("GET", f"/api/v1/jobs/{job_id}")
     nodes = final["nodes"]
     if as_json:
         sys.stdout.write(json.dumps(final, indent=2) + "\n")
     else:
-        # Whatever was not printed live (not streaming, events dropped, a stream
-        # cut short), from where printing stopped: the stored job is the truth.
-        for n in nodes:
-            printer.output(n["node"], "stdout", 0, base64.b64decode(n["stdout_b64"]))
-            printer.output(n["node"], "stderr", 0, base64.b64decode(n["stderr_b64"]))
         printer.flush()
         if printer.prefix:
             from servermgr.ctl import render

@@ -1,0 +1,156 @@
+"""``ctl exec``'s output path: streamed as it comes, bounded memory, complete.
+
+The ctl side runs in a worker thread (it is blocking code) against a real
+Core and a real agent in this process; what it holds is counted by a Client
+that records the largest line and the largest answer it read.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from servermgr.common.rest import Response
+from servermgr.core.app import Core
+from servermgr.ctl import exec as exec_mod
+from servermgr.ctl.client import Client
+from servermgr.ctl.exec import MAX_PARTIAL, RANGE, Printer
+from tests.support import StartNode, online, wait_for
+
+BIG = 16 * 1024 * 1024
+
+
+class CountingClient(Client):
+    """A Client that remembers the largest stream line and answer it held."""
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core.url, core.key.value)
+        self.largest_line = 0
+        self.largest_answer = 0
+        self.ranges = 0
+
+    def exec(self, body: dict[str, Any], *, single: bool, out: Any, err: Any = None) -> int:
+        try:
+            return exec_mod.run(self, body, single=single, out=out, err=err)
+        finally:
+            self.close()
+
+    def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
+        for line in super().stream_lines(path, read_timeout=read_timeout):
+            self.largest_line = max(self.largest_line, len(line))
+            yield line
+
+    def send(self, method: str, path: str, **kw: Any) -> Response:
+        resp = super().send(method, path, **kw)
+        self.largest_answer = max(self.largest_answer, len(resp.body))
+        self.ranges += "/output/" in path
+        return resp
+
+
+class Sink(io.RawIOBase):
+    """Counts what ctl writes and checks it; stalls once, as a slow pipe would."""
+
+    def __init__(self, stall: threading.Event | None = None) -> None:
+        self.size = 0
+        self.bad = 0
+        self.stall = stall
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.stall is not None and self.size:
+            self.stall.wait(60)  # released once Core has cut this reader off
+            self.stall = None
+        chunk = bytes(data)
+        self.bad += len(chunk) - chunk.count(b"x")
+        self.size += len(chunk)
+        return len(chunk)
+
+
+@pytest.fixture
+async def fleet(core: Core, start_node: StartNode) -> Core:
+    await start_node(core, "node-01")
+    await start_node(core, "node-02")
+    await wait_for(lambda: online(core, "node-01", "node-02"))
+    return core
+
+
+def body(target: str, size: int) -> dict[str, Any]:
+    command = f"head -c {size} /dev/zero | tr '\\0' x"
+    return {"target": target, "command": command, "output_cap": size, "timeout": 60}
+
+
+async def test_output_is_complete_with_bounded_buffers(fleet: Core) -> None:
+    client = CountingClient(fleet)
+    out, err = Sink(), Sink()
+    code = await trio.to_thread.run_sync(
+        lambda: client.exec(body("node-01", BIG), single=True, out=out, err=err)
+    )
+    assert code == 0
+    assert (out.size, out.bad, err.size) == (BIG, 0, 0)
+    # One line of the stream holds one 64 KiB chunk (base64), whatever the output size.
+    assert client.largest_line < 100 * 1024
+    assert client.largest_answer < 64 * 1024  # the final job document has no output
+
+
+async def test_a_reader_cut_off_completes_by_range(fleet: Core, caplog: Any) -> None:
+    """ctl's stdout stalls: Core cuts its stream off; ctl reads the rest by range."""
+    client = CountingClient(fleet)
+    stall = threading.Event()
+    out, err = Sink(stall), Sink()
+
+    def run() -> int:
+        return client.exec(body("node-01", BIG), single=True, out=out, err=err)
+
+    async with trio.open_nursery() as nursery:
+        codes: list[int] = []
+
+        async def ctl() -> None:
+            codes.append(await trio.to_thread.run_sync(run))
+
+        nursery.start_soon(ctl)
+        await wait_for(
+            lambda: any("read too slowly" in r.getMessage() for r in caplog.records), limit=60
+        )
+        stall.set()
+    assert codes == [0]
+    assert (out.size, out.bad) == (BIG, 0)
+    assert client.ranges >= 1
+    assert client.largest_answer <= RANGE
+    assert client.largest_line < 100 * 1024
+
+
+async def test_fan_out_prefixes_and_bounds_a_line_without_newline(fleet: Core) -> None:
+    client = CountingClient(fleet)
+    out = io.BytesIO()
+    size = 3 * MAX_PARTIAL + 5
+    code = await trio.to_thread.run_sync(
+        lambda: client.exec(body("node-01,node-02", size), single=False, out=out)
+    )
+    assert code == 0
+    lines = out.getvalue().split(b"\n")[:-1]
+    for node in ("node-01", "node-02"):
+        mine = [line for line in lines if line.startswith(node.encode() + b" | ")]
+        assert [len(line) - len(node) - 3 for line in mine] == [MAX_PARTIAL] * 3 + [5]
+
+
+def test_printer_holds_at_most_one_partial_line() -> None:
+    out = io.BytesIO()
+    printer = Printer(prefix=True, out=out, err=io.BytesIO(), width=2)
+    offset = 0
+    for _ in range(100):
+        printer.output("n1", "stdout", offset, b"y" * 10_000)
+        offset += 10_000
+        assert len(printer.partial[("n1", "stdout")]) <= MAX_PARTIAL
+    printer.output("n1", "stdout", 0, b"y" * 5)  # already written: ignored
+    printer.output("n1", "stdout", offset + 10, b"z")  # a gap: left for completion
+    printer.flush()
+    assert out.getvalue().count(b"y") == 1_000_000
+    assert b"z" not in out.getvalue()
+    assert all(line.startswith(b"n1 | ") for line in out.getvalue().splitlines())
