@@ -16,11 +16,11 @@ import trio
 import trio.testing
 from trio_websocket import CloseReason, ConnectionClosed
 
-from servermgr.common import proto
+from servermgr.common import heap, proto
 from servermgr.common.config import parse_config
 from servermgr.common.errors import CoreUnreachableError, single_error
 from servermgr.core.app import Core
-from servermgr.node import heap, transport
+from servermgr.node import transport
 from servermgr.node.agent import Agent
 from servermgr.node.identity import Identity
 from tests.support import StartNode, finished, free_port, online, submit, wait_for

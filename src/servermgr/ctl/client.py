@@ -240,7 +240,9 @@ class Client:
         conn = self._connect(read_timeout)
         try:
             try:
-                conn.request("GET", path, headers=self._headers)
+                # Used once: Core closes it when the stream ends instead of
+                # keeping it open, idle, for its keep-alive timeout.
+                conn.request("GET", path, headers=self._headers | {"Connection": "close"})
                 raw = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(exc) from None

@@ -26,7 +26,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
 
 from servermgr import __version__
-from servermgr.common import proto
+from servermgr.common import heap, proto
 from servermgr.common.config import Config
 from servermgr.common.errors import (
     CoreUnreachableError,
@@ -34,8 +34,8 @@ from servermgr.common.errors import (
     ProtocolError,
     RegistrationError,
 )
-from servermgr.node import heap, transport
 from servermgr.node import identity as ident
+from servermgr.node import transport
 from servermgr.node.collector import Collector, system_info
 from servermgr.node.spool import Spool, SpoolEntry
 

@@ -1,4 +1,7 @@
-"""Give memory the agent has freed back to the operating system.
+"""Give memory a process has freed back to the operating system.
+
+Used by the agent after each job and by Core after each full garbage
+collection (the cycles HTTP connections and jobs leave behind).
 
 CPython hands freed memory back to glibc's malloc, which keeps the pages for
 reuse instead of returning them: after a job whose output filled its 1 MiB
