@@ -145,13 +145,19 @@ class _FakeClient:
     """Core's answers for one job on one hostile node: an error, no output."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        self.job = job
+        self.doc = job
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
-        return self.job
+        return self.doc
 
     def create_job(self, body: dict[str, Any], *, key: str) -> Any:
-        return self.job
+        return self.doc
+
+    def job(self, job_id: str, *, output: bool = True) -> dict[str, Any]:
+        return self.doc
+
+    def job_output(self, job_id: str, node: str, stream: str, offset: int, limit: int) -> bytes:
+        return b""
 
     def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
         yield json.dumps({"type": "done"}).encode()
@@ -163,7 +169,7 @@ def test_exec_error_lines_and_summary_are_escaped(
 ) -> None:
     job = _job()
     for n in job["nodes"]:
-        n.update(stdout_b64="", stderr_b64="")
+        n.update(node_id="n1", stdout_bytes=0, stderr_bytes=0, stdout_b64="", stderr_b64="")
     code = ctl_exec.run(_FakeClient(job), {"command": "x"}, single=single)  # type: ignore[arg-type]
     assert code != 0
     err = capsys.readouterr().err
