@@ -15,7 +15,7 @@ client closed when Hypercorn's keep-alive timeout ends).
 Examples::
 
     python bench/jobs_memory.py                  # 10,000 jobs
-    python bench/jobs_memory.py --quick          # 500 jobs
+    python bench/jobs_memory.py --quick          # 300 jobs (CI's smoke test)
 """
 
 from __future__ import annotations
@@ -116,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300, help="jobs before the baseline (300)")
     parser.add_argument("--workers", type=int, default=4, help="ctl clients at once (4)")
     parser.add_argument("--settle", type=float, default=150.0, help="most seconds to settle (150)")
-    parser.add_argument("--quick", action="store_true", help="500 jobs, 100 warm-up")
+    parser.add_argument(
+        "--quick", action="store_true", help="300 jobs, 50 warm-up, at most 80 s to settle"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.warmup = 500, 100
+        args.jobs, args.warmup, args.settle = 300, 50, 80.0
     benchlib.install_signal_handlers()
     benchlib.print_machine()
     nodes = [f"mem-{i:02d}" for i in range(AGENTS)]

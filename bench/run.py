@@ -37,6 +37,8 @@ BENCHMARKS = (
     "agent_footprint",
     "storage",
     "node_strings",
+    "exec_output",
+    "jobs_memory",
     "storage_year",
 )
 OPTIONAL = {"storage_year"}

@@ -74,18 +74,18 @@ def test_a_full_collection_runs_hourly_only_if_the_frozen_heap_grew_and_daily_an
     assert not full_collection_due(3600, steady + 10_000, steady)  # no growth to speak of
     assert full_collection_due(3600, int(steady * 1.06), steady)  # 6 % more: cycles left behind
     assert full_collection_due(86400, steady, steady)  # a day: whatever the growth
-    assert full_collection_due(3600, 60_000, 1_000)  # small Core: 50,000 objects is the floor
-    assert not full_collection_due(3600, 40_000, 1_000)
+    assert full_collection_due(3600, 360_000, 300_001)  # 50,000 objects is the floor
+    assert not full_collection_due(3600, 340_000, 300_001)
 
 
-def test_a_core_with_quick_full_collections_runs_one_each_minute_the_heap_grew() -> None:
+def test_a_small_heap_is_collected_each_minute_it_grew() -> None:
     from servermgr.core.app import full_collection_due
 
     # A small fleet: garbage cycles left by HTTP connections and jobs are
     # collected within a minute or two, not an hour later.
-    assert full_collection_due(60, 52_000, 50_000, last_pause=0.02)
-    assert not full_collection_due(30, 52_000, 50_000, last_pause=0.02)  # too soon
-    assert not full_collection_due(60, 50_500, 50_000, last_pause=0.02)  # nothing to speak of
+    assert full_collection_due(60, 52_000, 50_000)
+    assert not full_collection_due(30, 52_000, 50_000)  # too soon
+    assert not full_collection_due(60, 50_500, 50_000)  # nothing to speak of
     # A large fleet's full collection stops Core for long: hourly, as before.
-    assert not full_collection_due(60, 52_000, 50_000, last_pause=1.1)
-    assert full_collection_due(3600, 120_000, 50_000, last_pause=1.1)
+    assert not full_collection_due(60, 1_600_000, 1_500_000)
+    assert full_collection_due(3600, 1_600_000, 1_500_000)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import gc
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -379,25 +378,22 @@ GC_FULL_EVERY = 3600.0  # at most this often, and only if the frozen heap grew
 GC_FULL_AT_LEAST = 86400.0  # whatever the growth
 GC_GROWTH = 0.05
 GC_GROWTH_MIN = 50_000
-GC_QUICK = 0.1  # s: a full collection that took at most this long ...
-GC_QUICK_EVERY = 60.0  # ... may run this often, when the frozen heap grew at all
-GC_QUICK_GROWTH_MIN = 1_000
+GC_SMALL_HEAP = 300_000  # objects left by a full collection: it takes ~0.1 s or less ...
+GC_SMALL_EVERY = 60.0  # ... and may run this often, when the frozen heap grew at all
+GC_SMALL_GROWTH_MIN = 1_000
 
 
-def full_collection_due(
-    since: float, frozen: int, after_full: int, *, last_pause: float = math.inf
-) -> bool:
-    """Whether to collect everything: ``since`` seconds after the last full one
-    (which took ``last_pause`` s), ``frozen`` objects now against ``after_full``
-    right after it.
+def full_collection_due(since: float, frozen: int, after_full: int) -> bool:
+    """Whether to collect everything: ``since`` seconds after the last full one,
+    ``frozen`` objects now against ``after_full`` right after it.
 
-    A Core whose full collection is quick (a small fleet) runs one each
-    minute the frozen heap grew: HTTP connections and jobs leave garbage
-    cycles among frozen objects (about 7 MiB per 1,000 ``ctl exec`` runs)
-    that would otherwise stay for up to an hour or a day.
+    A small heap (a small fleet: a full collection is quick) is collected
+    each minute it grew: HTTP connections and jobs leave garbage cycles
+    among frozen objects (about 7 MiB per 1,000 ``ctl exec`` runs) that
+    would otherwise stay for up to an hour or a day.
     """
     growth = frozen - after_full
-    if last_pause <= GC_QUICK and since >= GC_QUICK_EVERY and growth > GC_QUICK_GROWTH_MIN:
+    if after_full <= GC_SMALL_HEAP and since >= GC_SMALL_EVERY and growth > GC_SMALL_GROWTH_MIN:
         return True
     grown = growth > max(GC_GROWTH_MIN, after_full * GC_GROWTH)
     return (since >= GC_FULL_EVERY and grown) or since >= GC_FULL_AT_LEAST
@@ -422,15 +418,15 @@ async def quiet_gc() -> None:
     Core for about 1.1 s at 10,000 nodes, so it runs at most hourly and only
     when the frozen objects grew by 5 % since the last (nodes reconnecting
     leave such cycles; a steady fleet does not), and at least daily; a
-    Core whose full collection takes under 0.1 s runs one each minute the
-    frozen objects grew (see ``full_collection_due``).
+    Core with a small heap (a full collection of 0.1 s or less) runs one
+    each minute the frozen objects grew (see ``full_collection_due``).
     CPython's automatic collection is switched off while Core runs and
     restored when it stops (tests run Core inside their own process).
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        last_pause = _full_collection()
+        _full_collection()
         last_full = trio.current_time()
         after_full = gc.get_freeze_count()
         ticks = 0
@@ -442,10 +438,9 @@ async def quiet_gc() -> None:
             if ticks % 240 != 1:  # the count walks the whole list: once a minute
                 continue
             GC_PAUSES.frozen = frozen = gc.get_freeze_count()
-            since = trio.current_time() - last_full
-            if full_collection_due(since, frozen, after_full, last_pause=last_pause):
+            if full_collection_due(trio.current_time() - last_full, frozen, after_full):
                 last_full = trio.current_time()
-                last_pause = _full_collection()
+                _full_collection()
                 after_full = GC_PAUSES.frozen = gc.get_freeze_count()
     finally:
         gc.unfreeze()
@@ -453,15 +448,13 @@ async def quiet_gc() -> None:
             gc.enable()
 
 
-def _full_collection() -> float:
+def _full_collection() -> None:
     """Collect everything, frozen objects too, freeze the survivors and give the
-    freed memory back to the OS; seconds taken."""
-    t0 = time.perf_counter()
+    freed memory back to the OS."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
     heap.trim()
-    return time.perf_counter() - t0
 
 
 def _listen_error(exc: BaseException, config: Config) -> BaseException:
