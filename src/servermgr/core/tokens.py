@@ -114,6 +114,12 @@ def load(storage: Storage) -> list[Token]:
     return [_row(r) for r in rows]
 
 
+def by_id(storage: Storage, token_id: str) -> Token | None:
+    with storage.reader() as conn:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    return _row(row) if row is not None else None
+
+
 def revoke(storage: Storage, name: str) -> bool:
     """Delete the token named ``name``; False if there is none."""
     with storage.transaction() as conn:

@@ -184,8 +184,8 @@ class Dashboard:
                         else:
                             self._poke()
             except ConnectionRejected as exc:
-                if exc.status_code == 401:
-                    raise AuthError("Core refused the key (--key / SERVERMGR_KEY)") from None
+                if exc.status_code in (401, 403):
+                    raise AuthError(_refused(exc)) from None
                 reason = f"HTTP {exc.status_code}"
             except ConnectionRefusedError:
                 reason = "Core is down"
@@ -292,3 +292,12 @@ async def _get(http: httpx.AsyncClient, path: str, params: dict[str, Any] | None
             message = f"HTTP {resp.status_code}"
         raise ValueError(printable(str(message)))
     return printable_doc(resp.json())
+
+
+def _refused(exc: ConnectionRejected) -> str:
+    """One line for a refused credential: Core's own reason when it gave one."""
+    try:
+        message = str(json.loads(exc.body or b"")["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {exc.status_code}"
+    return f"Core refused the key: {' '.join(message.split())[:300]} (--key / SERVERMGR_KEY)"
