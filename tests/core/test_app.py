@@ -73,6 +73,11 @@ async def test_disk_full_answers_503_serves_reads_and_loses_no_sample(
         job = await api.post("/api/v1/jobs", json={"target": "all", "command": "x" * 30000})
         assert job.status_code == 503
         assert job.json()["error"]["code"] == "storage_unavailable"
+        status = (await api.get("/api/v1/status")).json()
+        # (Small writes that fit in a free page may still work: "writable" can flicker.)
+        assert set(status["storage"]) == {"writable", "failing_for_s", "refused"}
+        assert status["ingest"]["held"] >= 1
+        assert status["ingest"]["failed_batches"] >= 5
         nodes = await api.get("/api/v1/nodes")  # reads still work
         assert nodes.status_code == 200
         assert [n["name"] for n in nodes.json()] == ["web-1"]
@@ -83,6 +88,8 @@ async def test_disk_full_answers_503_serves_reads_and_loses_no_sample(
         await wait_for(lambda: set(taken) <= stored_ts(core, "web-1"))
         resp = await api.post("/api/v1/register", json={"hostname": "web-2", "labels": labels})
         assert resp.status_code == 201, resp.text
+        status = (await api.get("/api/v1/status")).json()
+        assert status["storage"] == {"writable": True, "failing_for_s": None, "refused": 0}
     assert not [r for r in caplog.records if r.exc_info]  # no traceback in the log
     outage_lines = [r for r in caplog.records if "the disk is full" in r.getMessage()]
     assert len(outage_lines) == 1  # at most one a minute

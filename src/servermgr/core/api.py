@@ -133,10 +133,13 @@ class Api:
                 "uptime": max(0.0, now - self.started),
                 "nodes": {"known": len(self.registry), "online": len(self.gateway.sessions)},
                 "gc": self.gc_pauses(),
+                "storage": self.db.outage.doc(),
                 "ingest": {
                     "samples_stored": writer.samples,
                     "batches": writer.batches,
                     "queued": writer.queued,
+                    "held": writer.held,
+                    "failed_batches": writer.failed_batches,
                     "sample_age_ms": {
                         "p50": age.quantile(0.5),
                         "p99": age.quantile(0.99),

@@ -83,6 +83,16 @@ class Outage:
                 exc,
             )
 
+    def doc(self) -> dict[str, object]:
+        """For /api/v1/status: whether writes work now, else since when and how many failed."""
+        return {
+            "writable": self.since is None,
+            "failing_for_s": None
+            if self.since is None
+            else round(trio.current_time() - self.since, 1),
+            "refused": self.refused,
+        }
+
     def recovered(self) -> None:
         if self.since is None:
             return
