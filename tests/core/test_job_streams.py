@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from servermgr.core.app import Core
 from servermgr.core.cache import Subscription
 from servermgr.core.job_streams import CHUNK, MAX_BYTES
+from servermgr.ctl.wsclient import connect
 from tests.support import StartNode, api, finished, online, submit, wait_for
 
 BIG = 16 * 1024 * 1024  # twice what may wait for one reader
@@ -118,3 +120,39 @@ async def test_output_so_far_comes_in_bounded_chunks_and_by_range(node: Core) ->
         assert bad.json()["error"]["code"] == "bad_request"
         missing = await client.get(base.replace("node-01", "node-99"))
         assert missing.status_code == 404
+
+
+async def test_a_websocket_reader_that_stalls_is_closed_with_1008(node: Core, caplog: Any) -> None:
+    core = node
+    job = await submit(
+        core,
+        target="node-01",
+        command=f"sleep 0.5; head -c {BIG} /dev/zero | tr '\\0' x",
+        output_cap=BIG,
+    )
+    path = f"/api/v1/jobs/{job['id']}/ws"
+    async with connect(core.url, path, core.key.value) as ws:
+        # trio-websocket stops reading the socket while a message waits unread.
+        await wait_for(
+            lambda: any("read too slowly" in r.getMessage() for r in caplog.records), limit=30
+        )
+
+        async def read_to_the_end() -> None:
+            with trio.fail_after(30):
+                while True:
+                    await ws.get_message()
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await read_to_the_end()
+    assert closed.value.reason is not None
+    assert closed.value.reason.code == 1008
+    assert (closed.value.reason.reason or "").startswith("too slow")
+    async with api(core) as client:  # the job itself is unaffected
+        with trio.fail_after(30):
+            while True:
+                doc = (await client.get(f"/api/v1/jobs/{job['id']}?output=false")).json()
+                if doc["state"] == "done":
+                    break
+                await trio.sleep(0.1)
+    assert doc["nodes"][0]["state"] == "succeeded"
+    assert doc["nodes"][0]["stdout_bytes"] == BIG
