@@ -103,6 +103,26 @@ def test_a_node_that_answered_is_never_stalled_only_lost() -> None:
     assert effects == (Effect.STORE_FINAL, Effect.PUBLISH)
 
 
+def test_a_node_back_without_a_job_it_never_took_gets_it_again() -> None:
+    status, effects = step(sent(), NodeBack(NOW + 1, has_job=False), WAITS)
+    assert effects == (Effect.SEND_RUN,)
+    again, effects = step(status, Send(NOW + 1), WAITS)
+    assert (again.state, effects) == (State.SENT, (Effect.SEND_RUN,))
+
+
+@pytest.mark.parametrize("heard", ["sent", "running"])
+def test_a_node_back_without_a_job_it_took_is_lost_never_run_twice(heard: str) -> None:
+    took = sent(heard=True)
+    if heard == "running":
+        took, _ = step(sent(), Heard(NOW + 1), WAITS)
+        assert took.state is State.RUNNING
+    status, effects = step(took, NodeBack(NOW + 2, has_job=False), WAITS)
+    assert status.state is State.LOST
+    assert effects == (Effect.STORE_FINAL, Effect.PUBLISH)
+    assert status.error is not None
+    assert "never runs twice" in status.error
+
+
 def test_a_send_that_timed_out_stalls_at_once() -> None:
     status, effects = step(sent(), SendFailed(NOW + 5), NO_WAIT)
     assert status.state is State.STALLED

@@ -234,6 +234,15 @@ def _node_back(status: Status, event: NodeBack, limits: Limits) -> Step:
             )
         return status, (Effect.SEND_RUN,)  # through Send, by the scheduler
     if event.has_job is False:
+        if status.heard:
+            # It took the job, then came back without it (its spool was lost):
+            # sending it again could run the command twice.
+            return _final(
+                status,
+                State.LOST,
+                "the node came back without this job after taking it (its job spool "
+                "was lost); not sent again, so it never runs twice",
+            )
         return status, (Effect.SEND_RUN,)  # sent, never arrived: send again
     if event.has_job and not status.heard:
         status = replace(status, heard=True)  # it took the job: not a stall
