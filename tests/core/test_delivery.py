@@ -97,8 +97,11 @@ async def test_a_job_the_node_never_received_is_sent_again(
     await core.db.write(
         core.jobs.store.create, record, [NodeResult(row.id, "node-01", "sent")], "echo arrived"
     )
+    # Never heard from: the node did not answer it (had it arrived, the node
+    # would have answered job.accepted, and a node that then comes back
+    # without it lost its spool: that job is lost, never sent twice).
     core.jobs.live.add(
-        Entry(record, row.id, "node-01", Status(State.SENT, sent_at=core.jobs.clock(), heard=True))
+        Entry(record, row.id, "node-01", Status(State.SENT, sent_at=core.jobs.clock()))
     )
     core.gateway.disconnect(row.id, 4001, "test: drop the connection")
     n = by_node(await finished(core, record.id))["node-01"]
