@@ -10,6 +10,7 @@ database itself, so a database created 0600 keeps its companions private.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -51,6 +52,46 @@ def private_sqlite(path: Path) -> None:
             _tighten(companion, FILE_MODE)
         except FileNotFoundError:
             pass
+
+
+def write_atomic(path: Path, data: bytes, *, replace: bool, mode: int = FILE_MODE) -> bool:
+    """Write ``path`` whole or not at all, private from its first byte.
+
+    The data goes to a temp file beside ``path`` (created with ``mode``) and
+    is fsynced; then it is renamed over ``path`` (``replace``), or hard-linked
+    into place only if ``path`` does not exist yet, so that of two processes
+    creating it at once the first one's file stays. The directory is fsynced
+    so the name survives a crash. Returns False when ``replace`` is off and
+    ``path`` already existed (nothing was changed). OSError on failure.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        fsync_dir(path.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` durable (after a create, link or rename)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _tighten(path: Path, mode: int) -> None:

@@ -48,27 +48,12 @@ def load_or_create_key(path: Path) -> CoreKey:
     except OSError as exc:
         raise KeyFileError(str(path), f"cannot create directory: {exc.strerror}") from None
     value = secrets.token_hex(KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (value + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
+        if not files.write_atomic(path, (value + "\n").encode(), replace=False):
             # Another process won the race: its key is the key.
             return _load(path, created=False)
-        _fsync_dir(path.parent)
     except OSError as exc:
         raise KeyFileError(str(path), f"cannot write: {exc.strerror}") from None
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
     return CoreKey(value=value, path=path, created=True)
 
 
@@ -76,23 +61,10 @@ def rotate_key(path: Path) -> CoreKey:
     """Replace the key at ``path`` with a new one (the file must exist), atomically."""
     read_key(path)  # a missing or unreadable key is an error, not a silent first key
     value = secrets.token_hex(KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (value + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        files.write_atomic(path, (value + "\n").encode(), replace=True)
     except OSError as exc:
         raise KeyFileError(str(path), f"cannot write: {exc.strerror}") from None
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
     return CoreKey(value=value, path=path, created=True)
 
 
@@ -142,11 +114,3 @@ def _load(path: Path, *, created: bool) -> CoreKey:
             f"(mode {stat.S_IMODE(st.st_mode):04o}); fix with: chmod 600 {path}"
         )
     return CoreKey(value=text, path=path, created=created, warning=warning)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import secrets
 import socket
 import ssl
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from pathlib import Path
 from servermgr.common import tls
 from servermgr.common.config import AUTO_TLS_CERT, AUTO_TLS_KEY, Config
 from servermgr.common.errors import ConfigError
-from servermgr.common.files import private_dir
+from servermgr.common.files import private_dir, write_atomic
 
 VALID_DAYS = 3650
 
@@ -156,13 +154,13 @@ def ensure_self_signed(cert: Path, key: Path, hosts: list[str]) -> bool:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_new(key, pem, 0o600)
+        write_atomic(key, pem, replace=False)
     if cert.exists():
         return True
     private = serialization.load_pem_private_key(key.read_bytes(), password=None)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise OSError(f"{key} is not an EC key: delete it to make a new one")
-    _write_new(cert, _self_signed(private, hosts), 0o644)
+    write_atomic(cert, _self_signed(private, hosts), replace=False, mode=0o644)
     return True
 
 
@@ -221,26 +219,3 @@ def _self_signed(private: object, hosts: list[str]) -> bytes:
         .sign(private, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` atomically; if another process made it first, theirs stays."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -6,8 +6,6 @@ would add ~0.2 MiB to its RSS).
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +51,8 @@ def load(data_dir: Path) -> Identity | None:
 def save(data_dir: Path, identity: Identity) -> None:
     """Write atomically (temp file, fsync, rename) at mode 0600."""
     files.private_dir(data_dir)
-    path = data_dir / FILE_NAME
-    tmp = data_dir / f".{FILE_NAME}.{secrets.token_hex(4)}.tmp"
     doc = {"node_id": identity.node_id, "name": identity.name, "credential": identity.credential}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, msgspec.json.encode(doc))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    files.write_atomic(data_dir / FILE_NAME, msgspec.json.encode(doc), replace=True)
 
 
 def forget(data_dir: Path) -> None:
