@@ -466,7 +466,10 @@ class Storage:
                     conn.close()
 
     def _open_reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # mode=rw: a reader never creates the file (a deleted database must stay deleted,
+        # for the watcher to notice and rescue it, not become an empty one).
+        uri = f"{self.path.absolute().as_uri()}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
         conn.execute("PRAGMA query_only = ON")
         return conn
