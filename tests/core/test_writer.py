@@ -9,8 +9,15 @@ from functools import partial
 import pytest
 import trio
 
+from servermgr.common.errors import StorageUnavailableError
 from servermgr.core.storage import Storage
-from servermgr.core.writer import Database, GroupCommit, Ingest, MetricsWriter
+from servermgr.core.writer import (
+    Database,
+    GroupCommit,
+    Ingest,
+    MetricsWriter,
+    spawn_past_outages,
+)
 from servermgr.node.agent import Backlog
 from tests.support import cap_database, make_sample, wait_for
 
@@ -199,3 +206,27 @@ async def test_shutdown_while_full_acks_nothing_and_a_resend_fills_the_gap(
         await wait_for(lambda: not backlog.inflight)
         writer.close()
     assert stored_ts(db, node) == [2000.0 + 100 * k + i for k in range(5) for i in range(20)]
+
+
+async def test_a_short_task_failing_on_storage_does_not_end_its_nursery() -> None:
+    """Out of descriptors or disk, one node's catch-up fails; Core goes on."""
+    ran: list[str] = []
+
+    async def fails() -> None:
+        ran.append("fails")
+        raise StorageUnavailableError("database x: the file cannot be opened", "cannot open")
+
+    async def works() -> None:
+        ran.append("works")
+
+    async with trio.open_nursery() as nursery:
+        spawn_past_outages(nursery, fails)
+        spawn_past_outages(nursery, works)
+    assert sorted(ran) == ["fails", "works"]
+
+    async def bug() -> None:
+        raise ValueError("a bug is not an outage")
+
+    with pytest.RaisesGroup(ValueError):
+        async with trio.open_nursery() as nursery:
+            spawn_past_outages(nursery, bug)

@@ -46,7 +46,7 @@ from servermgr.core.auth import error_body, principal_of
 from servermgr.core.cache import EventBus, StatusStore
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.storage import NodeRow
-from servermgr.core.writer import Ingest, MetricsWriter
+from servermgr.core.writer import Ingest, MetricsWriter, spawn_past_outages
 
 if TYPE_CHECKING:
     from servermgr.core.scheduler import Scheduler
@@ -200,8 +200,7 @@ class Gateway:
                 self._nursery = None
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
+        spawn_past_outages(self._nursery, fn, *args)
 
     async def _watch_silence(self) -> None:
         """Close sessions whose node sent nothing for three heartbeat intervals."""

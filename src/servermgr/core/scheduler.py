@@ -44,7 +44,7 @@ from servermgr.core.cache import EventBus
 from servermgr.core.jobstate import Effect, State, Status
 from servermgr.core.jobstore import JobRecord, JobStore, NodeResult
 from servermgr.core.registry import NodeRegistry
-from servermgr.core.writer import Database, GroupCommit
+from servermgr.core.writer import Database, GroupCommit, spawn_past_outages
 
 log = logging.getLogger("servermgr.core.jobs")
 
@@ -435,8 +435,7 @@ class Scheduler:
         return jobstate.Limits(job.timeout, job.deadline, self.lost_grace, self.accept_after)
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
+        spawn_past_outages(self._nursery, fn, *args)
 
     def _name(self, node_id: str) -> str:
         row = self.registry.by_ref(node_id)

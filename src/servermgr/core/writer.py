@@ -20,7 +20,7 @@ import bisect
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar
 
@@ -140,6 +140,28 @@ class Database:
         except StorageUnavailableError as exc:
             self.outage.failed(exc)
             raise
+
+
+def spawn_past_outages(
+    nursery: trio.Nursery | None, fn: Callable[..., Awaitable[object]], *args: object
+) -> None:
+    """Start a short task (an ack, a node's catch-up) that a storage outage must not end Core for.
+
+    Such a task is one node's business: when the database fails under it
+    (disk full, out of file descriptors), the Database has told the outage
+    (logged at most once a minute) and the node will try again (it re-sends
+    unacked samples and results, and its next hello asks for its jobs
+    again). Letting the error out would take the whole nursery, so Core.
+    """
+
+    async def run() -> None:
+        try:
+            await fn(*args)
+        except StorageUnavailableError as exc:
+            log.debug("%s dropped: %s", getattr(fn, "__qualname__", fn), exc)
+
+    if nursery is not None:
+        nursery.start_soon(run)
 
 
 class _Round(Generic[R]):
