@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
@@ -15,7 +17,17 @@ from servermgr.core.app import Core
 from servermgr.core.cache import Subscription
 from servermgr.core.job_streams import CHUNK, MAX_BYTES
 from servermgr.ctl.wsclient import connect
-from tests.support import StartNode, api, finished, online, submit, wait_for
+from tests.support import (
+    NO_AUTH_LIMIT,
+    StartCore,
+    StartNode,
+    api,
+    core_config,
+    finished,
+    online,
+    submit,
+    wait_for,
+)
 
 BIG = 16 * 1024 * 1024  # twice what may wait for one reader
 
@@ -85,6 +97,41 @@ async def test_a_reader_that_never_reads_is_cut_off_and_others_get_everything(
         tail = await read_all(sock)
         assert b'"too_slow"' in tail
         assert b'"type": "done"' not in tail
+    finally:
+        sock.close()
+
+
+def server_side_open(core: Core, client: socket.socket) -> bool:
+    """Whether Core (this process) still holds its end of ``client``'s connection."""
+    port = client.getsockname()[1]
+    return any(
+        c.laddr and c.laddr.port == core.port and c.raddr and c.raddr.port == port
+        for c in psutil.Process().net_connections(kind="tcp")
+    )
+
+
+async def test_a_reader_that_never_reads_loses_its_connection_too(
+    start_core: StartCore, start_node: StartNode, tmp_path: Path
+) -> None:
+    """Cut off, it also stops holding a task and a descriptor: once what Core
+    sent has sat unread for [limits] send_timeout, the kernel drops it."""
+    core = (
+        await start_core(core_config(tmp_path, limits=f"{NO_AUTH_LIMIT}\nsend_timeout = 1\n"))
+    ).core
+    await start_node(core, "node-01")
+    await wait_for(lambda: online(core, "node-01"))
+    job = await submit(
+        core,
+        target="node-01",
+        command=f"sleep 0.5; head -c {BIG} /dev/zero | tr '\\0' x",
+        output_cap=BIG,
+    )
+    sock = stalled_reader(core, f"/api/v1/jobs/{job['id']}/stream")
+    try:
+        await wait_for(lambda: server_side_open(core, sock))
+        await finished(core, job["id"], limit=60)
+        await wait_for(lambda: not core.bus.subscriptions(), limit=30)
+        await wait_for(lambda: not server_side_open(core, sock), limit=30)
     finally:
         sock.close()
 

@@ -100,6 +100,7 @@ class LimitsConfig:
     auth_window: float = 60.0
     unauthenticated_connections: int = 32  # per address, before it authenticates
     handshake_timeout: float = 5.0  # to send a complete request head (or TLS handshake)
+    send_timeout: float = 30.0  # data sent to a client unacknowledged this long: dropped
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,13 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
 
 def _parse_limits(sec: _Section) -> LimitsConfig:
     sec.check_keys(
-        {"auth_failures", "auth_window", "unauthenticated_connections", "handshake_timeout"}
+        {
+            "auth_failures",
+            "auth_window",
+            "unauthenticated_connections",
+            "handshake_timeout",
+            "send_timeout",
+        }
     )
     d = LimitsConfig()
     return LimitsConfig(
@@ -386,6 +393,9 @@ def _parse_limits(sec: _Section) -> LimitsConfig:
         ),
         handshake_timeout=sec.get(
             "handshake_timeout", lambda k, v: _number(sec, k, v, 0.1, 300), d.handshake_timeout
+        ),
+        send_timeout=sec.get(
+            "send_timeout", lambda k, v: _number(sec, k, v, 1, 3600), d.send_timeout
         ),
     )
 

@@ -258,7 +258,10 @@ async def serve(
                             listen.serve,
                             core.asgi,
                             hypercorn_config(config, tls),
-                            listen.Gate(config.limits.unauthenticated_connections),
+                            listen.Gate(
+                                config.limits.unauthenticated_connections,
+                                send_timeout=config.limits.send_timeout,
+                            ),
                             shutdown_trigger=stop_http.wait,
                         )
                     )

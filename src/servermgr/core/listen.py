@@ -30,9 +30,11 @@ graceful shutdown), with these differences:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -58,8 +60,15 @@ Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 class Gate:
     """Per-address accounting of connections that have not authenticated yet."""
 
-    def __init__(self, unauthenticated: int, *, throttle: LogThrottle | None = None) -> None:
+    def __init__(
+        self,
+        unauthenticated: int,
+        *,
+        send_timeout: float = 30.0,
+        throttle: LogThrottle | None = None,
+    ) -> None:
         self.pending = AddressCounter(unauthenticated)
+        self.send_timeout = send_timeout
         self.throttle = throttle or LogThrottle(60.0)
         self.refused = 0  # connections closed at accept for the cap
         self.accept_failures = 0  # accept(2) out of descriptors
@@ -156,6 +165,21 @@ class _EofWatch:
         return data
 
 
+def _drop_when_unread(stream: Stream, seconds: float) -> None:
+    """Let the kernel drop the connection once what Core sent stays unread ``seconds``.
+
+    A client that stops reading (a stalled stream subscriber, a stopped node)
+    leaves Hypercorn's send waiting on a full socket forever, shielded from
+    Core's cancellation; with TCP_USER_TIMEOUT the kernel gives up on data
+    unacknowledged (or a zero window) for that long and the send fails, so
+    the task and the descriptor are freed. A reader that reads, however
+    slowly, keeps its connection.
+    """
+    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    with contextlib.suppress(OSError, AttributeError):  # not TCP (a test's socketpair)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+
+
 def peer_address(stream: Stream) -> str:
     sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
     return str(sock.getpeername()[0])
@@ -228,6 +252,7 @@ async def serve(
                     await trio.aclose_forcefully(stream)
                     continue
                 if gate.admit(address):
+                    _drop_when_unread(stream, gate.send_timeout)
                     handlers.start_soon(handle, stream, address)
                 else:
                     await trio.aclose_forcefully(stream)
