@@ -30,7 +30,7 @@ from servermgr.core.auth import (
     Authenticator,
     error_response,
     principal_of,
-    read_body,
+    read_json,
 )
 from servermgr.core.cache import NodeStatus, StatusStore
 from servermgr.core.gateway import CLOSE_REMOVED, NODE_WS_PATH, Gateway
@@ -100,11 +100,7 @@ class Api:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def register(self, request: Request) -> Response:
-        raw = await read_body(request)
-        try:
-            body = msgspec.json.decode(raw, type=RegisterBody)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ApiFailure(400, "bad_request", f"bad registration: {exc}") from None
+        body = await read_json(request, RegisterBody, "registration")
         failure = _name_failure(body.hostname, "hostname")
         if failure is not None:
             raise failure
@@ -174,11 +170,7 @@ class Api:
 
     async def rename_node(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
-        raw = await read_body(request)
-        try:
-            body = msgspec.json.decode(raw, type=RenameBody)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ApiFailure(400, "bad_request", f"bad rename: {exc}") from None
+        body = await read_json(request, RenameBody, "rename")
         failure = _name_failure(body.name, "name")
         if failure is not None:
             raise failure

@@ -30,8 +30,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import trio
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
@@ -158,6 +159,18 @@ async def read_body(request: Request) -> bytes:
     if seen > MAX_BODY:
         raise too_large
     return bytes(data)
+
+
+B = TypeVar("B")
+
+
+async def read_json(request: Request, body_type: type[B], what: str) -> B:
+    """The body (``read_body``) decoded into ``body_type``; else 400 ``bad {what}: ...``."""
+    raw = await read_body(request)
+    try:
+        return msgspec.json.decode(raw, type=body_type)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ApiFailure(400, "bad_request", f"bad {what}: {exc}") from None
 
 
 def _unauthorized(message: str) -> ApiFailure:
