@@ -34,6 +34,7 @@ from servermgr.core.api import Api, Handler
 from servermgr.core.auth import Access, ApiFailure, error_body
 from servermgr.core.cache import SubscriberTooSlow
 from servermgr.core.gateway import CLOSE_POLICY
+from servermgr.core.jobs_api import job_or_404
 from servermgr.core.jobstore import FINAL_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
@@ -54,7 +55,7 @@ class JobStreams:
 
     async def stream(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        await self._exists(job_id)  # 404 before the stream starts
+        await job_or_404(self.jobs, job_id, output=False)  # 404 before the stream starts
         label = f"job stream {job_id} of {_peer(request)}"
 
         async def lines() -> AsyncIterator[bytes]:
@@ -174,7 +175,7 @@ class JobStreams:
             raise ApiFailure(400, "bad_request", "offset and limit must be integers") from None
         if offset < 0 or not 1 <= limit <= MAX_RANGE:
             raise ApiFailure(400, "bad_request", f"offset must be >= 0, limit 1..{MAX_RANGE}")
-        doc = await self._exists(job_id)
+        doc = await job_or_404(self.jobs, job_id, output=False)
         ref = request.path_params["node"]
         node = next((n for n in doc["nodes"] if ref in (n["node_id"], n["node"])), None)
         if node is None:
@@ -185,12 +186,6 @@ class JobStreams:
             media_type="application/octet-stream",
             headers={"X-Total-Bytes": str(node[f"{stream}_bytes"])},
         )
-
-    async def _exists(self, job_id: str) -> dict[str, Any]:
-        doc = await self.jobs.job_doc(job_id, output=False)
-        if doc is None:
-            raise ApiFailure(404, "not_found", f"no job {job_id!r} (see: servermgr ctl jobs)")
-        return doc
 
     def routes(self) -> list[tuple[str, str, Handler, Doc]]:
         jid = Param("job_id", "path", "job id")

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from servermgr.common import proto, timespec
 from servermgr.common.selector import parse_target
 from servermgr.core.api import Api, Handler
-from servermgr.core.auth import Access, ApiFailure, principal_of, read_body
+from servermgr.core.auth import Access, ApiFailure, principal_of, read_json
 from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import JobError, JobSpec, Scheduler
@@ -65,17 +65,24 @@ def request_digest(body: JobBody, principal: str) -> str:
     return hashlib.sha256(principal.encode() + b"\0" + msgspec.json.encode(canonical)).hexdigest()
 
 
+async def job_or_404(jobs: Scheduler, job_id: str, *, output: bool) -> dict[str, Any]:
+    """The job document (``Scheduler.job_doc``); else 404 in the one error shape."""
+    doc = await jobs.job_doc(job_id, output=output)
+    if doc is None:
+        raise ApiFailure(404, "not_found", f"no job {job_id!r} (see: servermgr ctl jobs)")
+    return doc
+
+
 class JobsApi:
     def __init__(self, api: Api, scheduler: Scheduler) -> None:
         self.api = api
         self.jobs = scheduler
 
     async def create(self, request: Request) -> Response:
-        raw = await read_body(request)
+        body = await read_json(request, JobBody, "job")
         try:
-            body = msgspec.json.decode(raw, type=JobBody)
             target = parse_target(body.target)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        except ValueError as exc:
             raise ApiFailure(400, "bad_request", f"bad job: {exc}") from None
         if (body.command is None) == (body.service is None):
             raise ApiFailure(400, "bad_request", "give exactly one of command or service")
@@ -151,14 +158,14 @@ class JobsApi:
         output = request.query_params.get("output", "true")
         if output not in ("true", "false"):
             raise ApiFailure(400, "bad_request", "output must be true or false")
-        doc = await self._doc(request.path_params["job_id"], output=output == "true")
+        doc = await job_or_404(self.jobs, request.path_params["job_id"], output=output == "true")
         return JSONResponse(doc)
 
     async def cancel(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         if not await self.jobs.cancel(job_id):
             raise ApiFailure(404, "not_found", f"no job {job_id!r}")
-        return JSONResponse(await self._doc(job_id, output=False))
+        return JSONResponse(await job_or_404(self.jobs, job_id, output=False))
 
     async def audit(self, request: Request) -> Response:
         q = request.query_params
@@ -177,12 +184,6 @@ class JobsApi:
             principal=q.get("principal"),
         )
         return JSONResponse(rows)
-
-    async def _doc(self, job_id: str, *, output: bool = True) -> dict[str, Any]:
-        doc = await self.jobs.job_doc(job_id, output=output)
-        if doc is None:
-            raise ApiFailure(404, "not_found", f"no job {job_id!r} (see: servermgr ctl jobs)")
-        return doc
 
     def routes(self) -> list[tuple[str, str, Handler, Doc]]:
         jid = Param("job_id", "path", "job id")
