@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,11 +15,14 @@ from servermgr.core.app import Core, serve
 from servermgr.core.storage import Storage
 from servermgr.node.agent import Agent
 from tests.support import (
+    REDIS_INSTALL,
     RecordingCollector,
+    RedisServer,
     RunningCore,
     RunningNode,
     StartCore,
     StartNode,
+    StartRedis,
     core_config,
     node_config,
 )
@@ -92,3 +97,35 @@ def start_node(nursery: trio.Nursery, tmp_path: Path) -> StartNode:
         return node
 
     return start
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Start redis-servers of the test's own (``start(password=...)``), killed after.
+
+    Without redis-server installed the test is skipped with how to install
+    it; in CI (the ``CI`` variable set, as ``.ci/run`` does) it fails instead,
+    and a redis-server that cannot start fails it anywhere.
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{REDIS_INSTALL} (CI runs every Redis test)")
+        pytest.skip(REDIS_INSTALL)
+    servers: list[RedisServer] = []
+
+    def start(password: str | None = None) -> RedisServer:
+        server = RedisServer(exe, tmp_path / f"redis{len(servers)}", password=password)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture
+def redis_server(start_redis: StartRedis) -> RedisServer:
+    """One redis-server without a password."""
+    return start_redis()

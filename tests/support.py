@@ -341,3 +341,79 @@ async def make_token(core: Core, name: str, role: str, *, expires: float | None 
     )
     await core.auth.refresh()
     return secret
+
+
+REDIS_INSTALL = "redis-server is not installed: apt-get install -y redis-server"
+
+
+class RedisServer:
+    """A real redis-server of the test's own: 127.0.0.1, a free port, a temp dir,
+    nothing persisted. ``kill()`` and ``start()`` again keep its port (a Redis
+    that died and came back)."""
+
+    def __init__(self, exe: str, directory: Path, *, password: str | None = None) -> None:
+        self.exe = exe
+        self.dir = directory
+        self.password = password
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (on the same port after ``kill``); raises RuntimeError if it cannot."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):  # a free port can be taken between the check and the bind
+            port = self.port or free_port()
+            args = [self.exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.dir)]
+            args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+            args += ["--logfile", str(self.dir / "redis.log")]
+            if self.password:
+                args += ["--requirepass", self.password]
+            proc = subprocess.Popen(args, start_new_session=True, stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and proc.poll() is None:
+                if self._answers(port):
+                    self.port, self.proc = port, proc
+                    return
+                time.sleep(0.02)
+            _kill_group(proc)
+            if self.port:  # its port is not free again yet: try a little later
+                time.sleep(0.5)
+        log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"redis-server did not start; its log ends:\n{log}")
+
+    def _answers(self, port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                reply = s.recv(64)
+        except OSError:
+            return False
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL): nothing is saved."""
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self.proc = None
+
+    def cli(self, *args: str) -> str:
+        """What redis-cli prints for ``args`` (raises on failure)."""
+        cmd = [shutil.which("redis-cli") or "redis-cli", "-p", str(self.port), "--no-auth-warning"]
+        if self.password:
+            cmd += ["-a", self.password]
+        out = subprocess.run(cmd + list(args), capture_output=True, timeout=20, check=True)
+        return out.stdout.decode()
+
+
+StartRedis = Callable[..., RedisServer]
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 9)
+    proc.wait(timeout=10)

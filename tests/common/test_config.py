@@ -83,6 +83,7 @@ def test_ipv6_listen() -> None:
         ('[node]\ncore_addr = "ws://h:9999/api"', "node.core_addr", "without a path"),
         ('[node]\ncore_addr = "ws://h:notaport"', "node.core_addr", "bad URL"),
         ('[storage]\nredis_url = "http://x"', "storage.redis_url", "scheme must be"),
+        ('[storage]\nredis_url = "redis://h/x"', "storage.redis_url", "database number"),
         ('[node]\nhostname = "bad name!"', "node.hostname", "bad node name"),
         ('[node]\nhostname = "all"', "node.hostname", "reserved"),
         ('[node]\nhostname = "n0123456789abcdef"', "node.hostname", "shaped like a node id"),
@@ -134,7 +135,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 
 
 def test_missing_required_node_keys(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "[node]\nhostname = \"n1\"\n"), cwd=tmp_path)
+    cfg = load_config(write(tmp_path, '[node]\nhostname = "n1"\n'), cwd=tmp_path)
     with pytest.raises(ConfigError) as info:
         cfg.require_node()
     assert info.value.key == "node.core_addr"

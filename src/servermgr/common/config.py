@@ -588,6 +588,9 @@ def _parse_redis(sec: _Section, key: str, value: Any) -> str:
     reason = _check_url(value, ("redis", "rediss", "unix"))
     if reason and not (value.startswith("unix://") and len(value) > len("unix://")):
         raise sec.fail(key, f"bad URL {value!r}: {reason}")
+    db = urlsplit(value).path.strip("/")
+    if not value.startswith("unix://") and db and not db.isdigit():
+        raise sec.fail(key, f"bad URL {value!r}: the path is the database number, like /0")
     return value
 
 

@@ -10,6 +10,7 @@ the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
     ├── ProtocolError              a wire message that cannot be accepted
     ├── StorageError               the database cannot be opened, migrated or written
     │   └── StorageUnavailableError    writes fail now (disk full, I/O error, corrupt): 503
+    ├── RedisUnavailableError      Redis cannot be used now (bad URL, AUTH, down, slow)
     ├── RegistrationError          Core refused to register a node
     │   ├── BadTokenError          wrong register token (401, 403)
     │   ├── NameTakenError         hostname already held by another node (409)
@@ -89,6 +90,22 @@ class StorageUnavailableError(StorageError):
     def __init__(self, message: str, reason: str = "the database is unavailable") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RedisUnavailableError(ServermgrError):
+    """Redis (``[storage] redis_url``) cannot be used now; Core goes on from memory.
+
+    ``kind`` says which of the cases a user tells apart: ``url`` (the URL
+    cannot be used, or what answers there is not Redis), ``auth`` (the
+    password or user was refused), ``unreachable`` (nothing answers), ``slow``
+    (no answer within the timeout), ``down`` (a call while the link is known
+    to be down), ``error`` (Redis answered with an error). The message is one
+    line and never holds the password.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class RegistrationError(ServermgrError):
