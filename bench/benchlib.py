@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -467,20 +468,28 @@ def start_core(
     sqlite_path: Path | None = None,
     host: str = "127.0.0.1",
     nofile_cap: int | None = None,
+    shared_data: Path | None = None,
+    redis_url: str | None = None,
 ) -> Core:
     """Start Core with a fresh data dir under ``base``; returns once /healthz answers.
 
     ``sqlite_path``: an existing database to serve instead of a new one.
     ``host``: the address to listen on (127.0.0.1, or one in a network
     namespace of the caller's). ``nofile_cap``: a lower open-file limit.
+    ``shared_data``: another Core's data dir to share (its key and database:
+    several Core processes, one fleet), with ``redis_url`` for its Redis.
     """
     port = free_port() if host == "127.0.0.1" else 9999
     data = base / "core-data"
+    base.mkdir(parents=True, exist_ok=True)
+    if shared_data is not None:
+        data.symlink_to(shared_data, target_is_directory=True)
     cfg = base / "core.toml"
     cfg.write_text(
         f'[server]\nlisten = "{host}:{port}"\nheartbeat_interval = {interval}\n\n'
         f'[storage]\ndata_dir = "{data}"\n'
         + (f'sqlite_path = "{sqlite_path}"\n' if sqlite_path else "")
+        + (f'redis_url = "{redis_url}"\n' if redis_url else "")
         + BENCH_LIMITS
         + f'\n[log]\nlevel = "{log_level}"\n'
     )
@@ -496,6 +505,45 @@ def start_core(
         nofile_cap,
     )
     return until_healthy(core, timeout)
+
+
+@dataclass
+class Redis:
+    """A running redis-server of the benchmark's own (127.0.0.1, nothing persisted)."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def start_redis(procs: Procs, base: Path, timeout: float = 30.0) -> Redis:
+    """Start ``redis-server`` on a free port in ``base``; returns once it answers PING."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = base / "redis.log"
+    cmd = [exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(base)]
+    cmd += ["--save", "", "--appendonly", "no", "--maxclients", "10000", "--logfile", str(log)]
+    proc = procs.start(cmd, nofile=20000)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return Redis(proc, f"redis://127.0.0.1:{port}/0", log)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer within {timeout:g} s")
 
 
 def respawn_core(procs: Procs, core: Core) -> Core:

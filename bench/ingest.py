@@ -1,4 +1,10 @@
-"""Heartbeat ingest: how many heartbeats per second one Core process sustains.
+"""Heartbeat ingest: how many heartbeats per second Core sustains.
+
+With ``--cores N`` (N > 1), N Core processes share one data dir (key and
+SQLite database) and one redis-server the benchmark starts; each gets its
+share of the simulated fleet, and the figures below are added up over all
+of them (latency from their histograms summed; RSS of all Core processes
+together). ``--redis`` uses Redis with one Core too.
 
 For each fleet size: a fresh ``servermgr core serve`` subprocess (temp config,
 ``heartbeat_interval`` as given), the fleet simulator (bench/fleet_sim.py)
@@ -43,6 +49,7 @@ Examples::
     python bench/ingest.py                      # 1k, 5k, 10k, 20k nodes at 5 s
     python bench/ingest.py --nodes 2000 --window 30
     python bench/ingest.py --quick              # 200 nodes at 1 s for 15 s
+    python bench/ingest.py --nodes 20000 --cores 2   # two Cores sharing Redis
     python bench/ingest.py --nodes 5000 --profile   # py-spy of Core in the window
 """
 
@@ -62,60 +69,99 @@ from fleet_sim import Fleet, FleetResult, IngestDelta, age_ms, counts_between
 
 
 def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = {"nodes": nodes, "interval": args.interval, "load": benchlib.loadavg()}
-    print(f"\n== {nodes} nodes at {args.interval:g} s (load {doc['load']})", flush=True)
+    n_cores = args.cores
+    doc: dict[str, Any] = {
+        "nodes": nodes,
+        "cores": n_cores,
+        "redis": bool(args.redis or n_cores > 1),
+        "interval": args.interval,
+        "load": benchlib.loadavg(),
+    }
+    where = f" on {n_cores} Core processes sharing Redis" if doc["redis"] else ""
+    print(f"\n== {nodes} nodes at {args.interval:g} s{where} (load {doc['load']})", flush=True)
     with benchlib.Procs() as procs:
-        core = benchlib.start_core(
-            procs, tmp, interval=args.interval, nofile=2 * nodes + 4096, log_level=args.log_level
-        )
-        fleet = Fleet(
-            procs,
-            core.url,
-            core.key,
-            nodes,
-            tmp / "fleet",
-            workers=args.workers,
-            ramp=nodes / args.connect_rate,
-        )
-        fleet.start()
-        doc["register_s"] = fleet.register_seconds
-        print(f"registered in {fleet.register_seconds:.1f} s", flush=True)
-        fleet.connect()
-        doc["connect_s"] = fleet.connect_seconds
-        print(f"connected in {fleet.connect_seconds:.1f} s (ramp {fleet.ramp:g} s)", flush=True)
+        redis = benchlib.start_redis(procs, tmp / "redis") if doc["redis"] else None
+        cores: list[benchlib.Core] = []
+        for i in range(n_cores):
+            cores.append(
+                benchlib.start_core(
+                    procs,
+                    tmp / f"core{i}" if n_cores > 1 else tmp,
+                    interval=args.interval,
+                    nofile=2 * nodes + 4096,
+                    log_level=args.log_level,
+                    shared_data=(tmp / "core0" / "core-data") if i else None,
+                    redis_url=redis.url if redis else None,
+                )
+            )
+        # Each Core gets its share of the fleet (nodes register through their own Core).
+        fleets = []
+        for i, core in enumerate(cores):
+            share = nodes // n_cores + (1 if i < nodes % n_cores else 0)
+            fleets.append(
+                Fleet(
+                    procs,
+                    core.url,
+                    core.key,
+                    share,
+                    tmp / f"fleet{i}",
+                    workers=args.workers,
+                    ramp=share / (args.connect_rate / n_cores),
+                    prefix=f"sim{i}-" if n_cores > 1 else "sim",
+                )
+            )
+        for fleet in fleets:
+            fleet.start()
+        doc["register_s"] = sum(f.register_seconds for f in fleets)
+        print(f"registered in {doc['register_s']:.1f} s", flush=True)
+        for fleet in fleets:
+            fleet.connect()
+        doc["connect_s"] = max(f.connect_seconds for f in fleets)
+        print(f"connected in {doc['connect_s']:.1f} s", flush=True)
         time.sleep(max(args.warmup, 2 * args.interval))
         rss: list[int] = []
         prof: list[Path | None] = []
-        pids = {"core": core.pid} | {f"sim{i}": p for i, p in enumerate(fleet.pids)}
+        pids = {f"core{i}": c.pid for i, c in enumerate(cores)}
+        for i, fleet in enumerate(fleets):
+            pids |= {f"sim{i}.{j}": p for j, p in enumerate(fleet.pids)}
+        if redis is not None:
+            pids["redis"] = redis.pid
         profiler = None
         if args.profile:
             profiler = threading.Thread(
                 target=lambda: prof.append(
-                    benchlib.profile(core.pid, args.window, tmp / "core.prof")
+                    benchlib.profile(cores[0].pid, args.window, tmp / "core.prof")
                 ),
                 daemon=True,
             )
-        before = fleet.core_status()
+        before = [f.core_status() for f in fleets]
+        redis_rss: list[int] = []
         with benchlib.Window(pids) as win:
             if profiler is not None:
                 profiler.start()
             end = time.time() + args.window
             while time.time() < end:
-                rss.append(benchlib.rss_bytes(core.pid))
+                rss.append(sum(benchlib.rss_bytes(c.pid) for c in cores))
+                if redis is not None:
+                    redis_rss.append(benchlib.rss_bytes(redis.pid))
                 time.sleep(0.5)
-        after = fleet.core_status()
+        after = [f.core_status() for f in fleets]
         if profiler is not None:
             profiler.join()
-        doc["gc_window"] = gc_window(before.get("gc", {}), after.get("gc", {}))
-        print(f"garbage collector in the window: {doc['gc_window']}", flush=True)
-        doc["core_threads"] = benchlib.threads(core.pid)
-        doc["core_pss"] = benchlib.pss_bytes(core.pid)
-        result = fleet.stop()
+        doc["gc_window"] = gc_window(before[0].get("gc", {}), after[0].get("gc", {}))
+        print(f"garbage collector in the window (Core 0): {doc['gc_window']}", flush=True)
+        doc["core_threads"] = benchlib.threads(cores[0].pid)
+        doc["core_pss"] = sum(benchlib.pss_bytes(c.pid) for c in cores)
+        results = [f.stop() for f in fleets]
         t_stop = time.monotonic()
-        procs.stop(core.proc, timeout=60)
+        for core in cores:
+            procs.stop(core.proc, timeout=60)
         doc["core_stop_s"] = time.monotonic() - t_stop
-        doc["core_log_tail"] = benchlib.tail(core.log, 5)
-    doc |= summarize(result, win, rss, IngestDelta.between(before, after))
+        doc["core_log_tail"] = benchlib.tail(cores[0].log, 5)
+    deltas = [IngestDelta.between(b, a) for b, a in zip(before, after, strict=True)]
+    doc |= summarize(results, win, rss, deltas)
+    doc["redis_rss_max"] = max(redis_rss, default=0)
+    doc["redis_cpu_pct"] = 100 * win.cpu("redis") / win.seconds if redis is not None else 0.0
     if prof and prof[0] is not None:
         doc["profile"] = benchlib.top_frames(prof[0], 20)
         doc["profile_inclusive"] = benchlib.top_inclusive(prof[0], 40)
@@ -147,34 +193,47 @@ def gc_window(gc0: dict[str, Any], gc1: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(
-    result: FleetResult, win: benchlib.Window, rss: list[int], core: IngestDelta
+    results: list[FleetResult], win: benchlib.Window, rss: list[int], cores: list[IngestDelta]
 ) -> dict[str, Any]:
-    fleet = result.window(core.start, core.end)  # as Core's readings, not win's
-    core_cpu = win.cpu("core")
+    """The window's figures over every Core process (histograms added up)."""
+    fleets = [r.window(c.start, c.end) for r, c in zip(results, cores, strict=True)]
+    seconds = max(f.seconds for f in fleets)
+    sent = sum(f.sent for f in fleets)
+    core = IngestDelta(
+        sum(c.stored for c in cores),
+        [sum(col) for col in zip(*(c.counts for c in cores), strict=True)],
+        cores[0].bounds,
+        min(c.start for c in cores),
+        max(c.end for c in cores),
+    )
+    per_core = [100 * win.cpu(k) / win.seconds for k in win.pids if k.startswith("core")]
+    core_cpu = sum(win.cpu(k) for k in win.pids if k.startswith("core"))
     sim_cpu = sum(win.cpu(k) for k in win.pids if k.startswith("sim"))
+    lag = [x for f in fleets for x in f.lag]
     return {
         "window_s": win.seconds,
-        "core_window_s": fleet.seconds,
-        "sent": fleet.sent,
-        "offered_per_s": fleet.sent / fleet.seconds,
+        "core_window_s": seconds,
+        "sent": sent,
+        "offered_per_s": sent / seconds,
         "stored": core.stored,
-        "stored_per_s": core.stored / fleet.seconds,
-        "not_stored": fleet.sent - core.stored,
-        "acked": fleet.acked,
+        "stored_per_s": core.stored / seconds,
+        "not_stored": sent - core.stored,
+        "acked": sum(f.acked for f in fleets),
         "p50_ms": core.quantile_ms(0.5),
         "p99_ms": core.quantile_ms(0.99),
         "max_ms": core.max_ms(),
         "age_counts": core.counts,
         "core_cpu_pct": 100 * core_cpu / win.seconds,
+        "core_cpu_pct_each": per_core,
         "core_us_per_hb": 1e6 * core_cpu / core.stored if core.stored else float("nan"),
         "core_rss_max": max(rss, default=0),
         "sim_cpu_pct": 100 * sim_cpu / win.seconds,
-        "sim_us_per_hb": 1e6 * sim_cpu / fleet.sent if fleet.sent else float("nan"),
-        "sim_lag_p99_s": benchlib.percentile(fleet.lag, 99),
+        "sim_us_per_hb": 1e6 * sim_cpu / sent if sent else float("nan"),
+        "sim_lag_p99_s": benchlib.percentile(lag, 99),
         "others_cores": win.others(),
-        "disconnects": result.total("disconnects"),
-        "connect_failures": result.total("connect_failures"),
-        "errors": result.errors(),
+        "disconnects": sum(r.total("disconnects") for r in results),
+        "connect_failures": sum(r.total("connect_failures") for r in results),
+        "errors": [r.errors() for r in results],
     }
 
 
@@ -194,21 +253,27 @@ def print_profile(doc: dict[str, Any]) -> None:
 def table(docs: list[dict[str, Any]]) -> None:
     rows = []
     for d in docs:
+        cores = f"{d.get('cores', 1)}{' +Redis' if d.get('redis') else ''}"
         if "error" in d:
             rows.append(
-                (d["nodes"], f"{d['interval']:g}", d["load"], f"broke: {d['error']}") + ("",) * 13
+                (d["nodes"], cores, f"{d['interval']:g}", d["load"], f"broke: {d['error']}")
+                + ("",) * 16
             )
             continue
         rows.append(
             (
                 d["nodes"],
+                cores,
                 f"{d['interval']:g}",
                 d["load"],
                 f"{d['offered_per_s']:.0f}",
                 f"{d['stored_per_s']:.0f}",
                 f"{d['core_cpu_pct']:.0f}",
                 f"{d['core_us_per_hb']:.0f}",
+                " ".join(f"{x:.0f}" for x in d["core_cpu_pct_each"]),
                 benchlib.mib(d["core_rss_max"]),
+                f"{d['redis_cpu_pct']:.0f}" if d.get("redis") else "-",
+                benchlib.mib(d["redis_rss_max"]) if d.get("redis") else "-",
                 age_ms(d["p50_ms"]),
                 age_ms(d["p99_ms"]),
                 d["not_stored"],
@@ -221,16 +286,20 @@ def table(docs: list[dict[str, Any]]) -> None:
             )
         )
     benchlib.print_table(
-        "Heartbeat ingest (one Core process)",
+        "Heartbeat ingest (Core RSS: all Core processes together)",
         [
             "nodes",
+            "Core processes",
             "interval s",
             "load before",
             "offered hb/s",
             "stored/s",
             "Core CPU %",
             "Core CPU us/hb",
+            "CPU % each Core",
             "Core RSS MiB",
+            "Redis CPU %",
+            "Redis RSS MiB",
             "p50 ms",
             "p99 ms",
             "not stored",
@@ -255,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--connect-rate", type=float, default=250.0, help="nodes connecting per second (250)"
     )
+    parser.add_argument(
+        "--cores", type=int, default=1, help="Core processes sharing Redis and one data dir (1)"
+    )
+    parser.add_argument("--redis", action="store_true", help="use Redis with one Core too")
     parser.add_argument("--log-level", default="info", help="Core's log level (info)")
     parser.add_argument("--profile", action="store_true", help="py-spy Core during the window")
     parser.add_argument("--quick", action="store_true", help="200 nodes, 1 s interval, 15 s")
