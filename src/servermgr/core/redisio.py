@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -134,7 +135,7 @@ class RedisLink:
                 retry_on_timeout=False,
                 max_connections=threads + 2,  # the calls, the pub/sub thread, a spare
                 health_check_interval=max(1, math.ceil(check_every * 2)),
-                client_name=name,
+                client_name=re.sub(r"[^A-Za-z0-9._:-]", "_", name)[:100],  # CLIENT LIST
             )
         except ValueError as exc:
             raise describe(exc, url, timeout) from None
