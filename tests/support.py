@@ -31,7 +31,9 @@ from trio_websocket import wrap_client_stream
 from servermgr.common import proto
 from servermgr.common.config import Config, NodeConfig, parse_config
 from servermgr.core.app import Core
-from servermgr.core.storage import Storage
+from servermgr.core.metrics_export import CoreFigures
+from servermgr.core.storage import NodeRow, Storage
+from servermgr.core.writer import AGE_BOUNDS_MS
 from servermgr.node.agent import Agent
 from servermgr.node.collector import Collector
 
@@ -417,3 +419,46 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, 9)
     proc.wait(timeout=10)
+
+
+def node_row(name: str, ident: str = "n1", **labels: str) -> NodeRow:
+    """A registered node as Core's registry holds it (no credential)."""
+    return NodeRow(
+        seq=1,
+        id=ident,
+        name=name,
+        labels=labels,
+        cred_hash="",
+        first_seen=0.0,
+        last_seen=None,
+        info=None,
+        agent_version="1.0",
+    )
+
+
+def metrics_figures(**over: Any) -> CoreFigures:
+    """Core's own figures for the Prometheus renderer, with small known values."""
+    fields: dict[str, Any] = {
+        "version": "9.9",
+        "started": 100.0,
+        "nodes_known": 3,
+        "nodes_connected": 2,
+        "heartbeats_received": 10,
+        "heartbeats_stored": 9,
+        "samples_stored": 12,
+        "ingest_queued": 1,
+        "ingest_held": 0,
+        "failed_batches": 0,
+        "storage_writable": True,
+        "age_counts": [0] * 10 + [4] + [0] * (len(AGE_BOUNDS_MS) - 10),
+        "age_sum": 0.01,
+        "gc_collections": [5, 2, 1],
+        "gc_pause_counts": [3, 1, 0, 0],
+        "gc_pause_bounds_ms": (1, 5, 10),
+        "gc_pause_total": 0.004,
+        "gc_frozen": 7,
+        "jobs_open": {"queued": 1, "sent": 0, "running": 2},
+        "jobs_finished": {"succeeded": 5, "failed": 1},
+    }
+    fields.update(over)
+    return CoreFigures(**fields)

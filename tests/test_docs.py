@@ -7,6 +7,7 @@ something or documents something that no longer exists.
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from servermgr.common import proto
 from servermgr.common.config import parse_config
 from servermgr.common.errors import ConfigError
 from servermgr.core.app import Core
+from tests.support import make_sample, metrics_figures, node_row
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -244,3 +246,37 @@ def test_doc_links_resolve() -> None:
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, f"broken links: {broken}"
+
+
+# --- Prometheus ----------------------------------------------------------------
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric family /metrics can produce (a node with every figure, alerts on)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from servermgr.core.cache import NodeStatus
+    from servermgr.core.metrics_export import NodeRenderer, exposition, process_figures
+
+    status = NodeStatus("n1", online=True, last_seen=1.0, latest=make_sample(1.0))
+    figures = metrics_figures(alerts={"firing": 1}, process=process_figures())
+    text = exposition(NodeRenderer(), [(node_row("web-01", "n1"), status)], figures)
+    names = set()
+    for family in text_string_to_metric_families(text.decode()):
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+    return names
+
+
+def test_every_exported_metric_is_in_prometheus_md_and_the_dashboard_uses_real_ones() -> None:
+    exported = exported_metric_names()
+    page = (DOCS / "prometheus.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`((?:servermgr|process)_[a-z0-9_]+)`", page))
+    assert not exported - documented, f"missing from docs/prometheus.md: {exported - documented}"
+    assert not documented - exported, f"documented, not exported: {documented - exported}"
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    used = {n for e in exprs for n in re.findall(r"servermgr_[a-z0-9_]+", e)}
+    series = exported | {f"{n}_bucket" for n in exported}
+    assert used
+    assert not used - series, f"the dashboard uses unknown metrics: {used - series}"

@@ -46,6 +46,7 @@ EXPECTED: dict[str, Access] = {
     "GET /openapi.json": PUBLIC,
     "POST /api/v1/register": ENROLL,
     "GET /api/v1/status": READ,
+    "GET /metrics": READ,
     "GET /api/v1/nodes": READ,
     "GET /api/v1/nodes/{ref}": READ,
     "DELETE /api/v1/nodes/{ref}": ADMIN,

@@ -40,6 +40,8 @@ class ServerConfig:
     tls: str = "off"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Serve GET /metrics without a credential to loopback clients (default: a read token).
+    metrics_loopback: bool = False
 
     @property
     def listen(self) -> str:
@@ -257,12 +259,15 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         return check
 
     server = _Section(src, "server", doc.get("server", {}))
-    server.check_keys({"listen", "heartbeat_interval", "tls", "tls_cert", "tls_key"})
+    server.check_keys(
+        {"listen", "heartbeat_interval", "tls", "tls_cert", "tls_key", "metrics_loopback"}
+    )
     host, port = server.get("listen", lambda k, v: _parse_listen(server, k, v), ("127.0.0.1", 9999))
     interval = server.get(
         "heartbeat_interval", lambda k, v: _number(server, k, v, 0.05, 3600.0), 5.0
     )
     tls_mode, tls_cert, tls_key = _server_tls(server, path_value(server))
+    metrics_loopback = server.get("metrics_loopback", lambda k, v: _bool(server, k, v), False)
 
     storage = _Section(src, "storage", doc.get("storage", {}))
     storage.check_keys(
@@ -343,6 +348,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             tls=tls_mode,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            metrics_loopback=metrics_loopback,
         ),
         storage=StorageConfig(
             data_dir=data_dir,

@@ -46,6 +46,7 @@ from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
 from servermgr.core.history import History, retention_of
 from servermgr.core.job_streams import JobStreams
 from servermgr.core.jobs_api import JobsApi
+from servermgr.core.metrics_export import MetricsExport, Sources, metrics_route
 from servermgr.core.ratelimit import FailureLimiter
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
@@ -115,6 +116,20 @@ def build(
     api.retention = retention_of(config.storage)
     api.started = clock()
     api.gc_pauses = GC_PAUSES.doc
+    export = MetricsExport(
+        registry,
+        status,
+        Sources(
+            writer=writer,
+            connected=lambda: len(gateway.sessions),
+            jobs=jobs,
+            outage=db.outage,
+            gc=GC_PAUSES,
+            gc_pause_bounds_ms=GC_PAUSE_BOUNDS_MS,
+            started=api.started,
+        ),
+    )
+    api.extra.append(metrics_route(export, loopback=config.server.metrics_loopback))
     jobs_api = JobsApi(api, jobs)
     api.extra += jobs_api.routes()
     job_streams = JobStreams(api, jobs)

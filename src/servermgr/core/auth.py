@@ -23,6 +23,7 @@ Core within about a second. Token use times are written in the same pass.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sqlite3
@@ -64,6 +65,9 @@ class Access(StrEnum):
     ENROLL = "enroll"  # register nodes
     ADMIN = "admin"  # the core key only: remove nodes, everything else
     NODE = "node"  # a node's own WebSocket, with that node's credential
+    # No credential from a loopback address, else read: /metrics with
+    # [server] metrics_loopback = true (a scraper on the same host).
+    LOOPBACK = "loopback"
 
 
 GRANTS: dict[str, frozenset[Access]] = {
@@ -122,6 +126,20 @@ def principal_of(conn: HTTPConnection) -> Principal:
     if not isinstance(principal, Principal):
         raise RuntimeError("no principal: the route is not guarded")
     return principal
+
+
+def is_loopback(conn: HTTPConnection) -> bool:
+    """Whether the TCP peer is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x)."""
+    client = conn.client
+    if client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client.host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def bearer(authorization: str) -> str | None:
@@ -290,9 +308,12 @@ class Authenticator:
 
         async def guarded(request: Request) -> Any:
             header = request.headers.get("authorization", "")
-            if access is not Access.PUBLIC:
+            needed = access
+            if access is Access.LOOPBACK:
+                needed = Access.PUBLIC if is_loopback(request) else Access.READ
+            if needed is not Access.PUBLIC:
                 await self._catch_up(header)
-            principal = self.authorize(header, access, what)
+            principal = self.authorize(header, needed, what)
             request.scope[PRINCIPAL] = principal
             return await handler(request)
 

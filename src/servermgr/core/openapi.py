@@ -71,6 +71,7 @@ class Doc:
     ok: int = 200
     result: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     websocket: bool = False
+    media_type: str = "application/json"  # of the success answer
 
 
 def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
             "responses": {
                 str(doc.ok): {
                     "description": "OK",
-                    "content": {"application/json": {"schema": doc.result}},
+                    "content": {doc.media_type: {"schema": doc.result}},
                 },
                 "default": {
                     "description": "Error",
@@ -101,6 +102,10 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
             op["security"] = []
         elif doc.auth is Access.NODE:
             op["security"] = [{"nodeCredential": []}]
+        elif doc.auth is Access.LOOPBACK:
+            op["x-servermgr-role"] = Access.READ.value
+            op["security"] = [{"coreKey": []}, {}]
+            op["description"] = "Needs role read; no credential from a loopback address."
         else:
             op["x-servermgr-role"] = doc.auth.value
             who = "the core key" if doc.auth is Access.ADMIN else f"role {doc.auth.value}"

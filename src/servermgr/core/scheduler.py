@@ -30,6 +30,7 @@ import hmac
 import logging
 import secrets
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypedDict
@@ -187,6 +188,9 @@ class Scheduler:
         self.accept_after = accept_after
         self.lost_grace = lost_grace
         self.live = OpenEntries()
+        # Entries that reached each final state since start (a late result after
+        # "lost" counts again: it is a second outcome the operator hears of).
+        self.finished: Counter[str] = Counter()
         self._store_result = GroupCommit(db, self.store.store_results)
         self._store_sent = GroupCommit(db, self.store.mark_sent)
         self._nursery: trio.Nursery | None = None
@@ -550,9 +554,16 @@ class Scheduler:
                 exc,
             )
 
+    def state_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(open entries by state now, entries that reached each final state since start)."""
+        open_now = Counter(str(e.state) for e in self.live.values())
+        return {s.value: open_now[s.value] for s in jobstate.OPEN}, dict(self.finished)
+
     def _publish_state(
         self, job_id: str, node_id: str, name: str, state: str, **fields: Any
     ) -> None:
+        if state not in jobstate.OPEN:
+            self.finished[str(state)] += 1
         self.bus.publish(
             {
                 "type": "state",

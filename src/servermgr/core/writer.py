@@ -237,9 +237,11 @@ class AgeHistogram:
 
     def __init__(self) -> None:
         self.counts = [0] * (len(AGE_BOUNDS_MS) + 1)
+        self.sum = 0.0  # seconds, of every age added (a Prometheus histogram's _sum)
 
     def add(self, age_s: float) -> None:
         self.counts[bisect.bisect_left(AGE_BOUNDS_MS, age_s * 1000)] += 1
+        self.sum += age_s
 
     def quantile(self, q: float) -> float | None:
         """Upper bound (ms) of the bucket holding quantile ``q``; None if empty or beyond."""
@@ -290,6 +292,8 @@ class MetricsWriter:
         self._closing = trio.Event()
         self.batches = 0
         self.samples = 0
+        self.received = 0  # heartbeats submitted
+        self.stored = 0  # heartbeats committed
         self.failed_batches = 0
         self.held = 0  # heartbeats in a failed batch, waiting to be stored
         self.age = AgeHistogram()
@@ -304,6 +308,7 @@ class MetricsWriter:
         Without a yield to the scheduler when there is room (the usual case):
         ``send`` always yields, one more task switch per heartbeat.
         """
+        self.received += 1
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
@@ -372,6 +377,7 @@ class MetricsWriter:
             return False
         self.batches += 1
         self.samples += len(rows)
+        self.stored += len(batch)
         stored = time.time()
         for item in batch:
             if item.samples:  # the newest: older ones are a backlog re-sent
