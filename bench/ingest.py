@@ -351,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                 docs.append(
                     {
                         "nodes": n,
+                        "cores": args.cores,
+                        "redis": bool(args.redis or args.cores > 1),
                         "interval": args.interval,
                         "load": benchlib.loadavg(),
                         "error": str(exc).splitlines()[0][:200],

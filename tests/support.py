@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -402,6 +403,15 @@ class RedisServer:
         if self.proc is not None:
             _kill_group(self.proc)
             self.proc = None
+
+    def pause(self) -> None:
+        """Stop it (SIGSTOP): connections stay open and nothing answers: a slow Redis."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def cli(self, *args: str) -> str:
         """What redis-cli prints for ``args`` (raises on failure)."""
