@@ -117,6 +117,24 @@ def test_bad_values_name_file_key_and_reason(
     assert err.exit_code == 2
 
 
+def test_files_and_shell_policy(tmp_path: Path) -> None:
+    text = (
+        "[exec]\nshell = true\nshell_transcript = true\n"
+        '[files]\nwrite = ["/etc/nginx/**"]\nread = []\nmax_size = "2GiB"\n'
+    )
+    cfg = load_config(write(tmp_path, text), cwd=tmp_path)
+    assert cfg.exec.shell
+    assert cfg.exec.shell_transcript
+    assert cfg.files.write == ("/etc/nginx/**",)
+    assert cfg.files.read == ()
+    assert cfg.files.max_size == 2 * 1024**3
+    defaults = load_config(None, cwd=tmp_path)
+    assert not defaults.exec.shell
+    assert defaults.files.read is None
+    with pytest.raises(ConfigError, match="absolute path patterns"):
+        load_config(write(tmp_path, '[files]\nwrite = ["etc/*"]\n'), cwd=tmp_path)
+
+
 def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, '[server]\nlisten = "127.0.0.1:9999"\nbroken = \n')
     with pytest.raises(ConfigError, match="invalid TOML.*line 3"):

@@ -66,7 +66,39 @@ EVERY_MESSAGE: list[proto.Message] = [
     proto.JobAck(job_id="j1"),
     proto.JobCancel(job_id="j1"),
     proto.Error(code="bad_message", message="nope"),
+    proto.FileOpen(
+        transfer_id="s1", direction="push", path="/etc/x", size=3, mode=0o640, owner="www-data"
+    ),
+    proto.FileReady(transfer_id="s1", size=3, mode=0o644),
+    proto.FileData(transfer_id="s1", offset=0, chunk=b"\x00\xffx"),
+    proto.StreamCredit(stream_id="s1", bytes=65536),
+    proto.FileEnd(transfer_id="s1", size=3, sha256="a" * 64),
+    proto.FileResult(transfer_id="s1", error=None, sha256="a" * 64, size=3),
+    proto.FileCancel(transfer_id="s1", reason="client gone"),
+    proto.ShellOpen(session_id="s2", rows=24, cols=80),
+    proto.ShellStarted(session_id="s2", pid=42),
+    proto.ShellInput(session_id="s2", data=b"\x03"),
+    proto.ShellResize(session_id="s2", rows=50, cols=200),
+    proto.ShellOutput(session_id="s2", data=b"\x1b[1mhi"),
+    proto.ShellClose(session_id="s2"),
+    proto.ShellExit(session_id="s2", exit_code=None, signal=9),
 ]
+
+
+def test_stream_messages_are_size_limited_and_checked() -> None:
+    """Core refuses a chunk over the limit, a bad checksum and a control character in an error."""
+    big = proto.FileData(transfer_id="s1", offset=0, chunk=b"x" * (proto.MAX_CHUNK_BYTES + 1))
+    with pytest.raises(ProtocolError, match="length"):
+        proto.decode_from_node(proto.encode(big))
+    end = proto.encode(proto.FileEnd(transfer_id="s1", size=1, sha256="A" * 64))
+    with pytest.raises(ProtocolError, match="sha256"):
+        proto.decode_from_core(end)
+    bad = proto.FileResult(transfer_id="s1", error="\x1b[2Jgone")
+    with pytest.raises(ProtocolError, match=r"\$\.error"):
+        proto.decode_from_node(proto.encode(bad))
+    # A node cannot send what only Core sends (an input to another shell).
+    with pytest.raises(ProtocolError, match="shell.input"):
+        proto.decode_from_node(proto.encode(proto.ShellInput(session_id="s2", data=b"x")))
 
 
 @pytest.mark.parametrize("msg", EVERY_MESSAGE, ids=lambda m: type(m).__name__)

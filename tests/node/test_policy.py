@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from servermgr.common import proto
-from servermgr.common.config import ExecConfig
-from servermgr.node.policy import DISABLED, check, validate_unit
+from servermgr.common.config import ExecConfig, FilesConfig
+from servermgr.node.policy import DISABLED, SHELL_OFF, check, check_file, check_shell, validate_unit
 
 
 def shell(command: str, *, timeout: float = 10.0) -> proto.JobRun:
@@ -274,3 +274,42 @@ def test_long_commands_are_shortened_in_reasons() -> None:
     assert reason is not None
     assert len(reason) < 400
     assert "10000 characters" in reason
+
+
+def test_files_default_follows_the_exec_policy() -> None:
+    """With no [files] lists: any path when any command may run, none with an allow list."""
+    files = FilesConfig()
+    assert check_file("write", "/etc/nginx/nginx.conf", files, ExecConfig()) is None
+    assert check_file("read", "/var/log/syslog", files, ExecConfig()) is None
+    for policy in (ExecConfig(allow=("uptime",)), ExecConfig(enabled=False)):
+        why = check_file("write", "/tmp/x", files, policy)
+        assert why is not None
+        assert "[files] write" in why
+
+
+def test_files_globs_decide_and_paths_must_be_normal() -> None:
+    files = FilesConfig(read=("/var/log/**",), write=("/etc/nginx/*.conf", "/srv/app/**"))
+    policy = ExecConfig(allow=("uptime",))
+    assert check_file("write", "/etc/nginx/nginx.conf", files, policy) is None
+    assert check_file("write", "/srv/app/a/b/c.bin", files, policy) is None
+    assert check_file("read", "/var/log/nginx/access.log", files, policy) is None
+    refused = {
+        ("write", "/etc/nginx/conf.d/x.conf"): "matches no pattern",  # * stays in one segment
+        ("write", "/etc/passwd"): "matches no pattern",
+        ("read", "/etc/nginx/nginx.conf"): "[files] read",
+        ("write", "/srv/app/../../etc/passwd"): "without '.', '..'",
+        ("write", "relative/x"): "must be absolute",
+        ("write", "//srv/app/x"): "repeated '/'",
+        ("write", "/srv/app/x\0"): "not a usable path",
+        ("write", "/"): "directory",
+    }
+    for (access, path), reason in refused.items():
+        why = check_file(access, path, files, policy)
+        assert why is not None, path
+        assert reason in why, (path, why)
+
+
+def test_shell_is_off_unless_the_node_says_so() -> None:
+    assert check_shell(ExecConfig()) == SHELL_OFF
+    assert check_shell(ExecConfig(shell=True)) is None
+    assert check_shell(ExecConfig(shell=True, enabled=False)) == DISABLED

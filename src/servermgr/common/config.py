@@ -92,6 +92,21 @@ class ExecConfig:
     run_as: str | None = None
     max_timeout: float | None = None
     max_concurrent: int = 8
+    shell: bool = False  # interactive shells (ctl shell): off unless the node says so
+    shell_transcript: bool = False  # keep what each shell session printed, 0600
+    shell_command: str | None = None  # the login shell: $SHELL of the agent, else /bin/sh
+
+
+@dataclass(frozen=True)
+class FilesConfig:
+    """The node's own policy for file transfers (ctl cp): absolute path globs.
+
+    None: not said, so the default applies (see ``node/policy.py``).
+    """
+
+    read: tuple[str, ...] | None = None
+    write: tuple[str, ...] | None = None
+    max_size: int = 16 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,7 @@ class Config:
     storage: StorageConfig
     node: NodeConfig
     exec: ExecConfig = field(default_factory=ExecConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "info"
 
@@ -242,7 +258,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, None, f"invalid TOML: {exc}") from None
 
-    sections = {"server", "storage", "node", "exec", "limits", "log"}
+    sections = {"server", "storage", "node", "exec", "files", "limits", "log"}
     for name in doc:
         if name not in sections:
             raise ConfigError(
@@ -321,7 +337,18 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
 
     ex = _Section(src, "exec", doc.get("exec", {}))
     ex.check_keys(
-        {"enabled", "allow", "allow_env", "allow_cwd", "run_as", "max_timeout", "max_concurrent"}
+        {
+            "enabled",
+            "allow",
+            "allow_env",
+            "allow_cwd",
+            "run_as",
+            "max_timeout",
+            "max_concurrent",
+            "shell",
+            "shell_transcript",
+            "shell_command",
+        }
     )
     exec_cfg = ExecConfig(
         enabled=ex.get("enabled", lambda k, v: _bool(ex, k, v), True),
@@ -331,6 +358,16 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         run_as=ex.get("run_as", lambda k, v: _string(ex, k, v), None),
         max_timeout=ex.get("max_timeout", lambda k, v: _number(ex, k, v, 0.1, 7 * 86400.0), None),
         max_concurrent=int(ex.get("max_concurrent", lambda k, v: _integer(ex, k, v, 1, 1024), 8)),
+        shell=ex.get("shell", lambda k, v: _bool(ex, k, v), False),
+        shell_transcript=ex.get("shell_transcript", lambda k, v: _bool(ex, k, v), False),
+        shell_command=ex.get("shell_command", lambda k, v: _absolute(ex, k, v), None),
+    )
+    fs = _Section(src, "files", doc.get("files", {}))
+    fs.check_keys({"read", "write", "max_size"})
+    files_cfg = FilesConfig(
+        read=fs.get("read", lambda k, v: _absolute_list(fs, k, v), None),
+        write=fs.get("write", lambda k, v: _absolute_list(fs, k, v), None),
+        max_size=fs.get("max_size", lambda k, v: _parse_size(fs, k, v), FilesConfig.max_size),
     )
 
     limits = _parse_limits(_Section(src, "limits", doc.get("limits", {})))
@@ -369,6 +406,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             ca_file=ca_file,
         ),
         exec=exec_cfg,
+        files=files_cfg,
         limits=limits,
         log_level=level,
     )
@@ -430,6 +468,13 @@ def _string_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise sec.fail(key, "must be an array of non-empty strings")
     return tuple(value)
+
+
+def _absolute(sec: _Section, key: str, value: Any) -> str:
+    text = _string(sec, key, value)
+    if not text.startswith("/"):
+        raise sec.fail(key, f"must be an absolute path, not {text!r}")
+    return text
 
 
 def _absolute_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:

@@ -52,6 +52,18 @@ Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=64)]
 NonNeg = Annotated[float, Meta(ge=0)]
 NonNegInt = Annotated[int, Meta(ge=0)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
+# File transfers and shells (docs/files.md, docs/shell.md): Core names each
+# stream; the receiver of data grants credit (bytes it will take) and the
+# sender never has more than that outstanding, so every hop holds at most
+# one window.
+StreamId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")]
+PathText = Annotated[str, Meta(min_length=1, max_length=4096)]
+Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
+FileMode = Annotated[int, Meta(ge=0, le=0o7777)]
+_OWNER = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?\Z"
+OwnerName = Annotated[str, Meta(min_length=1, max_length=64, pattern=_OWNER)]
+TermSize = Annotated[int, Meta(ge=1, le=10_000)]
+Credit = Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)]
 
 
 class _Msg(Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=False):
@@ -180,6 +192,42 @@ class JobResult(_Msg, tag="job.result"):
     stderr_truncated: bool
 
 
+class FileReady(_Msg, tag="file.ready"):
+    """The node took a ``file.open``: for a pull, the file's size and mode."""
+
+    transfer_id: StreamId
+    size: NonNegInt | None = None
+    mode: FileMode | None = None
+
+
+class FileResult(_Msg, tag="file.result"):
+    """The end of a transfer on the node: placed (push) or all sent (pull), or why not."""
+
+    transfer_id: StreamId
+    error: ErrorText | None
+    sha256: Sha256 | None = None
+    size: NonNegInt = 0
+
+
+class ShellStarted(_Msg, tag="shell.started"):
+    session_id: StreamId
+    pid: NonNegInt
+
+
+class ShellOutput(_Msg, tag="shell.output"):
+    session_id: StreamId
+    data: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
+
+
+class ShellExit(_Msg, tag="shell.exit"):
+    """The shell ended (or never started: ``error``)."""
+
+    session_id: StreamId
+    exit_code: int | None
+    signal: int | None = None
+    error: ErrorText | None = None
+
+
 # --- core -> node ----------------------------------------------------------
 
 
@@ -223,6 +271,78 @@ class JobCancel(_Msg, tag="job.cancel"):
     job_id: JobId
 
 
+class FileOpen(_Msg, tag="file.open"):
+    """Start a transfer: ``push`` writes ``path`` on the node, ``pull`` reads it.
+
+    For a push, ``size`` is what will come; ``mode``, ``owner`` and ``group``
+    are what the placed file gets (None: the replaced file's, or 0644 and the
+    agent's user for a new file).
+    """
+
+    transfer_id: StreamId
+    direction: Literal["push", "pull"]
+    path: PathText
+    size: NonNegInt | None = None
+    mode: FileMode | None = None
+    owner: OwnerName | None = None
+    group: OwnerName | None = None
+
+
+class FileEnd(_Msg, tag="file.end"):
+    """Every byte of a push was sent: place the file if it has this size and SHA-256."""
+
+    transfer_id: StreamId
+    size: NonNegInt
+    sha256: Sha256
+
+
+class FileCancel(_Msg, tag="file.cancel"):
+    transfer_id: StreamId
+    reason: ErrorText
+
+
+class ShellOpen(_Msg, tag="shell.open"):
+    session_id: StreamId
+    rows: TermSize
+    cols: TermSize
+    term: Word = "xterm"
+
+
+class ShellInput(_Msg, tag="shell.input"):
+    session_id: StreamId
+    data: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
+
+
+class ShellResize(_Msg, tag="shell.resize"):
+    session_id: StreamId
+    rows: TermSize
+    cols: TermSize
+
+
+class ShellClose(_Msg, tag="shell.close"):
+    """Hang up: the shell gets SIGHUP, as when an ssh connection drops."""
+
+    session_id: StreamId
+
+
+# --- either way (streams) --------------------------------------------------
+
+
+class FileData(_Msg, tag="file.data"):
+    """A chunk of a file at byte ``offset``: Core to node in a push, back in a pull."""
+
+    transfer_id: StreamId
+    offset: NonNegInt
+    chunk: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
+
+
+class StreamCredit(_Msg, tag="credit"):
+    """The sender of this takes ``bytes`` more data on the stream (file or shell)."""
+
+    stream_id: StreamId
+    bytes: Credit
+
+
 # --- either way ------------------------------------------------------------
 
 
@@ -231,21 +351,87 @@ class Error(_Msg, tag="error"):
     message: ErrorText
 
 
-NodeMessage = Hello | Heartbeat | JobAccepted | JobOutput | JobResult | Error
-CoreMessage = Welcome | HeartbeatAck | JobRun | JobAck | JobCancel | Error
+NodeMessage = (
+    Hello
+    | Heartbeat
+    | JobAccepted
+    | JobOutput
+    | JobResult
+    | FileReady
+    | FileData
+    | FileResult
+    | StreamCredit
+    | ShellStarted
+    | ShellOutput
+    | ShellExit
+    | Error
+)
+CoreMessage = (
+    Welcome
+    | HeartbeatAck
+    | JobRun
+    | JobAck
+    | JobCancel
+    | FileOpen
+    | FileData
+    | FileEnd
+    | FileCancel
+    | StreamCredit
+    | ShellOpen
+    | ShellInput
+    | ShellResize
+    | ShellClose
+    | Error
+)
 Message = (
     Hello
     | Heartbeat
     | JobAccepted
     | JobOutput
     | JobResult
+    | FileReady
+    | FileResult
+    | ShellStarted
+    | ShellOutput
+    | ShellExit
     | Welcome
     | HeartbeatAck
     | JobRun
     | JobAck
     | JobCancel
+    | FileOpen
+    | FileEnd
+    | FileCancel
+    | ShellOpen
+    | ShellInput
+    | ShellResize
+    | ShellClose
+    | FileData
+    | StreamCredit
     | Error
 )
+# Node messages that belong to a file transfer or a shell (Core routes them by id).
+StreamMessage = (
+    FileReady | FileData | FileResult | StreamCredit | ShellStarted | ShellOutput | ShellExit
+)
+STREAM_MESSAGES = (
+    FileReady,
+    FileData,
+    FileResult,
+    StreamCredit,
+    ShellStarted,
+    ShellOutput,
+    ShellExit,
+)
+
+
+def stream_id(msg: StreamMessage) -> str:
+    """The transfer or shell session a stream message belongs to."""
+    if isinstance(msg, (FileReady, FileData, FileResult)):
+        return msg.transfer_id
+    if isinstance(msg, StreamCredit):
+        return msg.stream_id
+    return msg.session_id
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
@@ -312,9 +498,9 @@ def _unsafe_field(msg: Message) -> tuple[str, bool] | None:
             value = getattr(info, name)
             if value is not None and not is_printable(value):
                 return f"$.info.{name}", False
-    elif isinstance(msg, (JobResult, Error)):
+    elif isinstance(msg, (JobResult, Error, FileResult, ShellExit)):
         name, value = (
-            ("error", msg.error) if isinstance(msg, JobResult) else ("message", msg.message)
+            ("message", msg.message) if isinstance(msg, Error) else ("error", msg.error)
         )
         if value is not None and not is_printable(value, lines=True):
             return f"$.{name}", True

@@ -51,9 +51,12 @@ from servermgr.core.ratelimit import FailureLimiter
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
 from servermgr.core.security import CoreKey, load_or_create_key
+from servermgr.core.shell_api import ShellApi
 from servermgr.core.storage import Storage
+from servermgr.core.stream_relay import StreamDeps
 from servermgr.core.tls import TlsFiles
 from servermgr.core.tls import load as load_tls
+from servermgr.core.transfer import FilesApi
 from servermgr.core.writer import Database, MetricsWriter
 
 log = logging.getLogger("servermgr.core")
@@ -136,6 +139,9 @@ def build(
     api.extra += job_streams.routes()
     api.extra_ws += job_streams.ws_routes()
     api.extra_ws += EventsApi(api, jobs).ws_routes()
+    stream_deps = StreamDeps(gateway.streams, gateway, registry, db, clock)
+    api.extra_ws += FilesApi(stream_deps).ws_routes()
+    api.extra_ws += ShellApi(stream_deps).ws_routes()
     app = Starlette(
         routes=api.routes(),
         exception_handlers={

@@ -46,6 +46,7 @@ from servermgr.core.auth import error_body, principal_of
 from servermgr.core.cache import EventBus, StatusStore
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.storage import NodeRow
+from servermgr.core.streams import StreamRouter
 from servermgr.core.writer import Ingest, MetricsWriter, spawn_past_outages
 
 if TYPE_CHECKING:
@@ -174,8 +175,11 @@ class Gateway:
         writer: MetricsWriter,
         *,
         clock: Callable[[], float],
+        streams: StreamRouter | None = None,
     ) -> None:
         self.config = config
+        # File transfers and shells: node messages go to their relay (core/streams.py).
+        self.streams = streams or StreamRouter()
         self.registry = registry
         self.status = status
         self.bus = bus
@@ -335,6 +339,7 @@ class Gateway:
             with session.cancel_scope:
                 await self._read_loop(session)
         finally:
+            self.streams.node_gone(node.id)
             if self.sessions.get(node.id) is session:
                 del self.sessions[node.id]
                 self.status.set_offline(node.id)
@@ -437,6 +442,8 @@ class Gateway:
                 self.bus.publish(
                     {"type": "node.heartbeat", "node_id": node.id, "name": node.name, "ts": now}
                 )
+        elif isinstance(msg, proto.STREAM_MESSAGES):
+            self.streams.from_node(node.id, msg)
         elif isinstance(msg, proto.JobAccepted) and self.jobs is not None:
             await self.jobs.on_accepted(node.id, msg)
         elif isinstance(msg, proto.JobOutput) and self.jobs is not None:

@@ -335,6 +335,17 @@ class JobStore:
             ).fetchall()
         return [(_job(r[:11]), _node(r[11:])) for r in rows]
 
+    def record_audit(
+        self, ts: float, principal: str, action: str, target: str, detail: str, outcome: str
+    ) -> None:
+        """One audit row for what is not a job (file transfers, shell sessions)."""
+        with self.storage.transaction() as conn:
+            conn.execute(
+                "INSERT INTO audit (ts, principal, action, target, detail, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (ts, principal, action, target, detail, outcome),
+            )
+
     def audit(
         self,
         *,

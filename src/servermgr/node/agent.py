@@ -14,12 +14,14 @@ it overflows the oldest samples go first and are counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -41,6 +43,11 @@ from servermgr.node.spool import Spool, SpoolEntry
 
 if TYPE_CHECKING:
     from servermgr.node.executor import Executor
+    from servermgr.node.files import FileTransfers
+    from servermgr.node.shell import Shells
+
+FILE_MESSAGES = (proto.FileOpen, proto.FileData, proto.FileEnd, proto.FileCancel)
+SHELL_MESSAGES = (proto.ShellOpen, proto.ShellInput, proto.ShellResize, proto.ShellClose)
 
 log = logging.getLogger("servermgr.node")
 
@@ -304,7 +311,7 @@ class Agent:
             self.backlog.dropped = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender, ws)
-            await self._reader(ws)
+            await self._reader(ws, _Streams(self.config, self.data_dir, ws, nursery))
             nursery.cancel_scope.cancel()
 
     async def _sender(self, ws: WebSocketConnection) -> None:
@@ -388,7 +395,7 @@ class Agent:
         self.spool.acked(job_id)
         heap.trim()
 
-    async def _reader(self, ws: WebSocketConnection) -> None:
+    async def _reader(self, ws: WebSocketConnection, streams: _Streams) -> None:
         while True:
             # Core may send nothing between two acks: allow for that gap too.
             silent_after = (
@@ -415,6 +422,8 @@ class Agent:
                     self._executor.cancel(msg.job_id)
             elif isinstance(msg, proto.JobAck):
                 self._job_acked(msg.job_id)
+            elif isinstance(msg, (*FILE_MESSAGES, *SHELL_MESSAGES, proto.StreamCredit)):
+                streams.handle(msg)
             elif isinstance(msg, proto.Error):
                 log.warning("Core reports %s: %s", msg.code, msg.message)
             else:
@@ -423,6 +432,55 @@ class Agent:
                     message=f"{type(msg).__name__} is not supported by this agent",
                 )
                 await ws.send_message(proto.encode(err))
+
+
+class _Streams:
+    """File transfers and shells of one connection, made at their first message.
+
+    Their tasks live in the connection's nursery: a lost connection ends them
+    (a push's temporary file is removed, a shell is hung up).
+    """
+
+    def __init__(
+        self, config: Config, data_dir: Path, ws: WebSocketConnection, nursery: trio.Nursery
+    ) -> None:
+        self._config = config
+        self._data_dir = data_dir
+        self._ws = ws
+        self._nursery = nursery
+        self._files: FileTransfers | None = None
+        self._shells: Shells | None = None
+        self._kinds: dict[str, str] = {}  # stream id -> "file" or "shell", for credit
+
+    async def send(self, msg: proto.NodeMessage) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the reader sees the close and ends all
+            await self._ws.send_message(proto.encode(msg))
+
+    def handle(self, msg: proto.CoreMessage) -> None:
+        if isinstance(msg, proto.StreamCredit):
+            kind = self._kinds.get(msg.stream_id)
+        elif isinstance(msg, FILE_MESSAGES):
+            kind = "file"
+        else:
+            kind = "shell"
+        if isinstance(msg, proto.FileOpen):
+            self._kinds[msg.transfer_id] = "file"
+        elif isinstance(msg, proto.ShellOpen):
+            self._kinds[msg.session_id] = "shell"
+        if kind == "file":
+            if self._files is None:
+                from servermgr.node.files import FileTransfers
+
+                self._files = FileTransfers(
+                    self._config.files, self._config.exec, self.send, self._nursery
+                )
+            self._files.handle(msg)
+        elif kind == "shell":
+            if self._shells is None:
+                from servermgr.node.shell import Shells
+
+                self._shells = Shells(self._config.exec, self._data_dir, self.send, self._nursery)
+            self._shells.handle(msg)
 
 
 def _why(exc: BaseException) -> str:

@@ -218,7 +218,7 @@ class Executor:
         env = dict(os.environ)
         options: dict[str, Any] = {}
         if self._policy.run_as is not None:
-            problem = _run_as(self._policy.run_as, env, options)
+            problem = run_as(self._policy.run_as, env, options)
             if problem is not None:
                 return _result(job, "error", error=problem)
         env |= job.env
@@ -367,7 +367,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _run_as(user: str, env: dict[str, str], options: dict[str, Any]) -> str | None:
+def run_as(user: str, env: dict[str, str], options: dict[str, Any]) -> str | None:
     """Fill ``options`` and ``env`` to run as ``user``; or why that is impossible."""
     try:
         entry = pwd.getpwnam(user)

@@ -2,7 +2,9 @@
 
 ``check`` applies the ``[exec]`` section of the node's config to a
 ``job.run`` message; ``validate_unit`` applies systemd's unit-name rules to a
-service action. Core cannot override either: a refusal is final for the job.
+service action; ``check_file`` applies ``[files]`` to a path a transfer
+reads or writes; ``check_shell`` says whether ``ctl shell`` may open a shell.
+Core cannot override any: a refusal is final.
 
 Pure logic: no trio, no I/O.
 """
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from servermgr.common import proto
-from servermgr.common.config import ExecConfig
+from servermgr.common.config import ExecConfig, FilesConfig
 
 DISABLED = "remote execution is disabled on this node ([exec] enabled = false)"
 
@@ -199,6 +201,64 @@ def check_cwd(cwd: str | None, policy: ExecConfig) -> str | None:
             "list, so a job may set its working directory only where [exec] allow_cwd says"
         )
     return None
+
+
+SHELL_OFF = "interactive shells are off on this node ([exec] shell = false, the default)"
+
+
+def check_shell(policy: ExecConfig) -> str | None:
+    """Why ``ctl shell`` may not open a shell here, or None when it may."""
+    if not policy.enabled:
+        return DISABLED
+    if not policy.shell:
+        return SHELL_OFF
+    return None
+
+
+def file_patterns(access: str, files: FilesConfig, policy: ExecConfig) -> tuple[str, ...]:
+    """The globs a transfer's path must match to ``access`` ("read" or "write") it.
+
+    What ``[files] read`` / ``write`` say; when a list is not given: every
+    path (``/**``) if this node runs any command Core sends (``[exec]``
+    enabled without an ``allow`` list: such a node would ``cat`` or ``tee``
+    any file the agent's user may), and no path otherwise.
+    """
+    given = files.read if access == "read" else files.write
+    if given is not None:
+        return given
+    return ("/**",) if policy.enabled and not policy.allow else ()
+
+
+def check_file(access: str, path: str, files: FilesConfig, policy: ExecConfig) -> str | None:
+    """Why a transfer may not ``access`` ("read" or "write") ``path``, or None when it may.
+
+    The path must be absolute and normalised (no ``.``, ``..``, ``//``) and
+    match one glob of ``file_patterns`` (``*`` within one path segment,
+    ``**`` across ``/``). The agent checks again on the path with every
+    symbolic link resolved (``node/files.py``).
+    """
+    shown = _quote(path)
+    if "\0" in path or len(path) > CWD_MAX or not path:
+        return f"path {shown} is not a usable path"
+    if not path.startswith("/") or path != posixpath.normpath(path) or path.startswith("//"):
+        return f"path {shown} must be absolute, without '.', '..' or repeated '/'"
+    if path == "/":
+        return "path '/' is a directory, not a file"
+    patterns = file_patterns(access, files, policy)
+    if not patterns:
+        why = (
+            "it has an [exec] allow list"
+            if policy.enabled
+            else "remote execution is disabled ([exec] enabled = false)"
+        )
+        return (
+            f"this node allows no file to be {'read' if access == 'read' else 'written'} "
+            f"by a transfer: {why}, so only [files] {access} lists paths (none given)"
+        )
+    if any(_path_matches(p, path) for p in patterns):
+        return None
+    listed = ", ".join(repr(p) for p in patterns[:10])
+    return f"path {shown} matches no pattern of this node's [files] {access} ({listed})"
 
 
 def _path_matches(pattern: str, path: str) -> bool:

@@ -1,0 +1,171 @@
+"""What the file and shell endpoints share: one ctl WebSocket bridged to a node stream.
+
+The ctl side of the connection (size-limited control frames, data frames
+within credit), the node side (``core/streams.py``: messages in order, with
+an idle limit) and the audit row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import trio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from servermgr.common import flow, proto, relay
+from servermgr.common.errors import ProtocolError, StorageUnavailableError
+from servermgr.common.text import printable
+from servermgr.core.auth import Principal, principal_of
+from servermgr.core.gateway import CLOSE_POLICY, Gateway
+from servermgr.core.jobstore import JobStore
+from servermgr.core.registry import NodeRegistry
+from servermgr.core.storage import NodeRow
+from servermgr.core.streams import IDLE_TIMEOUT, NodeStream, StreamFailed, StreamRouter
+from servermgr.core.writer import Database
+
+log = logging.getLogger("servermgr.core.streams")
+
+OPEN_TIMEOUT = 10.0  # for ctl's open message
+ANSWER_TIMEOUT = 30.0  # for the node's answer to an open (policy, path checks)
+
+
+@dataclass
+class StreamDeps:
+    """What the file and shell endpoints need from Core."""
+
+    router: StreamRouter
+    gateway: Gateway
+    registry: NodeRegistry
+    db: Database
+    clock: Callable[[], float]
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.db.storage)
+
+
+class Relay:
+    """One ctl WebSocket bridged to one node stream."""
+
+    def __init__(self, deps: StreamDeps, ws: WebSocket, node: NodeRow, stream: NodeStream) -> None:
+        self.deps = deps
+        self.ws = ws
+        self.node = node
+        self.stream = stream
+        self.principal: Principal | None = principal_of(ws)
+
+    @property
+    def who(self) -> str:
+        return self.principal.name if self.principal is not None else "?"
+
+    async def to_node(self, msg: proto.CoreMessage) -> None:
+        outcome = await self.deps.gateway.deliver(self.node.id, msg)
+        if outcome != "sent":
+            raise StreamFailed("node_offline", f"node {self.node.name} is {outcome}")
+
+    async def to_ctl(self, msg: relay.CoreMessage) -> None:
+        try:
+            await self.ws.send_text(relay.encode(msg))
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            raise StreamFailed("client_gone", "the client disconnected") from None
+
+    async def data_to_ctl(self, data: bytes) -> None:
+        try:
+            await self.ws.send_bytes(data)
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            raise StreamFailed("client_gone", "the client disconnected") from None
+
+    async def from_ctl(self, idle: float = IDLE_TIMEOUT) -> str | bytes:
+        """The next frame from ctl: text (control, size-limited) or data (within one chunk)."""
+        try:
+            with trio.fail_after(idle):
+                message = await self.ws.receive()
+        except trio.TooSlowError:
+            raise StreamFailed("timeout", f"the client sent nothing for {idle:g} s") from None
+        if message["type"] == "websocket.disconnect":
+            raise StreamFailed("client_gone", "the client disconnected")
+        text = message.get("text")
+        if text is not None:
+            if len(text) > relay.MAX_CONTROL:
+                raise StreamFailed("bad_request", f"control message over {relay.MAX_CONTROL} bytes")
+            return str(text)
+        data = message.get("bytes") or b""
+        if not data or len(data) > flow.CHUNK:
+            raise StreamFailed("bad_request", f"data frames hold 1 to {flow.CHUNK} bytes")
+        return bytes(data)
+
+    async def audit(self, started: float, action: str, detail: str, outcome: str) -> None:
+        try:
+            await self.deps.db.write(
+                self.deps.store.record_audit,
+                started,
+                self.who,
+                action,
+                self.node.name,
+                detail,
+                outcome,
+            )
+        except StorageUnavailableError:
+            log.warning("audit row not stored (database unavailable): %s %s", action, detail)
+
+
+@contextlib.contextmanager
+def unwrap_failure() -> Iterator[None]:
+    """A nursery's StreamFailed as itself, not inside an exception group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        failed, rest = group.split(StreamFailed)
+        if failed is not None and rest is None:
+            first = failed.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        raise
+
+
+async def accept(
+    deps: StreamDeps, ws: WebSocket, decode: Callable[[str], object]
+) -> tuple[object, NodeRow] | None:
+    """Accept ctl's WebSocket and read its open message; None (and an error sent) if bad."""
+    await ws.accept()
+    try:
+        with trio.fail_after(OPEN_TIMEOUT):
+            message = await ws.receive()
+        text = message.get("text")
+        if message["type"] == "websocket.disconnect":
+            return None
+        if not isinstance(text, str):
+            raise ProtocolError("the first message must be a text frame")
+        request = decode(text)
+        ref = getattr(request, "node", None)
+        if not isinstance(ref, str):
+            raise ProtocolError("the first message must be an open message")
+    except trio.TooSlowError:
+        await refuse(ws, "bad_request", f"no open message within {OPEN_TIMEOUT:g} s")
+        return None
+    except ProtocolError as exc:
+        await refuse(ws, "bad_request", f"bad open message: {exc.reason}")
+        return None
+    node = deps.registry.by_ref(ref)
+    if node is None:
+        await refuse(
+            ws, "not_found", f"no node named {printable(ref)!r} (see: servermgr ctl nodes)"
+        )
+        return None
+    if not deps.gateway.is_online(node.id):
+        await refuse(ws, "node_offline", f"node {node.name} is offline")
+        return None
+    return request, node
+
+
+async def refuse(ws: WebSocket, code: str, message: str) -> None:
+    """Send the error and close (the stream is over)."""
+    try:
+        await ws.send_text(relay.encode(relay.error(code, message)))
+        await ws.close(CLOSE_POLICY if code == "bad_request" else 1000)
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        pass

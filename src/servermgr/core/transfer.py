@@ -1,0 +1,222 @@
+"""``ctl cp``: a file pushed to or pulled from one node, relayed through Core.
+
+ctl opens the files WebSocket (operate role) and sends ``open``; Core sends
+``file.open`` to the node, whose policy decides. Data then flows within
+credit end to end (``common/flow.py``): in a push the node grants, Core
+passes each grant on to ctl and each chunk from ctl on to the node; in a pull
+ctl grants and the node sends. Core holds one chunk at a time, hashes what
+passes (SHA-256) and checks it against both ends: the audit row has the
+checksum Core saw. A dropped connection on either side ends the transfer:
+the other side is told (``file.cancel`` to the node, which removes its
+temporary file; an error to ctl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from starlette.websockets import WebSocket
+
+from servermgr.common import flow, proto, relay
+from servermgr.common.errors import ProtocolError
+from servermgr.core.auth import Access
+from servermgr.core.openapi import Doc
+from servermgr.core.stream_relay import (
+    ANSWER_TIMEOUT,
+    Relay,
+    StreamDeps,
+    accept,
+    refuse,
+    unwrap_failure,
+)
+from servermgr.core.streams import StreamFailed
+
+log = logging.getLogger("servermgr.core.transfer")
+
+
+class FilesApi:
+    def __init__(self, deps: StreamDeps) -> None:
+        self.deps = deps
+
+    def ws_routes(self) -> list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]]:
+        doc = Doc(
+            "Copy a file to or from a node (ctl cp): open, then data within credit",
+            auth=Access.OPERATE,
+            websocket=True,
+        )
+        return [(relay.FILES_PATH, self.websocket, doc)]
+
+    async def websocket(self, ws: WebSocket) -> None:
+        opened = await accept(self.deps, ws, relay.decode_file_client)
+        if opened is None:
+            return
+        request, node = opened
+        assert isinstance(request, relay.FileRequest)
+        stream = self.deps.router.open(node.id)
+        link = Relay(self.deps, ws, node, stream)
+        started = self.deps.clock()
+        action = f"file.{request.direction}"
+        detail = request.path
+        try:
+            digest, size = await (self._push if request.direction == "push" else self._pull)(
+                link, request
+            )
+        except StreamFailed as exc:
+            if exc.code not in ("node_offline", "failed", "refused"):
+                await _cancel(link, exc.message)
+            log.info("%s %s:%s failed: %s", action, node.name, request.path, exc.message)
+            await link.audit(started, action, f"{detail} ({exc.message[:500]})", "failed")
+            await refuse(ws, exc.code, exc.message)
+            return
+        finally:
+            self.deps.router.close(stream)
+        log.info("%s %s:%s: %d bytes, sha256 %s", action, node.name, request.path, size, digest)
+        await link.audit(started, action, f"{detail} size={size} sha256={digest}", "succeeded")
+        await _close(ws)
+
+    async def _opened(self, link: Relay, msg: proto.FileOpen) -> proto.FileReady:
+        await link.to_node(msg)
+        answer = await link.stream.receive(ANSWER_TIMEOUT)
+        if isinstance(answer, proto.FileResult):
+            raise StreamFailed("refused", f"node {link.node.name}: {answer.error or 'refused'}")
+        if not isinstance(answer, proto.FileReady):
+            raise StreamFailed("node_misbehaved", f"the node answered {type(answer).__name__}")
+        return answer
+
+    async def _push(self, link: Relay, req: relay.FileRequest) -> tuple[str, int]:
+        tid = link.stream.id
+        open_msg = proto.FileOpen(
+            transfer_id=tid,
+            direction="push",
+            path=req.path,
+            size=req.size or 0,
+            mode=req.mode,
+            owner=req.owner,
+            group=req.group,
+        )
+        size = req.size or 0
+        await self._opened(link, open_msg)
+        await link.to_ctl(relay.Ready(id=tid, node=link.node.name))
+        budget = flow.Budget()  # what the node granted and ctl has not sent
+        digest = hashlib.sha256()
+        offset = 0
+        outcome: list[proto.FileResult] = []
+
+        async def node_side(cancel: trio.CancelScope) -> None:
+            while True:
+                msg = await link.stream.receive()
+                if isinstance(msg, proto.StreamCredit):
+                    budget.granted(msg.bytes)
+                    await link.to_ctl(relay.Credit(bytes=msg.bytes))
+                elif isinstance(msg, proto.FileResult):
+                    outcome.append(msg)
+                    cancel.cancel()
+                    return
+
+        with unwrap_failure():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node_side, nursery.cancel_scope)
+                while True:
+                    frame = await link.from_ctl()
+                    if isinstance(frame, bytes):
+                        if not budget.spend(len(frame)) or offset + len(frame) > size:
+                            raise StreamFailed("bad_request", "data past the credit or the size")
+                        digest.update(frame)
+                        await link.to_node(
+                            proto.FileData(transfer_id=tid, offset=offset, chunk=frame)
+                        )
+                        offset += len(frame)
+                        continue
+                    try:
+                        end = relay.decode_file_client(frame)
+                    except ProtocolError as exc:
+                        raise StreamFailed("bad_request", exc.reason) from None
+                    if not isinstance(end, relay.End):
+                        raise StreamFailed("bad_request", "expected data or end")
+                    if end.size != offset or end.sha256 != digest.hexdigest():
+                        raise StreamFailed(
+                            "checksum_mismatch",
+                            f"the client says {end.size} bytes, sha256 {end.sha256}; Core received "
+                            f"{offset} bytes, sha256 {digest.hexdigest()}",
+                        )
+                    await link.to_node(
+                        proto.FileEnd(transfer_id=tid, size=offset, sha256=end.sha256)
+                    )
+                    break
+        # The node's answer may come after the end (fsync and rename take a moment).
+        while not outcome:
+            msg = await link.stream.receive()
+            if isinstance(msg, proto.FileResult):
+                outcome.append(msg)
+        result = outcome[0]
+        if result.error is not None:
+            raise StreamFailed("failed", f"node {link.node.name}: {result.error}")
+        if result.sha256 != digest.hexdigest() or result.size != offset:
+            raise StreamFailed("checksum_mismatch", "the node placed other bytes than were sent")
+        await link.to_ctl(relay.Result(sha256=digest.hexdigest(), size=offset))
+        return digest.hexdigest(), offset
+
+    async def _pull(self, link: Relay, req: relay.FileRequest) -> tuple[str, int]:
+        tid = link.stream.id
+        ready = await self._opened(
+            link, proto.FileOpen(transfer_id=tid, direction="pull", path=req.path)
+        )
+        await link.to_ctl(
+            relay.Ready(id=tid, node=link.node.name, size=ready.size, mode=ready.mode)
+        )
+        budget = flow.Budget()  # what ctl granted and the node has not sent
+        digest = hashlib.sha256()
+        offset = 0
+
+        async def ctl_side() -> None:
+            while True:
+                frame = await link.from_ctl()
+                try:
+                    msg = relay.decode_file_client(frame) if isinstance(frame, str) else None
+                except ProtocolError as exc:
+                    raise StreamFailed("bad_request", exc.reason) from None
+                if not isinstance(msg, relay.Credit):
+                    raise StreamFailed("bad_request", "a pull takes only credit from the client")
+                budget.granted(msg.bytes)
+                await link.to_node(proto.StreamCredit(stream_id=tid, bytes=msg.bytes))
+
+        with unwrap_failure():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ctl_side)
+                while True:
+                    msg = await link.stream.receive()
+                    if isinstance(msg, proto.FileData):
+                        if msg.offset != offset or not budget.spend(len(msg.chunk)):
+                            raise StreamFailed(
+                                "node_misbehaved", "data out of order or past credit"
+                            )
+                        digest.update(msg.chunk)
+                        offset += len(msg.chunk)
+                        await link.data_to_ctl(msg.chunk)
+                    elif isinstance(msg, proto.FileResult):
+                        if msg.error is not None:
+                            raise StreamFailed("failed", f"node {link.node.name}: {msg.error}")
+                        if msg.sha256 != digest.hexdigest() or msg.size != offset:
+                            raise StreamFailed("checksum_mismatch", "the node's checksum differs")
+                        await link.to_ctl(relay.Result(sha256=digest.hexdigest(), size=offset))
+                        nursery.cancel_scope.cancel()
+                        break
+        return digest.hexdigest(), offset
+
+
+async def _cancel(link: Relay, reason: str) -> None:
+    """Tell the node the transfer is off (it removes what it wrote); never raises."""
+    with trio.move_on_after(5):
+        await link.deps.gateway.deliver(
+            link.node.id, proto.FileCancel(transfer_id=link.stream.id, reason=reason[:1000])
+        )
+
+
+async def _close(ws: WebSocket) -> None:
+    try:
+        await ws.close(1000)
+    except (RuntimeError, OSError):
+        pass
