@@ -583,6 +583,93 @@ def ctl_exec(
     raise typer.Exit(code)
 
 
+@ctl_app.command("cp")
+def ctl_cp(
+    ctx: typer.Context,
+    src: Annotated[
+        str, typer.Argument(help="A local file, or NODE:/path to pull from.", show_default=False)
+    ],
+    dst: Annotated[
+        str,
+        typer.Argument(
+            help="TARGET:/path to push to (a node, a,b, role=web or *), or a local path.",
+            show_default=False,
+        ),
+    ],
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode", help="Permissions of the copied file, octal (0644).", metavar="MODE"
+        ),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="Push: owner of the placed file, USER[:GROUP] or :GROUP.",
+            metavar="USER",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option("--parallel", help="Push: nodes written at once.", metavar="N")
+    ] = 4,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy a file to nodes (LOCAL TARGET:PATH) or from one node (NODE:PATH LOCAL).
+
+    Streamed in chunks with back-pressure; the SHA-256 is checked on every
+    side and printed; a push is placed atomically. The node's [files] policy
+    decides which paths. Exit 0: every node has the file; 1: any failed;
+    255: Core unreachable or the key refused.
+    """
+    from servermgr.common.errors import ClientError
+    from servermgr.ctl import cp
+
+    base, secret, trust = _resolve(ctx)
+    conn = cp.Connection(base, secret, trust)
+    try:
+        code = cp.run(
+            conn,
+            lambda: _client(ctx).nodes(),
+            src,
+            dst,
+            mode=mode,
+            owner=owner,
+            parallel=parallel,
+            as_json=json_out,
+        )
+    except ClientError as exc:
+        exc.exit_code = 255
+        raise
+    raise typer.Exit(code)
+
+
+@ctl_app.command("shell")
+def ctl_shell(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="The node (name or id).", show_default=False)],
+) -> None:
+    """Open an interactive shell on a node, like ssh (needs [exec] shell = true there).
+
+    Exits with the shell's status (128+N when killed by signal N); 255 when
+    the shell cannot be opened (unknown or offline node, refused, Core
+    unreachable).
+    """
+    import trio
+
+    from servermgr.common.errors import ClientError
+    from servermgr.ctl import shell
+    from servermgr.ctl.cp import Connection
+
+    base, secret, trust = _resolve(ctx)
+    try:
+        code = trio.run(shell.run, Connection(base, secret, trust), node)
+    except ClientError as exc:
+        exc.exit_code = 255
+        raise
+    raise typer.Exit(code)
+
+
 @ctl_app.command("service")
 def ctl_service(
     ctx: typer.Context,

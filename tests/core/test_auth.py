@@ -61,6 +61,8 @@ EXPECTED: dict[str, Access] = {
     "GET /api/v1/audit": READ,
     "WS /api/v1/node/ws": NODE,
     "WS /api/v1/events": READ,
+    "WS /api/v1/files/ws": OPERATE,
+    "WS /api/v1/shell/ws": OPERATE,
     "WS /api/v1/jobs/{job_id}/ws": READ,
 }
 

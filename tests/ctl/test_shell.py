@@ -108,8 +108,12 @@ async def test_refused_when_policy_off_or_read_token(
     await start_node(core, "node-01", config=shell_node(core, tmp_path, "node-01", on=False))
     await wait_for(lambda: online(core, "node-01"))
     conn = cp.Connection(core.url, core.key.value, None)
-    with open(os.devnull, "rb") as nothing, pytest.raises(ApiError) as refused:
-        await ctl_shell.run(conn, "node-01", stdin=nothing.fileno())
+    kb = Keyboard()
+    try:
+        with pytest.raises(ApiError) as refused:
+            await ctl_shell.run(conn, "node-01", stdin=kb.slave, stdout=kb.slave)
+    finally:
+        kb.close()
     assert refused.value.code == "refused"
     assert "[exec] shell" in refused.value.message
     reader = await make_token(core, "looker", "read")

@@ -262,7 +262,7 @@ class JobsApi:
                     auth=Access.READ,
                     params=(
                         Param("since", "query", "duration ago (1h, 7d) or unix seconds"),
-                        Param("action", "query", "exec or service"),
+                        Param("action", "query", "exec, service, file.push, file.pull or shell"),
                         Param("principal", "query", "who ran it"),
                         Param("limit", "query", "at most this many rows", {"type": "integer"}),
                     ),

@@ -81,7 +81,7 @@ class FilesApi:
         await link.to_node(msg)
         answer = await link.stream.receive(ANSWER_TIMEOUT)
         if isinstance(answer, proto.FileResult):
-            raise StreamFailed("refused", f"node {link.node.name}: {answer.error or 'refused'}")
+            raise StreamFailed("refused", answer.error or "refused by the node")
         if not isinstance(answer, proto.FileReady):
             raise StreamFailed("node_misbehaved", f"the node answered {type(answer).__name__}")
         return answer
@@ -153,7 +153,7 @@ class FilesApi:
                 outcome.append(msg)
         result = outcome[0]
         if result.error is not None:
-            raise StreamFailed("failed", f"node {link.node.name}: {result.error}")
+            raise StreamFailed("failed", result.error)
         if result.sha256 != digest.hexdigest() or result.size != offset:
             raise StreamFailed("checksum_mismatch", "the node placed other bytes than were sent")
         await link.to_ctl(relay.Result(sha256=digest.hexdigest(), size=offset))
@@ -198,7 +198,7 @@ class FilesApi:
                         await link.data_to_ctl(msg.chunk)
                     elif isinstance(msg, proto.FileResult):
                         if msg.error is not None:
-                            raise StreamFailed("failed", f"node {link.node.name}: {msg.error}")
+                            raise StreamFailed("failed", msg.error)
                         if msg.sha256 != digest.hexdigest() or msg.size != offset:
                             raise StreamFailed("checksum_mismatch", "the node's checksum differs")
                         await link.to_ctl(relay.Result(sha256=digest.hexdigest(), size=offset))

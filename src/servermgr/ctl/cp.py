@@ -17,19 +17,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 from trio_websocket import ConnectionClosed
 
-from servermgr.common import flow, relay
-from servermgr.common.errors import ClientError, UsageError, single_error
+from servermgr.common import flow, relay, selector
+from servermgr.common.errors import (
+    ApiError,
+    AuthError,
+    ClientError,
+    CoreUnreachableError,
+    UsageError,
+    single_error,
+)
+from servermgr.common.text import printable
 from servermgr.ctl import streamclient
 
 if TYPE_CHECKING:
@@ -176,12 +187,18 @@ async def _quietly(fn: Callable[[], Awaitable[None]]) -> None:
 
 
 def _record(out: Outcome, exc: BaseException) -> None:
-    """Put a failure in ``out``; what is not a client failure goes on."""
+    """Put a failure of this one transfer in ``out``.
+
+    What is not about this transfer goes on: Core unreachable, the key or
+    its role refused (the same for every node), anything unexpected.
+    """
     err = single_error(exc)
     if isinstance(err, ConnectionClosed):
         err = ClientError("the connection to Core was lost")
-    if not isinstance(err, ClientError):
-        raise exc
+    if not isinstance(err, ClientError) or isinstance(err, (AuthError, CoreUnreachableError)):
+        raise err from None
+    if isinstance(err, ApiError) and err.status in (401, 403):
+        raise err from None
     out.error, out.code = err.message, getattr(err, "code", "failed")
 
 
@@ -281,3 +298,109 @@ async def push_many(
         for node in nodes:
             nursery.start_soon(one, node)
     return [outcomes[n] for n in nodes]
+
+
+def run(
+    conn: Connection,
+    list_nodes: Callable[[], list[dict[str, Any]]],
+    src: str,
+    dst: str,
+    *,
+    mode: str | None = None,
+    owner: str | None = None,
+    parallel: int = PARALLEL,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """``ctl cp SRC DST``: the exit status (0 all copied, 1 any failed)."""
+    out = out or sys.stdout
+    remote_src, remote_dst = split_remote(src), split_remote(dst)
+    if (remote_src is None) == (remote_dst is None):
+        raise UsageError(
+            "give one local path and one TARGET:/path (ctl cp LOCAL TARGET:PATH, "
+            "or ctl cp NODE:PATH LOCAL)"
+        )
+    file_mode = parse_mode(mode)
+    if parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    if remote_dst is not None:
+        user, group = parse_owner(owner)
+        nodes = pick(remote_dst.target, list_nodes)
+        outcomes = trio.run(
+            partial(
+                push_many,
+                conn,
+                nodes,
+                Path(src),
+                remote_dst.path,
+                mode=file_mode,
+                owner=user,
+                group=group,
+                parallel=parallel,
+            )
+        )
+    else:
+        assert remote_src is not None
+        if owner is not None:
+            raise UsageError("--owner is for a push; a pulled file belongs to you")
+        if not _single(remote_src.target):
+            raise UsageError(f"pull from one node, not {remote_src.target!r}")
+        dest = destination(Path(dst), remote_src.path)
+        outcomes = [
+            trio.run(partial(pull, conn, remote_src.target, remote_src.path, dest, mode=file_mode))
+        ]
+    if as_json:
+        out.write(json.dumps([o.doc() for o in outcomes], indent=2) + "\n")
+    else:
+        width = max(len(o.node) for o in outcomes)
+        for o in outcomes:
+            out.write(f"{printable(o.node):<{width}}  {describe(o)}\n")
+    out.flush()
+    return 0 if all(o.error is None for o in outcomes) else 1
+
+
+def describe(o: Outcome) -> str:
+    if o.error is not None:
+        return f"{o.code or 'failed'}: {printable(o.error, lines=False)}"
+    return f"{printable(o.path)}  {fmt_size(o.size)}  sha256 {o.sha256}"
+
+
+def fmt_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def _single(target: str) -> bool:
+    return not any(c in target for c in ",=*") and target != "all"
+
+
+def pick(spec: str, list_nodes: Callable[[], list[dict[str, Any]]]) -> list[str]:
+    """The node names a target spec picks (one name goes to Core as given)."""
+    if _single(spec):
+        return [spec]
+    try:
+        target = selector.parse_target(spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    known = [_Node(n["id"], n["name"], n.get("labels") or {}) for n in list_nodes()]
+    picked, unknown = selector.select(target, known)
+    if unknown:
+        raise UsageError(
+            f"no node named {', '.join(map(repr, unknown))} (see: servermgr ctl nodes)"
+        )
+    if not picked:
+        raise UsageError(f"no node matches {spec!r} (see: servermgr ctl nodes)")
+    return [n.name for n in picked]
+
+
+@dataclass(frozen=True)
+class _Node:
+    id: str
+    name: str
+    labels: dict[str, str]

@@ -26,6 +26,7 @@ from servermgr.ctl import streamclient
 from servermgr.ctl.cp import Connection
 
 FAILED = 255
+EOF_KEY = b"\x04"  # Ctrl-D: end of file for the PTY's line discipline
 
 
 def terminal_size(fd: int) -> tuple[int, int]:
@@ -82,7 +83,10 @@ async def _session(ws: WebSocketConnection, stdin: int, stdout: int) -> int:
             await trio.lowlevel.wait_readable(stdin)
             data = os.read(stdin, n)
             if not data:
-                return  # end of input (not a terminal): the shell goes on until it exits
+                # End of input (piped, not a terminal): the end-of-file key, so a
+                # shell reading commands from it ends when they do, as with ssh.
+                await ws.send_message(EOF_KEY)
+                return
             if len(data) < n:
                 credit.grant(n - len(data))
             await ws.send_message(data)
