@@ -33,7 +33,7 @@ def start_fleet(fleet: Fleet) -> list[str]:
         (fleet.tmp / f"{name}-{writable}").mkdir()
         with cfg.open("a") as f:
             f.write('labels = { role = "web" }\n')
-            f.write(f"[exec]\nshell = {shell}\nshell_command = \"/bin/sh\"\n")
+            f.write(f'[exec]\nshell = {shell}\nshell_command = "/bin/sh"\n')
             f.write(f'[files]\nwrite = ["{fleet.tmp}/{name}-{writable}/**"]\nread = []\n')
         fleet.spawn(name, "node", "run", "--config", str(cfg))
     ctl = ["ctl", "--core", f"http://127.0.0.1:{port}", "--key", key]

@@ -433,6 +433,7 @@ def stream_id(msg: StreamMessage) -> str:
         return msg.stream_id
     return msg.session_id
 
+
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
 _node_decoder: msgspec.json.Decoder[NodeMessage] = msgspec.json.Decoder(NodeMessage)
@@ -499,9 +500,7 @@ def _unsafe_field(msg: Message) -> tuple[str, bool] | None:
             if value is not None and not is_printable(value):
                 return f"$.info.{name}", False
     elif isinstance(msg, (JobResult, Error, FileResult, ShellExit)):
-        name, value = (
-            ("message", msg.message) if isinstance(msg, Error) else ("error", msg.error)
-        )
+        name, value = ("message", msg.message) if isinstance(msg, Error) else ("error", msg.error)
         if value is not None and not is_printable(value, lines=True):
             return f"$.{name}", True
     return None

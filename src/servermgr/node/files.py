@@ -153,9 +153,7 @@ class FileTransfers:
                     if isinstance(item, proto.FileCancel):
                         raise TransferFailed(f"cancelled: {item.reason}")
                     if isinstance(item, proto.FileEnd):
-                        digest = await trio.to_thread.run_sync(
-                            place.finish, item, uid, gid, mode
-                        )
+                        digest = await trio.to_thread.run_sync(place.finish, item, uid, gid, mode)
                         log.info("placed %s (%d bytes, sha256 %s)", target, item.size, digest)
                         return proto.FileResult(
                             transfer_id=tid, error=None, sha256=digest, size=item.size
