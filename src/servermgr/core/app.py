@@ -6,6 +6,7 @@
     ├── Scheduler.serve            job deadlines: expire queued, mark silent lost
     ├── Gateway.serve              silence watchdog; short tasks that send acks
     ├── Authenticator.serve        picks up a rotated key and changed tokens each second
+    ├── ScheduleRunner.serve       submits the runs of due schedules as jobs, each second
     ├── quiet_gc                   keeps the garbage collector's pauses short
     ├── watch_database             stops Core if its database file is deleted or replaced
     └── listen.serve               REST + node WebSocket on one port (Hypercorn, own accept loop)
@@ -50,6 +51,8 @@ from servermgr.core.metrics_export import MetricsExport, Sources, metrics_route
 from servermgr.core.ratelimit import FailureLimiter
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
+from servermgr.core.schedules import ScheduleRunner
+from servermgr.core.schedules_api import SchedulesApi
 from servermgr.core.security import CoreKey, load_or_create_key
 from servermgr.core.shell_api import ShellApi
 from servermgr.core.storage import Storage
@@ -79,6 +82,7 @@ class Core:
     api: api_mod.Api
     app: Starlette
     asgi: ASGIApp  # what Hypercorn serves: ``app`` behind the abuse guard, node WebSocket first
+    schedules: ScheduleRunner
     tls: TlsFiles | None = None
     port: int = 0
 
@@ -135,6 +139,8 @@ def build(
     api.extra.append(metrics_route(export, loopback=config.server.metrics_loopback))
     jobs_api = JobsApi(api, jobs)
     api.extra += jobs_api.routes()
+    schedules = ScheduleRunner(db, jobs, clock=clock)
+    api.extra += SchedulesApi(api, schedules.store).routes()
     job_streams = JobStreams(api, jobs)
     api.extra += job_streams.routes()
     api.extra_ws += job_streams.ws_routes()
@@ -156,7 +162,21 @@ def build(
         clock=trio.current_time,
     )
     return Core(
-        config, key, db, auth, registry, status, bus, writer, gateway, jobs, api, app, asgi, tls
+        config,
+        key,
+        db,
+        auth,
+        registry,
+        status,
+        bus,
+        writer,
+        gateway,
+        jobs,
+        api,
+        app,
+        asgi,
+        schedules,
+        tls,
     )
 
 
@@ -267,6 +287,7 @@ async def serve(
                     async with trio.open_nursery() as helpers:
                         helpers.start_soon(core.gateway.serve)
                         helpers.start_soon(core.auth.serve)
+                        helpers.start_soon(core.schedules.serve)
                         helpers.start_soon(quiet_gc)
                         helpers.start_soon(watch_database, core.db)
 

@@ -65,6 +65,40 @@ def request_digest(body: JobBody, principal: str) -> str:
     return hashlib.sha256(principal.encode() + b"\0" + msgspec.json.encode(canonical)).hexdigest()
 
 
+def job_spec(body: JobBody) -> JobSpec:
+    """What the scheduler runs for ``body``; ValueError says what is wrong with it.
+
+    One home for the checks a job gets beyond its schema: ``POST /api/v1/jobs``
+    and schedules (core/schedules.py) both build their jobs here.
+    """
+    try:
+        target = parse_target(body.target)
+    except ValueError as exc:
+        raise ValueError(f"bad job: {exc}") from None
+    if (body.command is None) == (body.service is None):
+        raise ValueError("give exactly one of command or service")
+    if body.command is not None and not body.command.strip():
+        raise ValueError("the command is empty")
+    return JobSpec(
+        target,
+        body.command,
+        body.service,
+        body.timeout,
+        body.output_cap,
+        dict(body.env),
+        body.cwd,
+        body.wait,
+    )
+
+
+def checked_spec(body: JobBody) -> JobSpec:
+    """``job_spec``, else 400 in the one error shape."""
+    try:
+        return job_spec(body)
+    except ValueError as exc:
+        raise ApiFailure(400, "bad_request", str(exc)) from None
+
+
 async def job_or_404(jobs: Scheduler, job_id: str, *, output: bool) -> dict[str, Any]:
     """The job document (``Scheduler.job_doc``); else 404 in the one error shape."""
     doc = await jobs.job_doc(job_id, output=output)
@@ -80,24 +114,7 @@ class JobsApi:
 
     async def create(self, request: Request) -> Response:
         body = await read_json(request, JobBody, "job")
-        try:
-            target = parse_target(body.target)
-        except ValueError as exc:
-            raise ApiFailure(400, "bad_request", f"bad job: {exc}") from None
-        if (body.command is None) == (body.service is None):
-            raise ApiFailure(400, "bad_request", "give exactly one of command or service")
-        if body.command is not None and not body.command.strip():
-            raise ApiFailure(400, "bad_request", "the command is empty")
-        spec = JobSpec(
-            target,
-            body.command,
-            body.service,
-            body.timeout,
-            body.output_cap,
-            dict(body.env),
-            body.cwd,
-            body.wait,
-        )
+        spec = checked_spec(body)
         principal = principal_of(request).name
         key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), body)
         replayed = False
@@ -262,7 +279,12 @@ class JobsApi:
                     auth=Access.READ,
                     params=(
                         Param("since", "query", "duration ago (1h, 7d) or unix seconds"),
-                        Param("action", "query", "exec, service, file.push, file.pull or shell"),
+                        Param(
+                            "action",
+                            "query",
+                            "exec, service, file.push, file.pull, shell or "
+                            "schedule.add/remove/pause/resume",
+                        ),
                         Param("principal", "query", "who ran it"),
                         Param("limit", "query", "at most this many rows", {"type": "integer"}),
                     ),

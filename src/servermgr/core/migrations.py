@@ -217,12 +217,41 @@ def _v5_idempotency_keys(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v6_schedules(conn: sqlite3.Connection) -> None:
+    # A job Core submits by itself (core/schedules.py). next_run is the due
+    # time of the next run; a Core claims a run by moving it on with an UPDATE
+    # conditional on the value it read, so one Core wins each due time.
+    conn.execute(
+        """
+        CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            every REAL,
+            cron TEXT,
+            tz TEXT NOT NULL,
+            anchor REAL NOT NULL,
+            job TEXT NOT NULL,
+            target TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            principal TEXT NOT NULL,
+            next_run REAL NOT NULL,
+            last_run REAL,
+            last_job TEXT,
+            runs INTEGER NOT NULL DEFAULT 0,
+            missed INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX schedules_due ON schedules (next_run) WHERE paused = 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
     Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
     Migration(3, "1-minute and 1-hour rollups of metrics", _v3_rollups),
     Migration(4, "API tokens and revoked node credentials", _v4_tokens),
     Migration(5, "idempotency keys of job submissions", _v5_idempotency_keys),
+    Migration(6, "schedules", _v6_schedules),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -311,6 +311,23 @@ class Client:
         )
         return result
 
+    def schedules(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/schedules")
+        return result
+
+    def add_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/api/v1/schedules", json=body)
+        return result
+
+    def remove_schedule(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/api/v1/schedules/{_seg(name)}")
+        return result
+
+    def pause_schedule(self, name: str, *, paused: bool) -> dict[str, Any]:
+        verb = "pause" if paused else "resume"
+        result: dict[str, Any] = self.request("POST", f"/api/v1/schedules/{_seg(name)}/{verb}")
+        return result
+
 
 def _dumps(doc: Any) -> bytes:
     import json as _json

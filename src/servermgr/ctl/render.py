@@ -425,3 +425,33 @@ def print_audit(rows: list[dict[str, Any]]) -> None:
             _cut(r["detail"]),
         )
     c.print(table)
+
+
+def _at(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def schedules_table(schedules: list[dict[str, Any]]) -> Table:
+    schedules = printable_doc(schedules)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "WHEN", "TARGET", "NEXT RUN", "LAST JOB", "RUNS", "COMMAND"):
+        _add_column(table, col, shrink=col in ("TARGET", "COMMAND"))
+    for s in schedules:
+        table.add_row(
+            s["name"],
+            s["describe"],
+            _cut(s["target"]),
+            "paused" if s["paused"] else _at(s["next_run"]),
+            s["last_job"] or "-",
+            str(s["runs"]),
+            _cut(_what(s["job"])),
+        )
+    return table
+
+
+def print_schedules(schedules: list[dict[str, Any]]) -> None:
+    c = console()
+    if not schedules:
+        c.print("no schedules: try `servermgr ctl schedule add NAME --every 1h all uptime`")
+        return
+    c.print(schedules_table(schedules))
