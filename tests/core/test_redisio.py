@@ -49,6 +49,7 @@ async def test_wrong_password_is_one_line_without_the_password(
         with pytest.raises(RedisUnavailableError, match="refused the password"):
             await lk.call(lambda c: c.ping())
         nursery.cancel_scope.cancel()
+    lk.close()
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1
     assert "\n" not in lines[0]
@@ -65,6 +66,7 @@ async def test_unreachable_then_started_connects() -> None:
         assert lk.problem.kind == "unreachable"
         assert "is redis-server running" in str(lk.problem)
         nursery.cancel_scope.cancel()
+    lk.close()
 
 
 async def _serve_bytes(reply: bytes | None, task_status: trio.TaskStatus[int]) -> None:
@@ -125,4 +127,5 @@ async def test_redis_killed_and_back_reconnects(
         assert lk.connects == 2
         assert await lk.call(lambda c: c.ping())
         nursery.cancel_scope.cancel()
+    lk.close()
     assert "is back after" in caplog.text

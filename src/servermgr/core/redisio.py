@@ -172,13 +172,13 @@ class RedisLink:
             raise
 
     async def _run(self, job: Callable[[], T]) -> T:
-        # The socket timeout bounds each command; this bounds a call stuck
-        # behind others for a thread, or one that sends several commands.
+        # The socket timeout bounds each command once it runs; this bounds the
+        # wait for a thread behind other calls. A running call is not
+        # abandoned when cancelled (its connection would outlive ``close``):
+        # the socket timeout ends it.
         try:
             with trio.fail_after(self.timeout * 2 + 1):
-                return await trio.to_thread.run_sync(
-                    job, limiter=self._limiter, abandon_on_cancel=True
-                )
+                return await trio.to_thread.run_sync(job, limiter=self._limiter)
         except (trio.TooSlowError, rx.RedisError, OSError) as exc:
             raise describe(exc, self.url, self.timeout) from None
 
