@@ -2,6 +2,10 @@
 
 The local node enrols like any other: with a short-lived enroll token made
 for it (never the core key), and only while it has no identity yet.
+
+The banner prints the web page's address and a token of role operate to sign
+in with (``up-web``): made afresh at each start, the previous one revoked, so
+the page never needs the core key.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ log = logging.getLogger("servermgr.up")
 
 LOCAL_TOKEN = "up-local-node"
 LOCAL_TOKEN_LIFE = 3600.0
+WEB_TOKEN = "up-web"
 
 
 def node_config(
@@ -68,26 +73,45 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
                 await agent.run()
 
         nursery.start_soon(run_node)
-        announce(_banner(url, core.key.path, agent.hostname, prog=_prog()) + _tls_note(pin))
+        web = await _fresh_token(core, WEB_TOKEN, tokens.Role.OPERATE, None)
+        announce(
+            _banner(url, core.key.path, agent.hostname, prog=_prog())
+            + _web_note(url, web)
+            + _tls_note(pin)
+        )
         await stop.wait()
         node_scope.cancel()
 
 
 async def _enroll_token(core: core_app.Core) -> str:
     """A fresh enroll token for the local node (an older one of the same name is revoked)."""
+    return await _fresh_token(core, LOCAL_TOKEN, tokens.Role.ENROLL, LOCAL_TOKEN_LIFE)
+
+
+async def _fresh_token(
+    core: core_app.Core, name: str, role: tokens.Role, life: float | None
+) -> str:
+    """A new token ``name`` (an older one of the same name is revoked)."""
     storage = core.db.storage
-    await core.db.write(tokens.revoke, storage, LOCAL_TOKEN)
+    await core.db.write(tokens.revoke, storage, name)
     now = time.time()
     _, secret = await core.db.write(
         tokens.create,
         storage,
-        LOCAL_TOKEN,
-        tokens.Role.ENROLL,
+        name,
+        role,
         now=now,
-        expires=now + LOCAL_TOKEN_LIFE,
+        expires=None if life is None else now + life,
     )
     await core.auth.refresh()
     return secret
+
+
+def _web_note(url: str, token: str) -> str:
+    return (
+        f"Web page: open {url}/ and sign in with this token (role operate, made for this\n"
+        f"run; the next `up` replaces it):\n  {token}\n"
+    )
 
 
 def _prog() -> str:

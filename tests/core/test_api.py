@@ -21,7 +21,7 @@ from servermgr.core.openapi import NODE_SCHEMA
 from tests.support import StartNode, make_sample, online, wait_for
 
 TIME_CAP = 20.0
-PUBLIC = {"/healthz", "/openapi.json"}
+PUBLIC = {"/healthz", "/openapi.json", "/", "/web/{name}"}
 
 
 @pytest.fixture(autouse=True)

@@ -44,6 +44,9 @@ PUBLIC, READ, OPERATE, ENROLL, ADMIN, NODE = (
 EXPECTED: dict[str, Access] = {
     "GET /healthz": PUBLIC,
     "GET /openapi.json": PUBLIC,
+    "GET /": PUBLIC,
+    "GET /web/{name}": PUBLIC,
+    "GET /api/v1/whoami": READ,
     "POST /api/v1/register": ENROLL,
     "GET /api/v1/status": READ,
     "GET /metrics": READ,

@@ -2,8 +2,9 @@
 
 ``AuthFailureGuard`` wraps Core's whole ASGI app (REST, event and job
 streams, node WebSocket). It does not authenticate anything itself: it
-watches what the app answers, and every 401 (an HTTP response, or the
-denial response of a WebSocket) counts as one failure of the client's
+watches what the app answers, and every 401 (an HTTP response, the
+denial response of a WebSocket, or close code 4401 of a WebSocket that
+authenticates by its first message) counts as one failure of the client's
 address in a ``FailureLimiter``. An address over its limit gets
 ``429 rate_limited`` with ``Retry-After`` *before* the app sees the request,
 so a guesser learns nothing more, not even whether a right key would have
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servermgr.core.auth import error_body
+from servermgr.core.auth import CLOSE_UNAUTHORIZED, error_body
 from servermgr.core.ratelimit import FailureLimiter, LogThrottle
 
 log = logging.getLogger("servermgr.core.abuse")
@@ -71,7 +72,9 @@ class AuthFailureGuard:
         limiter, clock = self.limiter, self.clock
 
         async def watch(message: Message) -> None:
-            if message["type"] in _START and message.get("status") == 401:
+            if (message["type"] in _START and message.get("status") == 401) or (
+                message["type"] == "websocket.close" and message.get("code") == CLOSE_UNAUTHORIZED
+            ):
                 limiter.failed(address, clock())
             await send(message)
 

@@ -60,6 +60,7 @@ from servermgr.core.stream_relay import StreamDeps
 from servermgr.core.tls import TlsFiles
 from servermgr.core.tls import load as load_tls
 from servermgr.core.transfer import FilesApi
+from servermgr.core.webpage import WebPage, package_assets
 from servermgr.core.writer import Database, MetricsWriter
 
 log = logging.getLogger("servermgr.core")
@@ -148,6 +149,7 @@ def build(
     stream_deps = StreamDeps(gateway.streams, gateway, registry, db, clock)
     api.extra_ws += FilesApi(stream_deps).ws_routes()
     api.extra_ws += ShellApi(stream_deps).ws_routes()
+    api.extra += WebPage(package_assets()).routes()
     app = Starlette(
         routes=api.routes(),
         exception_handlers={

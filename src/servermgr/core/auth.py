@@ -10,6 +10,15 @@ itself. Credentials, all sent as ``Authorization: Bearer <credential>``:
                                                               operate or enroll
     node          n<16 hex>.<secret>  (from registration)     that node's WebSocket only
 
+Browsers cannot set headers on a WebSocket, so the event and job streams
+also take the credential as their first message: the client asks for the
+subprotocol ``servermgr.auth-message`` (and sends no Authorization header),
+Core accepts, and the first text frame must be ``{"type": "auth", "token":
+"<credential>"}`` (at most 1 KiB, within 5 s). A wrong credential gets an
+``{"type": "error", "error": {...}}`` frame and close code 4401 (4403 for a
+missing role); the abuse limits count 4401 like a 401. The credential thus
+never goes into a URL (where logs and history keep it).
+
 Answers: no or unknown credential 401 (``unauthorized``; the abuse limits
 count these), a removed node's credential 401 ``node_removed``, a valid
 credential without the access 403 ``forbidden``. Errors have the one JSON
@@ -31,13 +40,14 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import trio
+from msgspec import Meta
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from servermgr.common.errors import KeyFileError, StorageError
 from servermgr.common.keyfile import CoreKey, read_key
@@ -54,6 +64,21 @@ DRAIN_LIMIT = 1024 * 1024
 RELOAD_EVERY = 1.0
 MAX_CREDENTIAL = 512
 PRINCIPAL = "servermgr.principal"  # the ASGI scope key a guarded endpoint finds it under
+AUTH_SUBPROTOCOL = "servermgr.auth-message"  # a WebSocket that authenticates by message
+FIRST_MESSAGE_TIMEOUT = 5.0
+MAX_FIRST_MESSAGE = 1024
+CLOSE_UNAUTHORIZED = 4401  # WebSocket close codes of first-message authentication
+CLOSE_FORBIDDEN = 4403
+CLOSE_POLICY = 1008
+
+
+class AuthMessage(msgspec.Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
+    """The first message of a WebSocket that authenticates by message."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=MAX_CREDENTIAL)]
+
+
+_auth_message = msgspec.json.Decoder(AuthMessage)
 
 
 class Access(StrEnum):
@@ -327,6 +352,10 @@ class Authenticator:
 
         async def guarded(ws: WebSocket) -> None:
             header = ws.headers.get("authorization", "")
+            by_message = AUTH_SUBPROTOCOL in ws.scope.get("subprotocols", ())
+            if by_message and not header and access not in (Access.PUBLIC, Access.NODE):
+                await self._first_message(ws, access, what, endpoint)
+                return
             if access is not Access.PUBLIC and access is not Access.NODE:
                 await self._catch_up(header)
             try:
@@ -338,6 +367,33 @@ class Authenticator:
             await endpoint(ws)
 
         return guarded
+
+    async def _first_message(
+        self,
+        ws: WebSocket,
+        access: Access,
+        what: str,
+        endpoint: Callable[[WebSocket], Awaitable[None]],
+    ) -> None:
+        """Accept, read the credential from the first message, then run ``endpoint``."""
+        await ws.accept(subprotocol=AUTH_SUBPROTOCOL)
+        try:
+            with trio.move_on_after(FIRST_MESSAGE_TIMEOUT) as waited:
+                message = await ws.receive()
+            if waited.cancelled_caught:
+                raise _unauthorized(f"no auth message within {FIRST_MESSAGE_TIMEOUT:g} s")
+            if message["type"] == "websocket.disconnect":
+                return
+            header = "Bearer " + _first_credential(message.get("text"))
+            await self._catch_up(header)
+            ws.scope[PRINCIPAL] = self.authorize(header, access, what)
+        except ApiFailure as exc:
+            code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_FORBIDDEN
+            await _refuse(ws, code, exc)
+            return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return
+        await endpoint(_Accepted(ws))
 
     # --- keeping fresh ------------------------------------------------------
 
@@ -379,6 +435,51 @@ class Authenticator:
         if not security.tokens_equal(key.value, self._key):
             self._key = key.value
             log.info("the core key was rotated: the old key no longer works")
+
+
+def _first_credential(text: str | None) -> str:
+    """The token of a first message; ApiFailure 401 for anything else."""
+    if text is None or len(text) > MAX_FIRST_MESSAGE:
+        raise _unauthorized(
+            f'the first message must be {{"type": "auth", "token": ...}} '
+            f"as text, at most {MAX_FIRST_MESSAGE} bytes"
+        )
+    try:
+        return _auth_message.decode(text).token
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _unauthorized(f"bad auth message: {exc}") from None
+
+
+async def _refuse(ws: WebSocket, code: int, exc: ApiFailure) -> None:
+    """The error document as a message, then the close (what a browser can read)."""
+    with trio.move_on_after(FIRST_MESSAGE_TIMEOUT):
+        try:
+            doc = {"type": "error", **error_body(exc.code, exc.message)}
+            await ws.send_text(msgspec.json.encode(doc).decode())
+            await ws.close(code, exc.code)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+
+class _Accepted(WebSocket):
+    """A WebSocket the guard accepted already (first-message authentication).
+
+    The endpoint's ``accept`` is then a no-op, and a denial (a 404 for an
+    unknown job, a 400 for a bad query) becomes its error document as a
+    message and close code 1008: after the accept there is no HTTP answer.
+    """
+
+    def __init__(self, ws: WebSocket) -> None:
+        super().__init__(ws.scope, ws.receive, ws.send)
+        self.client_state = WebSocketState.CONNECTED
+        self.application_state = WebSocketState.CONNECTED
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        return None
+
+    async def send_denial_response(self, response: Response) -> None:
+        await self.send_text(bytes(response.body).decode())
+        await self.close(CLOSE_POLICY, "refused")
 
 
 def _stamp(path: os.PathLike[str]) -> tuple[int, int, int] | None:
