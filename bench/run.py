@@ -39,6 +39,7 @@ BENCHMARKS = (
     "node_strings",
     "exec_output",
     "jobs_memory",
+    "web_render",
     "storage_year",
 )
 OPTIONAL = {"storage_year"}

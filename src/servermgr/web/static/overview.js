@@ -3,6 +3,7 @@
 import { ApiError, duration, esc, level, num, pct, rate, stream } from "./api.js";
 
 const HISTORY = 60; // values per node in the sparkline
+const OVERSCAN = 15; // rows drawn beyond each edge of the window
 const COLUMNS = [
   ["name", "Node"],
   ["status", "Status"],
@@ -77,7 +78,7 @@ export function rowsHtml(nodes, history) {
       .join("");
     out +=
       `<div class="row ${on ? "" : "off"}" data-id="${esc(n.id)}">` +
-      `<span class="c c-name"><a href="#/node/${encodeURIComponent(n.id)}">${esc(n.name)}</a>${labels}</span>` +
+      `<span class="c c-name" title="${esc(n.name)}"><a href="#/node/${encodeURIComponent(n.id)}">${esc(n.name)}</a>${labels}</span>` +
       cell("status", "Status", `<span class="dot ${on ? "on" : ""}"></span>${on ? "online" : "offline"}`) +
       cell("cpu_percent", "CPU", pct(n.cpu_percent), level(n.cpu_percent)) +
       cell("mem_percent", "Memory", pct(n.mem_percent), level(n.mem_percent)) +
@@ -92,6 +93,9 @@ export function rowsHtml(nodes, history) {
 }
 
 // The state of one overview, and its render (exported for bench/web_render.py).
+// Only the rows in the window (and OVERSCAN beyond) are in the page, between
+// two spacers: every row has the same height (app.css), so a render costs the
+// same for 50 nodes or 20,000, and scrolling draws the rows that come into view.
 export class Fleet {
   constructor(root) {
     this.root = root;
@@ -101,6 +105,9 @@ export class Fleet {
     this.sort = "name";
     this.desc = false;
     this.pending = 0;
+    this.shown = [];
+    this.rowHeight = 0;
+    this.drawn = "";
   }
 
   snapshot(msg) {
@@ -151,10 +158,43 @@ export class Fleet {
       `<b>${all.length}</b> nodes · <b class="ok">${online}</b> online · ` +
       `<b class="${all.length - online ? "crit" : ""}">${all.length - online}</b> offline` +
       (shown.length !== all.length ? ` · ${shown.length} shown` : "");
-    this.root.querySelector("#rows").innerHTML = rowsHtml(shown, this.history);
+    this.shown = shown;
+    this.paint(true);
     for (const b of this.root.querySelectorAll("[data-sort]")) {
       b.classList.toggle("sorted", b.dataset.sort === this.sort);
       b.classList.toggle("desc", b.dataset.sort === this.sort && this.desc);
+    }
+  }
+
+  // Draw the rows in the window; ``force``: even if the same rows are there.
+  paint(force = false) {
+    const rows = this.root.querySelector("#rows");
+    const n = this.shown.length;
+    const h = this.rowHeight || 40;
+    const top = rows.getBoundingClientRect().top;
+    const first = Math.min(n, Math.max(0, Math.floor(-top / h) - OVERSCAN));
+    const last = Math.min(n, Math.max(first, Math.ceil((window.innerHeight - top) / h) + OVERSCAN));
+    const key = `${first}:${last}:${n}`;
+    if (!force && key === this.drawn) return;
+    this.drawn = key;
+    rows.innerHTML =
+      `<div class="spacer"></div>` + rowsHtml(this.shown.slice(first, last), this.history) + `<div class="spacer"></div>`;
+    rows.firstElementChild.style.height = `${first * h}px`;
+    rows.lastElementChild.style.height = `${(n - last) * h}px`;
+    if (!this.rowHeight && last > first) {
+      this.rowHeight = rows.children[1].offsetHeight || 40;
+      if (this.rowHeight !== h) this.paint(true);
+    }
+  }
+
+  // After a scroll or a resize (a resize may change the row height).
+  moved(resized) {
+    if (resized) this.rowHeight = 0;
+    if (!this.moving) {
+      this.moving = requestAnimationFrame(() => {
+        this.moving = 0;
+        this.paint(resized);
+      });
     }
   }
 }
@@ -195,6 +235,11 @@ export function mount(view, ctx) {
   }
   view.querySelector("#sortpick").addEventListener("change", (ev) => sortBy(ev.target.value));
 
+  const onScroll = () => fleet.moved(false);
+  const onResize = () => fleet.moved(true);
+  window.addEventListener("scroll", onScroll, { passive: true });
+  window.addEventListener("resize", onResize);
+
   const connect = () => {
     live.textContent = "connecting…";
     ws = stream(
@@ -222,6 +267,8 @@ export function mount(view, ctx) {
   connect();
   return () => {
     closed = true;
+    window.removeEventListener("scroll", onScroll);
+    window.removeEventListener("resize", onResize);
     if (ws) ws.close();
   };
 }
