@@ -23,7 +23,7 @@ from trio_websocket import (
 from servermgr.core import auth
 from servermgr.core.app import Core
 from servermgr.core.webpage import package_assets
-from tests.support import StartCore, core_config, make_token, ws_handshake
+from tests.support import StartCore, api, core_config, make_token, ws_handshake
 
 PROTOCOL = "servermgr.auth-message"
 
@@ -200,3 +200,16 @@ async def test_wrong_first_messages_count_as_failed_authentications(
         async with by_message(core, "/api/v1/events"):
             pass
     assert rejected.value.status_code == 429
+
+
+async def test_over_tls_the_page_and_its_stream_are_served_on_the_same_port(
+    start_core: StartCore, tmp_path: Path
+) -> None:
+    core = (await start_core(core_config(tmp_path, extra='tls = "auto"\n'))).core
+    assert core.tls is not None
+    assert core.url.startswith("https://")
+    async with api(core) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert "content-security-policy" in page.headers
+        assert (await client.get("/api/v1/whoami")).json()["role"] == "admin"
