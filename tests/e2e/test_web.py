@@ -93,14 +93,15 @@ def test_sign_in_watch_the_fleet_open_a_node_and_run_a_command(
         page.wait_for_selector("#rows .row >> nth=1", timeout=WAIT_MS)
         assert page.inner_text("#counts").startswith("2 nodes")
         assert "2 online" in page.inner_text("#counts")
+        # Functions, not expressions: the page's CSP forbids eval, which Playwright
+        # would use to evaluate an expression string while polling.
         page.wait_for_function(
-            "document.querySelectorAll('#rows .c-cpu_percent').length === 2 &&"
-            "[...document.querySelectorAll('#rows .c-cpu_percent')]"
-            ".every(c => c.textContent.includes('%'))",
+            "() => [...document.querySelectorAll('#rows .c-cpu_percent')]"
+            ".filter(c => c.textContent.includes('%')).length === 2",
             timeout=WAIT_MS,
         )
         page.fill("#filter", "node-02")
-        page.wait_for_function("document.querySelectorAll('#rows .row').length === 1")
+        page.wait_for_function("() => document.querySelectorAll('#rows .row').length === 1")
         assert "node-02" in page.inner_text("#rows")
         page.fill("#filter", "")
         page.screenshot(path=str(artifacts / "web-overview.png"))
