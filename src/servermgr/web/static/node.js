@@ -114,7 +114,7 @@ export function mount(view, ctx, ref) {
     note.textContent = "loading…";
     let doc;
     try {
-      doc = await api(`/api/v1/nodes/${encodeURIComponent(ref)}/metrics?since=${range}&limit=2000`);
+      doc = await api(`/api/v1/nodes/${encodeURIComponent(ref)}/metrics?since=${range}&limit=10000`);
     } catch (err) {
       ctx.error(view, err);
       return;
@@ -123,7 +123,9 @@ export function mount(view, ctx, ref) {
     plots.forEach((u) => u.destroy());
     box.replaceChildren();
     const rollup = doc.step !== "raw";
-    note.textContent = `${doc.samples.length} points, ${rollup ? doc.step + " rollups (dashed: min and max)" : "raw samples"} · drag to zoom, double-click to reset`;
+    note.textContent = doc.samples.length
+      ? `${doc.samples.length} points, ${rollup ? doc.step + " rollups (dashed: min and max)" : "raw samples"} · drag to zoom, double-click to reset`
+      : `no ${rollup ? doc.step + " rollups" : "samples"} in this range yet (rollups are made every half minute or so)`;
     plots = CHARTS.map((spec) => {
       const card = document.createElement("div");
       card.className = "chart card";
