@@ -112,6 +112,7 @@ def test_sign_in_watch_the_fleet_open_a_node_and_run_a_command(
         assert page.locator(".chart").count() == 6
         page.wait_for_selector(".stats:has-text('avg')", timeout=WAIT_MS)
         assert "node-01" in page.inner_text("h2")
+        page.wait_for_selector("#live:has-text('online'):has-text('CPU')", timeout=WAIT_MS)
         page.screenshot(path=str(artifacts / "web-node.png"), full_page=True)
 
         # Run a command on it: its output appears, the summary says done.
@@ -127,11 +128,28 @@ def test_sign_in_watch_the_fleet_open_a_node_and_run_a_command(
         assert "succeeded, exit 0" in out
         page.screenshot(path=str(artifacts / "web-job.png"))
 
-        # The job is in the history and the audit log.
+        # A service action on every node: each node's part ends (whether this
+        # machine has systemd or not) and the summary counts both.
+        page.click("a[data-nav=run]")
+        page.select_option("#mode", "all")
+        page.check("[name=kind][value=service]")
+        page.select_option("#action", "status")
+        page.fill("#unit", "servermgr-web-test.service")
+        page.click("#run")
+        page.wait_for_selector("#summary:has-text('done')", timeout=WAIT_MS)
+        assert page.locator(".noderun").count() == 2
+        assert "systemctl status servermgr-web-test.service" in page.inner_text("#jobwhat")
+
+        # Both jobs are in the history and the audit log.
         page.click("a[data-nav=jobs]")
         page.wait_for_selector("table.list td code:has-text('echo hello')", timeout=WAIT_MS)
+        assert page.locator("table.list tbody tr").count() == 2
         page.click("a[data-nav=audit]")
-        page.wait_for_selector("table.list td:has-text('core-key')", timeout=WAIT_MS)
+        page.wait_for_selector(
+            "table.list td:has-text('systemctl status servermgr-web-test.service')",
+            timeout=WAIT_MS,
+        )
+        assert "core-key" in page.inner_text("table.list")
 
         # A phone-sized window: no horizontal scrolling.
         page.set_viewport_size({"width": 360, "height": 740})
@@ -176,8 +194,18 @@ def test_a_read_token_sees_no_run_controls_and_a_wrong_token_is_refused(
         # Revoked while signed in: the next request says so and signs out.
         res = fleet.run("key", "revoke", "viewer", "--config", "core.toml")
         assert res.returncode == 0, res.stderr
-        page.wait_for_timeout(1500)  # Core re-reads the token table each second
-        page.click("a[data-nav=jobs]")
-        page.wait_for_selector("#signin-error:has-text('Signed out')", timeout=WAIT_MS)
+
+        def signed_out() -> bool:  # Core re-reads the token table each second
+            if page.is_visible("#signin"):
+                return True
+            page.click("a[data-nav=jobs]")
+            page.wait_for_timeout(300)
+            page.click("a[data-nav=audit]")
+            page.wait_for_timeout(300)
+            return bool(page.is_visible("#signin"))
+
+        fleet.poll("the revoked token signed out", signed_out, 15)
+        assert "Signed out" in page.inner_text("#signin-error")
+        assert "revoked" in page.inner_text("#signin-error")
     finally:
         context.close()

@@ -1,7 +1,7 @@
 // One node: static info, disks and interfaces, and history charts (uPlot)
 // over 1 h .. 1 y from /api/v1/nodes/{ref}/metrics (raw samples or rollups
 // with min/max); drag to zoom, double-click to zoom out.
-import { api, bytes, duration, esc, num, pct, rate, when } from "./api.js";
+import { api, ApiError, bytes, duration, esc, num, pct, rate, stream, when } from "./api.js";
 
 const RANGES = ["1h", "24h", "7d", "30d", "1y"];
 const CHARTS = [
@@ -99,9 +99,23 @@ function chart(box, spec, samples, rollup) {
   return u;
 }
 
+// The node's latest figures, live from the event stream.
+function liveLine(n) {
+  const on = n.status === "online";
+  return (
+    `<span class="dot ${on ? "on" : ""}"></span>${on ? "online" : "offline"}` +
+    (on
+      ? ` · CPU ${pct(n.cpu_percent)} · memory ${pct(n.mem_percent)} · disk ${pct(n.disk_percent)}` +
+        ` · load ${num(n.load1)} · ↓${rate(n.net_rx_bps)} ↑${rate(n.net_tx_bps)}`
+      : "") +
+    ` · <span class="muted">${when(n.sample_ts ?? n.last_seen)}</span>`
+  );
+}
+
 export function mount(view, ctx, ref) {
   let plots = [];
   let alive = true;
+  let live = null;
   let range = "1h";
   view.innerHTML = `<p class="muted">Loading…</p>`;
 
@@ -150,7 +164,8 @@ export function mount(view, ctx, ref) {
       : "";
     const ranges = RANGES.map((r) => `<button type="button" data-range="${r}">${r}</button>`).join("");
     view.innerHTML =
-      `<div class="title"><h2>${esc(doc.name)} <span class="dot ${doc.status === "online" ? "on" : ""}"></span></h2>${runLink}</div>` +
+      `<div class="title"><h2>${esc(doc.name)}</h2>${runLink}</div>` +
+      `<p id="live" class="card live">${liveLine(doc)}</p>` +
       `<div class="card">${infoHtml(doc)}</div>` +
       `<div class="toolbar"><span class="ranges">${ranges}</span><span id="chart-note" class="muted"></span></div>` +
       `<div id="charts" class="charts"></div>`;
@@ -163,10 +178,26 @@ export function mount(view, ctx, ref) {
       });
     }
     loadCharts();
+    let node = doc;
+    live = stream(
+      `/api/v1/events?types=node,heartbeat&history=0&interval=1&nodes=${encodeURIComponent(doc.id)}`,
+      (msg) => {
+        if (msg.type === "snapshot" && msg.nodes.length) node = msg.nodes[0];
+        else if (msg.type === "heartbeats" && msg.nodes.length) node = msg.nodes[0];
+        else if (msg.type === "node.online") node = msg.node;
+        else if (msg.type === "node.offline") node = { ...node, status: "offline" };
+        else return;
+        view.querySelector("#live").innerHTML = liveLine(node);
+      },
+      (code, reason, error) => {
+        if (error && alive) ctx.failed(new ApiError(code === 4401 ? 401 : 403, error.code, error.message));
+      },
+    );
   })();
 
   return () => {
     alive = false;
+    if (live) live.close();
     window.removeEventListener("resize", resize);
     plots.forEach((u) => u.destroy());
   };
