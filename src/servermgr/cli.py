@@ -154,6 +154,34 @@ def core_backup(
     )
 
 
+@core_app.command("agent-publish")
+def core_agent_publish(
+    file: Annotated[
+        Path, typer.Argument(help="A servermgr zipapp (build_zipapp.sh).", dir_okay=False)
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Make FILE the agent Core hands out to `ctl node upgrade` (checked: it must start)."""
+    cfg = _config(config)
+    from servermgr.core.agentfile import publish
+
+    agent = publish(cfg.storage.data_dir, file)
+    print(
+        f"published agent {agent.version} ({agent.size} bytes, sha256 {agent.sha256}) "
+        f"as {agent.path}; move nodes to it with: servermgr ctl node upgrade --all"
+    )
+
+
+@node_app.command("upgrade-watch", hidden=True)
+def node_upgrade_watch(
+    marker: Annotated[Path, typer.Argument(help="The upgrade marker (data_dir/upgrade.json).")],
+) -> None:
+    """Started by an agent that upgrades itself: rolls back unless the new one is welcomed."""
+    from servermgr.node.upgrade import watch
+
+    watch(marker)
+
+
 @node_app.command("run")
 def node_run(config: ConfigOpt = None) -> None:
     """Run the node agent: register, send heartbeats, reconnect forever."""
@@ -471,6 +499,50 @@ def ctl_node_rename(
         from servermgr.common.text import printable
 
         print(printable(f"renamed {name} to {result['name']} ({result['id']})"))
+
+
+@ctl_node_app.command("upgrade")
+def ctl_node_upgrade(
+    ctx: typer.Context,
+    target: Annotated[
+        str | None,
+        typer.Argument(help="Nodes: a name, a,b, role=web or * (or --all).", show_default=False),
+    ] = None,
+    all_nodes: Annotated[bool, typer.Option("--all", "-a", help="Every node.")] = False,
+    batch: Annotated[int, typer.Option("--batch", help="Nodes upgraded at once.", metavar="N")] = 1,
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout",
+            help="A node not back with the new version this long rolls back.",
+            metavar="DURATION",
+        ),
+    ] = "60s",
+    json_out: JsonOpt = False,
+) -> None:
+    """Move agents to the zipapp Core holds (core agent-publish), N at a time.
+
+    Needs the core key. Each node checks the file, switches, restarts and
+    keeps its identity; one not back with the new version within --timeout
+    rolls back. A batch with a failure stops the rest. Exit 0: every node
+    runs the new version; 1: any did not.
+    """
+    from servermgr.common.errors import UsageError
+    from servermgr.ctl import upgrade
+    from servermgr.ctl.client import Client
+    from servermgr.ctl.jobspec import seconds
+
+    if all_nodes == (target is not None):
+        raise UsageError("give the nodes to upgrade (a name, a,b, role=web) or --all")
+    base, secret, trust = _resolve(ctx)
+    code = upgrade.run(
+        lambda t: Client(base, secret, timeout=t, trust=trust),
+        "*" if all_nodes else str(target),
+        batch=batch,
+        timeout=seconds(timeout, "--timeout"),
+        as_json=json_out,
+    )
+    raise typer.Exit(code)
 
 
 @ctl_app.command("top")

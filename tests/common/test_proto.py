@@ -82,6 +82,7 @@ EVERY_MESSAGE: list[proto.Message] = [
     proto.ShellOutput(session_id="s2", data=b"\x1b[1mhi"),
     proto.ShellClose(session_id="s2"),
     proto.ShellExit(session_id="s2", exit_code=None, signal=9),
+    proto.AgentUpgrade(transfer_id="s3", version="0.2.0", size=10, sha256="b" * 64, timeout=60),
 ]
 
 

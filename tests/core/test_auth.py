@@ -72,6 +72,7 @@ EXPECTED: dict[str, Access] = {
     "WS /api/v1/events": READ,
     "WS /api/v1/files/ws": OPERATE,
     "WS /api/v1/shell/ws": OPERATE,
+    "POST /api/v1/nodes/{ref}/upgrade": ADMIN,
     "WS /api/v1/jobs/{job_id}/ws": READ,
 }
 

@@ -8,7 +8,15 @@ import pytest
 
 from servermgr.common import proto
 from servermgr.common.config import ExecConfig, FilesConfig
-from servermgr.node.policy import DISABLED, SHELL_OFF, check, check_file, check_shell, validate_unit
+from servermgr.node.policy import (
+    DISABLED,
+    SHELL_OFF,
+    check,
+    check_file,
+    check_shell,
+    check_upgrade,
+    validate_unit,
+)
 
 
 def shell(command: str, *, timeout: float = 10.0) -> proto.JobRun:
@@ -313,3 +321,13 @@ def test_shell_is_off_unless_the_node_says_so() -> None:
     assert check_shell(ExecConfig()) == SHELL_OFF
     assert check_shell(ExecConfig(shell=True)) is None
     assert check_shell(ExecConfig(shell=True, enabled=False)) == DISABLED
+
+
+def test_upgrades_follow_the_exec_policy_unless_said() -> None:
+    assert check_upgrade(ExecConfig()) is None
+    assert check_upgrade(ExecConfig(allow=("uptime",))) is not None
+    assert check_upgrade(ExecConfig(enabled=False)) is not None
+    assert check_upgrade(ExecConfig(allow=("uptime",), allow_upgrade=True)) is None
+    refused = check_upgrade(ExecConfig(allow_upgrade=False))
+    assert refused is not None
+    assert "allow_upgrade = false" in refused

@@ -95,6 +95,7 @@ class ExecConfig:
     shell: bool = False  # interactive shells (ctl shell): off unless the node says so
     shell_transcript: bool = False  # keep what each shell session printed, 0600
     shell_command: str | None = None  # the login shell: $SHELL of the agent, else /bin/sh
+    allow_upgrade: bool | None = None  # agent upgrades from Core; None: see node/policy.py
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             "shell",
             "shell_transcript",
             "shell_command",
+            "allow_upgrade",
         }
     )
     exec_cfg = ExecConfig(
@@ -361,6 +363,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         shell=ex.get("shell", lambda k, v: _bool(ex, k, v), False),
         shell_transcript=ex.get("shell_transcript", lambda k, v: _bool(ex, k, v), False),
         shell_command=ex.get("shell_command", lambda k, v: _absolute(ex, k, v), None),
+        allow_upgrade=ex.get("allow_upgrade", lambda k, v: _bool(ex, k, v), None),
     )
     fs = _Section(src, "files", doc.get("files", {}))
     fs.check_keys({"read", "write", "max_size"})

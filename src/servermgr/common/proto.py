@@ -19,8 +19,15 @@ from servermgr.common import names
 from servermgr.common.errors import ProtocolError
 from servermgr.common.text import LINE_PATTERN, TEXT_PATTERN, is_printable, printable
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+# Version 2 added file transfers, shells and agent upgrades. A hello states
+# the range the node speaks (``min_protocol`` to ``protocol``); Core speaks
+# the highest version both know and says which in ``welcome`` (docs:
+# "Versions"). So Core talks to agents one version older (1: no streams) and
+# one newer (that still speak 2).
+PROTOCOL_VERSION = 2
+OLDEST_PROTOCOL = 1
+SUPPORTED_VERSIONS = frozenset(range(OLDEST_PROTOCOL, PROTOCOL_VERSION + 1))
+STREAMS_SINCE = 2  # the first version with file.*, shell.*, credit and agent.upgrade
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_SAMPLES_PER_HEARTBEAT = 500
 MAX_CHUNK_BYTES = 64 * 1024
@@ -129,6 +136,8 @@ class Sample(Struct, forbid_unknown_fields=True):
 
 
 class Hello(_Msg, tag="hello"):
+    """``protocol``: the newest version the node speaks; ``min_protocol`` the oldest."""
+
     protocol: int
     node_id: NodeId
     hostname: Name
@@ -138,6 +147,7 @@ class Hello(_Msg, tag="hello"):
     # Jobs the node has received and not had acked (running or with a result
     # to send): Core re-sends any job it sent that is not in this list.
     jobs: Annotated[list[JobId], Meta(max_length=100_000)] = []
+    min_protocol: int | msgspec.UnsetType = msgspec.UNSET  # absent: only ``protocol``
 
 
 class Heartbeat(_Msg, tag="heartbeat"):
@@ -238,6 +248,8 @@ class Welcome(_Msg, tag="welcome"):
     heartbeat_interval: Annotated[float, Meta(gt=0)]
     server_time: NonNeg
     ack_interval: NonNeg = 0.0
+    # The version this session speaks; absent to a node that speaks only 1.
+    protocol: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class HeartbeatAck(_Msg, tag="heartbeat.ack"):
@@ -299,6 +311,22 @@ class FileEnd(_Msg, tag="file.end"):
 class FileCancel(_Msg, tag="file.cancel"):
     transfer_id: StreamId
     reason: ErrorText
+
+
+class AgentUpgrade(_Msg, tag="agent.upgrade"):
+    """Replace the agent with the zipapp that follows (``file.data``, ``file.end``).
+
+    The node answers as to a push (``file.ready`` and ``credit``, or a
+    ``file.result`` with the error), then ``file.result`` once the new
+    version is checked and in place, and restarts into it; it rolls back
+    unless the new version is welcomed by Core within ``timeout`` seconds.
+    """
+
+    transfer_id: StreamId
+    version: Word
+    size: NonNegInt
+    sha256: Sha256
+    timeout: Annotated[float, Meta(ge=1, le=3600)]
 
 
 class ShellOpen(_Msg, tag="shell.open"):
@@ -377,6 +405,7 @@ CoreMessage = (
     | FileEnd
     | FileCancel
     | StreamCredit
+    | AgentUpgrade
     | ShellOpen
     | ShellInput
     | ShellResize
@@ -402,6 +431,7 @@ Message = (
     | FileOpen
     | FileEnd
     | FileCancel
+    | AgentUpgrade
     | ShellOpen
     | ShellInput
     | ShellResize
@@ -464,15 +494,32 @@ def _decode(decoder: msgspec.json.Decoder[Any], text: str | bytes, max_size: int
         path, lines = bad
         raise ProtocolError(f"Expected {_TEXT_RULES[lines]} - at `{path}`")
     if isinstance(msg, Hello):
-        if msg.protocol not in SUPPORTED_VERSIONS:
+        if negotiate(msg) is None:
             supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+            low = (
+                msg.protocol
+                if isinstance(msg.min_protocol, msgspec.UnsetType)
+                else msg.min_protocol
+            )
+            spoken = f"{msg.protocol}" if low == msg.protocol else f"{low} to {msg.protocol}"
+            why = "too old for this Core" if msg.protocol < OLDEST_PROTOCOL else "too new"
             raise ProtocolError(
-                f"unsupported protocol version {msg.protocol} (this side speaks {supported})"
+                f"unsupported protocol version {spoken}: the agent is {why} "
+                f"(this side speaks {supported}); install an agent of a matching version"
             )
         problem = names.name_problem(msg.hostname)
         if problem is not None:
             raise ProtocolError(f"bad hostname '{printable(msg.hostname)}': {problem}")
     return msg
+
+
+def negotiate(hello: Hello) -> int | None:
+    """The version a session with this node speaks: the newest both know; None: none."""
+    low = (
+        hello.protocol if isinstance(hello.min_protocol, msgspec.UnsetType) else hello.min_protocol
+    )
+    both = [v for v in SUPPORTED_VERSIONS if low <= v <= hello.protocol]
+    return max(both) if both else None
 
 
 def _unsafe_field(msg: Message) -> tuple[str, bool] | None:

@@ -60,6 +60,7 @@ from servermgr.core.stream_relay import StreamDeps
 from servermgr.core.tls import TlsFiles
 from servermgr.core.tls import load as load_tls
 from servermgr.core.transfer import FilesApi
+from servermgr.core.upgrade import UpgradeApi
 from servermgr.core.webpage import WebPage, package_assets
 from servermgr.core.writer import Database, MetricsWriter
 
@@ -150,6 +151,7 @@ def build(
     api.extra_ws += FilesApi(stream_deps).ws_routes()
     api.extra_ws += ShellApi(stream_deps).ws_routes()
     api.extra += WebPage(package_assets()).routes()
+    api.extra += UpgradeApi(stream_deps, config.storage.data_dir).routes()
     app = Starlette(
         routes=api.routes(),
         exception_handlers={

@@ -93,10 +93,13 @@ class GatewayConfig:
 class NodeSession:
     """A live connection to one node."""
 
-    def __init__(self, node: NodeRow, ws: WebSocket, peer: str | None = None) -> None:
+    def __init__(
+        self, node: NodeRow, ws: WebSocket, peer: str | None = None, protocol: int = 1
+    ) -> None:
         self.node = node
         self.ws = ws
         self.peer = peer
+        self.protocol = protocol  # the version this session speaks (proto.negotiate)
         self.cancel_scope = trio.CancelScope()
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
@@ -231,6 +234,11 @@ class Gateway:
             return "offline"
         return await session.deliver(msg)
 
+    def protocol_of(self, node_id: str) -> int | None:
+        """The protocol version of a connected node's session (None: offline)."""
+        session = self.sessions.get(node_id)
+        return None if session is None else session.protocol
+
     def disconnect_stalled(self, node_id: str, reason: str) -> None:
         """Close a node that does not answer (the scheduler saw its job.run go unanswered)."""
         self.disconnect(node_id, CLOSE_STALLED, reason[:120])
@@ -318,7 +326,8 @@ class Gateway:
             )
         except StorageUnavailableError:
             pass  # the hello is not stored this time (Database logs why); the node may connect
-        session = NodeSession(node, ws, peer)
+        protocol = proto.negotiate(hello) or proto.OLDEST_PROTOCOL  # decode checked it
+        session = NodeSession(node, ws, peer, protocol)
         self.sessions[node.id] = session
         self._handshaking.discard(node.id)
         now = self.clock()
@@ -332,6 +341,8 @@ class Gateway:
                     heartbeat_interval=self.config.heartbeat_interval,
                     server_time=now,
                     ack_interval=self.config.ack_interval,
+                    # A node that speaks only 1 knows no such field: it is left out.
+                    protocol=protocol if hello.protocol > 1 else msgspec.UNSET,
                 )
             )
             if self.jobs is not None:

@@ -159,7 +159,23 @@ async def accept(
     if not deps.gateway.is_online(node.id):
         await refuse(ws, "node_offline", f"node {node.name} is offline")
         return None
+    too_old = agent_too_old(deps.gateway, node)
+    if too_old is not None:
+        await refuse(ws, "too_old", too_old)
+        return None
     return request, node
+
+
+def agent_too_old(gateway: Gateway, node: NodeRow) -> str | None:
+    """Why ``node``'s agent cannot do transfers, shells or upgrades (None: it can)."""
+    protocol = gateway.protocol_of(node.id)
+    if protocol is None or protocol >= proto.STREAMS_SINCE:
+        return None
+    return (
+        f"node {node.name} runs agent {node.agent_version or '?'} (protocol {protocol}), too old "
+        f"for file transfers, shells and upgrades (protocol {proto.STREAMS_SINCE}): "
+        "install a newer agent on it by hand"
+    )
 
 
 async def refuse(ws: WebSocket, code: str, message: str) -> None:

@@ -294,6 +294,13 @@ class Client:
         )
         return result
 
+    def upgrade_node(self, ref: str, timeout: float) -> dict[str, Any]:
+        """Move ``ref``'s agent to the published one; answers once it is back (or not)."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/nodes/{_seg(ref)}/upgrade", json={"timeout": timeout}
+        )
+        return result
+
     def remove_node(self, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("DELETE", f"/api/v1/nodes/{_seg(ref)}")
         return result

@@ -45,8 +45,10 @@ if TYPE_CHECKING:
     from servermgr.node.executor import Executor
     from servermgr.node.files import FileTransfers
     from servermgr.node.shell import Shells
+    from servermgr.node.upgrade import Upgrades
 
 FILE_MESSAGES = (proto.FileOpen, proto.FileData, proto.FileEnd, proto.FileCancel)
+TRANSFER_MESSAGES = (proto.FileData, proto.FileEnd, proto.FileCancel)
 SHELL_MESSAGES = (proto.ShellOpen, proto.ShellInput, proto.ShellResize, proto.ShellClose)
 
 log = logging.getLogger("servermgr.node")
@@ -139,6 +141,7 @@ class Agent:
         collector: Collector | None = None,
         clock: Callable[[], float] = time.time,
         backoff: transport.Backoff | None = None,
+        zipapp: Path | None = None,
     ) -> None:
         self.core_addr = config.require_node()
         self.token = config.node.register_token  # needed only to enrol
@@ -162,6 +165,10 @@ class Agent:
         self.spool = Spool(self.data_dir / "jobs")
         self._nursery: trio.Nursery | None = None
         self._state = ""
+        # The zipapp this agent runs from, when its process may re-execute itself
+        # (``node run``): only then can Core upgrade it (node/upgrade.py).
+        self.zipapp = zipapp
+        self.restart_argv: list[str] | None = None  # set: run this once ``run`` returns
 
     @property
     def executor(self) -> Executor:
@@ -283,6 +290,7 @@ class Agent:
     async def _session(self, ws: WebSocketConnection, identity: ident.Identity) -> None:
         hello = proto.Hello(
             protocol=proto.PROTOCOL_VERSION,
+            min_protocol=proto.OLDEST_PROTOCOL,
             node_id=identity.node_id,
             hostname=self.hostname,
             agent_version=__version__,
@@ -304,6 +312,12 @@ class Agent:
         self.backoff.reset()
         self._state_change(f"connected to Core at {self.core_addr} as {identity.name}")
         heap.trim()  # what start-up (or the outage) freed
+        if (self.data_dir / "upgrade.json").exists():
+            from servermgr.node.upgrade import committed
+
+            old = await trio.to_thread.run_sync(committed, self.data_dir)
+            if old is not None:
+                log.warning("upgraded from %s to %s", old, __version__)
         if self.backlog.dropped:
             log.warning(
                 "%d samples were dropped while disconnected (buffer full)", self.backlog.dropped
@@ -311,7 +325,8 @@ class Agent:
             self.backlog.dropped = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender, ws)
-            await self._reader(ws, _Streams(self.config, self.data_dir, ws, nursery))
+            streams = _Streams(self.config, self.data_dir, ws, nursery, self.zipapp, self._switched)
+            await self._reader(ws, streams)
             nursery.cancel_scope.cancel()
 
     async def _sender(self, ws: WebSocketConnection) -> None:
@@ -343,6 +358,12 @@ class Agent:
         for spool in list(self.jobs.values()):
             while (msg := spool.next_unsent()) is not None:
                 await ws.send_message(proto.encode(msg))
+
+    def _switched(self, argv: list[str]) -> None:
+        """The new agent is in place: stop, so that ``node run`` executes ``argv``."""
+        self.restart_argv = argv
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
 
     def _start_job(self, job: proto.JobRun) -> None:
         self._accepted.append(job.job_id)
@@ -422,7 +443,9 @@ class Agent:
                     self._executor.cancel(msg.job_id)
             elif isinstance(msg, proto.JobAck):
                 self._job_acked(msg.job_id)
-            elif isinstance(msg, (*FILE_MESSAGES, *SHELL_MESSAGES, proto.StreamCredit)):
+            elif isinstance(
+                msg, (*FILE_MESSAGES, *SHELL_MESSAGES, proto.StreamCredit, proto.AgentUpgrade)
+            ):
                 streams.handle(msg)
             elif isinstance(msg, proto.Error):
                 log.warning("Core reports %s: %s", msg.code, msg.message)
@@ -442,14 +465,23 @@ class _Streams:
     """
 
     def __init__(
-        self, config: Config, data_dir: Path, ws: WebSocketConnection, nursery: trio.Nursery
+        self,
+        config: Config,
+        data_dir: Path,
+        ws: WebSocketConnection,
+        nursery: trio.Nursery,
+        zipapp: Path | None,
+        switched: Callable[[list[str]], None],
     ) -> None:
         self._config = config
         self._data_dir = data_dir
         self._ws = ws
         self._nursery = nursery
+        self._zipapp = zipapp
+        self._switched = switched
         self._files: FileTransfers | None = None
         self._shells: Shells | None = None
+        self._upgrades: Upgrades | None = None
         self._kinds: dict[str, str] = {}  # stream id -> "file" or "shell", for credit
 
     async def send(self, msg: proto.NodeMessage) -> None:
@@ -459,14 +491,30 @@ class _Streams:
     def handle(self, msg: proto.CoreMessage) -> None:
         if isinstance(msg, proto.StreamCredit):
             kind = self._kinds.get(msg.stream_id)
-        elif isinstance(msg, FILE_MESSAGES):
-            kind = "file"
+        elif isinstance(msg, TRANSFER_MESSAGES):
+            kind = self._kinds.get(msg.transfer_id, "file")
+        elif isinstance(msg, proto.FileOpen):
+            kind = self._kinds[msg.transfer_id] = "file"
+        elif isinstance(msg, proto.AgentUpgrade):
+            kind = self._kinds[msg.transfer_id] = "upgrade"
         else:
             kind = "shell"
-        if isinstance(msg, proto.FileOpen):
-            self._kinds[msg.transfer_id] = "file"
-        elif isinstance(msg, proto.ShellOpen):
+        if isinstance(msg, proto.ShellOpen):
             self._kinds[msg.session_id] = "shell"
+        if kind == "upgrade":
+            if self._upgrades is None:
+                from servermgr.node.upgrade import Upgrades
+
+                self._upgrades = Upgrades(
+                    self._config.exec,
+                    self._data_dir,
+                    self._zipapp,
+                    self.send,
+                    self._nursery,
+                    self._switched,
+                )
+            self._upgrades.handle(msg)
+            return
         if kind == "file":
             if self._files is None:
                 from servermgr.node.files import FileTransfers

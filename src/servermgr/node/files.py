@@ -142,7 +142,7 @@ class FileTransfers:
                 "([files] max_size)"
             )
         target = await trio.to_thread.run_sync(self._resolve, "write", msg.path)
-        place = await trio.to_thread.run_sync(_Placement.open, target, tid, size, self._check)
+        place = await trio.to_thread.run_sync(Placement.open, target, tid, size, self._check)
         try:
             uid, gid, mode = await trio.to_thread.run_sync(place.attributes, msg)
             budget.granted(flow.WINDOW)
@@ -221,7 +221,7 @@ class FileTransfers:
         return fd
 
 
-class _Placement:
+class Placement:
     """A pushed file being written beside its target (blocking calls: run in a thread)."""
 
     def __init__(self, dir_fd: int, name: str, tmp: str, fd: int, target: str, size: int) -> None:
@@ -236,9 +236,7 @@ class _Placement:
         self.placed = False
 
     @classmethod
-    def open(
-        cls, target: str, tid: str, size: int, check: Callable[[str, str], None]
-    ) -> _Placement:
+    def open(cls, target: str, tid: str, size: int, check: Callable[[str, str], None]) -> Placement:
         directory, name = os.path.split(target)
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -313,11 +311,7 @@ class _Placement:
         self.written += len(data.chunk)
 
     def finish(self, end: proto.FileEnd, uid: int, gid: int, mode: int) -> str:
-        digest = self.digest.hexdigest()
-        if end.size != self.written or end.size != self.size:
-            raise TransferFailed(f"got {self.written} bytes of {end.size}")
-        if end.sha256 != digest:
-            raise TransferFailed(f"checksum mismatch: sent {end.sha256}, received {digest}")
+        digest = self.verify(end)
         try:
             if uid != -1 or gid != -1:
                 os.fchown(self.fd, uid, gid)
@@ -330,6 +324,15 @@ class _Placement:
             os.fsync(self.dir_fd)
         except OSError as exc:
             raise TransferFailed(f"cannot place {self.target}: {_reason(exc)}") from None
+        return digest
+
+    def verify(self, end: proto.FileEnd) -> str:
+        """The SHA-256 of what was written; TransferFailed unless it is all of what was sent."""
+        digest = self.digest.hexdigest()
+        if end.size != self.written or end.size != self.size:
+            raise TransferFailed(f"got {self.written} bytes of {end.size}")
+        if end.sha256 != digest:
+            raise TransferFailed(f"checksum mismatch: sent {end.sha256}, received {digest}")
         return digest
 
     def discard(self) -> None:

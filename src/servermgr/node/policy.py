@@ -215,6 +215,24 @@ def check_shell(policy: ExecConfig) -> str | None:
     return None
 
 
+def check_upgrade(policy: ExecConfig) -> str | None:
+    """Why Core may not replace this agent (``ctl node upgrade``), or None when it may.
+
+    ``[exec] allow_upgrade`` decides; when not given: allowed if the node
+    runs any command Core sends (such a node gives Core its code anyway),
+    refused with an ``allow`` list or with execution disabled, since a new
+    agent could run anything.
+    """
+    if policy.allow_upgrade is not None:
+        return None if policy.allow_upgrade else "upgrades are off ([exec] allow_upgrade = false)"
+    if not policy.enabled or policy.allow:
+        return (
+            "upgrades from Core are off on this node: it restricts what runs ([exec] "
+            "enabled = false or an allow list); set [exec] allow_upgrade = true to allow them"
+        )
+    return None
+
+
 def file_patterns(access: str, files: FilesConfig, policy: ExecConfig) -> tuple[str, ...]:
     """The globs a transfer's path must match to ``access`` ("read" or "write") it.
 

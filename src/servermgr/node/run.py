@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import trio
@@ -34,7 +35,9 @@ def run_agent(config: Path | None) -> None:
     warning = cfg.token_file_warning()
     if warning:
         logging.getLogger("servermgr.node").warning("%s", warning)
-    agent = Agent(cfg)
+    from servermgr.node.upgrade import running_zipapp
+
+    agent = Agent(cfg, zipapp=running_zipapp(sys.argv[0]))
 
     async def main() -> None:
         stop = trio.Event()
@@ -50,3 +53,8 @@ def run_agent(config: Path | None) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+    if agent.restart_argv is not None:  # upgraded: the same process, the new agent
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(agent.restart_argv[0], agent.restart_argv)
