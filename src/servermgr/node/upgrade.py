@@ -284,10 +284,12 @@ def watch(marker_path: Path) -> None:
         if time.time() >= marker.deadline:
             break
         time.sleep(WATCH_EVERY)
-    _stop(marker.pid, signal.SIGKILL if marker.systemd else signal.SIGTERM)
+    # The old file first: under systemd, stopping the agent makes the unit stop
+    # every process in it (this one too) before it restarts.
     os.replace(marker.prev, marker.current)
     with contextlib.suppress(FileNotFoundError):
         marker_path.unlink()
+    _stop(marker.pid, signal.SIGKILL if marker.systemd else signal.SIGTERM)
     sys.stderr.write(
         f"servermgr: agent {marker.new} was not welcomed by Core in time; "
         f"rolled back to {marker.old}\n"
