@@ -20,9 +20,11 @@ from tests.support import (
     RedisServer,
     RunningCore,
     RunningNode,
+    SmtpServer,
     StartCore,
     StartNode,
     StartRedis,
+    WebhookServer,
     core_config,
     node_config,
 )
@@ -78,9 +80,14 @@ async def core(start_core: StartCore) -> Core:
 @pytest.fixture
 def start_node(nursery: trio.Nursery, tmp_path: Path) -> StartNode:
     async def start(
-        core: Core, name: str, *, config: Config | None = None, **labels: str
+        core: Core,
+        name: str,
+        *,
+        config: Config | None = None,
+        collector: RecordingCollector | None = None,
+        **labels: str,
     ) -> RunningNode:
-        collector = RecordingCollector()
+        collector = collector or RecordingCollector()
         agent = Agent(config or node_config(core, tmp_path, name, **labels), collector=collector)
         node = RunningNode(agent, collector, trio.CancelScope(), trio.Event())
 
@@ -129,3 +136,18 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
 def redis_server(start_redis: StartRedis) -> RedisServer:
     """One redis-server without a password."""
     return start_redis()
+
+
+def webhook() -> Iterator[WebhookServer]:
+    """A local HTTP server receiving webhooks (tests/support.py)."""
+    server = WebhookServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """A local SMTP server (aiosmtpd) with STARTTLS and a login."""
+    server = SmtpServer(tmp_path)
+    yield server
+    server.close()

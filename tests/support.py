@@ -472,3 +472,119 @@ def metrics_figures(**over: Any) -> CoreFigures:
     }
     fields.update(over)
     return CoreFigures(**fields)
+
+
+class WebhookServer:
+    """A real HTTP server on 127.0.0.1 port 0 that keeps every JSON body POSTed to it.
+
+    ``fail_first`` answers the first N requests with 500; ``hold`` (a
+    threading.Event) holds every answer until it is set (a stuck receiver).
+    Runs in its own threads (stdlib).
+    """
+
+    def __init__(self, *, fail_first: int = 0, hold: Any = None) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.requests = 0
+        received = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                received.requests += 1
+                failing = received.requests <= fail_first
+                if hold is not None:
+                    hold.wait(30)
+                if not failing:
+                    received.bodies.append(json.loads(body))
+                    received.headers.append(dict(self.headers))
+                self.send_response(500 if failing else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def of(self, status: str) -> list[dict[str, Any]]:
+        return [b for b in self.bodies if b.get("status") == status]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 port 0 with STARTTLS and AUTH,
+    keeping each message it accepts; ``cert`` is its self-signed certificate."""
+
+    USER, PASSWORD = "alerts", "s3cret-pw"
+
+    def __init__(self, directory: Path) -> None:
+        import ssl
+
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        from servermgr.core.tls import ensure_self_signed
+
+        self.cert, key = directory / "smtp.crt", directory / "smtp.key"
+        ensure_self_signed(self.cert, key, ["127.0.0.1"])
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, key)
+        self.messages: list[Any] = []
+        self.logins: list[str] = []
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                import email
+
+                outer.messages.append(email.message_from_bytes(envelope.content))
+                return "250 OK"
+
+        def authenticate(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> Any:
+            ok = (
+                isinstance(data, LoginPassword)
+                and data.login.decode() == self.USER
+                and data.password.decode() == self.PASSWORD
+            )
+            if ok:
+                outer.logins.append(data.login.decode())
+            return AuthResult(success=ok, handled=ok)
+
+        class PortZero(Controller):
+            """Listens on port 0 and learns the port the kernel gave."""
+
+            def _trigger_server(self) -> None:
+                assert self.server is not None
+                self.port = self.server.sockets[0].getsockname()[1]
+                super()._trigger_server()
+
+        self._controller = PortZero(
+            Handler(),
+            hostname="127.0.0.1",
+            port=0,
+            tls_context=context,
+            require_starttls=True,
+            authenticator=authenticate,
+            auth_require_tls=True,
+        )
+        self._controller.start()
+        self.port: int = self._controller.port
+
+    def close(self) -> None:
+        self._controller.stop()

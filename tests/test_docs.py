@@ -157,8 +157,13 @@ def test_config_reference_names_no_unknown_key() -> None:
 
 def test_every_config_key_is_in_the_example() -> None:
     text = (ROOT / "servermgr.toml.example").read_text(encoding="utf-8")
-    parts = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
-    example = dict(zip(parts[1::2], parts[2::2], strict=True))
+    # [section], or [[table]] (commented out where the example sets none: receivers)
+    heads = list(re.finditer(r"^(?:# )?\[\[(\w+)\]\]\s*$|^\[(\w+)\]\s*$", text, flags=re.M))
+    example: dict[str, str] = {}
+    for i, head in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        name = head.group(1) or head.group(2)
+        example[name] = example.get(name, "") + text[head.end() : end]
     missing = []
     for section, keys in config_keys().items():
         body = example.get(section)

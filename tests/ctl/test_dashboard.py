@@ -325,3 +325,20 @@ def test_detail_shows_error_when_loading_failed() -> None:
     state = three()
     state.detail = Detail("id-web-1", error="cannot load the details: boom")
     assert "cannot load the details: boom" in "\n".join(draw(state))
+
+
+def test_firing_alerts_are_counted_in_the_header_and_marked_on_their_node() -> None:
+    state = fleet(node("web-1", 99.0, alerts_firing=1), node("web-2"), node("db-1"))
+    lines = draw(state)
+    assert "1 alert firing" in lines[0]
+    assert row(lines, "web-1").startswith("!")
+    assert row(lines, "web-2").startswith("●")
+    apply(state, {"type": "alert.firing", "node_id": "id-db-1", "rule": "offline"})
+    lines = draw(state)
+    assert "2 alerts firing" in lines[0]
+    assert row(lines, "db-1").startswith("!")
+    apply(state, {"type": "alert.resolved", "node_id": "id-web-1", "rule": "cpu"})
+    apply(state, {"type": "alert.resolved", "node_id": "id-db-1", "rule": "offline"})
+    lines = draw(state)
+    assert "firing" not in lines[0]
+    assert row(lines, "web-1").startswith("●")

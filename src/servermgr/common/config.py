@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servermgr.common import names
+from servermgr.common.alertconfig import AlertsConfig, parse_alerts
 from servermgr.common.errors import ConfigError
 from servermgr.common.timespec import parse_duration
 from servermgr.common.tls import Trust, parse_fingerprint
@@ -133,6 +134,7 @@ class Config:
     files: FilesConfig = field(default_factory=FilesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "info"
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def source(self) -> str:
@@ -259,7 +261,18 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, None, f"invalid TOML: {exc}") from None
 
-    sections = {"server", "storage", "node", "exec", "files", "limits", "log"}
+    sections = {
+        "server",
+        "storage",
+        "node",
+        "exec",
+        "files",
+        "limits",
+        "log",
+        "alert",
+        "alerts",
+        "receiver",
+    }
     for name in doc:
         if name not in sections:
             raise ConfigError(
@@ -378,6 +391,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     log = _Section(src, "log", doc.get("log", {}))
     log.check_keys({"level"})
     level = log.get("level", lambda k, v: _choice(log, k, v, LOG_LEVELS), "info")
+    alerts = parse_alerts(src, doc.get("alerts", {}), doc.get("alert", []), doc.get("receiver", []))
 
     return Config(
         path=source,
@@ -412,6 +426,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         files=files_cfg,
         limits=limits,
         log_level=level,
+        alerts=alerts,
     )
 
 

@@ -81,6 +81,8 @@ class Api:
     retention: rollup.Retention = field(default_factory=rollup.Retention)
     started: float = 0.0
     gc_pauses: Callable[[], dict[str, Any]] = dict
+    # How many alerts fire on a node (core/alerts.py), shown with each node.
+    firing: Callable[[str], int] = lambda node_id: 0
 
     # --- helpers --------------------------------------------------------
 
@@ -92,7 +94,7 @@ class Api:
 
     def node_summary(self, row: NodeRow) -> dict[str, Any]:
         st = self.status.get(row.id)
-        return _summary(row, st)
+        return _summary(row, st, self.firing(row.id))
 
     # --- handlers -------------------------------------------------------
 
@@ -152,7 +154,7 @@ class Api:
     async def get_node(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
         st = self.status.get(row.id)
-        doc = _summary(row, st)
+        doc = _summary(row, st, self.firing(row.id))
         doc["info"] = row.info
         doc["latest"] = msgspec.to_builtins(st.latest) if st and st.latest else None
         return JSONResponse(doc)
@@ -398,7 +400,7 @@ def _wrap(
     return endpoint
 
 
-def _summary(row: NodeRow, st: NodeStatus | None) -> dict[str, Any]:
+def _summary(row: NodeRow, st: NodeStatus | None, firing: int = 0) -> dict[str, Any]:
     s = st.latest if st else None
     disk = max((d.percent for d in s.disks), default=None) if s else None
     return {
@@ -419,6 +421,7 @@ def _summary(row: NodeRow, st: NodeStatus | None) -> dict[str, Any]:
         "load1": s.load1 if s else None,
         "uptime": s.uptime if s else None,
         "procs": s.procs if s else None,
+        "alerts_firing": firing,
     }
 
 

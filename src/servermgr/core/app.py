@@ -7,6 +7,9 @@
     ├── Gateway.serve              silence watchdog; short tasks that send acks
     ├── Authenticator.serve        picks up a rotated key and changed tokens each second
     ├── ScheduleRunner.serve       submits the runs of due schedules as jobs, each second
+    ├── AlertEngine.serve          alert timers (pending 'for', repeats, silences ending)
+    ├── Notifier.serve             one task and bounded queue per alert receiver
+    ├── AlertLog.serve             writes alert transitions and deliveries in batches
     ├── quiet_gc                   keeps the garbage collector's pauses short
     ├── watch_database             stops Core if its database file is deleted or replaced
     └── listen.serve               REST + node WebSocket on one port (Hypercorn, own accept loop)
@@ -37,17 +40,21 @@ from starlette.websockets import WebSocket
 from servermgr.common import heap, proto
 from servermgr.common.config import Config
 from servermgr.common.errors import ServermgrError, StorageUnavailableError, single_error
+from servermgr.core import alertstore, listen
 from servermgr.core import api as api_mod
-from servermgr.core import listen
 from servermgr.core.abuse import AuthFailureGuard
+from servermgr.core.alertlog import AlertLog
+from servermgr.core.alerts import AlertEngine, AlertingStatus
+from servermgr.core.alerts_api import AlertsApi
 from servermgr.core.auth import Authenticator
-from servermgr.core.cache import MemoryBus, MemoryStatus
+from servermgr.core.cache import MemoryBus, MemoryStatus, StatusStore
 from servermgr.core.events_api import EventsApi
 from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
 from servermgr.core.history import History, retention_of
 from servermgr.core.job_streams import JobStreams
 from servermgr.core.jobs_api import JobsApi
 from servermgr.core.metrics_export import MetricsExport, Sources, metrics_route
+from servermgr.core.notify import Notifier
 from servermgr.core.ratelimit import FailureLimiter
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import Scheduler
@@ -76,7 +83,7 @@ class Core:
     db: Database
     auth: Authenticator
     registry: NodeRegistry
-    status: MemoryStatus
+    status: StatusStore
     bus: MemoryBus
     writer: MetricsWriter
     gateway: Gateway
@@ -85,6 +92,7 @@ class Core:
     app: Starlette
     asgi: ASGIApp  # what Hypercorn serves: ``app`` behind the abuse guard, node WebSocket first
     schedules: ScheduleRunner
+    alerts: AlertEngine
     tls: TlsFiles | None = None
     port: int = 0
 
@@ -105,8 +113,11 @@ def build(
 ) -> Core:
     db = Database(storage)
     registry = NodeRegistry(db, clock=clock)
-    status = MemoryStatus()
     bus = MemoryBus()
+    alert_log = AlertLog(db, clock=clock)
+    notifier = Notifier(config.alerts, alert_log, clock=clock)
+    alerts = AlertEngine(config.alerts, registry, bus, notifier, alert_log, clock=clock)
+    status = AlertingStatus(MemoryStatus(), alerts)
     # A failed batch is retried at least once per heartbeat interval: each try
     # re-acks the nodes, which must hear from Core within their silence limit.
     writer = MetricsWriter(db, retry=min(2.0, config.server.heartbeat_interval))
@@ -121,7 +132,7 @@ def build(
     jobs = Scheduler(db, registry, gateway, bus, clock=clock)
     gateway.jobs = jobs
     auth = Authenticator(key, registry, db, clock=clock)
-    api = api_mod.Api(auth, registry, status, db, gateway, clock)
+    api = api_mod.Api(auth, registry, status, db, gateway, clock, firing=alerts.firing_count)
     api.retention = retention_of(config.storage)
     api.started = clock()
     api.gc_pauses = GC_PAUSES.doc
@@ -136,6 +147,7 @@ def build(
             gc=GC_PAUSES,
             gc_pause_bounds_ms=GC_PAUSE_BOUNDS_MS,
             started=api.started,
+            alerts=alerts,
         ),
     )
     api.extra.append(metrics_route(export, loopback=config.server.metrics_loopback))
@@ -152,6 +164,7 @@ def build(
     api.extra_ws += ShellApi(stream_deps).ws_routes()
     api.extra += WebPage(package_assets()).routes()
     api.extra += UpgradeApi(stream_deps, config.storage.data_dir).routes()
+    api.extra += AlertsApi(api, alerts).routes()
     app = Starlette(
         routes=api.routes(),
         exception_handlers={
@@ -180,6 +193,7 @@ def build(
         app,
         asgi,
         schedules,
+        alerts,
         tls,
     )
 
@@ -253,6 +267,7 @@ async def serve(
         await core.registry.load()
         await core.auth.load()
         await core.jobs.load()
+        await load_alerts(core, clock())
         limit, warning = raise_open_files(len(core.registry))
         log.info("open-file limit %d (one per connected node)", limit)
         if warning:
@@ -293,6 +308,12 @@ async def serve(
                         helpers.start_soon(core.auth.serve)
                         helpers.start_soon(core.schedules.serve)
                         helpers.start_soon(quiet_gc)
+                        await helpers.start(core.alerts.log.serve)
+                        await helpers.start(core.alerts.notifier.serve)
+                        await helpers.start(core.alerts.serve)
+                        helpers.start_soon(
+                            offline_from_start, core, 3 * config.server.heartbeat_interval + 1
+                        )
                         helpers.start_soon(watch_database, core.db)
 
             outer.start_soon(run_helpers)
@@ -320,12 +341,20 @@ async def serve(
                 task_status.started(core)
                 await stop.wait()
                 log.info("shutting down: telling %d nodes", len(core.gateway.sessions))
+                core.alerts.stop()  # nodes leaving now are not offline alerts
                 await core.gateway.close_all()
                 core.bus.publish({"type": "core.shutdown", "ts": clock()})  # ends event streams
                 stop_http.set()
             jobs_scope.cancel()
             history_scope.cancel()
             helpers_scope.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await core.alerts.log.flush()
+                except StorageUnavailableError:
+                    log.warning(
+                        "alert history not written at shutdown: the database is unavailable"
+                    )
             core.writer.close()
         log.info(
             "stored %d samples in %d batches; database closed",
@@ -334,6 +363,23 @@ async def serve(
         )
     finally:
         await trio.to_thread.run_sync(storage.close)
+
+
+async def load_alerts(core: Core, now: float) -> None:
+    """Rules made through the API, silences and live alerts, as stored."""
+    storage = core.db.storage
+    rules = await core.db.read(alertstore.load_rules, storage)
+    silences = await core.db.read(alertstore.load_silences, storage, now)
+    active = await core.db.read(alertstore.load_active, storage)
+    core.alerts.load(rules, silences, active)
+
+
+async def offline_from_start(core: Core, grace: float) -> None:
+    """Nodes not back ``grace`` seconds after Core started are offline from then on
+    (their offline rules' 'for' starts): a restart is not an outage of every node."""
+    await trio.sleep(grace)
+    offline = [row.id for row in core.registry.all() if not core.gateway.is_online(row.id)]
+    core.alerts.start_offline(offline)
 
 
 DB_CHECK_EVERY = 2.0

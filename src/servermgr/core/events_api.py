@@ -8,7 +8,7 @@ handshake is refused with a real 401 and the error document
 
 Query parameters, all optional:
 
-    types=node,heartbeat,job   live event kinds to send (default: all three)
+    types=node,heartbeat,job,alert   live event kinds to send (default: all)
     nodes=web-1,web-2          only these nodes, by name or id (job events too)
     history=60                 CPU/memory values per node in the snapshot (0..600)
     interval=1                 heartbeat batching window in seconds (0..60, 0: none)
@@ -32,6 +32,10 @@ Every message is one JSON text frame with a ``type``:
                   succeeded, failed, timed_out, cancelled, refused, expired,
                   lost; final ones may add exit_code, signal, error, duration)
     job.done      {"type", "job_id"}   every node of the job is final
+    alert.pending, alert.firing, alert.resolved, alert.cleared
+                  {"type", "ts", "rule", "node_id", "name", "subject", "from", "value"}
+                  an alert changed state (docs/alerts.md); <node> carries
+                  ``alerts_firing``, the count firing on it
     keepalive     {"type", "ts"}       after 15 s without another message
     shutdown      {"type", "ts", "reason"}  Core is stopping; closes with 1001
 
@@ -58,6 +62,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr import __version__
+from servermgr.core.alerts import ALERT_EVENTS
 from servermgr.core.api import Api
 from servermgr.core.auth import Access, error_body
 from servermgr.core.cache import Event, SubscriberTooSlow, Subscription
@@ -68,7 +73,7 @@ from servermgr.core.storage import NodeRow, Storage
 
 log = logging.getLogger("servermgr.core.events")
 
-KINDS = ("node", "heartbeat", "job")
+KINDS = ("node", "heartbeat", "job", "alert")
 KIND_OF = {
     "node.online": "node",
     "node.offline": "node",
@@ -77,6 +82,7 @@ KIND_OF = {
     "node.heartbeat": "heartbeat",
     "state": "job",
     "done": "job",
+    **{name: "alert" for name in ALERT_EVENTS},
 }
 SHUTDOWN = "core.shutdown"  # published by Core's serve() when it stops
 MAX_HISTORY = 600
@@ -249,7 +255,11 @@ class EventsApi:
                     auth=Access.READ,
                     websocket=True,
                     params=(
-                        Param("types", "query", "comma list of node, heartbeat, job (default all)"),
+                        Param(
+                            "types",
+                            "query",
+                            "comma list of node, heartbeat, job, alert (default all)",
+                        ),
                         Param("nodes", "query", "comma list of node names or ids (default all)"),
                         Param(
                             "history",

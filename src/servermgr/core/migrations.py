@@ -245,6 +245,85 @@ def _v6_schedules(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX schedules_due ON schedules (next_run) WHERE paused = 0")
 
 
+def _v7_alerts(conn: sqlite3.Connection) -> None:
+    # Rules made through the API ([[alert]] rules live in the config file).
+    conn.execute(
+        """
+        CREATE TABLE alert_rules (
+            name TEXT PRIMARY KEY,
+            doc TEXT NOT NULL,
+            created REAL NOT NULL,
+            created_by TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE alert_silences (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            scope TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            label TEXT NOT NULL,
+            until REAL NOT NULL,
+            created REAL NOT NULL,
+            created_by TEXT NOT NULL
+        )
+        """
+    )
+    # Alerts that are pending, firing, or resolved with a notice still owed.
+    conn.execute(
+        """
+        CREATE TABLE alert_active (
+            rule TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            state TEXT NOT NULL,
+            since REAL NOT NULL,
+            started REAL NOT NULL,
+            value REAL,
+            notified TEXT,
+            notified_at REAL,
+            PRIMARY KEY (rule, node_id, subject)
+        ) WITHOUT ROWID
+        """
+    )
+    # Every transition, and every delivery attempt with its outcome.
+    conn.execute(
+        """
+        CREATE TABLE alert_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            rule TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            node TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            old TEXT,
+            new TEXT NOT NULL,
+            value REAL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX alert_events_ts ON alert_events (ts)")
+    conn.execute(
+        """
+        CREATE TABLE alert_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            receiver TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            node TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX alert_deliveries_ts ON alert_deliveries (ts)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
     Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
@@ -252,6 +331,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "API tokens and revoked node credentials", _v4_tokens),
     Migration(5, "idempotency keys of job submissions", _v5_idempotency_keys),
     Migration(6, "schedules", _v6_schedules),
+    Migration(7, "alert rules, silences, states, transitions and deliveries", _v7_alerts),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -47,6 +47,7 @@ NODE_SCHEMA: dict[str, Any] = {
         "load1": _nullable("number"),
         "uptime": {**_nullable("number"), "description": "seconds"},
         "procs": _nullable("integer"),
+        "alerts_firing": {"type": "integer", "description": "alerts firing on the node"},
     },
 }
 

@@ -54,6 +54,10 @@ class State:
     def online(self) -> int:
         return sum(1 for n in self.nodes.values() if n.get("status") == "online")
 
+    def firing(self) -> int:
+        """Alerts firing across the fleet (each node's ``alerts_firing``)."""
+        return sum(int(n.get("alerts_firing") or 0) for n in self.nodes.values())
+
     def rows(self) -> list[dict[str, Any]]:
         """Nodes after the filter, in the chosen order."""
         nodes = [n for n in self.nodes.values() if matches(n, self.filter)]
@@ -139,6 +143,11 @@ def apply(state: State, msg: dict[str, Any]) -> None:
         state.jobs_open.discard(msg["job_id"])
     elif kind == "dropped":
         state.dropped += int(msg.get("count", 0))
+    elif kind in ("alert.firing", "alert.resolved"):
+        node = state.nodes.get(msg["node_id"])
+        if node is not None:
+            step = 1 if kind == "alert.firing" else -1
+            node["alerts_firing"] = max(0, int(node.get("alerts_firing") or 0) + step)
 
 
 def _update(state: State, node: dict[str, Any]) -> None:

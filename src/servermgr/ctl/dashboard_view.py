@@ -58,6 +58,9 @@ def header(state: State, *, now: float) -> RenderableType:
     left.append(state.core, style="cyan")
     left.append(f" · {state.online()}/{len(state.nodes)} online")
     left.append(f" · {jobs} job{'' if jobs == 1 else 's'} running")
+    firing = state.firing()
+    if firing:
+        left.append(f" · {firing} alert{'' if firing == 1 else 's'} firing", style="bold red")
     right = Text(no_wrap=True)
     if state.dropped:
         right.append(f"{state.dropped} events dropped ", style="yellow")
@@ -188,6 +191,8 @@ def _cell(
     key = col.key
     cpu = node.get("cpu_percent")
     if key == "dot":
+        if node.get("alerts_firing"):
+            return Text("!", style="bold red")  # an alert fires on it
         return Text("●", style="green") if online else Text("○", style="bold red")
     if key == "name":
         return Text(node["name"], style="bold" if online else "red")
