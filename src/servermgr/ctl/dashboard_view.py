@@ -58,10 +58,10 @@ def header(state: State, *, now: float) -> RenderableType:
     left.append(state.core, style="cyan")
     left.append(f" · {state.online()}/{len(state.nodes)} online")
     left.append(f" · {jobs} job{'' if jobs == 1 else 's'} running")
-    firing = state.firing()
-    if firing:
-        left.append(f" · {firing} alert{'' if firing == 1 else 's'} firing", style="bold red")
     right = Text(no_wrap=True)
+    firing = state.firing()
+    if firing:  # on the right: the left side is cut first when the line is narrow
+        right.append(f"{firing} alert{'' if firing == 1 else 's'} firing ", style="bold red")
     if state.dropped:
         right.append(f"{state.dropped} events dropped ", style="yellow")
     if state.connected:
