@@ -138,6 +138,7 @@ def redis_server(start_redis: StartRedis) -> RedisServer:
     return start_redis()
 
 
+@pytest.fixture
 def webhook() -> Iterator[WebhookServer]:
     """A local HTTP server receiving webhooks (tests/support.py)."""
     server = WebhookServer()
