@@ -470,6 +470,7 @@ def start_core(
     nofile_cap: int | None = None,
     shared_data: Path | None = None,
     redis_url: str | None = None,
+    extra_config: str = "",
 ) -> Core:
     """Start Core with a fresh data dir under ``base``; returns once /healthz answers.
 
@@ -478,6 +479,7 @@ def start_core(
     namespace of the caller's). ``nofile_cap``: a lower open-file limit.
     ``shared_data``: another Core's data dir to share (its key and database:
     several Core processes, one fleet), with ``redis_url`` for its Redis.
+    ``extra_config``: more TOML appended to Core's config (e.g. alert rules).
     """
     port = free_port() if host == "127.0.0.1" else 9999
     data = base / "core-data"
@@ -492,6 +494,7 @@ def start_core(
         + (f'redis_url = "{redis_url}"\n' if redis_url else "")
         + BENCH_LIMITS
         + f'\n[log]\nlevel = "{log_level}"\n'
+        + extra_config
     )
     cmd = [*servermgr_cmd(), "core", "serve", "-c", str(cfg)]
     core = Core(

@@ -51,6 +51,13 @@ Examples::
     python bench/ingest.py --quick              # 200 nodes at 1 s for 15 s
     python bench/ingest.py --nodes 20000 --cores 2   # two Cores sharing Redis
     python bench/ingest.py --nodes 5000 --profile   # py-spy of Core in the window
+    python bench/ingest.py --nodes 10000 --rules 20  # alert rules' cost: 0 and 20 rules
+
+With ``--rules N`` each fleet size is measured twice, without alert rules
+and with N ``[[alert]]`` rules on every node (``ALERT_RULES``: metric
+thresholds on cpu, memory, swap, each disk, load, rates, plus offline and
+job_failed), and a second table gives the cost of the rules in Core CPU per
+heartbeat.
 """
 
 from __future__ import annotations
@@ -67,10 +74,46 @@ import benchlib
 import httpx
 from fleet_sim import Fleet, FleetResult, IngestDelta, age_ms, counts_between
 
+# Twenty rules as an operator might write them; the simulated fleet breaches few.
+ALERT_RULES = (
+    ("cpu-high", "cpu > 90", "1m"),
+    ("cpu-very-high", "cpu > 97", "10s"),
+    ("cpu-idle", "cpu < 0.1", "1h"),
+    ("memory-high", "memory > 90", "5m"),
+    ("memory-full", "memory > 98", "0s"),
+    ("swap-used", "swap > 50", "10m"),
+    ("swap-full", "swap > 90", "1m"),
+    ("disk-high", "disk > 85", "5m"),
+    ("disk-full", "disk > 95", "0s"),
+    ("root-full", "disk:/ > 90", "1m"),
+    ("data-full", "disk:/data > 90", "1m"),
+    ("load1-high", "load1 > 16", "5m"),
+    ("load5-high", "load5 > 12", "5m"),
+    ("load15-high", "load15 > 8", "15m"),
+    ("net-rx-high", "net_rx > 500M", "5m"),
+    ("net-tx-high", "net_tx > 500M", "5m"),
+    ("disk-read-high", "disk_read > 400M", "5m"),
+    ("disk-write-high", "disk_write > 400M", "5m"),
+    ("offline", "offline", "1m"),
+    ("jobs", "job_failed", "0s"),
+)
 
-def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
+
+def alert_rules(count: int) -> str:
+    """``count`` [[alert]] tables (ALERT_RULES repeated under new names past 20)."""
+    out = []
+    for i in range(count):
+        name, when, hold = ALERT_RULES[i % len(ALERT_RULES)]
+        suffix = f"-{i // len(ALERT_RULES)}" if i >= len(ALERT_RULES) else ""
+        hold_line = f'for = "{hold}"\n' if when != "job_failed" else ""
+        out.append(f'\n[[alert]]\nname = "{name}{suffix}"\nwhen = "{when}"\n{hold_line}')
+    return "".join(out)
+
+
+def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> dict[str, Any]:
     n_cores = args.cores
     doc: dict[str, Any] = {
+        "rules": rules,
         "nodes": nodes,
         "cores": n_cores,
         "redis": bool(args.redis or n_cores > 1),
@@ -78,6 +121,7 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
         "load": benchlib.loadavg(),
     }
     where = f" on {n_cores} Core processes sharing Redis" if doc["redis"] else ""
+    where += f", {rules} alert rules per node" if rules else ""
     print(f"\n== {nodes} nodes at {args.interval:g} s{where} (load {doc['load']})", flush=True)
     with benchlib.Procs() as procs:
         redis = benchlib.start_redis(procs, tmp / "redis") if doc["redis"] else None
@@ -92,6 +136,7 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path) -> dict[str, Any]:
                     log_level=args.log_level,
                     shared_data=(tmp / "core0" / "core-data") if i else None,
                     redis_url=redis.url if redis else None,
+                    extra_config=alert_rules(rules),
                 )
             )
         # Each Core gets its share of the fleet (nodes register through their own Core).
@@ -314,6 +359,45 @@ def table(docs: list[dict[str, Any]]) -> None:
     )
 
 
+def rules_table(docs: list[dict[str, Any]]) -> None:
+    """The cost of alert rules: each run with rules against the run without, same fleet."""
+    base = {d["nodes"]: d for d in docs if not d.get("rules") and "error" not in d}
+    rows = []
+    for d in docs:
+        b = base.get(d["nodes"])
+        if not d.get("rules") or "error" in d or b is None:
+            continue
+        rows.append(
+            (
+                d["nodes"],
+                d["rules"],
+                f"{b['core_us_per_hb']:.0f}",
+                f"{d['core_us_per_hb']:.0f}",
+                f"{100 * (d['core_us_per_hb'] / b['core_us_per_hb'] - 1):+.1f}",
+                f"{b['core_cpu_pct']:.1f}",
+                f"{d['core_cpu_pct']:.1f}",
+                f"{100 * (d['core_cpu_pct'] / b['core_cpu_pct'] - 1):+.1f}",
+                age_ms(d["p99_ms"]),
+            )
+        )
+    if rows:
+        benchlib.print_table(
+            "Alert rules: Core CPU without and with rules (same fleet, same interval)",
+            [
+                "nodes",
+                "rules/node",
+                "us/hb without",
+                "us/hb with",
+                "us/hb change %",
+                "CPU % without",
+                "CPU % with",
+                "CPU % change",
+                "p99 ms with",
+            ],
+            rows,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000, 10000, 20000])
@@ -331,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", help="Core's log level (info)")
     parser.add_argument("--profile", action="store_true", help="py-spy Core during the window")
     parser.add_argument("--quick", action="store_true", help="200 nodes, 1 s interval, 15 s")
+    parser.add_argument(
+        "--rules", type=int, default=0, help="also measure with this many alert rules per node"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (logs)")
     args = parser.parse_args(argv)
@@ -341,10 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     benchlib.print_machine()
     docs: list[dict[str, Any]] = []
     failed = False
-    for n in args.nodes:
+    runs = [(n, r) for n in args.nodes for r in ([0, args.rules] if args.rules else [0])]
+    for n, rules in runs:
         with benchlib.workdir(f"ingest-{n}-", keep=args.keep) as tmp:
             try:
-                docs.append(measure(args, n, tmp))
+                docs.append(measure(args, n, tmp, rules))
             except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
                 traceback.print_exc()
                 failed = True
@@ -359,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
     table(docs)
+    rules_table(docs)
     benchlib.write_json(args.json, {"machine": benchlib.machine(), "results": docs})
     return 1 if failed else 0
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import heapq
 import logging
+import operator
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +37,7 @@ from servermgr.core.alertstore import Silence
 from servermgr.core.cache import EventBus, NodeStatus, StatusStore, SubscriberTooSlow
 from servermgr.core.notify import Notifier
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.storage import NodeRow
 
 log = logging.getLogger("servermgr.core.alerts")
 
@@ -45,10 +48,49 @@ JOB_FAILED = frozenset({"failed", "timed_out"})
 JOB_OK = frozenset({"succeeded"})
 
 
-def _node_rules(
-    rules: Iterable[Rule], node_id: str, name: str, labels: Mapping[str, str]
-) -> tuple[Rule, ...]:
-    return tuple(r for r in rules if selects(r, node_id, name, labels))
+def _node_rules(rules: Iterable[Rule], node_id: str, row: NodeRow) -> tuple[Rule, ...]:
+    return tuple(r for r in rules if selects(r, node_id, row.name, row.labels))
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeChecks:
+    """One node's rules as of rules ``version`` and its labels and name; metric rules
+    as (rule, Sample field or mount, comparison, threshold): a sample costs a few
+    lookups and one comparison per rule."""
+
+    version: int
+    labels: Mapping[str, str]
+    name: str
+    rules: tuple[Rule, ...]
+    fields: tuple[tuple[Rule, str, Callable[[float, float], bool], float], ...]
+    disks: tuple[tuple[Rule, str | None, Callable[[float, float], bool], float], ...]
+
+    @classmethod
+    def of(
+        cls, version: int, labels: Mapping[str, str], name: str, rules: tuple[Rule, ...]
+    ) -> _NodeChecks:
+        fields = []
+        disks = []
+        for r in rules:
+            c = r.condition
+            if c.kind != "metric":
+                continue
+            if c.field is not None:
+                fields.append((r, c.field, _OPS[c.op], c.threshold))
+            else:
+                disks.append((r, c.mount, _OPS[c.op], c.threshold))
+        return cls(version, labels, name, rules, tuple(fields), tuple(disks))
+
+
+_NO_CHECKS = _NodeChecks(-1, {}, "", (), (), ())
 
 
 class AlertEngine:
@@ -71,8 +113,7 @@ class AlertEngine:
         self.rules: dict[str, Rule] = {r.name: r for r in config.rules}
         self.silences: list[Silence] = []
         self._version = 0
-        # Per node: (rules version, the labels object, name) -> its rules.
-        self._cache: dict[str, tuple[int, Mapping[str, str], str, tuple[Rule, ...]]] = {}
+        self._cache: dict[str, _NodeChecks] = {}  # per node, recomputed when stale
         self._alerts: dict[str, dict[tuple[str, str], Alert]] = {}  # node id -> (rule, subject)
         self._due: list[tuple[float, int, Key]] = []
         self._seq = 0
@@ -167,43 +208,43 @@ class AlertEngine:
     # --- inputs (sync, cheap: called on the heartbeat path) ---------------
 
     def _rules_of(self, node_id: str) -> tuple[Rule, ...]:
+        return self._checks_of(node_id).rules
+
+    def _checks_of(self, node_id: str) -> _NodeChecks:
+        """The node's rules, and its metric checks laid out for ``sample``."""
         row = self.registry.by_id(node_id)
         if row is None:
-            return ()
+            return _NO_CHECKS
         cached = self._cache.get(node_id)
         if (
             cached is not None
-            and cached[0] == self._version
-            and cached[1] is row.labels
-            and cached[2] == row.name
+            and cached.version == self._version
+            and cached.labels is row.labels
+            and cached.name == row.name
         ):
-            return cached[3]
-        rules = _node_rules(self.rules.values(), node_id, row.name, row.labels)
-        self._cache[node_id] = (self._version, row.labels, row.name, rules)
-        return rules
+            return cached
+        checks = _NodeChecks.of(
+            self._version, row.labels, row.name, _node_rules(self.rules.values(), node_id, row)
+        )
+        self._cache[node_id] = checks
+        return checks
 
     def sample(self, node_id: str, sample: proto.Sample, now: float) -> None:
-        rules = self._rules_of(node_id)
-        if not rules:
-            return
+        checks = self._checks_of(node_id)
         alerts = self._alerts.get(node_id)
-        for rule in rules:
-            cond = rule.condition
-            if cond.kind != "metric":
+        for rule, field, compare, threshold in checks.fields:
+            value = getattr(sample, field)
+            if value is None:
                 continue
-            if cond.field is not None:
-                value = getattr(sample, cond.field)
-                if value is None:
-                    continue
-                breaching = cond.breached(value)
-                if breaching or (alerts and (rule.name, "") in alerts):
-                    self._observe(rule, node_id, "", breaching, value, now)
-                    alerts = self._alerts.get(node_id)
-                continue
+            breaching = compare(value, threshold)
+            if breaching or (alerts and (rule.name, "") in alerts):
+                self._observe(rule, node_id, "", breaching, value, now)
+                alerts = self._alerts.get(node_id)
+        for rule, mount, compare, threshold in checks.disks:
             for disk in sample.disks:
-                if cond.mount is not None and disk.mount != cond.mount:
+                if mount is not None and disk.mount != mount:
                     continue
-                breaching = cond.breached(disk.percent)
+                breaching = compare(disk.percent, threshold)
                 if breaching or (alerts and (rule.name, disk.mount) in alerts):
                     self._observe(rule, node_id, disk.mount, breaching, disk.percent, now)
                     alerts = self._alerts.get(node_id)
