@@ -66,6 +66,12 @@ app.add_typer(node_app, name="node")
 app.add_typer(key_app, name="key")
 app.add_typer(ctl_app, name="ctl")
 ctl_app.add_typer(ctl_node_app, name="node")
+ctl_alert_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Alert rules and silences (what fires: `ctl alerts`).",
+    no_args_is_help=True,
+)
+ctl_app.add_typer(ctl_alert_app, name="alert")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -848,3 +854,159 @@ def ctl_audit(
         params["action"] = action
     rows = _client(ctx).request("GET", "/api/v1/audit", params=params)
     _show(json_out, rows, "print_audit")
+
+
+# --- alerts (docs/alerts.md) --------------------------------------------------
+
+
+@ctl_app.command("alerts")
+def ctl_alerts(
+    ctx: typer.Context,
+    history: Annotated[
+        bool, typer.Option("--history", help="Every transition (pending, firing, resolved).")
+    ] = False,
+    deliveries: Annotated[
+        bool, typer.Option("--deliveries", help="Every notification attempt and its outcome.")
+    ] = False,
+    since: Annotated[
+        str, typer.Option(help="With --history/--deliveries: since (1h, 7d, unix seconds).")
+    ] = "7d",
+    limit: Annotated[int, typer.Option(help="With --history/--deliveries: the newest N.")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Alerts pending or firing now; --history for every transition."""
+    import time
+
+    from servermgr.ctl import alerts
+
+    if history and deliveries:
+        _fail("give --history or --deliveries, not both", 2)
+    client = _client(ctx)
+    if history or deliveries:
+        path = "/api/v1/alerts/history" if history else "/api/v1/alerts/deliveries"
+        rows = client.request("GET", path, params={"since": since, "limit": limit})
+        table = alerts.history_table(rows) if history else alerts.deliveries_table(rows)
+        empty = f"nothing since {since}"
+    else:
+        rows = client.request("GET", "/api/v1/alerts")
+        table, empty = alerts.alerts_table(rows, now=time.time()), "no alert is firing or pending"
+    if json_out:
+        _show(True, rows, "print_json")
+    else:
+        alerts.show(rows, table, empty)
+
+
+@ctl_alert_app.command("list")
+def ctl_alert_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """The alert rules: from Core's config and added with `ctl alert add`."""
+    from servermgr.ctl import alerts
+
+    rows = _client(ctx).request("GET", "/api/v1/alerts/rules")
+    if json_out:
+        _show(True, rows, "print_json")
+    else:
+        alerts.show(rows, alerts.rules_table(rows), "no alert rules")
+
+
+@ctl_alert_app.command("add")
+def ctl_alert_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The rule's name (a-z, 0-9, . - _).")],
+    when: Annotated[
+        str,
+        typer.Option(
+            "--when",
+            help='The condition: "cpu > 90", "disk:/var >= 80", "net_rx > 10M", offline, '
+            "job_failed.",
+        ),
+    ],
+    hold: Annotated[
+        str, typer.Option("--for", help="How long it must hold before firing (30s, 5m).")
+    ] = "0",
+    nodes: Annotated[
+        str, typer.Option(help="Which nodes: a name, a comma list, key=value labels, *.")
+    ] = "*",
+    notify: Annotated[
+        str | None, typer.Option(help="Receivers (comma list) [default: all].")
+    ] = None,
+    renotify: Annotated[
+        str | None, typer.Option(help="While firing, notify again this often (1h).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add an alert rule (kept by Core across restarts; needs the operate role)."""
+    from servermgr.ctl import alerts
+
+    body: dict[str, Any] = {"name": name, "when": when, "for": hold, "nodes": nodes}
+    if notify is not None:
+        body["notify"] = [n.strip() for n in notify.split(",") if n.strip()]
+    if renotify is not None:
+        body["renotify"] = renotify
+    from servermgr.common.errors import ApiError
+
+    try:
+        rule = _client(ctx).request("POST", "/api/v1/alerts/rules", json=body)
+    except ApiError as exc:
+        if exc.status == 400:
+            exc.exit_code = 2  # a bad rule is a usage error
+        raise
+    if json_out:
+        _show(True, rule, "print_json")
+    else:
+        alerts.show([rule], alerts.rules_table([rule]), "")
+
+
+@ctl_alert_app.command("remove")
+def ctl_alert_remove(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The rule's name.")]
+) -> None:
+    """Remove an alert rule added with `ctl alert add` (config rules: edit the file)."""
+    from urllib.parse import quote
+
+    _client(ctx).request("DELETE", f"/api/v1/alerts/rules/{quote(name, safe='')}")
+    print(f"removed alert rule {name}")
+
+
+@ctl_alert_app.command("silence")
+def ctl_alert_silence(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="A node or a rule (node:NAME / rule:NAME if both exist).")
+    ],
+    hold: Annotated[str, typer.Option("--for", help="How long (30m, 2h, 1d).")] = "1h",
+    json_out: JsonOpt = False,
+) -> None:
+    """Hold back the notifications of a node's or a rule's alerts for a while."""
+    from servermgr.ctl import alerts
+
+    doc = _client(ctx).request(
+        "POST", "/api/v1/alerts/silences", json={"target": target, "for": hold}
+    )
+    if json_out:
+        _show(True, doc, "print_json")
+    else:
+        print(
+            f"silenced {doc['scope']} {doc['target']} until {alerts.until(doc['until'])} "
+            f"(silence {doc['id']}; end it with: servermgr ctl alert unsilence {doc['id']})"
+        )
+
+
+@ctl_alert_app.command("silences")
+def ctl_alert_silences(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """The silences in force."""
+    from servermgr.ctl import alerts
+
+    rows = _client(ctx).request("GET", "/api/v1/alerts/silences")
+    if json_out:
+        _show(True, rows, "print_json")
+    else:
+        alerts.show(rows, alerts.silences_table(rows), "no silence in force")
+
+
+@ctl_alert_app.command("unsilence")
+def ctl_alert_unsilence(
+    ctx: typer.Context, silence_id: Annotated[int, typer.Argument(help="The silence's id.")]
+) -> None:
+    """End a silence now."""
+    _client(ctx).request("DELETE", f"/api/v1/alerts/silences/{silence_id}")
+    print(f"silence {silence_id} ended")
