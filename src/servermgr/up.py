@@ -148,7 +148,7 @@ def _tls_note(pin: str | None) -> str:
     if pin is None:
         return ""
     return (
-        f'TLS: nodes elsewhere add tls_fingerprint = "{pin}";\n'
+        f"TLS: nodes elsewhere add tls_fingerprint = \"{pin}\";\n"
         f"ctl elsewhere: export SERVERMGR_FINGERPRINT={pin}\n"
     )
 

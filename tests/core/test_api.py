@@ -396,6 +396,7 @@ async def test_removing_a_connected_node_disconnects_it_for_good(
     assert core.gateway.sessions == {}
 
 
+
 async def test_status_reports_nodes_and_how_old_samples_were_when_stored(
     core: Core, start_node: StartNode, api: httpx.AsyncClient
 ) -> None:
