@@ -79,8 +79,10 @@ async def test_node_offline_fires_once_and_resolves_once_when_it_is_back(
         ("pending", "firing"),
         ("firing", "resolved"),
     ]
+    await wait_for(lambda: core.alerts.notifier.sent == 2)
     await trio.sleep(1.0)  # longer than the rule's 'for': nothing more comes
     assert [b["status"] for b in webhook.bodies] == ["firing", "resolved"]
+    await core.alerts.log.flush()
     async with api(core) as client:
         sent = (await client.get("/api/v1/alerts/deliveries")).json()
         assert [(d["kind"], d["outcome"]) for d in sent] == [

@@ -58,7 +58,8 @@ async def notify(
     notices: list[dict[str, Any]],
     done: Callable[[Notifier], bool],
 ) -> list[dict[str, Any]]:
-    """Run a Notifier over ``receivers``, send ``notices`` to all, wait for ``done(notifier)``."""
+    """Run a Notifier over ``receivers``, send ``notices`` to all, wait for ``done(notifier)``
+    (on its counts: a receiver has a message before the sender has its answer)."""
     db = Database(storage)
     log = AlertLog(db, clock=time.time)
     notifier = Notifier(
@@ -82,7 +83,7 @@ async def test_webhook_is_retried_with_backoff_and_every_attempt_recorded(
     server = WebhookServer(fail_first=2)
     try:
         hook = WebhookReceiver("ops", server.url, headers={"Authorization": "Bearer tok"})
-        rows = await notify(storage, [hook], [NOTICE], lambda _: len(server.bodies) == 1)
+        rows = await notify(storage, [hook], [NOTICE], lambda n: n.sent == 1)
     finally:
         server.close()
     assert server.bodies == [NOTICE]
@@ -106,7 +107,7 @@ async def test_chat_templates(storage: Storage, template: str, expected: dict[st
     server = WebhookServer()
     try:
         hook = WebhookReceiver("chat", server.url, template=template)
-        await notify(storage, [hook], [NOTICE], lambda _: len(server.bodies) == 1)
+        await notify(storage, [hook], [NOTICE], lambda n: n.sent == 1)
     finally:
         server.close()
     assert server.bodies == [expected]
@@ -123,7 +124,7 @@ async def test_a_stuck_receiver_delays_neither_another_receiver_nor_the_sender(
             WebhookReceiver("fine", fine.url),
         ]
         notices = [{**NOTICE, "ts": float(i)} for i in range(3)]
-        await notify(storage, receivers, notices, lambda _: len(fine.bodies) == 3)
+        await notify(storage, receivers, notices, lambda n: n.sent == 3)
         assert stuck.bodies == []  # still holding its first notice
     finally:
         release.set()
@@ -172,7 +173,7 @@ async def test_email_over_starttls_with_login(storage: Storage, smtp_server: Smt
         password=SmtpServer.PASSWORD,
         ca_file=str(smtp_server.cert),
     )
-    rows = await notify(storage, [mail], [NOTICE], lambda _: len(smtp_server.messages) == 1)
+    rows = await notify(storage, [mail], [NOTICE], lambda n: n.sent == 1)
     (msg,) = smtp_server.messages
     assert msg["Subject"] == NOTICE["summary"]
     assert msg["To"] == "oncall@example.org"

@@ -68,7 +68,11 @@ def run(fleet: Fleet, webhook: WebhookServer) -> None:
     assert shown.returncode == 0
     assert "resolved" in shown.stdout
     # Each notified exactly once: a notice more would have come by now.
-    delivered = fleet.ctl_json("alerts", "--deliveries", env=env)
+    delivered = fleet.poll(
+        "both deliveries recorded",
+        lambda: (d := fleet.ctl_json("alerts", "--deliveries", env=env)) and len(d) >= 2 and d,
+        10,
+    )
     assert [(d["kind"], d["outcome"]) for d in delivered] == [
         ("firing", "sent"),
         ("resolved", "sent"),
