@@ -227,7 +227,13 @@ async def serve(
             wrapped = ASGIWrapper(conn)  # type: ignore[arg-type]  # Starlette's ASGI types
             watched = _EofWatch(stream, peer_closed)
             server = TCPServer(wrapped, config, context, {}, watched)  # type: ignore[arg-type]
-            await server.run()
+            try:
+                await server.run()
+            except* trio.BusyResourceError:
+                # Hypercorn answers a client's WebSocket close from its reader while
+                # the handler may be writing on the same socket: that connection is
+                # broken, not Core (without this, the error ends the listener).
+                log.info("connection from %s: two writers collided; closed", address)
         finally:
             conn.authenticated()  # closed: stop counting it
             await trio.aclose_forcefully(stream)

@@ -26,6 +26,7 @@ from servermgr.core.stream_relay import (
     Relay,
     StreamDeps,
     accept,
+    end,
     refuse,
     unwrap_failure,
 )
@@ -59,7 +60,7 @@ class ShellApi:
         started = self.deps.clock()
         log.info("shell %s on %s opened by %s", stream.id, node.name, link.who)
         try:
-            end = await self._relay(link, request)
+            finished = await self._relay(link, request)
         except StreamFailed as exc:
             with trio.move_on_after(5):
                 await self.deps.gateway.deliver(node.id, proto.ShellClose(session_id=stream.id))
@@ -73,13 +74,14 @@ class ShellApi:
         finally:
             self.deps.router.close(stream)
         took = self.deps.clock() - started
-        how = f"exit {end.exit_code}" if end.exit_code is not None else f"signal {end.signal}"
+        how = (
+            f"exit {finished.exit_code}"
+            if finished.exit_code is not None
+            else f"signal {finished.signal}"
+        )
         log.info("shell %s on %s ended after %.1f s (%s)", stream.id, node.name, took, how)
         await link.audit(started, "shell", f"session {stream.id}, {took:.1f} s, {how}", "succeeded")
-        try:
-            await ws.close(1000)
-        except (RuntimeError, OSError):
-            pass
+        await end(ws)
 
     async def _relay(self, link: Relay, req: relay.ShellRequest) -> relay.Exit:
         sid = link.stream.id

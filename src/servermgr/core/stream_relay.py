@@ -30,6 +30,7 @@ log = logging.getLogger("servermgr.core.streams")
 
 OPEN_TIMEOUT = 10.0  # for ctl's open message
 ANSWER_TIMEOUT = 30.0  # for the node's answer to an open (policy, path checks)
+CLIENT_CLOSE_WAIT = 5.0  # for ctl to close after the last message
 
 
 @dataclass
@@ -179,9 +180,31 @@ def agent_too_old(gateway: Gateway, node: NodeRow) -> str | None:
 
 
 async def refuse(ws: WebSocket, code: str, message: str) -> None:
-    """Send the error and close (the stream is over)."""
+    """Send the error and end the stream (``end``)."""
     try:
         await ws.send_text(relay.encode(relay.error(code, message)))
-        await ws.close(CLOSE_POLICY if code == "bad_request" else 1000)
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        return
+    await end(ws, CLOSE_POLICY if code == "bad_request" else 1000)
+
+
+async def end(ws: WebSocket, code: int = 1000) -> None:
+    """Let the client close first; close after ``CLIENT_CLOSE_WAIT`` if it does not.
+
+    ctl closes once it has read the last message (result, exit or error).
+    Closing from here as well would cross its close: Hypercorn answers a
+    client's close frame from its reader task while the handler writes its
+    own, two writers on one socket (trio.BusyResourceError).
+    """
+    with trio.move_on_after(CLIENT_CLOSE_WAIT):
+        while True:  # what the client still sends (data in flight) is dropped
+            try:
+                message = await ws.receive()
+            except (RuntimeError, OSError, WebSocketDisconnect):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+    try:
+        await ws.close(code)
     except (RuntimeError, OSError, WebSocketDisconnect):
         pass

@@ -29,6 +29,7 @@ from servermgr.core.stream_relay import (
     Relay,
     StreamDeps,
     accept,
+    end,
     refuse,
     unwrap_failure,
 )
@@ -75,7 +76,7 @@ class FilesApi:
             self.deps.router.close(stream)
         log.info("%s %s:%s: %d bytes, sha256 %s", action, node.name, request.path, size, digest)
         await link.audit(started, action, f"{detail} size={size} sha256={digest}", "succeeded")
-        await _close(ws)
+        await end(ws)
 
     async def _opened(self, link: Relay, msg: proto.FileOpen) -> proto.FileReady:
         await link.to_node(msg)
@@ -213,10 +214,3 @@ async def _cancel(link: Relay, reason: str) -> None:
         await link.deps.gateway.deliver(
             link.node.id, proto.FileCancel(transfer_id=link.stream.id, reason=reason[:1000])
         )
-
-
-async def _close(ws: WebSocket) -> None:
-    try:
-        await ws.close(1000)
-    except (RuntimeError, OSError):
-        pass
