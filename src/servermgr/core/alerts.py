@@ -22,7 +22,7 @@ import logging
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import trio
@@ -122,7 +122,7 @@ class AlertEngine:
         self._stopping = False
         self._rules_changed = trio.Event()
         self._jobs_scope: trio.CancelScope | None = None
-        self._zone: Any = None
+        self._zone: tzinfo = UTC
         if config.timezone != "UTC":
             import zoneinfo
 
@@ -197,11 +197,7 @@ class AlertEngine:
             if s.until > now and s.ref == (node_id if s.scope == "node" else rule):
                 return True
         if self.config.quiet_hours:
-            t = (
-                datetime.fromtimestamp(now, self._zone)
-                if self._zone
-                else datetime.utcfromtimestamp(now)
-            )
+            t = datetime.fromtimestamp(now, self._zone)
             return alertstate.in_quiet_hours(t.hour * 60 + t.minute, self.config.quiet_hours)
         return False
 
@@ -406,7 +402,8 @@ class AlertEngine:
 
     # --- the timer loop ---------------------------------------------------
 
-    def _run_due(self, now: float) -> None:
+    def run_due(self, now: float) -> None:
+        """What time alone changes now: pending alerts that fire, repeats, muted notices."""
         while self._due and self._due[0][0] <= now:
             _, _, key = heapq.heappop(self._due)
             alert = self._get(key)
@@ -432,7 +429,7 @@ class AlertEngine:
             task_status.started()
             while True:
                 now = self.clock()
-                self._run_due(now)
+                self.run_due(now)
                 wait = self._due[0][0] - now if self._due else 3600.0
                 if self._muted:
                     wait = min(wait, MUTED_CHECK)
