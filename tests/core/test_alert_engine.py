@@ -107,3 +107,29 @@ async def test_quiet_hours_hold_notices_until_they_end(storage: Storage) -> None
     assert [(n["rule"], n["status"]) for n in notices.sent] == [("cpu-high", "firing")]
     eng.sample("n1", make_sample(now[0], cpu_percent=10.0), now[0])
     assert [n["status"] for n in notices.sent] == ["firing", "resolved"]
+
+
+async def test_a_metric_alert_fires_only_on_a_reading_and_clears_when_its_node_goes(
+    storage: Storage,
+) -> None:
+    web = node_row("web-1", "n1", role="web")
+    now = [utc(12)]
+    config = parse_config(
+        '[[alert]]\nname = "cpu-high"\nwhen = "cpu > 90"\nfor = "1m"\n',
+        source=None,
+        base_dir=Path("/tmp"),
+    ).alerts
+    notices = Notices()
+    log = AlertLog(Database(storage), clock=lambda: now[0])
+    eng = AlertEngine(config, Registry(web), MemoryBus(), notices, log, clock=lambda: now[0])  # type: ignore[arg-type]
+    eng.sample("n1", make_sample(now[0], cpu_percent=99.0), now[0])
+    now[0] += 120
+    eng.run_due(now[0])  # no reading for two minutes: no proof it still holds
+    assert [a.state for a in eng.active()] == [State.PENDING]
+    eng.node_offline("n1")
+    assert eng.active() == []  # cleared, nobody told
+    eng.sample("n1", make_sample(now[0], cpu_percent=99.0), now[0])
+    now[0] += 60
+    eng.sample("n1", make_sample(now[0], cpu_percent=99.0), now[0])
+    assert [a.state for a in eng.active()] == [State.FIRING]
+    assert [n["status"] for n in notices.sent] == ["firing"]

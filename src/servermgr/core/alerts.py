@@ -93,6 +93,14 @@ class _NodeChecks:
 _NO_CHECKS = _NodeChecks(-1, {}, "", (), (), ())
 
 
+def _due(alert: Alert, rule: Rule) -> float | None:
+    """When time alone changes ``alert``: a pending offline alert fires, a firing one
+    repeats. A metric alert fires only on a reading that still breaches."""
+    if alert.state == State.PENDING and rule.condition.kind == "metric":
+        return None
+    return alertstate.next_due(alert, rule.hold, rule.renotify)
+
+
 class AlertEngine:
     def __init__(
         self,
@@ -258,6 +266,13 @@ class AlertEngine:
         for rule in self._rules_of(node_id):
             if rule.condition.kind == "offline":
                 self._observe(rule, node_id, "", True, None, now)
+        # A pending metric alert has no readings now: cleared (a firing one stays
+        # firing until the node reports again; the offline rule covers the outage).
+        for (rule_name, subject), alert in list(self._alerts.get(node_id, {}).items()):
+            metric = self.rules.get(rule_name)
+            if metric is not None and metric.condition.kind == "metric":
+                if alert.state == State.PENDING:
+                    self._observe(metric, node_id, subject, False, alert.value, now)
 
     def node_removed(self, node_id: str) -> None:
         """Its alerts resolve (receivers told so); nothing more is kept for it."""
@@ -281,10 +296,8 @@ class AlertEngine:
     def _put(self, alert: Alert, before: Alert | None = None) -> None:
         self._alerts.setdefault(alert.key.node_id, {})[(alert.key.rule, alert.key.subject)] = alert
         rule = self.rules[alert.key.rule]
-        due = alertstate.next_due(alert, rule.hold, rule.renotify)
-        if due is not None and (
-            before is None or due != alertstate.next_due(before, rule.hold, rule.renotify)
-        ):
+        due = _due(alert, rule)
+        if due is not None and (before is None or due != _due(before, rule)):
             self._seq += 1
             heapq.heappush(self._due, (due, self._seq, alert.key))
             self._wake.set()
@@ -410,7 +423,7 @@ class AlertEngine:
             rule = self.rules.get(key.rule)
             if alert is None or rule is None:
                 continue
-            due = alertstate.next_due(alert, rule.hold, rule.renotify)
+            due = _due(alert, rule)
             if due is None or due > now:
                 continue  # changed since it was scheduled; its new time is in the heap
             after, transition = alertstate.tick(alert, now, rule.hold)
