@@ -61,6 +61,11 @@ ctl_node_app = typer.Typer(
     help="Show, rename or remove one node.",
     no_args_is_help=True,
 )
+ctl_schedule_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Jobs Core runs by itself, every N or at cron times (docs/schedules.md).",
+    no_args_is_help=True,
+)
 app.add_typer(core_app, name="core")
 app.add_typer(node_app, name="node")
 app.add_typer(key_app, name="key")
@@ -72,6 +77,7 @@ ctl_alert_app = typer.Typer(
     no_args_is_help=True,
 )
 ctl_app.add_typer(ctl_alert_app, name="alert")
+ctl_app.add_typer(ctl_schedule_app, name="schedule")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -842,7 +848,9 @@ def ctl_cancel(
 def ctl_audit(
     ctx: typer.Context,
     since: Annotated[str | None, typer.Option(help="Only since (1h, 7d, unix seconds).")] = None,
-    action: Annotated[str | None, typer.Option(help="exec or service.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="exec, service, schedule.add, schedule.remove, ...")
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many rows (newest first).")] = 50,
     json_out: JsonOpt = False,
 ) -> None:
@@ -1010,3 +1018,117 @@ def ctl_alert_unsilence(
     """End a silence now."""
     _client(ctx).request("DELETE", f"/api/v1/alerts/silences/{silence_id}")
     print(f"silence {silence_id} ended")
+
+
+ScheduleName = Annotated[str, typer.Argument(help="The schedule's name.", show_default=False)]
+
+
+@ctl_schedule_app.command("add")
+def ctl_schedule_add(
+    ctx: typer.Context,
+    name: ScheduleName,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            help="TARGET (node, node-01,node-02 or role=web) then the command; quote the command "
+            "or put it after --.",
+            show_default=False,
+        ),
+    ],
+    every: Annotated[
+        str | None, typer.Option("--every", help="Run every DURATION (90s, 10m, 1h, 1d).")
+    ] = None,
+    cron: Annotated[
+        str | None,
+        typer.Option("--cron", help="Run at cron times: 'MIN HOUR DAY MONTH WEEKDAY'."),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Time zone of --cron (e.g. Europe/Berlin; default UTC)."),
+    ] = None,
+    all_nodes: AllOpt = False,
+    label: LabelOpt = None,
+    timeout: TimeoutOpt = "60s",
+    wait: WaitOpt = "0s",
+    output_cap: Annotated[
+        int, typer.Option("--output-cap", help="Keep at most this many bytes per stream per node.")
+    ] = 1 << 20,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env", "-e", help="Set NAME=VALUE in the command's environment (repeatable)."
+        ),
+    ] = None,
+    cwd: Annotated[str | None, typer.Option("--cwd", help="Working directory.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Make it paused.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a schedule: run a command on a target every DURATION or at cron times.
+
+    Each run is an ordinary job (ctl jobs, by schedule:NAME). A run missed while
+    Core was down runs once when it is back; the rest are skipped.
+    """
+    from servermgr.ctl import render
+    from servermgr.ctl.schedules import said, schedule_body
+
+    body = schedule_body(
+        name,
+        args,
+        all_nodes=all_nodes,
+        label=label,
+        every=every,
+        cron=cron,
+        tz=tz,
+        timeout=timeout,
+        wait=wait,
+        output_cap=output_cap,
+        env=env or [],
+        cwd=cwd,
+        paused=paused,
+    )
+    doc = _client(ctx).add_schedule(body)
+    if json_out:
+        render.print_json(doc)
+    else:
+        print(said(doc, "made"))
+
+
+@ctl_schedule_app.command("list")
+def ctl_schedule_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List schedules: when each runs, its target, next run, last job."""
+    _show(json_out, _client(ctx).schedules(), "print_schedules")
+
+
+@ctl_schedule_app.command("remove")
+def ctl_schedule_remove(ctx: typer.Context, name: ScheduleName, json_out: JsonOpt = False) -> None:
+    """Remove a schedule (its past jobs stay)."""
+    from servermgr.ctl import render
+
+    doc = _client(ctx).remove_schedule(name)
+    if json_out:
+        render.print_json(doc)
+    else:
+        print(f"removed schedule {doc['removed']} (its past jobs stay)")
+
+
+def _pause(ctx: typer.Context, name: str, paused: bool, json_out: bool) -> None:
+    from servermgr.ctl import render
+    from servermgr.ctl.schedules import said
+
+    doc = _client(ctx).pause_schedule(name, paused=paused)
+    if json_out:
+        render.print_json(doc)
+    else:
+        print(said(doc, "paused" if paused else "resumed"))
+
+
+@ctl_schedule_app.command("pause")
+def ctl_schedule_pause(ctx: typer.Context, name: ScheduleName, json_out: JsonOpt = False) -> None:
+    """Pause a schedule: no runs until resumed."""
+    _pause(ctx, name, True, json_out)
+
+
+@ctl_schedule_app.command("resume")
+def ctl_schedule_resume(ctx: typer.Context, name: ScheduleName, json_out: JsonOpt = False) -> None:
+    """Resume a schedule from its next due time (runs missed while paused are skipped)."""
+    _pause(ctx, name, False, json_out)
