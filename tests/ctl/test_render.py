@@ -193,3 +193,18 @@ def test_the_dashboard_escapes_what_enters_its_state() -> None:
     out: str = console.file.getvalue()  # type: ignore[attr-defined]
     assert _unsafe(out) == []
     assert "x\\x1b[31m" in out
+
+
+def test_audit_rows_without_a_job_are_not_shown_as_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    row = {"ts": NOW, "principal": "ops", "target": "all", "detail": "df: every 1h: df -h"}
+    render.print_audit(
+        [
+            {**row, "action": "schedule.add", "outcome": None, "job_id": None},
+            {**row, "action": "exec", "outcome": None, "job_id": "j1"},
+        ]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert "running" not in lines[1]
+    assert "running" in lines[2]

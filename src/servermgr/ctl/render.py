@@ -420,7 +420,7 @@ def print_audit(rows: list[dict[str, Any]]) -> None:
             r["principal"],
             r["action"],
             _cut(r["target"]),
-            _cut(r["outcome"] or "running"),
+            _cut(r["outcome"] or ("running" if r["job_id"] else "-")),
             r["job_id"] or "-",
             _cut(r["detail"]),
         )
