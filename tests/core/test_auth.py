@@ -316,3 +316,45 @@ async def test_a_failing_database_does_not_stop_authentication(
     said = [r for r in caplog.records if "cannot refresh API tokens" in r.getMessage()]
     assert len(said) == 1  # once, not every second
     assert auth.authenticate(f"Bearer {key.value}").role == "admin"
+
+
+async def _closed(ws: object, limit: float = 10) -> None:
+    """Read ``ws`` until Core closes it; fails after ``limit`` seconds."""
+    from trio_websocket import ConnectionClosed, WebSocketConnection
+
+    assert isinstance(ws, WebSocketConnection)
+    with trio.fail_after(limit):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed:
+            return
+
+
+async def test_revoking_a_token_or_rotating_the_key_ends_its_open_streams(core: Core) -> None:
+    from servermgr.common.keyfile import rotate_key
+    from servermgr.core import tokens
+    from servermgr.ctl.wsclient import connect
+
+    viewer = await make_token(core, "viewer", "read")
+    other = await make_token(core, "other", "read")
+    path = "/api/v1/events?types=node"
+    async with (
+        connect(core.url, path, viewer) as revoked,
+        connect(core.url, path, other) as kept,
+        connect(core.url, path, core.key.value) as by_key,
+    ):
+        for ws in (revoked, kept, by_key):
+            with trio.fail_after(10):
+                assert json.loads(await ws.get_message())["type"] == "snapshot"
+        await core.db.write(tokens.revoke, core.db.storage, "viewer")
+        await core.auth.refresh()
+        await _closed(revoked)
+        assert not kept.closed
+        rotate_key(core.key.path)
+        await _closed(by_key)  # Core's own once-a-second pass picks up the new key
+        assert not kept.closed
+    with pytest.raises(ConnectionRejected) as again:
+        async with connect(core.url, path, viewer):
+            pass
+    assert again.value.status_code == 401

@@ -27,7 +27,9 @@ shape ``{"error": {"code", "message"}}``; request bodies are read through
 
 The key file and the token table are re-read every second by ``serve``, so
 ``servermgr key rotate``, ``key create`` and ``key revoke`` reach a running
-Core within about a second. Token use times are written in the same pass.
+Core within about a second; WebSockets opened with a token that is revoked
+or expires, or with the core key before a rotation, are then ended (close
+1008) and must reconnect with a credential that works. Token use times are written in the same pass.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ MAX_FIRST_MESSAGE = 1024
 CLOSE_UNAUTHORIZED = 4401  # WebSocket close codes of first-message authentication
 CLOSE_FORBIDDEN = 4403
 CLOSE_POLICY = 1008
+CORE_KEY_STREAMS = "core key"  # what streams opened with the core key are held under
 
 
 class AuthMessage(msgspec.Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
@@ -111,6 +114,7 @@ class Principal:
     name: str
     role: str  # admin, read, operate, enroll or node
     node: NodeRow | None = None
+    token_id: str | None = None  # a named token's id
 
     def may(self, access: Access) -> bool:
         return access in GRANTS[self.role]
@@ -234,10 +238,20 @@ class Authenticator:
         self._clock = clock
         self._tokens: dict[str, Token] = {}
         self._used: dict[str, float] = {}
+        # Open WebSockets by credential (a token id, or CORE_KEY_STREAMS), so a
+        # revoked, expired or rotated credential ends them (``_end_streams``).
+        self._streams: dict[str, set[trio.CancelScope]] = {}
 
     async def load(self) -> None:
         """Read the token table (before serving, then every second)."""
         self._tokens = {t.id: t for t in await self._db.read(tokens.load, self._db.storage)}
+        now = self._clock()
+        for token_id in list(self._streams):
+            token = self._tokens.get(token_id)
+            if token_id != CORE_KEY_STREAMS and (
+                token is None or (token.expires is not None and now >= token.expires)
+            ):
+                self._end_streams(token_id)
 
     async def _catch_up(self, authorization: str) -> None:
         """Look up a token id the last read of the table did not hold.
@@ -304,7 +318,7 @@ class Authenticator:
         if token.expires is not None and now >= token.expires:
             raise _unauthorized(f"token {token.name!r} has expired; make a new one")
         self._used[token.id] = now
-        return Principal(token.name, token.role.value)
+        return Principal(token.name, token.role.value, token_id=token.id)
 
     def authorize(self, authorization: str, access: Access, what: str) -> Principal | None:
         """The principal allowed ``access`` (None for a public route); else ApiFailure.
@@ -364,9 +378,46 @@ class Authenticator:
                 await ws.send_denial_response(error_response(exc.status, exc.code, exc.message))
                 return
             ws.scope[PRINCIPAL] = principal
-            await endpoint(ws)
+            key = _stream_key(principal)
+            if key is None:  # a node: no frame more per connection (see app.node_lane)
+                await endpoint(ws)
+            else:
+                await self._serve_stream(ws, key, endpoint)
 
         return guarded
+
+    async def _serve_stream(
+        self, ws: WebSocket, key: str, endpoint: Callable[[WebSocket], Awaitable[None]]
+    ) -> None:
+        """Run ``endpoint`` until it ends, or until its credential (``key``: a token id or
+        CORE_KEY_STREAMS) is revoked, expires or (the core key) is rotated: then it is
+        cancelled and the socket closed (1008).
+        """
+        scope = trio.CancelScope()
+        held = self._streams.setdefault(key, set())
+        held.add(scope)
+        try:
+            with scope:
+                await endpoint(ws)
+        finally:
+            held.discard(scope)
+            if not held and self._streams.get(key) is held:
+                del self._streams[key]
+        if scope.cancelled_caught:  # the endpoint may have closed it already
+            with trio.move_on_after(FIRST_MESSAGE_TIMEOUT):
+                try:
+                    await ws.close(CLOSE_POLICY, "credential revoked, expired or rotated")
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    pass
+
+    def _end_streams(self, key: str) -> None:
+        scopes = self._streams.get(key, ())
+        if scopes:
+            log.info(
+                "ending %d open stream(s) of a revoked, expired or rotated credential", len(scopes)
+            )
+        for scope in scopes:
+            scope.cancel()
 
     async def _first_message(
         self,
@@ -393,7 +444,11 @@ class Authenticator:
             return
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
-        await endpoint(_Accepted(ws))
+        key = _stream_key(ws.scope[PRINCIPAL])
+        if key is None:
+            await endpoint(_Accepted(ws))
+        else:
+            await self._serve_stream(_Accepted(ws), key, endpoint)
 
     # --- keeping fresh ------------------------------------------------------
 
@@ -435,6 +490,17 @@ class Authenticator:
         if not security.tokens_equal(key.value, self._key):
             self._key = key.value
             log.info("the core key was rotated: the old key no longer works")
+            self._end_streams(CORE_KEY_STREAMS)
+
+
+def _stream_key(principal: Principal | None) -> str | None:
+    """What a stream of ``principal`` is held under to be ended on revocation; None
+    for a node (the gateway ends a removed node's WebSocket) and public routes."""
+    if principal is None:
+        return None
+    if principal.token_id is not None:
+        return principal.token_id
+    return CORE_KEY_STREAMS if principal.role == "admin" else None
 
 
 def _first_credential(text: str | None) -> str:
