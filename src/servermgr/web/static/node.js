@@ -179,20 +179,31 @@ export function mount(view, ctx, ref) {
     }
     loadCharts();
     let node = doc;
-    live = stream(
-      `/api/v1/events?types=node,heartbeat&history=0&interval=1&nodes=${encodeURIComponent(doc.id)}`,
-      (msg) => {
-        if (msg.type === "snapshot" && msg.nodes.length) node = msg.nodes[0];
-        else if (msg.type === "heartbeats" && msg.nodes.length) node = msg.nodes[0];
-        else if (msg.type === "node.online") node = msg.node;
-        else if (msg.type === "node.offline") node = { ...node, status: "offline" };
-        else return;
-        view.querySelector("#live").innerHTML = liveLine(node);
-      },
-      (code, reason, error) => {
-        if (error && alive) ctx.failed(new ApiError(code === 4401 ? 401 : 403, error.code, error.message));
-      },
-    );
+    let retry = 0;
+    const connect = () => {
+      live = stream(
+        `/api/v1/events?types=node,heartbeat&history=0&interval=1&nodes=${encodeURIComponent(doc.id)}`,
+        (msg) => {
+          if (msg.type === "snapshot" && msg.nodes.length) node = msg.nodes[0];
+          else if (msg.type === "heartbeats" && msg.nodes.length) node = msg.nodes[0];
+          else if (msg.type === "node.online") node = msg.node;
+          else if (msg.type === "node.offline") node = { ...node, status: "offline" };
+          else return;
+          retry = 0;
+          view.querySelector("#live").innerHTML = liveLine(node);
+        },
+        (code, reason, error) => {
+          if (!alive) return;
+          if (error) {
+            ctx.failed(new ApiError(code === 4401 ? 401 : 403, error.code, error.message));
+            return;
+          }
+          retry = Math.min(retry + 1, 5); // Core restarted, or the token was revoked
+          setTimeout(() => alive && connect(), retry * 1000);
+        },
+      );
+    };
+    connect();
   })();
 
   return () => {
