@@ -38,7 +38,7 @@ export const audit = {
           .map(
             (a) =>
               `<tr><td>${when(a.ts)}</td><td>${esc(a.principal)}</td><td>${esc(a.action)}</td><td>${esc(a.target)}</td>` +
-              `<td><code>${esc(a.detail)}</code></td><td>${a.job_id ? `<a href="#/job/${encodeURIComponent(a.job_id)}">${esc(a.job_id)}</a>` : ""}</td><td>${esc(a.outcome ?? "running")}</td></tr>`,
+              `<td><code>${esc(a.detail)}</code></td><td>${a.job_id ? `<a href="#/job/${encodeURIComponent(a.job_id)}">${esc(a.job_id)}</a>` : ""}</td><td>${esc(a.outcome ?? (a.job_id ? "running" : "–"))}</td></tr>`,
           )
           .join("");
         view.innerHTML =
