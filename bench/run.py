@@ -40,6 +40,7 @@ BENCHMARKS = (
     "exec_output",
     "jobs_memory",
     "web_render",
+    "transfer",
     "storage_year",
 )
 OPTIONAL = {"storage_year"}

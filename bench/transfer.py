@@ -11,7 +11,7 @@ each hop holds at most one window of credit (1 MiB) whatever the size.
 Examples::
 
     python bench/transfer.py                 # 1 GiB
-    python bench/transfer.py --size 64MiB    # quicker
+    python bench/transfer.py --quick         # 32 MiB (bench/run.py --quick)
 """
 
 from __future__ import annotations
@@ -85,9 +85,11 @@ def ctl_cp(core: benchlib.Core, src: str, dst: str) -> tuple[float, int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1GiB", help="file size (default 1GiB)")
+    parser.add_argument("--quick", action="store_true", help="32 MiB")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
-    size = parse_size(args.size)
+    size = parse_size("32MiB" if args.quick else args.size)
     benchlib.install_signal_handlers()
     benchlib.print_machine()
     with benchlib.workdir("bench-transfer-", args.keep) as tmp, benchlib.Procs() as procs:
@@ -124,6 +126,8 @@ def main() -> None:
             rows,
         )
         print(f"load average: {benchlib.loadavg()}")
+        headers = ["direction", "size", "wall", "rate", "ctl_mib", "core_mib", "agent_mib", "ok"]
+        benchlib.write_json(args.json, [dict(zip(headers, row, strict=True)) for row in rows])
 
 
 if __name__ == "__main__":
