@@ -8,7 +8,11 @@ a real shell on its own PTY.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import signal
+import struct
+import termios
 from pathlib import Path
 
 import pytest
@@ -90,6 +94,15 @@ async def test_prompt_echo_and_exit_code(core: Core, start_node: StartNode, tmp_
             kb.type(b"\x03")  # Ctrl-C reaches sleep on the node, not ctl
             kb.type(b"echo after-$?\r")
             await kb.read_until(b"after-130")
+            # The window follows the local terminal: resized here, seen by stty there.
+            fcntl.ioctl(kb.master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 132, 0, 0))
+            os.kill(os.getpid(), signal.SIGWINCH)
+            for _ in range(20):  # the resize and the keys travel apart: ask until it shows
+                kb.type(b"stty size\r")
+                with trio.move_on_after(1):
+                    await kb.read_until(b"50 132")
+                    break
+            assert b"50 132" in kb.screen
             kb.type(b"exit 3\r")
             with trio.fail_after(15):
                 await ended.wait()
