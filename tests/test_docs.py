@@ -1,6 +1,6 @@
 """The reference docs follow the code: commands, options, config keys, routes, messages.
 
-Each test reads the real thing (the typer command tree, the config parser,
+Each test reads the real thing (the command spec, the config parser,
 Core's route table, the wire message types) and fails when docs/ is missing
 something or documents something that no longer exists.
 """
@@ -12,13 +12,12 @@ import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
-import typer.main
 
-from servermgr.cli import app
+from servermgr.cli import spec
+from servermgr.cli.commands import ROOT as COMMANDS
 from servermgr.common import proto
 from servermgr.common.config import parse_config
 from servermgr.common.errors import ConfigError
@@ -56,16 +55,10 @@ def sections(path: Path, level: int) -> dict[str, str]:
 # --- CLI ---------------------------------------------------------------------
 
 
-def command_tree() -> Iterator[tuple[str, Any]]:
-    """("servermgr ctl node remove", click command) for every command and group."""
-
-    def walk(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
-        yield path, cmd
-        for name, sub in getattr(cmd, "commands", {}).items():
-            if not sub.hidden:
-                yield from walk(sub, f"{path} {name}")
-
-    yield from walk(typer.main.get_command(app), "servermgr")
+def command_tree() -> Iterator[tuple[str, spec.Cmd]]:
+    """("servermgr ctl node remove", its Cmd) for every visible command and group."""
+    for path, cmd in spec.walk(COMMANDS):
+        yield " ".join(path), cmd
 
 
 def cli_sections() -> dict[str, str]:
@@ -94,10 +87,8 @@ def test_every_option_is_documented_in_its_command_section() -> None:
     missing = []
     for path, cmd in command_tree():
         body = docs.get(path, "")
-        for param in cmd.params:
-            if param.param_type_name != "option":
-                continue
-            for flag in [*param.opts, *param.secondary_opts]:
+        for opt in cmd.options:
+            for flag in opt.flags:
                 if not re.search(rf"`{re.escape(flag)}(?![\w-])", body):
                     missing.append(f"{path}: {flag}")
     assert not missing, f"options missing from docs/reference/cli.md: {missing}"

@@ -1,35 +1,52 @@
-"""The ``servermgr`` entry point.
+"""The ``servermgr`` entry point: argv -> the command spec -> the command's handler.
 
-``ctl exec`` and ``ctl service`` run without importing typer (ctl/fastpath.py:
-it is the command users time); everything else goes to the typer app in
-cli.py. Typed errors become one line on stderr and their exit code; ``--debug``
-as the first argument shows the traceback instead.
+Every command is parsed by one small parser against one spec
+(``cli/commands.py``); only the chosen handler's module is imported, so
+``ctl exec`` and ``node run`` load nothing they do not use. Typed errors
+become one line on stderr and their exit code (under ``--json``: a JSON line,
+``ctl/output.py``); ``--debug`` as the first argument shows the traceback
+instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(sys.argv[1:] if argv is None else argv))
+
+
+def run(argv: list[str]) -> int:
     from servermgr.common.errors import ServermgrError, single_error
 
     # Only as the first argument: a remote command may have its own --debug.
-    debug = sys.argv[1:2] == ["--debug"]
+    debug = argv[:1] == ["--debug"]
     if debug:
-        del sys.argv[1]
+        argv = argv[1:]
+    as_json = False
     try:
-        if sys.argv[1:2] == ["ctl"]:
-            from servermgr.ctl import fastpath
+        if argv[:1] == ["--version"]:
+            from servermgr import __version__
 
-            code = fastpath.main(sys.argv[1:])
-            if code is not None:
-                sys.exit(code)
-        elif sys.argv[1:3] == ["node", "run"] and _node_run(sys.argv[3:]):
-            return
-        from servermgr.cli import app
+            print(f"servermgr {__version__}")
+            return 0
+        from servermgr.cli import spec
+        from servermgr.cli.commands import ROOT
 
-        app()
+        try:
+            parsed = spec.parse(ROOT, argv, os.environ)
+        except spec.HelpRequested as shown:
+            sys.stdout.write(shown.text)
+            return 0
+        as_json = bool(parsed.values.get("json"))
+        assert parsed.cmd.run is not None
+        module, _, name = parsed.cmd.run.partition(":")
+        from importlib import import_module
+
+        code = getattr(import_module(module), name)(parsed)
+        return int(code or 0)
     except (ServermgrError, BaseExceptionGroup) as exc:
         found = single_error(exc)
         error = found if isinstance(found, ServermgrError) else None
@@ -38,27 +55,16 @@ def main() -> None:
         # The message may quote what Core or a node said: one safe line.
         from servermgr.common.text import printable
 
-        sys.stderr.write(f"servermgr: {printable(str(error))}\n")
-        sys.exit(error.exit_code)
+        if as_json:
+            from servermgr.ctl.output import print_error
+
+            print_error(error.code, printable(str(error)))
+        else:
+            sys.stderr.write(f"servermgr: {printable(str(error))}\n")
+        return error.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
-
-
-def _node_run(args: list[str]) -> bool:
-    """``node run [--config FILE]`` without typer: the agent stays small (~7 MiB less).
-
-    False (typer handles it) for anything else, such as ``--help``.
-    """
-    config: str | None = None
-    if args and args[0] in ("-c", "--config") and len(args) == 2:
-        config = args[1]
-    elif len(args) == 1 and args[0].startswith("--config="):
-        config = args[0].split("=", 1)[1]
-    elif args:
-        return False
-    from pathlib import Path
-
-    from servermgr.node.run import run_agent
-
-    run_agent(Path(config) if config else None)
-    return True
+        return 130
+    except BrokenPipeError:
+        # `servermgr ctl nodes | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

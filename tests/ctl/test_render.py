@@ -159,7 +159,7 @@ class _FakeClient:
     def job_output(self, job_id: str, node: str, stream: str, offset: int, limit: int) -> bytes:
         return b""
 
-    def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
+    def job_stream(self, job_id: str, *, read_timeout: float) -> Iterator[bytes]:
         yield json.dumps({"type": "done"}).encode()
 
 

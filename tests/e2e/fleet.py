@@ -202,6 +202,11 @@ class Fleet:
         res = self.run("ctl", *args, "--json", env=env)
         return json.loads(res.stdout) if res.returncode == 0 else None
 
+    def ctl_items(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        """The ``items`` of a listing's ``ctl … --json``, or None when the call failed."""
+        doc = self.ctl_json(*args, env=env)
+        return None if doc is None else doc["items"]
+
 
 class _CapExceeded(Exception):
     pass

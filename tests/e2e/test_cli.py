@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,10 @@ pytestmark = pytest.mark.e2e
 
 @cap(120)
 def test_version_and_help_on_every_command(fleet: Fleet) -> None:
-    import typer.main
+    from servermgr.cli import spec
+    from servermgr.cli.commands import ROOT
 
-    from servermgr.cli import app
-
-    def walk(cmd: Any, path: list[str]) -> Iterator[list[str]]:
-        yield path
-        for name, sub in getattr(cmd, "commands", {}).items():
-            yield from walk(sub, [*path, name])
-
-    commands = list(walk(typer.main.get_command(app), []))
+    commands = [list(path[1:]) for path, _ in spec.walk(ROOT)]
     assert ["ctl", "node", "remove"] in commands
     assert ["ctl", "metrics"] in commands
     # Two at a time: as many processes at once as there are commands would
@@ -178,7 +171,7 @@ def test_bad_key_unknown_node_and_unreachable_core_are_one_line_errors(fleet: Fl
     removed = fleet.run("ctl", "node", "remove", "spare", env=good_env)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.startswith(f"removed spare ({resp.json()['node_id']})")
-    assert fleet.ctl_json("nodes", env=good_env) == []
+    assert fleet.ctl_items("nodes", env=good_env) == []
 
 
 @cap(65)
@@ -194,7 +187,7 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     ]
 
     def all_online(after: float = 0.0) -> list[dict[str, Any]] | None:
-        listed = fleet.ctl_json("nodes", env=env)
+        listed = fleet.ctl_items("nodes", env=env)
         ok = (
             listed is not None
             and [n["name"] for n in listed] == names
@@ -233,7 +226,7 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     samples = fleet.poll(
         "a few samples of node-01",
         lambda: (
-            (s := fleet.ctl_json("metrics", "node-01", "--since", "10m", env=env))
+            (s := fleet.ctl_items("metrics", "node-01", "--since", "10m", env=env))
             and len(s) >= 3
             and s
         ),
@@ -258,7 +251,7 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     alt_port = free_port()
     alt, _ = start_core(fleet, alt_port, config="core-alt.toml")
     alt_env = {**env, "SERVERMGR_CORE": f"http://127.0.0.1:{alt_port}"}
-    listed = fleet.ctl_json("nodes", env=alt_env)
+    listed = fleet.ctl_items("nodes", env=alt_env)
     assert [(n["name"], n["id"], n["status"]) for n in listed] == [
         (n, ids[n], "offline") for n in names
     ]
@@ -267,7 +260,7 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     # Core again on its own port: the nodes come back by themselves.
     restarted_at = time.time()
     core, _ = start_core(fleet, port)
-    first = fleet.ctl_json("nodes", env=env)
+    first = fleet.ctl_items("nodes", env=env)
     for n in first:
         # Online only if it really connected to this Core.
         assert n["status"] == "offline" or n["connected_at"] >= restarted_at, n
@@ -276,7 +269,7 @@ def test_three_nodes_survive_a_kill_9_of_core(fleet: Fleet) -> None:
     assert {n["name"]: n["id"] for n in listed} == ids
     assert all(node.alive() for node in nodes)
 
-    history = fleet.ctl_json("metrics", "node-01", "--since", "10m", env=env)
+    history = fleet.ctl_items("metrics", "node-01", "--since", "10m", env=env)
     stamps = [s["ts"] for s in history]
     assert stored_before in stamps
     assert any(ts > killed_at for ts in stamps)
@@ -301,7 +294,7 @@ def test_backgrounded_core_stops_gracefully(fleet: Fleet, sig: signal.Signals) -
     env = {"SERVERMGR_CORE": f"http://127.0.0.1:{port}", "SERVERMGR_KEY": key}
     fleet.poll(
         "stored samples",
-        lambda: len(fleet.ctl_json("metrics", "n1", "--since", "5m", env=env) or []) >= 2,
+        lambda: len(fleet.ctl_items("metrics", "n1", "--since", "5m", env=env) or []) >= 2,
         10,
     )
     assert fleet.stop(core, sig) == 0, core.text()

@@ -73,10 +73,10 @@ def test_backup_while_running_then_deleted_database_then_restore(fleet: Fleet) -
     env = {"SERVERMGR_CORE": f"http://127.0.0.1:{port}", "SERVERMGR_KEY": key}
     fleet.poll(
         "stored samples",
-        lambda: len(fleet.ctl_json("metrics", "n1", "--since", "5m", env=env) or []) >= 3,
+        lambda: len(fleet.ctl_items("metrics", "n1", "--since", "5m", env=env) or []) >= 3,
         15,
     )
-    (node_id,) = [n["id"] for n in fleet.ctl_json("nodes", env=env)]
+    (node_id,) = [n["id"] for n in fleet.ctl_items("nodes", env=env)]
 
     backup = fleet.tmp / "backups" / "core.db"
     backup.parent.mkdir()
@@ -108,7 +108,7 @@ def test_backup_while_running_then_deleted_database_then_restore(fleet: Fleet) -
     fleet.poll(
         "n1 online again, same id",
         lambda: (
-            [n["id"] for n in fleet.ctl_json("nodes", env=env) or [] if n["status"] == "online"]
+            [n["id"] for n in fleet.ctl_items("nodes", env=env) or [] if n["status"] == "online"]
             == [node_id]
         ),
         20,

@@ -54,7 +54,7 @@ def test_kill_9_of_core_mid_job_still_records_the_result_once(fleet: Fleet) -> N
     fleet.spawn("node-01", "node", "run", "--config", str(fleet.node_config("node-01", port, key)))
     fleet.poll(
         "node-01 online",
-        lambda: (n := fleet.ctl_json("nodes", env=env)) and n[0]["status"] == "online",
+        lambda: (n := fleet.ctl_items("nodes", env=env)) and n[0]["status"] == "online",
         10,
     )
     job_id = submit(port, key, "echo start; sleep 2.75; echo done")
@@ -66,7 +66,7 @@ def test_kill_9_of_core_mid_job_still_records_the_result_once(fleet: Fleet) -> N
     n = fleet.poll("the job's result", lambda: node_result(fleet, env, job_id), 15)
     assert n["state"] == "succeeded"
     assert base64.b64decode(n["stdout_b64"]) == b"start\ndone\n"
-    audit = fleet.ctl_json("audit", env=env)
+    audit = fleet.ctl_items("audit", env=env)
     assert [r["outcome"] for r in audit if r["job_id"] == job_id] == ["1 succeeded"]
 
 
@@ -79,7 +79,7 @@ def test_kill_9_of_the_agent_mid_job_is_reported_and_leaves_nothing(fleet: Fleet
     agent = fleet.spawn("node-01", "node", "run", "--config", cfg)
     fleet.poll(
         "node-01 online",
-        lambda: (n := fleet.ctl_json("nodes", env=env)) and n[0]["status"] == "online",
+        lambda: (n := fleet.ctl_items("nodes", env=env)) and n[0]["status"] == "online",
         10,
     )
     job_id = submit(port, key, "sleep 4.75; echo done")

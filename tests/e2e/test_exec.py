@@ -376,7 +376,7 @@ def test_output_is_live_unless_no_stream(fleet: Fleets, tmp_path: Path) -> None:
 
 def test_timeout_exits_124_and_leaves_no_process(fleet: Fleets) -> None:
     started = time.monotonic()
-    res = fleet.ctl("exec", "node-01", "sleep 30", "--timeout", "1")
+    res = fleet.ctl("exec", "node-01", "-t", "1s", "sleep 30")  # options after the target
     took = time.monotonic() - started
     assert res.returncode == 124, res
     assert res.stdout == b""
@@ -543,7 +543,7 @@ def test_cancel_a_job_from_another_ctl(fleet: Fleets) -> None:
     assert "cancelled" in shown.stdout.decode()
 
     def ids(res: subprocess.CompletedProcess[bytes]) -> list[str]:
-        return [j["id"] for j in json.loads(res.stdout)["jobs"]]
+        return [j["id"] for j in json.loads(res.stdout)["items"]]
 
     assert job_id in ids(on_01)
     assert job_id not in ids(on_02)
@@ -567,7 +567,7 @@ def test_service_refuses_a_unit_name_with_shell_syntax(fleet: Fleets) -> None:
     failed_255(example, "node-01", "refused", "unit name 'nginx; rm -rf /'")
     failed_255(touch, "node-02", "refused", "unit name")
     assert not pwned.exists()
-    job = fleet.ctl_json("jobs", "--node", "node-02", "--state", "refused")["jobs"][0]
+    job = fleet.ctl_json("jobs", "--node", "node-02", "--state", "refused")["items"][0]
     assert job["service"] == {"action": "restart", "unit": f"x;touch {pwned}"}
 
 
@@ -591,7 +591,7 @@ def test_audit_lists_who_ran_what_where_and_how_it_ended(fleet: Fleets) -> None:
     )
     assert ran.returncode == 0, ran
     assert refused.returncode != 0, refused
-    rows = fleet.ctl_json("audit", "--limit", "500")
+    rows = fleet.ctl_json("audit", "--limit", "500")["items"]
     exec_row = next(r for r in rows if r["detail"] == "echo audit-me")
     assert exec_row["principal"] == "core-key"
     assert exec_row["action"] == "exec"
@@ -604,7 +604,7 @@ def test_audit_lists_who_ran_what_where_and_how_it_ended(fleet: Fleets) -> None:
     assert service_row["outcome"] == "1 refused"
     assert rows == sorted(rows, key=lambda r: r["ts"], reverse=True)
 
-    services = fleet.ctl_json("audit", "--action", "service", "--limit", "500")
+    services = fleet.ctl_json("audit", "--action", "service", "--limit", "500")["items"]
     assert {r["action"] for r in services} == {"service"}
     table = fleet.ctl("audit")
     assert table.returncode == 0, table
@@ -615,5 +615,5 @@ def test_audit_outcome_of_a_job_for_an_offline_node(fleet: Fleets) -> None:
     res = fleet.ctl(*fleet.edge.flags(), "exec", "gone", "echo audit-offline")
     assert res.returncode == 255, res
     rows = fleet.ctl(*fleet.edge.flags(), "audit", "--json", "--limit", "500")
-    row = next(r for r in json.loads(rows.stdout) if r["detail"] == "echo audit-offline")
+    row = next(r for r in json.loads(rows.stdout)["items"] if r["detail"] == "echo audit-offline")
     assert row["outcome"] == "1 expired"

@@ -52,7 +52,7 @@ def test_hostile_names_are_refused_renames_are_the_operators_and_nothing_prints_
     fleet.spawn("web-01", "node", "run", "--config", str(fleet.node_config("web-01", port, key)))
     nodes = fleet.poll(
         "web-01 online",
-        lambda: [n for n in fleet.ctl_json("nodes", env=env) or [] if n["status"] == "online"],
+        lambda: [n for n in fleet.ctl_items("nodes", env=env) or [] if n["status"] == "online"],
         15,
     )
     victim_id = nodes[0]["id"]

@@ -62,7 +62,7 @@ def test_roles_revocation_and_no_secret_in_any_log(fleet: Fleet) -> None:
     enroll = made("key", "create", "--role", "enroll", "--name", "installer")
     operate = made("key", "create", "--role", "operate", "--name", "ci")
     read = made("key", "create", "--role", "read", "--name", "viewer", "--expires", "1d")
-    listing = json.loads(run("key", "list", "--json", "--config", str(cfg)).stdout)
+    listing = json.loads(run("key", "list", "--json", "--config", str(cfg)).stdout)["items"]
     assert [(t["name"], t["role"]) for t in listing] == [
         ("ci", "operate"),
         ("installer", "enroll"),
@@ -80,7 +80,7 @@ def test_roles_revocation_and_no_secret_in_any_log(fleet: Fleet) -> None:
         res = run("ctl", "nodes", "--json", key=read)
         if res.returncode:
             return []
-        return sorted(n["name"] for n in json.loads(res.stdout) if n["status"] == "online")
+        return sorted(n["name"] for n in json.loads(res.stdout)["items"] if n["status"] == "online")
 
     fleet.poll("both nodes online", lambda: online() == ["node-01", "node-02"], 15)
 
@@ -96,10 +96,10 @@ def test_roles_revocation_and_no_secret_in_any_log(fleet: Fleet) -> None:
     res = run("ctl", "exec", "--all", "echo", "hi", key=operate)
     assert res.returncode == 0, res.stderr
     assert sorted(res.stdout.splitlines()) == ["node-01 | hi", "node-02 | hi"]
-    audit = json.loads(run("ctl", "audit", "--json", key=read).stdout)
+    audit = json.loads(run("ctl", "audit", "--json", key=read).stdout)["items"]
     assert [r["principal"] for r in audit] == ["ci"]
     # ... but cannot remove a node: that is the core key's.
-    line = one_line_error(run("ctl", "node", "remove", "node-02", key=operate), 1)
+    line = one_line_error(run("ctl", "node", "remove", "node-02", "--force", key=operate), 1)
     assert "needs the core key" in line
 
     # Revoked on the running Core: refused within a few seconds.
@@ -107,7 +107,7 @@ def test_roles_revocation_and_no_secret_in_any_log(fleet: Fleet) -> None:
     fleet.poll("viewer refused", lambda: run("ctl", "nodes", key=read).returncode == 1, 10)
 
     # A removed node is disconnected and its agent stops, saying so in one line.
-    assert run("ctl", "node", "remove", "node-02", key=admin).returncode == 0
+    assert run("ctl", "node", "remove", "node-02", "--force", key=admin).returncode == 0
     assert agents["node-02"].popen.wait(timeout=fleet.left()) == 1
     last = agents["node-02"].text().strip().splitlines()[-1]
     assert last.startswith("servermgr: Core removed this node (node-02)")
@@ -122,7 +122,7 @@ def test_roles_revocation_and_no_secret_in_any_log(fleet: Fleet) -> None:
     fleet.poll("old key refused", lambda: run("ctl", "nodes", key=admin).returncode == 1, 10)
     fleet.poll("new key works", lambda: run("ctl", "nodes", key=rotated).returncode == 0, 10)
     # (the read token is revoked: look with the operate one)
-    nodes = json.loads(run("ctl", "nodes", "--json", key=operate).stdout)
+    nodes = json.loads(run("ctl", "nodes", "--json", key=operate).stdout)["items"]
     assert [(n["name"], n["status"]) for n in nodes] == [("node-01", "online")]
 
     credentials = [

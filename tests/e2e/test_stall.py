@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def online(fleet: Fleet, env: dict[str, str], count: int) -> bool:
-    nodes = fleet.ctl_json("nodes", env=env)
+    nodes = fleet.ctl_items("nodes", env=env)
     return bool(nodes) and sum(n["status"] == "online" for n in nodes) == count
 
 

@@ -47,7 +47,7 @@ def test_pinned_node_and_ctl_over_https(fleet: Fleet) -> None:
     assert "line 2: the fingerprint of" in shown.stderr
     core = fleet.spawn("core", "core", "serve", "--config", str(cfg))
     # On the Core host ctl finds the address, the key and the pin by itself.
-    fleet.poll("Core over https", lambda: fleet.ctl_json("-c", str(cfg), "nodes") == [], 15)
+    fleet.poll("Core over https", lambda: fleet.ctl_items("-c", str(cfg), "nodes") == [], 15)
     assert f"Core listening on https://127.0.0.1:{port}" in core.text()
     assert pin in core.text()
 
@@ -79,7 +79,7 @@ def test_pinned_node_and_ctl_over_https(fleet: Fleet) -> None:
         res = fleet.run("ctl", "nodes", "--json", env=env, cwd=away)
         if res.returncode != 0:
             return None
-        return [n["name"] for n in json.loads(res.stdout) if n["status"] == "online"]
+        return [n["name"] for n in json.loads(res.stdout)["items"] if n["status"] == "online"]
 
     assert fleet.poll("node-01 online", listed, 20) == ["node-01"]
     res = fleet.run("ctl", "exec", "node-01", "echo over-https", env=env, cwd=away)

@@ -35,14 +35,16 @@ NOT_IN_AGENT = (
     "click",
     "pydantic",
     "rich",
-    "servermgr.cli",
+    "servermgr.ctl.client",
     "servermgr.core",
 )
 
 
 def test_the_agent_imports_only_what_a_reporting_node_needs() -> None:
     code = (
-        "import sys, servermgr.main, servermgr.node.run\n"
+        "import os, sys, servermgr.main, servermgr.node.run, servermgr.cli.admin\n"
+        "from servermgr.cli import spec, commands\n"
+        "spec.parse(commands.ROOT, ['node', 'run', '-c', 'x.toml'], os.environ)\n"
         f"print(' '.join(m for m in {NOT_IN_AGENT!r} if m in sys.modules))\n"
     )
     out = subprocess.run(

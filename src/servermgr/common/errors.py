@@ -3,7 +3,7 @@
 Library code raises these; the CLI turns them into one line and an exit code,
 the REST API into one JSON shape (``{"error": {"code": ..., "message": ...}}``).
 
-    ServermgrError                 base; ``exit_code`` for the CLI
+    ServermgrError                 base; ``exit_code`` for the CLI, ``code`` for --json errors
     ├── ConfigError                bad config file, key or value (exit 2)
     ├── UsageError                 bad command-line input (exit 2)
     ├── KeyFileError               core key file missing, empty, corrupt, unreadable
@@ -30,6 +30,7 @@ class ServermgrError(Exception):
     """Base of every error servermgr reports to a user."""
 
     exit_code = 1
+    code = "error"  # stable, for scripts: ctl's --json errors carry it
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -42,6 +43,7 @@ class ServermgrError(Exception):
 class ConfigError(ServermgrError):
     """A config file that cannot be used; names the file, key and reason."""
 
+    code = "config"
     exit_code = 2
 
     def __init__(self, path: str, key: str | None, reason: str) -> None:
@@ -55,11 +57,14 @@ class ConfigError(ServermgrError):
 class UsageError(ServermgrError):
     """Bad command-line input that the parser could not catch."""
 
+    code = "usage"
     exit_code = 2
 
 
 class KeyFileError(ServermgrError):
     """The core key file exists but cannot be used; it is left untouched."""
+
+    code = "key_file"
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
@@ -127,9 +132,13 @@ class NodeRemovedError(RegistrationError):
 class ClientError(ServermgrError):
     """A request from ctl (or the node's REST calls) failed."""
 
+    code = "client"
+
 
 class CoreUnreachableError(ClientError):
     """Core did not answer at its address."""
+
+    code = "unreachable"
 
 
 class TlsError(CoreUnreachableError):
@@ -138,9 +147,13 @@ class TlsError(CoreUnreachableError):
     A node keeps retrying (with backoff) and never sends its credential.
     """
 
+    code = "tls"
+
 
 class AuthError(ClientError):
     """Core refused the key."""
+
+    code = "unauthorized"
 
 
 class ApiError(ClientError):

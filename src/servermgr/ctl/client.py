@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 TIMEOUT = 10.0
 RETRY_DELAYS = (0.2, 0.5, 1.0)  # job submission retried on connection errors
 MAX_LINE = 64 * 1024 * 1024  # one NDJSON line; the largest is a job of a huge fleet
+JOBS = "/api/v1/jobs"
+EVENTS = "/api/v1/events"  # the WebSocket of live node status (ctl top)
+
+
+def events_path(*, history: int, interval: int) -> str:
+    """The path of the live event stream ``ctl top`` opens as a WebSocket."""
+    return f"{EVENTS}?history={history}&interval={interval}"
 
 
 def resolve(
@@ -220,7 +227,7 @@ class Client:
         for delay in (*RETRY_DELAYS, None):
             try:
                 job: dict[str, Any] = self.request(
-                    "POST", "/api/v1/jobs", json=body, headers={"Idempotency-Key": key}
+                    "POST", JOBS, json=body, headers={"Idempotency-Key": key}
                 )
                 return job
             except TlsError:
@@ -303,6 +310,41 @@ class Client:
 
     def remove_node(self, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("DELETE", f"/api/v1/nodes/{_seg(ref)}")
+        return result
+
+    def jobs(
+        self,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        limit: int = 20,
+        before: float | None = None,
+    ) -> dict[str, Any]:
+        """A page of jobs, newest first: ``{"jobs": [...], "next_before": ...}``."""
+        params: dict[str, Any] = {"limit": limit}
+        for k, v in (("node", node), ("state", state), ("before", before)):
+            if v is not None:
+                params[k] = v
+        result: dict[str, Any] = self.request("GET", JOBS, params=params)
+        return result
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/api/v1/jobs/{_seg(job_id)}/cancel")
+        return result
+
+    def job_stream(self, job_id: str, *, read_timeout: float) -> Iterator[bytes]:
+        """The job's live events, one NDJSON line each (see ``stream_lines``)."""
+        return self.stream_lines(f"/api/v1/jobs/{_seg(job_id)}/stream", read_timeout=read_timeout)
+
+    def audit(
+        self, *, since: str | None = None, action: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = since
+        if action is not None:
+            params["action"] = action
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/audit", params=params)
         return result
 
     def metrics(

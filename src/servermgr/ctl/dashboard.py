@@ -18,30 +18,27 @@ import json
 import math
 import os
 import signal
-import ssl
 import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
 
-import httpx
 import trio
 from rich.console import Console
 from rich.live import Live
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from servermgr.common import tls
 from servermgr.common.errors import AuthError, ClientError
 from servermgr.common.text import printable, printable_doc
 from servermgr.common.tls import Trust
 from servermgr.ctl import dashboard_view as view
+from servermgr.ctl.client import Client, events_path
 from servermgr.ctl.dashboard_state import State, apply, handle_key, parse_keys
 from servermgr.ctl.wsclient import Backoff, connect
 
-EVENTS_PATH = "/api/v1/events?history=60&interval=1"
+EVENTS_PATH = events_path(history=60, interval=1)
 MIN_PAINT_INTERVAL = 1.0  # data-driven repaints, at most this often
 IDLE_PAINT = 5.0  # repaint anyway (ages, clock)
 SILENCE = 45.0  # no message (Core sends keepalives every 15 s): reconnect
@@ -247,51 +244,33 @@ class Dashboard:
                     self._stop(128 + signum)
 
     async def _details(self) -> None:
-        verify: ssl.SSLContext | bool = True
-        while self.trust is not None and verify is True:
-            # httpx cannot check a pin before it sends the key: give it a context
-            # that accepts only the pinned certificate. A mismatch ends ctl top
-            # (TlsError); Core not up yet is the events task's to report.
-            try:
-                verify = await trio.to_thread.run_sync(
-                    tls.verifying_context, self.base_url, self.trust, HTTP_TIMEOUT
-                )
-            except OSError:
-                await trio.sleep(DETAIL_REFRESH)
-        async with httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.key}"},
-            timeout=HTTP_TIMEOUT,
-            trust_env=False,
-            verify=verify,
-        ) as http:
+        # The same stdlib client as the rest of ctl (it checks a pin before it
+        # sends the key), called from a worker thread; only this task uses it.
+        http = Client(self.base_url, self.key, timeout=HTTP_TIMEOUT, trust=self.trust)
+        try:
             while True:
                 detail = self.state.detail
                 if detail is not None:
-                    ref = quote(detail.node_id, safe="")
                     try:
-                        node = await _get(http, f"/api/v1/nodes/{ref}")
-                        jobs = await _get(
-                            http, "/api/v1/jobs", {"node": detail.node_id, "limit": 8}
+                        node, jobs = await trio.to_thread.run_sync(
+                            _detail_docs, http, detail.node_id
                         )
-                        detail.node, detail.jobs, detail.error = node, jobs["jobs"], None
-                    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                        detail.node, detail.jobs, detail.error = node, jobs, None
+                    except (ClientError, ValueError, KeyError, TypeError) as exc:
                         detail.error = printable(f"cannot load the details: {exc}")
                     self._poke(urgent=True)
                 with trio.move_on_after(DETAIL_REFRESH if detail is not None else math.inf):
                     await self.detail_changed.wait()
                 self.detail_changed = trio.Event()
+        finally:
+            http.close()
 
 
-async def _get(http: httpx.AsyncClient, path: str, params: dict[str, Any] | None = None) -> Any:
-    resp = await http.get(path, params=params)
-    if resp.status_code >= 400:
-        try:
-            message = resp.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {resp.status_code}"
-        raise ValueError(printable(str(message)))
-    return printable_doc(resp.json())
+def _detail_docs(http: Client, node_id: str) -> tuple[Any, Any]:
+    """The detail panel's node document and its latest jobs, escaped for the terminal."""
+    node = http.node(node_id)
+    jobs = http.jobs(node=node_id, limit=8)["jobs"]
+    return printable_doc(node), printable_doc(jobs)
 
 
 def _refused(exc: ConnectionRejected) -> str:

@@ -1,7 +1,7 @@
 """A job request from what the operator typed: target, command or service, options.
 
-Shared by the typer commands and the fast path (ctl/fastpath.py); no typer
-here. Bad input raises UsageError (one line, exit 2).
+Used by the exec and service handlers (ctl/commands.py); durations arrive
+parsed (cli/commands.py checks them). Bad input raises UsageError (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -9,16 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from servermgr.common.errors import UsageError
-from servermgr.common.timespec import parse_duration
 
 SERVICE_ACTIONS = ("status", "start", "stop", "restart", "reload", "enable", "disable")
-
-
-def seconds(text: str, option: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
 
 
 def target_of(args: list[str], all_nodes: bool, label: str | None) -> tuple[str, list[str], bool]:
@@ -52,9 +44,9 @@ def job_body(
     command: str | None,
     service: dict[str, str] | None,
     *,
-    timeout: str,
+    timeout: float,
     output_cap: int,
-    wait: str,
+    wait: float,
     env: list[str],
     cwd: str | None,
 ) -> dict[str, Any]:
@@ -69,9 +61,9 @@ def job_body(
         raise UsageError("--output-cap must not be negative")
     body: dict[str, Any] = {
         "target": target,
-        "timeout": seconds(timeout, "--timeout"),
+        "timeout": timeout,
         "output_cap": output_cap,
-        "wait": seconds(wait, "--wait"),
+        "wait": wait,
         "env": env_map,
         "cwd": cwd,
     }

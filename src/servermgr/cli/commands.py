@@ -1,0 +1,533 @@
+"""Every ``servermgr`` command, option and default, defined once.
+
+The parser (``cli/spec.py``), ``--help``, shell completion
+(``cli/completion.py``) and ``docs/reference/cli.md`` (``cli/reference.py``,
+checked by ``tests/test_docs.py``) all read this tree. Nothing here imports
+more than the standard library's small modules, so ``servermgr --help`` and
+``ctl exec`` start fast; a handler's module is imported only when its command
+runs.
+
+Adding a command
+----------------
+1. Write the handler: ``def my_command(a: Parsed) -> int | None`` in the
+   module of its area (ctl commands: ``ctl/commands.py`` or a module of
+   their own, e.g. ``ctl/alerts.py``). It reads ``a.<dest>`` for every option
+   and argument of the command and of its groups (``a.json``, ``a.core``),
+   talks to Core through ``ctl.commands.client(a)`` (every API path lives in
+   ``ctl/client.py``), raises typed errors (``common/errors.py``) and returns
+   the exit code (None: 0).
+2. Add a ``Cmd`` below, in its group's ``children``, with ``run`` naming the
+   handler as ``"module:function"``. Reuse the shared options (``JSON``,
+   ``TARGET``, ``TIMEOUT``...) so the same option reads the same everywhere;
+   give a listing ``JSON`` and print it with ``render.print_items``.
+3. Document it under its own ``### servermgr ...`` heading in
+   ``docs/reference/cli.md`` (``python -m servermgr.cli.reference`` prints the
+   generated section; the docs test fails until it is there).
+"""
+
+from __future__ import annotations
+
+from servermgr.cli.spec import Arg, Cmd, Opt
+from servermgr.common import timespec
+from servermgr.ctl.jobspec import SERVICE_ACTIONS
+
+# --- value checks (ValueError -> exit 2 with its text) --------------------------
+
+
+def _duration(text: str) -> float:
+    return timespec.parse_duration(text)
+
+
+def _time(text: str) -> str:
+    timespec.parse_time(text, now=0.0)  # validates; Core resolves it against its clock
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{text!r} must not be negative")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+# --- shared options ------------------------------------------------------------
+
+CONFIG = Opt(
+    ("--config", "-c"),
+    "config",
+    "Config file (default: $SERVERMGR_CONFIG, else ./servermgr.toml if present, "
+    "else built-in defaults).",
+    metavar="FILE",
+    complete="file",
+)
+DATA_DIR = Opt(
+    ("--data-dir",),
+    "data_dir",
+    "Core's data directory (overrides [storage] data_dir).",
+    metavar="DIR",
+    complete="dir",
+)
+JSON = Opt(("--json",), "json", "Print JSON instead of a table (docs/cli.md: JSON output).")
+FORCE = Opt(("--force",), "force", "Replace FILE if it exists.")
+ALL = Opt(("--all", "-a"), "all", "Target every node.", targets=True)
+LABEL = Opt(
+    ("--label", "-l"),
+    "label",
+    "Target nodes by labels: role=web,env!=staging (docs/cli.md: targeting).",
+    metavar="SELECTOR",
+    complete="label",
+    targets=True,
+)
+TIMEOUT = Opt(
+    ("--timeout", "-t"),
+    "timeout",
+    "Kill the command after this long (30s, 5m, 1h).",
+    metavar="DURATION",
+    default="60s",
+    check=_duration,
+)
+WAIT = Opt(
+    ("--wait",),
+    "wait",
+    "Queue the job for offline nodes this long (10m) instead of failing at once.",
+    metavar="DURATION",
+    default="0s",
+    check=_duration,
+)
+NODE = Arg("NODE", "node", "Node name or id.", complete="node")
+TARGET_HELP = (
+    "TARGET then the command: a node, a glob ('web-*'), a comma list, a label selector "
+    "(role=web,env!=staging) or all; quote the command or put it after --."
+)
+
+CTL_OPTIONS = (
+    Opt(
+        ("--core",),
+        "core",
+        "Core's address, e.g. http://127.0.0.1:9999 (default: from the config's [server] listen).",
+        metavar="URL",
+        env="SERVERMGR_CORE",
+    ),
+    Opt(
+        ("--key",),
+        "key",
+        "The core key or a token (default: read from the local Core's data_dir).",
+        metavar="KEY",
+        env="SERVERMGR_KEY",
+    ),
+    CONFIG,
+    Opt(
+        ("--fingerprint",),
+        "fingerprint",
+        "For https: Core's certificate fingerprint (sha256:..., as `key show` prints it; "
+        "default: the local Core's).",
+        metavar="SHA256",
+        env="SERVERMGR_FINGERPRINT",
+    ),
+    Opt(
+        ("--ca-file",),
+        "ca_file",
+        "For https: verify Core's certificate with this CA file instead of a pin.",
+        metavar="FILE",
+        env="SERVERMGR_CA_FILE",
+        complete="file",
+    ),
+)
+
+# The job states of core/jobstate.py (ctl never imports core; a test keeps them equal).
+JOB_STATES = (
+    "queued",
+    "sent",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "refused",
+    "expired",
+    "lost",
+    "stalled",
+)
+
+A = "servermgr.cli.admin:"
+C = "servermgr.ctl.commands:"
+
+# --- the tree --------------------------------------------------------------------
+
+KEY = Cmd(
+    "key",
+    "Credentials on the Core host: the core key (admin) and named tokens with a role.",
+    children=(
+        Cmd(
+            "show",
+            "Print the core key (created if missing). The first line is the key alone.",
+            run=A + "key_show",
+            options=(CONFIG, DATA_DIR),
+        ),
+        Cmd(
+            "create",
+            "Make a named token with a role; prints it once, alone on the first line.",
+            run=A + "key_create",
+            options=(
+                Opt(
+                    ("--role",),
+                    "role",
+                    "What the token may do.",
+                    metavar="ROLE",
+                    choices=("read", "operate", "enroll"),
+                ),
+                Opt(("--name",), "name", "A name for the token (audit, list, revoke).", "NAME"),
+                Opt(
+                    ("--expires",),
+                    "expires",
+                    "Stop working after this long (30d, 12h); default never.",
+                    metavar="DURATION",
+                ),
+                CONFIG,
+                DATA_DIR,
+            ),
+        ),
+        Cmd(
+            "list",
+            "List named tokens: name, role, created, expires, last used (never the secret).",
+            run=A + "key_list",
+            options=(CONFIG, DATA_DIR, JSON),
+        ),
+        Cmd(
+            "revoke",
+            "Revoke a named token; a running Core refuses it within a second.",
+            run=A + "key_revoke",
+            options=(CONFIG, DATA_DIR),
+            args=(Arg("NAME", "name", "The token's name."),),
+        ),
+        Cmd(
+            "rotate",
+            "Replace the core key; prints the new one alone on the first line.",
+            run=A + "key_rotate",
+            options=(CONFIG, DATA_DIR),
+        ),
+    ),
+)
+
+EXEC = Cmd(
+    "exec",
+    "Run a shell command on one node or many, with live output.\n\n"
+    "Options stand before the command's first word (or before --). One node: its output as "
+    "written and its exit code. Several: lines prefixed with the node name and a "
+    "summary on stderr; exit 0 only if all succeeded. Exit 124: timed out; 255: "
+    "ctl, Core or the node could not run it.",
+    run=C + "exec_",
+    remote=True,
+    options=(
+        ALL,
+        LABEL,
+        TIMEOUT,
+        Opt(
+            ("--output-cap",),
+            "output_cap",
+            "Keep at most this many bytes per stream per node.",
+            metavar="BYTES",
+            default=1 << 20,
+            check=_count,
+        ),
+        WAIT,
+        Opt(
+            ("--env", "-e"),
+            "env",
+            "Set NAME=VALUE in the command's environment.",
+            metavar="NAME=VALUE",
+            repeat=True,
+        ),
+        Opt(("--cwd",), "cwd", "Working directory.", metavar="DIR"),
+        JSON,
+        Opt(("--no-stream",), "no_stream", "Print the output when the job is done, not live."),
+    ),
+    args=(Arg("TARGET COMMAND", "words", TARGET_HELP, many=True, complete="target"),),
+)
+
+SERVICE = Cmd(
+    "service",
+    "Manage a systemd unit on nodes, with the same guarantees as exec.",
+    run=C + "service",
+    remote=True,
+    options=(ALL, LABEL, TIMEOUT, WAIT, JSON),
+    args=(
+        Arg(
+            "TARGET ACTION UNIT",
+            "words",
+            f"ACTION: {', '.join(SERVICE_ACTIONS)}; with --all or --label: ACTION UNIT.",
+            many=True,
+            complete="target",
+        ),
+    ),
+)
+
+CTL = Cmd(
+    "ctl",
+    "Operate the fleet through Core's API (--core/--key or SERVERMGR_CORE/SERVERMGR_KEY).",
+    options=CTL_OPTIONS,
+    children=(
+        Cmd(
+            "nodes",
+            "List nodes: status, CPU, memory, disk, network, load, uptime, last seen.",
+            run=C + "nodes",
+            options=(JSON,),
+        ),
+        Cmd(
+            "node",
+            "Show, rename or remove one node.",
+            default_child="show",
+            children=(
+                Cmd(
+                    "show",
+                    "Show one node: static info, disks, interfaces, latest sample.",
+                    run=C + "node_show",
+                    options=(JSON,),
+                    args=(NODE,),
+                ),
+                Cmd(
+                    "remove",
+                    "Remove a node and its history; its name can then be registered again.",
+                    run=C + "node_remove",
+                    options=(
+                        Opt(("--force",), "force", "Remove it even while it is online."),
+                        JSON,
+                    ),
+                    args=(NODE,),
+                ),
+                Cmd(
+                    "rename",
+                    "Rename a node; it keeps its id, credential and history.",
+                    run=C + "node_rename",
+                    options=(JSON,),
+                    args=(NODE, Arg("NEW_NAME", "new_name", "The node's new name.")),
+                ),
+            ),
+        ),
+        Cmd(
+            "top",
+            "Live dashboard of every node: CPU, memory, disk, network, load (q quits).\n\n"
+            "Keys: s sort · / filter by name or label · arrows/j/k select · Enter details · "
+            "PgUp/PgDn scroll · Esc back · q quit.",
+            run=C + "top",
+        ),
+        Cmd(
+            "metrics",
+            "A node's metrics over time, with sparklines (rollups for long ranges).",
+            run=C + "metrics",
+            options=(
+                Opt(
+                    ("--since",),
+                    "since",
+                    "Start: a duration ago (10m, 1h, 7d), an ISO 8601 date or time, "
+                    "or unix seconds.",
+                    metavar="TIME",
+                    default="1h",
+                    check=_time,
+                ),
+                Opt(
+                    ("--until",),
+                    "until",
+                    "End, in the same forms (default: now).",
+                    metavar="TIME",
+                    check=_time,
+                ),
+                Opt(
+                    ("--step",),
+                    "step",
+                    "Resolution; auto picks by range (raw up to 6h, 1m below 7d, else 1h).",
+                    metavar="STEP",
+                    default="auto",
+                    choices=("auto", "raw", "1m", "1h"),
+                ),
+                JSON,
+            ),
+            args=(NODE,),
+        ),
+        EXEC,
+        Cmd(
+            "cp",
+            "Copy a file to nodes (LOCAL TARGET:PATH) or from one node (NODE:PATH LOCAL).\n\n"
+            "Streamed in chunks with back-pressure; the SHA-256 is checked on every side "
+            "and printed; a push is placed atomically. The node's [files] policy decides "
+            "which paths. Exit 0: every node has the file; 1: any failed; 255: Core "
+            "unreachable or the key refused.",
+            run=C + "cp",
+            options=(
+                Opt(
+                    ("--mode",),
+                    "mode",
+                    "Permissions of the copied file, octal (0644).",
+                    metavar="MODE",
+                ),
+                Opt(
+                    ("--owner",),
+                    "owner",
+                    "Push: owner of the placed file, USER[:GROUP] or :GROUP.",
+                    metavar="USER",
+                ),
+                Opt(
+                    ("--parallel",),
+                    "parallel",
+                    "Push: nodes written at once.",
+                    metavar="N",
+                    default=4,
+                    check=_count,
+                ),
+                JSON,
+            ),
+            args=(
+                Arg("SRC", "src", "A local file, or NODE:/path to pull from.", complete="file"),
+                Arg(
+                    "DST",
+                    "dst",
+                    "TARGET:/path to push to (a node, a,b, role=web or *), or a local path.",
+                    complete="file",
+                ),
+            ),
+        ),
+        Cmd(
+            "shell",
+            "Open an interactive shell on a node, like ssh (needs [exec] shell = true there).\n\n"
+            "Exits with the shell's status (128+N when killed by signal N); 255 when the "
+            "shell cannot be opened (unknown or offline node, refused, Core unreachable).",
+            run=C + "shell",
+            args=(NODE,),
+        ),
+        SERVICE,
+        Cmd(
+            "jobs",
+            "List jobs, newest first.",
+            run=C + "jobs",
+            options=(
+                Opt(
+                    ("--node",),
+                    "node",
+                    "Only jobs that ran on this node.",
+                    metavar="NODE",
+                    complete="node",
+                ),
+                Opt(
+                    ("--state",),
+                    "state",
+                    "Only jobs with a node in this state.",
+                    metavar="STATE",
+                    choices=JOB_STATES,
+                ),
+                Opt(
+                    ("--limit",), "limit", "How many (newest first).", "N", default=20, check=_count
+                ),
+                Opt(
+                    ("--before",),
+                    "before",
+                    "Page: jobs created before this time (next_before of --json).",
+                    metavar="TIME",
+                    check=_number,
+                ),
+                JSON,
+            ),
+        ),
+        Cmd(
+            "job",
+            "Show one job: each node's state, exit code, duration and output.",
+            run=C + "job",
+            options=(JSON,),
+            args=(Arg("JOB_ID", "job_id", "Job id."),),
+        ),
+        Cmd(
+            "cancel",
+            "Cancel a job on every node where it has not finished.",
+            run=C + "cancel",
+            options=(JSON,),
+            args=(Arg("JOB_ID", "job_id", "Job id."),),
+        ),
+        Cmd(
+            "audit",
+            "The audit log: who ran what, where, when, and how it ended.",
+            run=C + "audit",
+            options=(
+                Opt(
+                    ("--since",),
+                    "since",
+                    "Only since: a duration ago (1h, 7d), an ISO 8601 date or time, "
+                    "or unix seconds.",
+                    metavar="TIME",
+                    check=_time,
+                ),
+                Opt(
+                    ("--action",),
+                    "action",
+                    "Only this kind of action.",
+                    metavar="ACTION",
+                    choices=("exec", "service", "file.push", "file.pull", "shell"),
+                ),
+                Opt(
+                    ("--limit",),
+                    "limit",
+                    "How many rows (newest first).",
+                    "N",
+                    default=50,
+                    check=_count,
+                ),
+                JSON,
+            ),
+        ),
+    ),
+)
+
+ROOT = Cmd(
+    "servermgr",
+    "A lightweight manager for a fleet of Linux servers.",
+    options=(Opt(("--version",), "version", "Print the version and exit."),),
+    children=(
+        Cmd(
+            "core",
+            "Run Core: registration, node gateway, REST API, history.",
+            children=(
+                Cmd(
+                    "serve",
+                    "Run Core on [server] listen until SIGINT/SIGTERM.",
+                    run=A + "core_serve",
+                    options=(CONFIG,),
+                ),
+                Cmd(
+                    "backup",
+                    "Copy Core's database to FILE: consistent while Core runs, mode 0600.",
+                    run=A + "core_backup",
+                    options=(CONFIG, FORCE),
+                    args=(Arg("FILE", "file", "Where to write the copy.", complete="file"),),
+                ),
+            ),
+        ),
+        Cmd(
+            "node",
+            "Run the node agent.",
+            children=(
+                Cmd(
+                    "run",
+                    "Run the node agent: register, send heartbeats, reconnect forever.",
+                    run=A + "node_run",
+                    options=(CONFIG,),
+                ),
+            ),
+        ),
+        Cmd(
+            "up",
+            "Run Core plus a local node in one process: the quickest way to look around.",
+            run=A + "up",
+            options=(CONFIG,),
+        ),
+        KEY,
+        CTL,
+    ),
+)

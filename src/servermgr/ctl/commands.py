@@ -1,0 +1,234 @@
+"""Handlers of ``servermgr ctl ...`` (spec: cli/commands.py).
+
+Each takes the parsed command line (its own options and ctl's: ``a.core``,
+``a.key``...) and returns the exit code (None: 0). Every request goes
+through ``client(a)``: the API's paths live in ``ctl/client.py`` only.
+Tables are built with rich (``ctl/render.py``, imported when a table is
+printed); ``--json`` goes through ``ctl/output.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from servermgr.cli.spec import Parsed
+from servermgr.common.errors import ClientError, UsageError
+from servermgr.ctl import output
+
+if TYPE_CHECKING:
+    from servermgr.common.config import Config
+    from servermgr.common.tls import Trust
+    from servermgr.ctl.client import Client
+
+EXIT_FAILURE = 255  # exec/service: ctl, Core or the node could not run it (as ssh)
+
+
+def _config(a: Parsed) -> Config:
+    from servermgr.common.config import find_config, load_config
+
+    cwd = Path.cwd()
+    path = Path(a.config) if a.config else None
+    return load_config(find_config(path, os.environ, cwd), cwd=cwd)
+
+
+def resolve(a: Parsed) -> tuple[str, str, Trust | None]:
+    """Core's base URL, the key and how to trust its certificate, from ctl's options."""
+    from servermgr.ctl.client import resolve as resolve_core
+
+    return resolve_core(
+        a.core, a.key, lambda: _config(a), fingerprint=a.fingerprint, ca_file=a.ca_file
+    )
+
+
+def client(a: Parsed) -> Client:
+    from servermgr.ctl.client import Client
+
+    base, secret, trust = resolve(a)
+    return Client(base, secret, trust=trust)
+
+
+def _render(name: str, doc: Any) -> None:
+    from servermgr.ctl import render
+
+    getattr(render, name)(doc)
+
+
+def nodes(a: Parsed) -> None:
+    found = client(a).nodes()
+    if a.json:
+        output.print_items(found)
+    else:
+        _render("print_nodes", found)
+
+
+def node_show(a: Parsed) -> None:
+    doc = client(a).node(a.node)
+    if a.json:
+        output.print_json(doc)
+    else:
+        _render("print_node", doc)
+
+
+def node_remove(a: Parsed) -> int | None:
+    from servermgr.common.text import printable
+
+    c = client(a)
+    if not a.force:
+        node = c.node(a.node)
+        if node.get("status") == "online":
+            raise UsageError(
+                f"{node['name']} is online: stop its agent first, or remove it anyway "
+                "with --force (it cannot come back with its old credential)"
+            )
+    result = c.remove_node(a.node)
+    if a.json:
+        output.print_json(result)
+    else:
+        print(printable(f"removed {result['name']} ({result['removed']})"))
+    return None
+
+
+def node_rename(a: Parsed) -> None:
+    from servermgr.common.text import printable
+
+    result = client(a).rename_node(a.node, a.new_name)
+    if a.json:
+        output.print_json(result)
+    else:
+        print(printable(f"renamed {a.node} to {result['name']} ({result['id']})"))
+
+
+def top(a: Parsed) -> int:
+    base, secret, trust = resolve(a)
+    from servermgr.ctl import dashboard
+
+    return dashboard.main(base, secret, trust=trust)
+
+
+def metrics(a: Parsed) -> None:
+    doc = client(a).metrics(a.node, since=a.since, until=a.until, step=a.step)
+    if a.json:
+        output.print_items(doc["samples"], **{k: v for k, v in doc.items() if k != "samples"})
+    else:
+        _render("print_metrics", doc)
+
+
+def jobs(a: Parsed) -> None:
+    doc = client(a).jobs(node=a.node, state=a.state, limit=a.limit, before=a.before)
+    if a.json:
+        output.print_items(doc["jobs"], next_before=doc.get("next_before"))
+    else:
+        _render("print_jobs", doc["jobs"])
+
+
+def job(a: Parsed) -> None:
+    doc = client(a).job(a.job_id)
+    if a.json:
+        output.print_json(doc)
+    else:
+        _render("print_job", doc)
+
+
+def cancel(a: Parsed) -> None:
+    doc = client(a).cancel_job(a.job_id)
+    if a.json:
+        output.print_json(doc)
+    else:
+        print(f"cancel sent for job {doc['id']}")
+
+
+def audit(a: Parsed) -> None:
+    rows = client(a).audit(since=a.since, action=a.action, limit=a.limit)
+    if a.json:
+        output.print_items(rows)
+    else:
+        _render("print_audit", rows)
+
+
+def cp(a: Parsed) -> int:
+    from servermgr.ctl import cp as cp_mod
+
+    base, secret, trust = resolve(a)
+    conn = cp_mod.Connection(base, secret, trust)
+    try:
+        return cp_mod.run(
+            conn,
+            lambda: client(a).nodes(),
+            a.src,
+            a.dst,
+            mode=a.mode,
+            owner=a.owner,
+            parallel=a.parallel,
+            as_json=a.json,
+        )
+    except ClientError as exc:
+        exc.exit_code = EXIT_FAILURE
+        raise
+
+
+def shell(a: Parsed) -> int:
+    import trio
+
+    from servermgr.ctl import shell as shell_mod
+    from servermgr.ctl.cp import Connection
+
+    base, secret, trust = resolve(a)
+    try:
+        return trio.run(shell_mod.run, Connection(base, secret, trust), a.node)
+    except ClientError as exc:
+        exc.exit_code = EXIT_FAILURE
+        raise
+
+
+# --- exec / service ----------------------------------------------------------------
+
+
+def _exec_client(a: Parsed) -> Client:
+    """The client for exec/service, whose own failures exit 255 (as ssh does)."""
+    try:
+        return client(a)
+    except ClientError as exc:
+        exc.exit_code = EXIT_FAILURE
+        raise
+
+
+def exec_(a: Parsed) -> int:
+    from servermgr.ctl import exec as exec_mod
+    from servermgr.ctl.jobspec import job_body, target_of
+
+    target, words, single = target_of(a.words, a.all, a.label)
+    if not words:
+        raise UsageError("missing the command to run (see: servermgr ctl exec --help)")
+    body = job_body(
+        target,
+        " ".join(words),
+        None,
+        timeout=a.timeout,
+        output_cap=a.output_cap,
+        wait=a.wait,
+        env=a.env,
+        cwd=a.cwd,
+    )
+    return exec_mod.run(
+        _exec_client(a), body, single=single, stream=not a.no_stream, as_json=a.json
+    )
+
+
+def service(a: Parsed) -> int:
+    from servermgr.ctl import exec as exec_mod
+    from servermgr.ctl.jobspec import job_body, service_spec, target_of
+
+    target, words, single = target_of(a.words, a.all, a.label)
+    body = job_body(
+        target,
+        None,
+        service_spec(words),
+        timeout=a.timeout,
+        output_cap=1 << 20,
+        wait=a.wait,
+        env=[],
+        cwd=None,
+    )
+    return exec_mod.run(_exec_client(a), body, single=single, as_json=a.json)
