@@ -32,6 +32,10 @@ def run(argv: list[str]) -> int:
 
             print(f"servermgr {__version__}")
             return 0
+        if argv[:1] == ["__complete"]:  # asked by the completion scripts
+            from servermgr.cli.completion import complete
+
+            return complete(argv[1:])
         from servermgr.cli import spec
         from servermgr.cli.commands import ROOT
 

@@ -239,3 +239,73 @@ def test_name_selection_partitions_the_request_into_found_and_unknown(
 )
 def test_describe_parses_back_to_the_same_target(target: Target) -> None:
     assert parse_target(target.describe()) == target
+
+
+# --- globs and negation --------------------------------------------------------
+
+
+def test_a_glob_picks_the_names_it_matches_and_is_never_unknown() -> None:
+    picked, unknown = select(parse_target("web-*"), FLEET)
+    assert names(picked) == ["web-1", "web-2"]
+    assert unknown == []
+    assert select(parse_target("cache-*"), FLEET) == ([], [])
+    picked, _ = select(parse_target("web-[2-9],db-?"), FLEET)
+    assert names(picked) == ["db-1", "web-2"]
+
+
+def test_globs_and_names_mix_and_each_node_comes_once() -> None:
+    picked, unknown = select(parse_target("web-*,web-1,zz"), FLEET)
+    assert names(picked) == ["web-1", "web-2"]
+    assert unknown == ["zz"]
+
+
+def test_negated_label_terms_and_with_the_rest() -> None:
+    picked, _ = select(parse_target("role=web,env!=staging"), FLEET)
+    assert names(picked) == ["web-2"]
+    # k!=v also matches nodes without the label k (as kubectl's selectors do).
+    picked, _ = select(parse_target("env!=prod"), FLEET)
+    assert names(picked) == ["bare", "web-1"]
+    picked, _ = select(parse_target("env!=prod,env!=staging"), FLEET)
+    assert names(picked) == ["bare"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "single"),
+    [("node-01", True), ("n0123456789abcdef", True), ("web-*", False), ("a,b", False)]
+    + [("role=web", False), ("all", False)],
+)
+def test_single_is_one_plain_name(spec: str, single: bool) -> None:
+    assert parse_target(spec).single is single
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [("web-*;rm", "bad node name"), ("role!web", "bad node name"), ("role!!=web", "bad label")],
+)
+def test_malformed_globs_and_negations(spec: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_target(spec)
+
+
+def test_parse_labels_takes_no_negation() -> None:
+    with pytest.raises(ValueError, match="use key=value"):
+        parse_labels("env!=prod")
+
+
+@given(fleet=fleets(), want=LABELS, avoid=st.lists(st.tuples(KEYS, VALUES), max_size=3))
+def test_label_terms_pick_exactly_the_nodes_satisfying_every_term(
+    fleet: list[Node], want: dict[str, str], avoid: list[tuple[str, str]]
+) -> None:
+    terms = [f"{k}={v}" for k, v in want.items()] + [f"{k}!={v}" for k, v in avoid]
+    if not terms:
+        return
+    target = parse_target(",".join(terms))
+    picked, _ = select(target, fleet)
+    expected = [
+        n
+        for n in sorted(fleet, key=lambda n: n.name)
+        if want.items() <= dict(n.labels).items()
+        and all(n.labels.get(k) != v for k, v in avoid)
+    ]
+    assert picked == expected
+    assert parse_target(target.describe()) == target

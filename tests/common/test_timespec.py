@@ -38,3 +38,20 @@ def test_times_are_a_duration_ago_or_absolute() -> None:
         parse_time("yesterday", now=0.0)
     with pytest.raises(ValueError, match="bad duration"):
         parse_time("9" * 400 + "d", now=0.0)
+
+
+def test_times_in_iso_8601() -> None:
+    assert parse_time("2026-11-30T08:00:00Z", now=0.0) == 1_796_025_600.0
+    assert parse_time("2026-11-30T09:00+01:00", now=0.0) == 1_796_025_600.0
+    # Without a zone: local time, whatever it is here.
+    from datetime import datetime
+
+    assert parse_time("2026-11-30", now=0.0) == datetime(2026, 11, 30).timestamp()
+
+
+@pytest.mark.parametrize("text", ["1y", "2026-13-01", "30/11/2026", "next week"])
+def test_bad_times_name_every_accepted_form(text: str) -> None:
+    with pytest.raises(ValueError, match="ISO 8601") as err:
+        parse_time(text, now=0.0)
+    assert "10m" in str(err.value)
+    assert "unix seconds" in str(err.value)

@@ -437,13 +437,16 @@ def test_all_prefixes_lines_and_summarises_on_stderr(fleet: Fleets) -> None:
 def test_labels_lists_and_ids_pick_the_right_nodes(fleet: Fleets) -> None:
     ids = {n["name"]: n["id"] for n in fleet.main.api("GET", "/api/v1/nodes")}
     cmd = 'echo "$E2E_NODE"'
-    web, db, listed, by_id, dup_labels = fleet.ctl_many(
+    web, db, listed, by_id, dup_labels, glob, negated, bad_name = fleet.ctl_many(
         [
             ["exec", "--label", "role=web", cmd],
             ["exec", "role=db", cmd],
             ["exec", "node-03,node-01,node-03", cmd],
             ["exec", ids["node-02"], cmd],
             ["exec", "role=web,role=db", cmd],
+            ["exec", "node-0*", "-t", "10s", cmd],
+            ["exec", "-l", "role!=db", cmd],
+            ["exec", "no!de", cmd],
         ]
     )
     assert web.returncode == 0, web
@@ -453,7 +456,15 @@ def test_labels_lists_and_ids_pick_the_right_nodes(fleet: Fleets) -> None:
     assert listed.returncode == 0, listed
     assert prefixed(listed.stdout) == ["node-01 | node-01", "node-03 | node-03"]
     assert (by_id.returncode, by_id.stdout, by_id.stderr) == (0, b"node-02\n", b"")
-    failed_255(dup_labels, "'role' given two different values")
+    assert glob.returncode == 0, glob
+    assert prefixed(glob.stdout) == [f"node-0{i} | node-0{i}" for i in (1, 2, 3)]
+    assert negated.returncode == 0, negated
+    assert prefixed(negated.stdout) == ["node-01 | node-01", "node-02 | node-02"]
+    # A malformed target is a usage error, found before Core is asked.
+    for res, reason in ((dup_labels, "'role' given two different values"), (bad_name, "no!de")):
+        assert res.returncode == 2, res
+        assert res.stdout == b""
+        assert reason in res.stderr.decode()
 
 
 def test_fan_out_over_refused_and_offline_nodes_says_which(fleet: Fleets) -> None:
@@ -483,7 +494,6 @@ def test_failures_exit_255_with_one_line_and_run_nothing(fleet: Fleets) -> None:
         "bad-key": (["--key", "0" * 64, "exec", "node-01"], ["refused the key"]),
         "unknown": (["exec", "node-09"], ["unknown node", "node-09"]),
         "one-unknown": (["exec", "node-01,node-09"], ["unknown node", "node-09"]),
-        "bad-name": (["exec", "no!de"], ["bad node name", "no!de"]),
         "no-match": (["exec", "--label", "role=cache"], ["no node matches", "role=cache"]),
         "offline": ([*edge, "exec", "gone"], ["gone", "offline", "--wait"]),
         "policy": ([*edge, "exec", "locked"], ["locked", "refused", "enabled = false"]),

@@ -39,8 +39,12 @@ def _duration(text: str) -> float:
 
 
 def _time(text: str) -> str:
-    timespec.parse_time(text, now=0.0)  # validates; Core resolves it against its clock
-    return text
+    """A duration ago stays as typed (Core resolves it against its clock); an ISO
+    date or time becomes unix seconds here, in the operator's own time zone."""
+    value = timespec.parse_time(text, now=0.0)
+    if timespec.is_relative(text):
+        return text
+    return f"{value:.3f}"
 
 
 def _count(text: str) -> int:
@@ -77,13 +81,13 @@ DATA_DIR = Opt(
     metavar="DIR",
     complete="dir",
 )
-JSON = Opt(("--json",), "json", "Print JSON instead of a table (docs/cli.md: JSON output).")
+JSON = Opt(("--json",), "json", 'Print JSON instead of a table: {"items": [...]} for lists.')
 FORCE = Opt(("--force",), "force", "Replace FILE if it exists.")
 ALL = Opt(("--all", "-a"), "all", "Target every node.", targets=True)
 LABEL = Opt(
     ("--label", "-l"),
     "label",
-    "Target nodes by labels: role=web,env!=staging (docs/cli.md: targeting).",
+    "Target nodes by labels: role=web,env!=staging (docs/targeting.md).",
     metavar="SELECTOR",
     complete="label",
     targets=True,
@@ -282,6 +286,15 @@ CTL = Cmd(
             "List nodes: status, CPU, memory, disk, network, load, uptime, last seen.",
             run=C + "nodes",
             options=(JSON,),
+            args=(
+                Arg(
+                    "TARGET",
+                    "target",
+                    "Only these nodes: a glob ('web-*'), a list or labels (docs/targeting.md).",
+                    optional=True,
+                    complete="target",
+                ),
+            ),
         ),
         Cmd(
             "node",
@@ -529,5 +542,15 @@ ROOT = Cmd(
         ),
         KEY,
         CTL,
+        Cmd(
+            "completion",
+            "Print the shell completion script for bash, zsh or fish.\n\n"
+            'bash: eval "$(servermgr completion bash)" in ~/.bashrc; zsh: the same with zsh '
+            "in ~/.zshrc; fish: servermgr completion fish > "
+            "~/.config/fish/completions/servermgr.fish. Completes commands, options and "
+            "node names and labels from Core when it answers within half a second.",
+            run="servermgr.cli.completion:script",
+            args=(Arg("SHELL", "shell", "bash, zsh or fish.", complete="shell"),),
+        ),
     ),
 )

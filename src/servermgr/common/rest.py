@@ -1,24 +1,41 @@
-"""One request to Core's REST API over the standard library's ``http.client``.
+"""A small HTTP/1.1 client for Core's REST API, on the standard library's sockets.
 
 Shared by ctl (``ctl/client.py``) and the node agent's registration. Not
-httpx: importing it costs ctl ~200 ms of start-up, and the node agent ~10 MiB
-of RSS for the one request it makes when it registers. Blocking: the agent
-calls it from a worker thread.
+httpx, and not even ``http.client``: importing http.client (it pulls in the
+``email`` package to parse headers) costs ``ctl exec`` more start-up time
+than everything else it imports (docs/decisions.md). Core is the only
+server this talks to, so the subset is small: one request at a time on a
+kept-alive connection; bodies by ``Content-Length``, ``chunked`` or until
+close; answers read whole or line by line (NDJSON streams). Blocking: the
+agent calls it from a worker thread.
 
-Callers turn ``OSError`` and ``http.client.HTTPException`` (Core unreachable,
-timed out, not speaking HTTP) into their own typed errors.
+Callers turn ``OSError`` (Core unreachable, timed out, not speaking HTTP:
+``HttpError`` is an OSError) into their own typed errors.
 """
 
 from __future__ import annotations
 
-import http.client
+import io
 import json
+import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from servermgr.common.errors import TlsError
     from servermgr.common.tls import Trust
+
+MAX_HEADER_LINE = 64 * 1024
+MAX_HEADERS = 100
+CHUNK = 64 * 1024
+
+
+class HttpError(OSError):
+    """An answer that is not HTTP we can read: malformed, truncated or too large."""
+
+
+class Disconnected(HttpError):
+    """The server closed the connection without answering (a kept-alive one it dropped)."""
 
 
 class Response:
@@ -41,49 +58,182 @@ def reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
 
 
-def connect(
-    base_url: str, timeout: float, trust: Trust | None = None
-) -> http.client.HTTPConnection:
-    """A connection (not opened yet) to ``http://`` or ``https://`` ``base_url``.
+class Connection:
+    """One connection to ``http://`` or ``https://`` ``base_url``, opened on first use.
 
     https verifies Core's certificate as ``trust`` says (a pin, a CA file, or
     the system's CAs), as the WebSocket (``common/ws.py``) does; a pin is
     checked before the request (and its key) is sent.
     """
-    parts = urlsplit(base_url)
-    host = parts.hostname or "127.0.0.1"
-    if parts.scheme == "https":
-        from servermgr.common import tls
 
-        trust = trust or tls.Trust()
-        return _HTTPSConnection(
-            host,
-            parts.port or 443,
-            timeout=timeout,
-            context=tls.client_context(trust),
-            trust=trust,
-            where=base_url,
-        )
-    return http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """https that checks the pinned fingerprint right after the handshake."""
-
-    def __init__(self, host: str, port: int, *, trust: Trust, where: str, **kw: Any) -> None:
-        super().__init__(host, port, **kw)
+    def __init__(self, base_url: str, timeout: float, trust: Trust | None = None) -> None:
+        parts = urlsplit(base_url)
+        self.where = base_url
+        self.host = parts.hostname or "127.0.0.1"
+        self.tls = parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.timeout = timeout
         self.trust = trust
-        self.where = where
+        self.sock: socket.socket | None = None
+        self.file: io.BufferedReader | None = None
 
-    def connect(self) -> None:
+    def _open(self) -> tuple[socket.socket, io.BufferedReader]:
+        if self.sock is None or self.file is None:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls:
+                    sock = self._wrap(sock)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock, self.file = sock, sock.makefile("rb")
+        return self.sock, self.file
+
+    def _wrap(self, sock: socket.socket) -> socket.socket:
         from servermgr.common import tls
 
-        super().connect()
+        trust = self.trust or tls.Trust()
+        wrapped = tls.client_context(trust).wrap_socket(sock, server_hostname=self.host)
         try:
-            tls.check_pin(self.trust, self.sock.getpeercert(binary_form=True), self.where)
+            tls.check_pin(trust, wrapped.getpeercert(binary_form=True), self.where)
         except BaseException:
-            self.close()
+            wrapped.close()
             raise
+        return wrapped
+
+    def request(
+        self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str]
+    ) -> Answer:
+        """Send one request and read the answer's head; its body is the caller's to read."""
+        sock, file = self._open()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        sock.sendall(head + body if body else head)
+        return Answer.read_head(file, method)
+
+    def close(self) -> None:
+        file, sock, self.file, self.sock = self.file, self.sock, None, None
+        if file is not None:
+            file.close()
+        if sock is not None:
+            sock.close()
+
+
+class Answer:
+    """An answer whose head has been read: status, headers, then its body."""
+
+    def __init__(
+        self, file: io.BufferedReader, status: int, headers: dict[str, str], method: str
+    ) -> None:
+        self.file = file
+        self.status = status
+        self.headers = headers
+        self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        self.left: int | None = None
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            self.left = 0
+        elif not self.chunked and length is not None:
+            try:
+                self.left = int(length)
+            except ValueError:
+                raise HttpError(f"bad Content-Length {length[:40]!r}") from None
+        self.keep_alive = headers.get("connection", "").lower() != "close" and (
+            self.chunked or self.left is not None
+        )
+        self.buf = bytearray()
+        self.done = False
+
+    @classmethod
+    def read_head(cls, file: io.BufferedReader, method: str) -> Answer:
+        line = file.readline(MAX_HEADER_LINE + 1)
+        if not line:
+            raise Disconnected("the server closed the connection without answering")
+        parts = line.decode("latin-1").split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise HttpError(f"not an HTTP answer: {line[:60]!r}")
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            raw = file.readline(MAX_HEADER_LINE + 1)
+            if raw in (b"\r\n", b"\n"):
+                return cls(file, int(parts[1]), headers, method)
+            if not raw or len(raw) > MAX_HEADER_LINE:
+                raise HttpError("truncated or oversized answer head")
+            name, _, value = raw.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        raise HttpError(f"more than {MAX_HEADERS} header lines")
+
+    def _fill(self) -> bool:
+        """Add body bytes to ``buf``; False once the body has ended."""
+        if self.done:
+            return False
+        if self.chunked:
+            line = self.file.readline(1024)
+            if not line.endswith(b"\n"):
+                raise HttpError("truncated chunked body")
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise HttpError("bad chunk size") from None
+            if size == 0:
+                for _ in range(MAX_HEADERS + 1):  # trailers, up to the blank line
+                    if self.file.readline(MAX_HEADER_LINE) in (b"\r\n", b"\n", b""):
+                        break
+                self.done = True
+                return False
+            data = self.file.read(size)
+            if len(data) < size or self.file.readline(8) not in (b"\r\n", b"\n"):
+                raise HttpError("truncated chunked body")
+            self.buf += data
+            return True
+        if self.left is not None:
+            if self.left == 0:
+                self.done = True
+                return False
+            data = self.file.read1(min(self.left, CHUNK))
+            if not data:
+                raise HttpError("truncated body")
+            self.left -= len(data)
+            self.buf += data
+            return True
+        data = self.file.read1(CHUNK)
+        if not data:
+            self.done = True
+            return False
+        self.buf += data
+        return True
+
+    def read(self, limit: int | None = None) -> bytes:
+        """The whole body; HttpError past ``limit`` bytes."""
+        while self._fill():
+            if limit is not None and len(self.buf) > limit:
+                raise HttpError(f"answer over {limit} bytes")
+        data, self.buf = bytes(self.buf), bytearray()
+        return data
+
+    def readline(self, limit: int) -> bytes:
+        """The next line with its newline (more than ``limit`` bytes: ``limit + 1`` of
+        them, for the caller to refuse); b"" at the end of the body."""
+        start = 0
+        while True:
+            i = self.buf.find(b"\n", start)
+            if i >= 0 or len(self.buf) > limit:
+                end = min(i + 1 if i >= 0 else len(self.buf), limit + 1)
+                line, self.buf = bytes(self.buf[:end]), self.buf[end:]
+                return line
+            start = len(self.buf)
+            if not self._fill():
+                line, self.buf = bytes(self.buf), bytearray()
+                return line
+
+
+def connect(base_url: str, timeout: float, trust: Trust | None = None) -> Connection:
+    """A connection (not opened yet) to ``base_url``."""
+    return Connection(base_url, timeout, trust)
 
 
 def tls_failure(exc: BaseException, base_url: str, trust: Trust | None = None) -> TlsError | None:
@@ -94,14 +244,14 @@ def tls_failure(exc: BaseException, base_url: str, trust: Trust | None = None) -
     parts = urlsplit(base_url)
     if parts.scheme == "https":
         return tls.explain(exc, base_url, trust or tls.Trust())
-    if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+    if isinstance(exc, (Disconnected, ConnectionResetError)):
         if tls.probe(parts.hostname or "127.0.0.1", parts.port or 80):
             return tls.speaks_tls(base_url)
     return None
 
 
 def exchange(
-    conn: http.client.HTTPConnection,
+    conn: Connection,
     method: str,
     path: str,
     *,
@@ -109,15 +259,15 @@ def exchange(
     headers: dict[str, str],
     max_body: int | None = None,
 ) -> Response:
-    """Send one request on ``conn`` and read the whole answer (at most ``max_body`` bytes)."""
-    conn.request(method, path, body=body, headers=headers)
-    raw = conn.getresponse()
-    if max_body is None:
-        return Response(raw.status, raw.read())
-    data = raw.read(max_body + 1)
-    if len(data) > max_body:
-        raise http.client.HTTPException(f"answer over {max_body} bytes")
-    return Response(raw.status, data)
+    """Send one request on ``conn`` and read the whole answer (at most ``max_body`` bytes).
+
+    The connection stays open for the next request when the answer allows it.
+    """
+    answer = conn.request(method, path, body=body, headers=headers)
+    data = answer.read(max_body)
+    if not answer.keep_alive:
+        conn.close()
+    return Response(answer.status, data)
 
 
 def post_json(
@@ -138,7 +288,7 @@ def post_json(
             "POST",
             path,
             body=json.dumps(doc).encode(),
-            headers={**headers, "Content-Type": "application/json"},
+            headers={**headers, "Content-Type": "application/json", "Connection": "close"},
             max_body=max_body,
         )
     finally:

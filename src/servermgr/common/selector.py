@@ -1,47 +1,73 @@
-"""Which nodes a job targets: names or ids, a label selector, or all.
+"""Which nodes a target picks: names, ids, globs, label selectors, or all.
 
-Spec strings as operators type them:
+The one home of targeting: ctl (exec, service, nodes), Core's job API (which
+resolves a job's target against its registry, so the same rules apply through
+the API) and alert rules all use it. Spec strings as operators type them
+(docs/cli.md, "Targeting")::
 
-    node-01              one node (name or id)
-    node-01,node-02      several
-    role=web,env=prod    every node with all of these labels
-    *                    every node
+    node-01                  one node (name or id)
+    node-01,node-02          several (each must exist)
+    'web-*'                  every node whose name matches the glob (* ? [...])
+    'web-*,db-1'             globs and names mixed
+    role=web                 every node with label role=web
+    role=web,env!=staging    AND of terms; k!=v also matches nodes without k
+    all  or  *               every node
 
-Pure logic: no I/O.
+Names and label terms do not mix in one spec. Pure logic: no I/O.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from servermgr.common import names
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,253}")
+_GLOB_CHARS = frozenset("*?[")
 MAX_NAMES = 10000
 
 
-@dataclass(frozen=True)
-class Target:
+_NO_LABELS: Mapping[str, str] = {}
+
+
+class Target(NamedTuple):
+    """A parsed target: every node, names/ids/globs, or label terms (ANDed).
+
+    (A NamedTuple, not a dataclass: ctl exec parses targets, and importing
+    dataclasses costs it ~6 ms.)
+    """
+
     all: bool = False
-    names: tuple[str, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
+    names: tuple[str, ...] = ()  # names, ids and globs, in the order given
+    labels: Mapping[str, str] = _NO_LABELS  # key=value terms (never mutated)
+    exclude: tuple[tuple[str, str], ...] = ()  # key!=value terms
 
     def describe(self) -> str:
         if self.all:
             return "*"
-        if self.labels:
-            return ",".join(f"{k}={v}" for k, v in self.labels.items())
+        if self.labels or self.exclude:
+            terms = [f"{k}={v}" for k, v in self.labels.items()]
+            return ",".join(terms + [f"{k}!={v}" for k, v in self.exclude])
         return ",".join(self.names)
+
+    @property
+    def single(self) -> bool:
+        """Whether it names exactly one node (not a glob): ctl then prints its output bare."""
+        return len(self.names) == 1 and not is_glob(self.names[0])
+
+
+def is_glob(item: str) -> bool:
+    return not _GLOB_CHARS.isdisjoint(item)
 
 
 def parse_target(spec: str) -> Target:
     """Parse a target spec; ValueError with a reason when it is malformed."""
     spec = spec.strip()
     if not spec:
-        raise ValueError("empty target: give a node name, a comma list, key=value labels or *")
+        raise ValueError("empty target: give a node name, a glob, a comma list, labels or all")
     if spec in ("*", "all"):
         return Target(all=True)
     parts = [p.strip() for p in spec.split(",")]
@@ -52,24 +78,46 @@ def parse_target(spec: str) -> Target:
     if any("=" in p for p in parts):
         if not all("=" in p for p in parts):
             raise ValueError(f"bad target {spec!r}: do not mix node names and key=value labels")
-        return Target(labels=parse_labels(spec))
+        labels, exclude = _label_terms(spec)
+        return Target(labels=labels, exclude=exclude)
     for p in parts:
-        if not _NAME.match(p):
+        if not (_GLOB if is_glob(p) else _NAME).fullmatch(p) or p == "*" and len(parts) > 1:
             raise ValueError(f"bad node name {p!r}")
     return Target(names=tuple(dict.fromkeys(parts)))
 
 
 def parse_labels(spec: str) -> dict[str, str]:
-    """``k=v,k2=v2`` -> dict; ValueError with a reason."""
+    """``k=v,k2=v2`` -> dict; ValueError with a reason (no ``!=`` here: node labels)."""
+    labels, exclude = _label_terms(spec)
+    if exclude:
+        raise ValueError(f"bad label selector {spec!r}: use key=value")
+    return labels
+
+
+def _label_terms(spec: str) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
     labels: dict[str, str] = {}
+    exclude: dict[tuple[str, str], None] = {}
     for part in spec.split(","):
         key, sep, value = part.strip().partition("=")
+        negate = key.endswith("!")
+        key = key[:-1] if negate else key
         if not sep or not names.is_label_key(key) or not names.is_label_value(value):
-            raise ValueError(f"bad label selector {part!r}: use key=value")
+            raise ValueError(f"bad label selector {part!r}: use key=value or key!=value")
+        if negate:
+            exclude[(key, value)] = None
+            continue
         if labels.get(key, value) != value:
             raise ValueError(f"bad label selector {spec!r}: {key!r} given two different values")
         labels[key] = value
-    return labels
+    return labels, tuple(exclude)
+
+
+class Named(NamedTuple):
+    """A node as ``select`` needs it, for callers holding plain documents (ctl)."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
 
 
 class NodeLike(Protocol):
@@ -89,16 +137,28 @@ def select(target: Target, nodes: Iterable[N]) -> tuple[list[N], list[str]]:
     pool = sorted(nodes, key=lambda n: n.name)
     if target.all:
         return pool, []
-    if target.labels:
-        want = target.labels.items()
-        return [n for n in pool if all(n.labels.get(k) == v for k, v in want)], []
+    if target.labels or target.exclude:
+        want, avoid = target.labels.items(), target.exclude
+        return [
+            n
+            for n in pool
+            if all(n.labels.get(k) == v for k, v in want)
+            and not any(n.labels.get(k) == v for k, v in avoid)
+        ], []
     # An id always means its own node, even should some name look like it.
     by_key: dict[str, N] = {n.id: n for n in pool}
     for n in pool:
         by_key.setdefault(n.name, n)
     picked: dict[str, N] = {}
     unknown: list[str] = []
+    from fnmatch import fnmatchcase
+
     for name in target.names:
+        if is_glob(name):
+            for n in pool:
+                if fnmatchcase(n.name, name):
+                    picked[n.id] = n
+            continue
         node = by_key.get(name)
         if node is None:
             unknown.append(name)

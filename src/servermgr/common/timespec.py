@@ -1,4 +1,4 @@
-"""Time ranges as operators type them: ``10m``, ``1h``, ``7d`` or unix seconds."""
+"""Time ranges as operators type them: ``10m``, ``1h``, ``7d``, ISO 8601 or unix seconds."""
 
 from __future__ import annotations
 
@@ -24,17 +24,38 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def is_relative(text: str) -> bool:
+    """Whether ``text`` is a duration ago (``1h``) rather than a point in time."""
+    return _DURATION.match(text) is not None
+
+
+TIME_FORMS = (
+    "a duration ago (10m, 1h, 7d), an ISO 8601 date or time "
+    "(2026-11-30, 2026-11-30T08:00, 2026-11-30T08:00Z) or unix seconds"
+)
+
+
 def parse_time(text: str, *, now: float) -> float:
-    """A point in time: a duration ago (``1h``) or absolute unix seconds."""
+    """A point in time: a duration ago (``1h``), ISO 8601, or absolute unix seconds.
+
+    An ISO date or time without a zone is in this process's local time.
+    """
     m = _DURATION.match(text)
     if m:
         return now - parse_duration(text)
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(
-            f"bad time {text!r}: use a duration ago (10m, 1h, 7d) or unix seconds"
-        ) from None
+        value = _iso(text)
     if not 0 <= value < 1e11:
         raise ValueError(f"bad time {text!r}: out of range")
     return value
+
+
+def _iso(text: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"bad time {text!r}: use {TIME_FORMS}") from None

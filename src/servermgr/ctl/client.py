@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -17,7 +16,16 @@ from servermgr.common.errors import (
     NotFoundError,
     TlsError,
 )
-from servermgr.common.rest import Response, connect, exchange, reason, tls_failure
+from servermgr.common.rest import (
+    Connection,
+    Disconnected,
+    HttpError,
+    Response,
+    connect,
+    exchange,
+    reason,
+    tls_failure,
+)
 
 if TYPE_CHECKING:
     from servermgr.common.config import Config
@@ -26,6 +34,7 @@ if TYPE_CHECKING:
 TIMEOUT = 10.0
 RETRY_DELAYS = (0.2, 0.5, 1.0)  # job submission retried on connection errors
 MAX_LINE = 64 * 1024 * 1024  # one NDJSON line; the largest is a job of a huge fleet
+MAX_ERROR = 1024 * 1024  # an error document
 JOBS = "/api/v1/jobs"
 EVENTS = "/api/v1/events"  # the WebSocket of live node status (ctl top)
 
@@ -134,10 +143,10 @@ def local_fingerprint(cfg: Config) -> str | None:
 
 
 class Client:
-    """Core's REST API over the standard library's http.client.
+    """Core's REST API over the small stdlib client of ``common/rest.py``.
 
-    Not httpx: importing httpx costs ctl ~200 ms here (httpcore pulls in trio
-    and h2), and `ctl exec` is timed against Salt. One keep-alive connection
+    Not httpx (nor http.client): their imports cost ctl more start-up than
+    the whole exec round trip (docs/decisions.md). One keep-alive connection
     for plain requests, a fresh one for each stream.
     """
 
@@ -148,9 +157,9 @@ class Client:
         self.trust = trust
         self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         self._timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, timeout: float) -> Connection:
         return connect(self.base_url, timeout, self.trust)
 
     def close(self) -> None:
@@ -206,11 +215,11 @@ class Client:
             try:
                 resp = exchange(self._conn, method, path, body=body, headers=headers)
                 break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except (Disconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()  # a kept-alive connection Core closed: try once more
                 if attempt == 2:
                     raise self._unreachable(exc) from None
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 self.close()
                 raise self._unreachable(exc) from None
         if resp.status_code >= 400:
@@ -249,20 +258,17 @@ class Client:
             try:
                 # Used once: Core closes it when the stream ends instead of
                 # keeping it open, idle, for its keep-alive timeout.
-                conn.request("GET", path, headers=self._headers | {"Connection": "close"})
-                raw = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
+                raw = conn.request("GET", path, headers=self._headers | {"Connection": "close"})
+            except OSError as exc:
                 raise self._unreachable(exc) from None
             if raw.status >= 400:
-                self.raise_for(Response(raw.status, raw.read()))
+                self.raise_for(Response(raw.status, raw.read(MAX_ERROR)))
             while True:
-                line = raw.readline(MAX_LINE + 1)
+                line = raw.readline(MAX_LINE)
                 if not line:
                     return
                 if len(line) > MAX_LINE:
-                    raise http.client.HTTPException(
-                        f"a line of the stream is over {MAX_LINE} bytes"
-                    )
+                    raise HttpError(f"a line of the stream is over {MAX_LINE} bytes")
                 if line.strip():
                     yield line
         finally:

@@ -10,7 +10,6 @@ printed); ``--json`` goes through ``ctl/output.py``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from servermgr.cli.spec import Parsed
@@ -26,6 +25,8 @@ EXIT_FAILURE = 255  # exec/service: ctl, Core or the node could not run it (as s
 
 
 def _config(a: Parsed) -> Config:
+    from pathlib import Path
+
     from servermgr.common.config import find_config, load_config
 
     cwd = Path.cwd()
@@ -57,10 +58,30 @@ def _render(name: str, doc: Any) -> None:
 
 def nodes(a: Parsed) -> None:
     found = client(a).nodes()
+    if a.target is not None:
+        found = _pick(a.target, found)
     if a.json:
         output.print_items(found)
     else:
         _render("print_nodes", found)
+
+
+def _pick(spec: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The node documents ``spec`` picks (the rules Core applies to a job's target)."""
+    from servermgr.common import selector
+
+    try:
+        target = selector.parse_target(spec)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (targets: docs/targeting.md)") from None
+    nodes = [selector.Named(d["id"], d["name"], d.get("labels") or {}) for d in docs]
+    picked, unknown = selector.select(target, nodes)
+    if unknown:
+        from servermgr.common.errors import NotFoundError
+
+        raise NotFoundError(404, "not_found", f"unknown node(s): {', '.join(unknown)}")
+    keep = {n.id for n in picked}
+    return [d for d in docs if d["id"] in keep]
 
 
 def node_show(a: Parsed) -> None:

@@ -13,7 +13,6 @@ prints around them (node names, errors, the summary) is escaped with
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import sys
@@ -92,7 +91,7 @@ def stream_events(client: Client, job_id: str, *, timeout: float) -> Iterator[di
     try:
         for line in client.job_stream(job_id, read_timeout=timeout + STREAM_SLACK):
             yield json.loads(line)
-    except (OSError, http.client.HTTPException) as exc:
+    except OSError as exc:
         raise CoreUnreachableError(
             f"lost the connection to Core ({exc.__class__.__name__}); the job goes on: "
             f"servermgr ctl job {job_id}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from servermgr.common.errors import UsageError
+from servermgr.common.selector import parse_target
 
 SERVICE_ACTIONS = ("status", "start", "stop", "restart", "reload", "enable", "disable")
 
@@ -20,13 +21,23 @@ def target_of(args: list[str], all_nodes: bool, label: str | None) -> tuple[str,
     if all_nodes:
         return "*", args, False
     if label:
+        try:
+            parse_target(label)
+        except ValueError as exc:
+            raise UsageError(f"--label: {exc}") from None
+        if "=" not in label:
+            raise UsageError(f"--label {label!r}: use key=value or key!=value terms")
         return label, args, False
     if not args:
         raise UsageError(
-            "missing TARGET: a node name, a comma list, key=value labels, --all or --label"
+            "missing TARGET: a node name, a glob, a comma list, key=value labels, all, "
+            "--all or --label"
         )
     target = args[0]
-    single = "," not in target and "=" not in target and target not in ("*", "all")
+    try:
+        single = parse_target(target).single
+    except ValueError as exc:
+        raise UsageError(f"{exc} (targets: docs/targeting.md)") from None
     return target, args[1:], single
 
 

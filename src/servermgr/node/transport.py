@@ -1,9 +1,9 @@
 """How a node reaches Core: registration over REST, the session over WebSocket.
 
-Registration is one POST over the standard library's ``http.client``
+Registration is one POST over the small stdlib HTTP client
 (``common/rest.py``) in a worker thread, imported only when a node registers:
 httpx cost the registering agent ~10 MiB of RSS for that one request, and
-even http.client (~0.25 MiB) is not needed by an agent that has an identity.
+even this client is not needed by an agent that has an identity.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ async def register(
 
     On https, Core's certificate is checked (``trust``) before the token is sent.
     """
-    import http.client
-
     from servermgr.common import rest
 
     base = addr.http_base(core_addr)
@@ -68,7 +66,7 @@ async def register(
         # A blocking call: a worker thread, left behind if the agent is stopped
         # meanwhile (its socket timeout ends it).
         resp = await trio.to_thread.run_sync(post, abandon_on_cancel=True)
-    except (OSError, http.client.HTTPException) as exc:
+    except OSError as exc:
         found = await trio.to_thread.run_sync(rest.tls_failure, exc, base, trust)
         if found is not None:
             raise found from None
