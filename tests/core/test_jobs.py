@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -262,3 +264,26 @@ async def test_an_entry_being_dispatched_to_an_online_node_does_not_expire(fleet
     await fleet.jobs.node_online(row.id)
     n = by_node(await finished(fleet, record.id))["node-02"]
     assert n["state"] == "succeeded"
+
+
+async def test_stdin_reaches_every_node_and_a_big_body_is_accepted(fleet: Core) -> None:
+    data = b"".join(b"%06d\n" % i for i in range(50000))  # 350 KiB: over the 64 KiB body limit
+    job = await submit(
+        fleet, target="role=web", command="sha256sum", stdin=base64.b64encode(data).decode()
+    )
+    doc = await finished(fleet, job["id"])
+    want = hashlib.sha256(data).hexdigest()
+    assert [n["stdout"].split()[0] for n in doc["nodes"]] == [want, want]
+    assert "stdin" not in doc  # input is not part of the job document
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"wait": 5}, {"service": {"action": "status", "unit": "x"}, "command": None}],
+)
+async def test_stdin_is_refused_with_wait_or_a_service(fleet: Core, extra: dict[str, Any]) -> None:
+    async with api(fleet) as client:
+        body = {"target": "node-01", "command": "cat", "stdin": "aGkK", **extra}
+        resp = await client.post("/api/v1/jobs", json=body)
+    assert resp.status_code == 400, resp.text
+    assert "stdin" in resp.json()["error"]["message"]

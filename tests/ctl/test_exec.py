@@ -8,13 +8,16 @@ that records the largest line and the largest answer it read.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from servermgr.common.errors import UsageError
 from servermgr.common.rest import Response
 from servermgr.core.app import Core
 from servermgr.ctl import exec as exec_mod
@@ -162,3 +165,26 @@ def test_printer_holds_at_most_one_partial_line() -> None:
     assert out.getvalue().count(b"y") == 1_000_000
     assert b"z" not in out.getvalue()
     assert all(line.startswith(b"n1 | ") for line in out.getvalue().splitlines())
+
+
+# --- standard input ----------------------------------------------------------------
+
+
+def test_stdin_is_forwarded_from_a_pipe_or_a_file_only(tmp_path: Path) -> None:
+    from servermgr.common.proto import MAX_STDIN_BYTES
+    from servermgr.ctl.exec import MAX_STDIN, read_stdin
+
+    assert MAX_STDIN == MAX_STDIN_BYTES
+    r, w = os.pipe()
+    os.write(w, b"hi\n")
+    os.close(w)
+    assert read_stdin(r) == b"hi\n"
+    os.close(r)
+    path = tmp_path / "script.sh"
+    path.write_bytes(b"echo x\n")
+    with path.open("rb") as f:
+        assert read_stdin(f.fileno()) == b"echo x\n"
+    with open(os.devnull, "rb") as f:
+        assert read_stdin(f.fileno()) is None  # a character device: nothing to forward
+    with path.open("rb") as f, pytest.raises(UsageError, match="over 0 KiB"):
+        read_stdin(f.fileno(), limit=3)

@@ -104,6 +104,7 @@ class Fleet:
             [*SERVERMGR, *args],
             cwd=cwd or self.tmp,
             env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,  # ctl exec would forward a pipe it inherits
             capture_output=True,
             text=True,
             timeout=min(self.left(), 20),

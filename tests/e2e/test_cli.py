@@ -63,6 +63,7 @@ def _pipes(
     return {
         "cwd": cwd or fleet.tmp,
         "env": {**fleet.env, **(env or {})},
+        "stdin": subprocess.DEVNULL,
         "stdout": subprocess.PIPE,
         "stderr": subprocess.PIPE,
         "text": True,

@@ -627,3 +627,46 @@ def test_audit_outcome_of_a_job_for_an_offline_node(fleet: Fleets) -> None:
     rows = fleet.ctl(*fleet.edge.flags(), "audit", "--json", "--limit", "500")
     row = next(r for r in json.loads(rows.stdout)["items"] if r["detail"] == "echo audit-offline")
     assert row["outcome"] == "1 expired"
+
+
+# --- standard input --------------------------------------------------------------
+
+
+def ctl_with_stdin(fleet: Fleets, stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*SERVERMGR, "ctl", *args],
+        cwd=fleet.cwd,
+        env={**fleet.env, "SERVERMGR_CORE": fleet.main.url, "SERVERMGR_KEY": fleet.main.key},
+        input=stdin,
+        capture_output=True,
+        timeout=20,
+    )
+
+
+def test_stdin_is_forwarded_like_ssh(fleet: Fleets) -> None:
+    echoed = ctl_with_stdin(fleet, b"hi\n", "exec", "node-01", "cat")
+    assert (echoed.returncode, echoed.stdout, echoed.stderr) == (0, b"hi\n", b"")
+    script = fleet.cwd / "script.sh"
+    script.write_bytes(b'echo "from $E2E_NODE with $1"\nexit 5\n')
+    with script.open("rb") as f:
+        ran = subprocess.run(
+            [*SERVERMGR, "ctl", "exec", "node-03", "bash", "-s", "--", "arg"],
+            cwd=fleet.cwd,
+            env={**fleet.env, "SERVERMGR_CORE": fleet.main.url, "SERVERMGR_KEY": fleet.main.key},
+            stdin=f,
+            capture_output=True,
+            timeout=20,
+        )
+    assert (ran.returncode, ran.stdout) == (5, b"from node-03 with arg\n"), ran
+    fanned = ctl_with_stdin(fleet, b"x\ny\n", "exec", "role=web", "wc -l")
+    assert fanned.returncode == 0, fanned
+    assert prefixed(fanned.stdout) == ["node-01 | 2", "node-02 | 2"]
+    ignored = ctl_with_stdin(fleet, b"hi\n", "exec", "-n", "node-01", "cat; echo end")
+    assert ignored.stdout == b"end\n"
+
+
+def test_stdin_over_the_limit_is_refused_before_anything_runs(fleet: Fleets) -> None:
+    res = ctl_with_stdin(fleet, b"x" * (512 * 1024 + 1), "exec", "node-01", "cat")
+    assert res.returncode == 2, res
+    assert res.stdout == b""
+    assert b"over 512 KiB" in res.stderr

@@ -498,3 +498,45 @@ async def test_service_action_where_systemd_does_not_run(tmp_path: Path) -> None
     assert result.outcome == "error"
     assert result.error is not None
     assert "systemd is not running" in result.error
+
+
+# --- standard input ----------------------------------------------------------
+
+
+def with_stdin(command: str, data: bytes, **kw: Any) -> proto.JobRun:
+    job = make_job(command, **kw)
+    return proto.JobRun(
+        job.job_id, job.command, job.service, job.timeout, job.output_cap, job.env, job.cwd, data
+    )
+
+
+async def test_stdin_reaches_the_process_then_end_of_file() -> None:
+    data = b"".join(b"line %d\n" % i for i in range(40000))  # ~400 KiB: several pipe-fulls
+    with trio.fail_after(20):
+        sink = Sink()
+        result = await executor().run(with_stdin("cat", data), sink)
+    assert result.outcome == "succeeded", result
+    assert sink.data("stdout") == data
+
+
+async def test_a_script_on_stdin_runs_as_bash_s_runs_it() -> None:
+    with trio.fail_after(20):
+        sink = Sink()
+        result = await executor().run(with_stdin("sh -s -- a b", b'echo "$2 $1"\nexit 7\n'), sink)
+    assert result.exit_code == 7
+    assert sink.data("stdout") == b"b a\n"
+
+
+async def test_a_process_that_never_reads_its_stdin_is_not_held_up() -> None:
+    # More than a pipe holds, to a command that exits without reading: no hang, no error.
+    with trio.fail_after(20):
+        result = await executor().run(with_stdin("exit 0", b"x" * (512 * 1024)), Sink())
+    assert result.outcome == "succeeded"
+
+
+async def test_without_stdin_the_process_reads_end_of_file_at_once() -> None:
+    with trio.fail_after(20):
+        sink = Sink()
+        result = await executor().run(make_job("cat; echo done"), sink)
+    assert sink.data("stdout") == b"done\n"
+    assert result.exit_code == 0

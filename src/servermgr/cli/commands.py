@@ -226,7 +226,9 @@ KEY = Cmd(
 EXEC = Cmd(
     "exec",
     "Run a shell command on one node or many, with live output.\n\n"
-    "Options stand before the command's first word (or before --). One node: its output as "
+    "Options stand before the command's first word (or before --). Standard input, "
+    "when it is a pipe or a file (up to 512 KiB), is the command's standard input. "
+    "One node: its output as "
     "written and its exit code. Several: lines prefixed with the node name and a "
     "summary on stderr; exit 0 only if all succeeded. Exit 124: timed out; 255: "
     "ctl, Core or the node could not run it.",
@@ -253,6 +255,11 @@ EXEC = Cmd(
             repeat=True,
         ),
         Opt(("--cwd",), "cwd", "Working directory.", metavar="DIR"),
+        Opt(
+            ("--no-stdin", "-n"),
+            "no_stdin",
+            "Do not forward standard input (as ssh -n); a terminal never is.",
+        ),
         JSON,
         Opt(("--no-stream",), "no_stream", "Print the output when the job is done, not live."),
     ),

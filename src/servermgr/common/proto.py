@@ -31,6 +31,9 @@ STREAMS_SINCE = 2  # the first version with file.*, shell.*, credit and agent.up
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_SAMPLES_PER_HEARTBEAT = 500
 MAX_CHUNK_BYTES = 64 * 1024
+# Standard input a job carries to its process (ctl exec forwards a pipe or a
+# file): within one frame with room for the rest, base64 included.
+MAX_STDIN_BYTES = 512 * 1024
 
 # Bounded strings and collections keep a hostile peer from making Core hold
 # (or write to SQLite) more than the frame limit already allows per field.
@@ -273,6 +276,8 @@ class JobRun(_Msg, tag="job.run"):
     output_cap: NonNegInt
     env: Annotated[dict[ShortText, LongText], Meta(max_length=256)] = {}
     cwd: ShortText | None = None
+    # The process's standard input, then end of file; None: /dev/null.
+    stdin: Annotated[bytes, Meta(max_length=MAX_STDIN_BYTES)] | None = None
 
 
 class JobAck(_Msg, tag="job.ack"):

@@ -180,8 +180,8 @@ def bearer(authorization: str) -> str | None:
     return credential
 
 
-async def read_body(request: Request) -> bytes:
-    """The body, at most MAX_BODY bytes; else 413.
+async def read_body(request: Request, max_body: int = MAX_BODY) -> bytes:
+    """The body, at most ``max_body`` bytes (MAX_BODY; a job with stdin: more); else 413.
 
     A body up to DRAIN_LIMIT is read to its end (and dropped) before the
     413: answering while the client still sends makes the server close
@@ -190,8 +190,8 @@ async def read_body(request: Request) -> bytes:
     """
     declared = request.headers.get("content-length", "")
     size = int(declared) if declared.isascii() and declared.isdigit() else 0
-    too_large = ApiFailure(413, "too_large", f"request body over {MAX_BODY} bytes")
-    if size > DRAIN_LIMIT:
+    too_large = ApiFailure(413, "too_large", f"request body over {max_body} bytes")
+    if size > max(DRAIN_LIMIT, max_body):
         raise too_large
     data = bytearray()
     seen = 0
@@ -199,11 +199,11 @@ async def read_body(request: Request) -> bytes:
     async with aclosing(request.stream()) as stream:
         async for chunk in stream:
             seen += len(chunk)
-            if seen > DRAIN_LIMIT:
+            if seen > max(DRAIN_LIMIT, max_body):
                 break
-            if seen <= MAX_BODY:
+            if seen <= max_body:
                 data += chunk
-    if seen > MAX_BODY:
+    if seen > max_body:
         raise too_large
     return bytes(data)
 
@@ -211,9 +211,11 @@ async def read_body(request: Request) -> bytes:
 B = TypeVar("B")
 
 
-async def read_json(request: Request, body_type: type[B], what: str) -> B:
+async def read_json(
+    request: Request, body_type: type[B], what: str, *, max_body: int = MAX_BODY
+) -> B:
     """The body (``read_body``) decoded into ``body_type``; else 400 ``bad {what}: ...``."""
-    raw = await read_body(request)
+    raw = await read_body(request, max_body)
     try:
         return msgspec.json.decode(raw, type=body_type)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

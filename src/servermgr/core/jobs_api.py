@@ -25,6 +25,10 @@ IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[!
 _key_decoder = msgspec.json.Decoder(IdempotencyKey)
 
 
+# A job's JSON body: the fields (64 KiB is plenty) plus stdin in base64.
+MAX_JOB_BODY = 64 * 1024 + proto.MAX_STDIN_BYTES * 4 // 3 + 4
+
+
 class JobBody(msgspec.Struct, forbid_unknown_fields=True):
     target: Annotated[str, Meta(min_length=1, max_length=32 * 1024)]
     command: proto.LongText | None = None
@@ -34,6 +38,8 @@ class JobBody(msgspec.Struct, forbid_unknown_fields=True):
     env: Annotated[dict[proto.ShortText, proto.LongText], Meta(max_length=256)] = {}
     cwd: proto.ShortText | None = None
     wait: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] = 0.0
+    # The command's standard input (base64 in JSON), then end of file.
+    stdin: Annotated[bytes, Meta(max_length=proto.MAX_STDIN_BYTES)] | None = None
     # Or the Idempotency-Key header: a retry with the same key is the same job.
     idempotency_key: IdempotencyKey | None = None
 
@@ -79,6 +85,10 @@ def job_spec(body: JobBody) -> JobSpec:
         raise ValueError("give exactly one of command or service")
     if body.command is not None and not body.command.strip():
         raise ValueError("the command is empty")
+    if body.stdin is not None and (body.service is not None or body.wait > 0):
+        raise ValueError(
+            "stdin goes with a command that runs now: not with a service action or wait"
+        )
     return JobSpec(
         target,
         body.command,
@@ -88,6 +98,7 @@ def job_spec(body: JobBody) -> JobSpec:
         dict(body.env),
         body.cwd,
         body.wait,
+        body.stdin,
     )
 
 
@@ -113,7 +124,7 @@ class JobsApi:
         self.jobs = scheduler
 
     async def create(self, request: Request) -> Response:
-        body = await read_json(request, JobBody, "job")
+        body = await read_json(request, JobBody, "job", max_body=MAX_JOB_BODY)
         spec = checked_spec(body)
         principal = principal_of(request).name
         key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), body)

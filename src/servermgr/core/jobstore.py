@@ -42,6 +42,8 @@ class JobRecord:
     cwd: str | None = None
     deadline: float = 0.0
     principal: str = "core-key"
+    # Held in memory only (a job with stdin runs at once: it is never queued).
+    stdin: bytes | None = None
 
     def describe(self) -> str:
         if self.service:

@@ -165,6 +165,7 @@ class JobSpec:
     env: dict[str, str]
     cwd: str | None
     wait: float
+    stdin: bytes | None = None
 
 
 class Scheduler:
@@ -286,6 +287,7 @@ class Scheduler:
             output_cap=spec.output_cap,
             env=spec.env,
             cwd=spec.cwd,
+            stdin=spec.stdin,
             deadline=now + spec.wait,
             principal=principal,
         )
@@ -504,6 +506,7 @@ class Scheduler:
                 output_cap=job.output_cap,
                 env=job.env,
                 cwd=job.cwd,
+                stdin=job.stdin,
             ),
         )
         if entry.status.sent_at != sent_at or self.live.get(*entry.key) is not entry:

@@ -232,6 +232,12 @@ def exec_(a: Parsed) -> int:
         env=a.env,
         cwd=a.cwd,
     )
+    if not a.no_stdin:
+        data = exec_mod.read_stdin(0)
+        if data is not None:
+            import base64
+
+            body["stdin"] = base64.b64encode(data).decode()
     return exec_mod.run(
         _exec_client(a), body, single=single, stream=not a.no_stream, as_json=a.json
     )

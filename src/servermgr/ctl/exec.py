@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from servermgr.common.errors import ClientError, CoreUnreachableError
+from servermgr.common.errors import ClientError, CoreUnreachableError, UsageError
 from servermgr.common.text import printable
 from servermgr.ctl.client import Client
 
@@ -30,6 +30,7 @@ STREAM_SLACK = 90.0  # beyond the job timeout: Core marks a silent node lost aft
 MAX_PARTIAL = 64 * 1024  # most bytes of an unfinished line held per node and stream
 RANGE = 1024 * 1024  # bytes per request when completing output by range
 POLL = 0.5  # seconds between reads by range while a job cut off from its stream runs
+MAX_STDIN = 512 * 1024  # common/proto.MAX_STDIN_BYTES: what one job carries
 
 
 class Printer:
@@ -84,6 +85,37 @@ class Printer:
         self.partial.clear()
         self.out.flush()
         self.err.flush()
+
+
+def read_stdin(fd: int, limit: int = MAX_STDIN) -> bytes | None:
+    """What to forward as the command's stdin: a pipe or a file read to its end
+    (None for a terminal, /dev/null or a socket: nothing to forward).
+
+    Read whole before the job starts, at most ``limit`` bytes (else a UsageError):
+    a pipe that never ends keeps ctl waiting, as ``-n`` / ``--no-stdin`` avoids.
+    """
+    import stat
+
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return None  # closed
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise UsageError(
+            f"standard input is over {limit // 1024} KiB, the most ctl exec forwards: "
+            "copy the file to the node first, or give -n / --no-stdin"
+        )
+    return b"".join(chunks)
 
 
 def stream_events(client: Client, job_id: str, *, timeout: float) -> Iterator[dict[str, Any]]:

@@ -43,6 +43,7 @@ SYSTEMD_NOT_RUNNING = (
     "is missing)"
 )
 _MAX_ERROR = 4096
+STDIN_CHUNK = 64 * 1024  # bytes written to a job's stdin at a time
 _POLL = 0.02  # how often to look whether a signalled process group is gone
 
 
@@ -226,7 +227,7 @@ class Executor:
         try:
             proc = await trio.lowlevel.open_process(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if job.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
@@ -260,6 +261,9 @@ class Executor:
             async with trio.open_nursery() as nursery:
                 for pump in pumps:
                     nursery.start_soon(pump.run)
+                feeding = trio.CancelScope()
+                if proc.stdin is not None and job.stdin is not None:
+                    nursery.start_soon(_feed, proc.stdin, job.stdin, feeding)
                 with trio.CancelScope(deadline=started + job.timeout) as state.scope:
                     if state.cancelled:
                         state.scope.cancel()
@@ -273,6 +277,7 @@ class Executor:
                 await self._drain_output(pumps, None)
                 for pump in pumps:
                     pump.stop()
+                feeding.cancel()  # whatever still holds the pipe will not read it now
         finally:
             state.scope = None
             with trio.CancelScope(shield=True):
@@ -387,6 +392,18 @@ def run_as(user: str, env: dict[str, str], options: dict[str, Any]) -> str | Non
         extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
     )
     return None
+
+
+async def _feed(stdin: trio.abc.SendStream, data: bytes, scope: trio.CancelScope) -> None:
+    """Write the job's standard input, then close it (end of file). A process that
+    exits or closes its stdin without reading it all is not an error (as with a pipe)."""
+    with scope:
+        try:
+            async with stdin:
+                for i in range(0, len(data), STDIN_CHUNK):
+                    await stdin.send_all(data[i : i + STDIN_CHUNK])
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
 
 def _start_error(exc: BaseException, job: proto.JobRun) -> str:
