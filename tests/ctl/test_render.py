@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
@@ -178,7 +179,9 @@ def test_exec_error_lines_and_summary_are_escaped(
 
 
 def test_job_summary_on_stderr_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
-    render.print_job_summary(_job())
+    from servermgr.ctl import plain
+
+    plain.print_job_summary(_job(), sys.stderr)
     assert _unsafe(capsys.readouterr().err) == []
 
 

@@ -249,9 +249,9 @@ def _run(
     else:
         printer.flush()
         if printer.prefix:
-            from servermgr.ctl import render
+            from servermgr.ctl import plain
 
-            render.print_job_summary(final)
+            plain.print_job_summary(final, sys.stderr)
         else:
             _explain(nodes[0])
     return exit_code(nodes, single=not printer.prefix)

@@ -329,14 +329,6 @@ def job_summary(job: dict[str, Any]) -> Table:
     return table
 
 
-def print_job_summary(job: dict[str, Any]) -> None:
-    c = Console(file=sys.stderr, highlight=False)
-    ok = sum(1 for n in job["nodes"] if n["state"] == "succeeded")
-    c.print()
-    c.print(job_summary(job))
-    c.print(Text(f"{ok}/{len(job['nodes'])} succeeded · job {job['id']}", style="dim"))
-
-
 def _add_column(table: Table, name: str, *, shrink: bool) -> None:
     """A column kept whole (ids, times), or one that gives up width when the table is too wide.
 
