@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,15 @@ def test_a_node_needs_only_core_addr_to_start(tmp_path: Path) -> None:
     assert cfg.require_node() == "ws://127.0.0.1:1"
     with pytest.raises(ConfigError, match="core_addr"):
         parse_config("", source=None, base_dir=tmp_path).require_node()
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ('[server]\nlisen = "127.0.0.1:1"\n', "server.lisen: unknown key; did you mean 'listen'?"),
+        ("[storge]\n", "storge: unknown section; did you mean 'storage'?"),
+    ],
+)
+def test_an_unknown_key_suggests_the_closest_valid_one(text: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        parse_config(text, source=None, base_dir=Path("/nonexistent"))

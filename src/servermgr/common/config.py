@@ -229,7 +229,9 @@ class _Section:
             if key not in allowed:
                 known = ", ".join(sorted(allowed))
                 raise ConfigError(
-                    self.source, f"{self.name}.{key}", f"unknown key (known keys: {known})"
+                    self.source,
+                    f"{self.name}.{key}",
+                    f"unknown key{_did_you_mean(key, allowed)} (known keys: {known})",
                 )
 
     def get(self, key: str, check: _Check, default: Any) -> Any:
@@ -240,6 +242,14 @@ class _Section:
 
     def fail(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, f"{self.name}.{key}", reason)
+
+
+def _did_you_mean(word: str, known: set[str]) -> str:
+    """``; did you mean 'listen'?`` for a near miss, else nothing."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _tname(value: Any) -> str:
@@ -276,7 +286,10 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     for name in doc:
         if name not in sections:
             raise ConfigError(
-                src, name, f"unknown section (known sections: {', '.join(sorted(sections))})"
+                src,
+                name,
+                f"unknown section{_did_you_mean(name, sections)} "
+                f"(known sections: {', '.join(sorted(sections))})",
             )
 
     def path_value(sec: _Section) -> _Check:
