@@ -33,3 +33,25 @@ def test_one_word_per_cell_for_scripts_and_a_total() -> None:
 
 def test_colour_only_when_asked() -> None:
     assert "\x1b[32msucceeded\x1b[0m" in "\n".join(job_summary_lines(job(), color=True))
+
+
+def test_nodes_one_word_per_cell_and_no_figures_for_an_offline_node() -> None:
+    from servermgr.ctl.plain import nodes_lines
+
+    now = 1_800_000_000.0
+    figures = {"cpu_percent": 12.3, "mem_percent": 40.0, "disk_percent": 71.0, "load1": 0.5}
+    figures |= {"net_rx_bps": 1234.0, "net_tx_bps": 10.0, "uptime": 90061.0}
+    lines = nodes_lines(
+        [
+            {"name": "web-1", "status": "online", "last_seen": now - 2, **figures},
+            {"name": "db-1", "status": "offline", "last_seen": now - 3700, **figures},
+        ],
+        now=now,
+    )
+    assert lines[0].split() == [
+        "NAME", "STATUS", "CPU", "MEM", "DISK", "RX", "TX", "LOAD", "UPTIME", "SEEN"
+    ]  # fmt: skip
+    assert lines[1].split() == [
+        "web-1", "online", "12%", "40%", "71%", "1.2KB/s", "10B/s", "0.50", "1d1h", "2s"
+    ]  # fmt: skip
+    assert lines[2].split() == ["db-1", "offline", *["-"] * 7, "1h1m"]

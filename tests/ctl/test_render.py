@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console, RenderableType
 
 from servermgr.ctl import exec as ctl_exec
-from servermgr.ctl import render
+from servermgr.ctl import plain, render
 from servermgr.ctl.dashboard_state import State, apply
 from servermgr.ctl.dashboard_view import screen
 
@@ -84,7 +84,7 @@ def _job() -> dict[str, Any]:
 @pytest.mark.parametrize(
     "renderable",
     [
-        lambda: render.nodes_table([_node()], now=NOW),
+        lambda: "\n".join(plain.nodes_lines([_node()], now=NOW)),
         lambda: render.node_detail(_node(), now=NOW),
         lambda: render.job_summary(_job()),
         lambda: render.jobs_table([_job()], now=NOW),

@@ -10,6 +10,7 @@ printed); ``--json`` goes through ``ctl/output.py``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from servermgr.cli.spec import Parsed
@@ -63,7 +64,9 @@ def nodes(a: Parsed) -> None:
     if a.json:
         output.print_items(found)
     else:
-        _render("print_nodes", found)
+        from servermgr.ctl import plain
+
+        plain.print_nodes(found, sys.stdout)
 
 
 def _pick(spec: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from servermgr.ctl import render
+from servermgr.ctl import plain, render
 from servermgr.ctl.dashboard_state import Detail, State
 
 Spark = Callable[[Sequence[float | None], int], str]
@@ -56,21 +56,21 @@ def facts(node: dict[str, Any], *, now: float) -> Table:
     loads = " ".join(
         "-" if s.get(k) is None else f"{s[k]:.2f}" for k in ("load1", "load5", "load15")
     )
-    memory = f"{render.fmt_pct(s.get('mem_percent'))} of {render.fmt_bytes(s.get('mem_total'))}"
+    memory = f"{plain.fmt_pct(s.get('mem_percent'))} of {plain.fmt_bytes(s.get('mem_total'))}"
     pairs = [
         ("status", node.get("status") or "-"),
-        ("last seen", render.fmt_ago(node.get("last_seen"), now)),
+        ("last seen", plain.fmt_ago(node.get("last_seen"), now)),
         ("labels", labels or "-"),
         ("agent", node.get("agent_version") or "-"),
         ("os", info.get("os") or "-"),
         ("kernel", info.get("kernel") or "-"),
         ("cpu", f"{info.get('cpu_model') or '-'} ×{info.get('cpu_count') or '?'}"),
         ("arch", info.get("arch") or "-"),
-        ("cpu now", render.fmt_pct(s.get("cpu_percent"))),
+        ("cpu now", plain.fmt_pct(s.get("cpu_percent"))),
         ("load", loads),
         ("memory", memory),
-        ("swap", render.fmt_pct(s.get("swap_percent"))),
-        ("uptime", render.fmt_duration(s.get("uptime"))),
+        ("swap", plain.fmt_pct(s.get("swap_percent"))),
+        ("uptime", plain.fmt_duration(s.get("uptime"))),
         ("processes", str(s.get("procs") if s.get("procs") is not None else "-")),
         ("id", node.get("id") or "-"),
     ]
@@ -91,9 +91,9 @@ def devices(latest: dict[str, Any], *, width: int) -> RenderableType:
             (
                 d["mount"],
                 d["fstype"],
-                render.fmt_bytes(d["used"]),
-                render.fmt_bytes(d["total"]),
-                render.fmt_pct(d["percent"]),
+                plain.fmt_bytes(d["used"]),
+                plain.fmt_bytes(d["total"]),
+                plain.fmt_pct(d["percent"]),
             )
             for d in latest.get("disks") or ()
         ],
@@ -101,7 +101,7 @@ def devices(latest: dict[str, Any], *, width: int) -> RenderableType:
     nets = _table(
         ("INTERFACE", "RX", "TX"),
         [
-            (n["name"], render.fmt_rate(n["rx_bps"]), render.fmt_rate(n["tx_bps"]))
+            (n["name"], plain.fmt_rate(n["rx_bps"]), plain.fmt_rate(n["tx_bps"]))
             for n in latest.get("nets") or ()
         ],
     )

@@ -19,7 +19,7 @@ from rich.layout import Layout
 from rich.table import Table
 from rich.text import Text
 
-from servermgr.ctl import render
+from servermgr.ctl import plain
 from servermgr.ctl.dashboard_detail import detail_panel
 from servermgr.ctl.dashboard_state import State
 
@@ -197,14 +197,14 @@ def _cell(
     if key == "name":
         return Text(node["name"], style="bold" if online else "red")
     if key == "cpu":
-        return Text(render.fmt_pct(cpu), style=_level(cpu) if online else "")
+        return Text(plain.fmt_pct(cpu), style=_level(cpu) if online else "")
     if key == "bar":
         return Text("offline", style="bold red") if not online else bar(cpu, col.width)
     if key == "spark":
         return Text(spark(list(hist), col.width), style="cyan" if online else "")
     if key in ("mem", "disk"):
         value = node.get(f"{key}_percent")
-        return Text(render.fmt_pct(value), style=_level(value) if online else "")
+        return Text(plain.fmt_pct(value), style=_level(value) if online else "")
     if key in ("rx", "tx"):
         return Text(rate(node.get(f"net_{key}_bps")))
     if key == "load":
@@ -212,7 +212,7 @@ def _cell(
     if key == "seen":
         return Text(ago(node.get("last_seen"), now))
     if key == "uptime":
-        return Text(render.fmt_duration(node.get("uptime")))
+        return Text(plain.fmt_duration(node.get("uptime")))
     labels = node.get("labels") or {}
     return Text(",".join(f"{k}={v}" for k, v in sorted(labels.items())), style="dim")
 

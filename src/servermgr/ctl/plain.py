@@ -31,6 +31,52 @@ STATE_COLOR = {
 }
 
 
+def fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
+        if abs(value) < 1000:
+            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB/s"
+
+
+def fmt_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {s}s"
+    return f"{s}s"
+
+
+def fmt_ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    return "now" if now - ts < 1 else f"{fmt_duration(now - ts)} ago"
+
+
 def colored(out: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
     return out.isatty() and "NO_COLOR" not in environ and environ.get("TERM") != "dumb"
 
@@ -92,6 +138,47 @@ def job_summary_lines(job: Mapping[str, Any], *, color: bool = False) -> list[st
     ok = sum(1 for n in job["nodes"] if n["state"] == "succeeded")
     total = f"{ok}/{len(job['nodes'])} succeeded · job {printable(str(job['id']))}"
     return ["", *lines, f"\x1b[2m{total}\x1b[0m" if color else total]
+
+
+def nodes_lines(
+    nodes: Sequence[Mapping[str, Any]], *, now: float, color: bool = False
+) -> list[str]:
+    """``ctl nodes``: one node a row, one word a cell, ``-`` for an offline node's figures."""
+    rows = []
+    for n in nodes:
+        online = n.get("status") == "online"
+
+        def fig(text: str, online: bool = online) -> tuple[str, str | None]:
+            return (text.replace(" ", "") if online else "-", None)
+
+        load = n.get("load1")
+        rows.append(
+            [
+                (printable(str(n["name"])), "bold" if online else "dim"),
+                ("online" if online else "offline", "green" if online else "red"),
+                fig(fmt_pct(n.get("cpu_percent"))),
+                fig(fmt_pct(n.get("mem_percent"))),
+                fig(fmt_pct(n.get("disk_percent"))),
+                fig(fmt_rate(n.get("net_rx_bps"))),
+                fig(fmt_rate(n.get("net_tx_bps"))),
+                fig("-" if load is None else f"{load:.2f}"),
+                fig(fmt_duration(n.get("uptime"))),
+                (fmt_ago(n.get("last_seen"), now).replace(" ago", "").replace(" ", ""), None),
+            ]
+        )
+    headers = ("NAME", "STATUS", "CPU", "MEM", "DISK", "RX", "TX", "LOAD", "UPTIME", "SEEN")
+    return table(headers, rows, right=frozenset(range(2, 10)), color=color)
+
+
+def print_nodes(nodes: Sequence[Mapping[str, Any]], out: TextIO) -> None:
+    import time
+
+    if not nodes:
+        out.write("no nodes yet: start one with `servermgr node run --config node.toml`\n")
+        return
+    online = sum(1 for n in nodes if n.get("status") == "online")
+    lines = nodes_lines(nodes, now=time.time(), color=colored(out))
+    out.write("\n".join([*lines, "", f"{online}/{len(nodes)} online"]) + "\n")
 
 
 def print_job_summary(job: Mapping[str, Any], out: TextIO) -> None:

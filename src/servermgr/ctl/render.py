@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from servermgr.common.text import printable_doc
+from servermgr.ctl.plain import fmt_ago, fmt_bytes, fmt_duration, fmt_pct, fmt_rate
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -40,52 +41,6 @@ def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
 
-def fmt_pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}%"
-
-
-def fmt_rate(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
-        if abs(value) < 1000:
-            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB/s"
-
-
-def fmt_bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {s}s"
-    return f"{s}s"
-
-
-def fmt_ago(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "never"
-    return "now" if now - ts < 1 else f"{fmt_duration(now - ts)} ago"
-
-
 def sparkline(values: list[float | None], width: int = 30) -> str:
     """Values scaled between their min and max into block characters."""
     if len(values) > width:
@@ -100,58 +55,6 @@ def sparkline(values: list[float | None], width: int = 30) -> str:
         " " if v is None else SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))]
         for v in values
     )
-
-
-def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> Table:
-    nodes = printable_doc(nodes)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col, justify in (
-        ("NAME", "left"),
-        ("STATUS", "left"),
-        ("CPU", "right"),
-        ("MEM", "right"),
-        ("DISK", "right"),
-        ("RX", "right"),
-        ("TX", "right"),
-        ("LOAD", "right"),
-        ("UPTIME", "right"),
-        ("LAST SEEN", "right"),
-    ):
-        # NAME gives up width first on a narrow terminal (cut with an ellipsis);
-        # otherwise rich squeezes every column and the numbers vanish.
-        table.add_column(
-            col,
-            justify=justify,  # type: ignore[arg-type]
-            no_wrap=col != "NAME",
-            overflow="ellipsis",
-        )
-    for n in nodes:
-        online = n["status"] == "online"
-        style = "" if online else "dim"
-        table.add_row(
-            Text(n["name"], style="bold" if online else "dim", no_wrap=True, overflow="ellipsis"),
-            Text("● online" if online else "○ offline", style="green" if online else "red"),
-            fmt_pct(n.get("cpu_percent")),
-            fmt_pct(n.get("mem_percent")),
-            fmt_pct(n.get("disk_percent")),
-            fmt_rate(n.get("net_rx_bps")),
-            fmt_rate(n.get("net_tx_bps")),
-            "-" if n.get("load1") is None else f"{n['load1']:.2f}",
-            fmt_duration(n.get("uptime")),
-            fmt_ago(n.get("last_seen"), now),
-            style=style,
-        )
-    return table
-
-
-def print_nodes(nodes: list[dict[str, Any]]) -> None:
-    c = console()
-    if not nodes:
-        c.print("no nodes yet: start one with `servermgr node run --config node.toml`")
-        return
-    online = sum(1 for n in nodes if n["status"] == "online")
-    c.print(nodes_table(nodes, now=time.time()))
-    c.print(Text(f"\n{online}/{len(nodes)} online", style="dim"))
 
 
 def node_detail(node: dict[str, Any], *, now: float) -> RenderableType:
