@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
@@ -134,14 +135,22 @@ def _banner(url: str, key_path: object, hostname: str, *, prog: str) -> str:
         f"  {prog} ctl nodes\n"
         f"  {prog} ctl node {hostname}\n"
         f"  {prog} ctl metrics {hostname} --since 10m\n\n"
-        "Add a node on another host (listen on a reachable address first): make it an\n"
-        f"enroll token with `{prog} key create --role enroll --name NAME`, copy\n"
-        "dist/servermgr.pyz there and run `servermgr node run --config node.toml` with\n"
+        "Add a node on another host (listen on a reachable address first: --listen): make\n"
+        f"it an enroll token with `{prog} key create --role enroll --name NAME`, copy\n"
+        f"{_zipapp()} there and run `servermgr node run --config node.toml` with\n"
         f'  [node] core_addr = "{ws}" and register_token = that token.\n'
         f"ctl from another host: `{prog} key create --role operate --name NAME`, then\n"
         f"  export SERVERMGR_CORE={url} SERVERMGR_KEY=<that token>\n"
         "Stop with Ctrl-C.\n"
     )
+
+
+def _zipapp() -> str:
+    """The zipapp to copy to another host: the built one, or how to build it."""
+    built = Path("dist/servermgr.pyz")
+    if built.is_file():
+        return str(built)
+    return "the zipapp (build it: ./build_zipapp.sh in a checkout, makes dist/servermgr.pyz)"
 
 
 def _tls_note(pin: str | None) -> str:

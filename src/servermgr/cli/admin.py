@@ -67,12 +67,32 @@ def node_run(a: Parsed) -> None:
 
 
 def up(a: Parsed) -> None:
-    cfg = config_of(a.config)
+    cfg = with_overrides(config_of(a.config), listen=a.listen, data_dir=a.data_dir)
     from servermgr import up as up_mod
     from servermgr.common import logs
 
     logs.setup(cfg.log_level)
     up_mod.main(cfg)
+
+
+def with_overrides(cfg: Config, *, listen: str | None, data_dir: str | None) -> Config:
+    """The config with ``--listen`` / ``--data-dir`` applied (the database moves along
+    with the data directory unless the config placed it elsewhere)."""
+    from dataclasses import replace
+
+    from servermgr.common.config import parse_listen
+
+    if listen is not None:
+        host, port = parse_listen(listen)
+        cfg = replace(cfg, server=replace(cfg.server, listen_host=host, listen_port=port))
+    if data_dir is not None:
+        new = Path(data_dir).absolute()
+        storage = cfg.storage
+        db = storage.sqlite_path
+        if db == storage.data_dir / "server_manager.db":
+            db = new / "server_manager.db"
+        cfg = replace(cfg, storage=replace(storage, data_dir=new, sqlite_path=db))
+    return cfg
 
 
 # --- key -------------------------------------------------------------------------

@@ -47,6 +47,13 @@ def _time(text: str) -> str:
     return f"{value:.3f}"
 
 
+def _listen(text: str) -> str:
+    from servermgr.common.config import parse_listen
+
+    parse_listen(text)
+    return text
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -545,7 +552,17 @@ ROOT = Cmd(
             "up",
             "Run Core plus a local node in one process: the quickest way to look around.",
             run=A + "up",
-            options=(CONFIG,),
+            options=(
+                CONFIG,
+                Opt(
+                    ("--listen",),
+                    "listen",
+                    "Listen here instead of [server] listen, e.g. 0.0.0.0:9999.",
+                    metavar="ADDR",
+                    check=_listen,
+                ),
+                DATA_DIR,
+            ),
         ),
         KEY,
         CTL,
