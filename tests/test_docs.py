@@ -76,6 +76,16 @@ def test_every_command_has_a_section_and_every_section_a_command() -> None:
     assert not documented - commands, f"documented but not commands: {documented - commands}"
 
 
+def test_every_synopsis_is_generated_from_the_command_spec() -> None:
+    from servermgr.cli import reference
+
+    text = (REFERENCE / "cli.md").read_text(encoding="utf-8")
+    assert reference.rewrite(text) == text, (
+        "docs/reference/cli.md synopses drifted: python -m servermgr.cli.reference "
+        "docs/reference/cli.md"
+    )
+
+
 def test_cli_headings_are_exact() -> None:
     text = (REFERENCE / "cli.md").read_text(encoding="utf-8")
     loose = [h for h in re.findall(r"^#+ .*servermgr.*$", text, re.M) if not h.startswith("### ")]
