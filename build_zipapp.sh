@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build dist/servermgr.pyz with shiv: one file holding servermgr and its
-# dependencies. It contains compiled wheels (msgspec, psutil), so it runs on
+# dependencies, at the exact versions of zipapp.lock.txt (installed with
+# --no-deps: packages servermgr never imports stay out). It contains compiled wheels (msgspec, psutil), so it runs on
 # the same CPython minor version and platform as the interpreter that built
 # it; pick that interpreter with PYTHON=python3.X (default: python3).
 set -euo pipefail
@@ -23,5 +24,5 @@ rm -f dist/servermgr.pyz
     -p "/usr/bin/env python$ver" \
     -c servermgr \
     -o dist/servermgr.pyz \
-    .
+    --no-deps -r zipapp.lock.txt .
 echo "built dist/servermgr.pyz for CPython $ver ($(du -h dist/servermgr.pyz | cut -f1))"
