@@ -414,9 +414,14 @@ CTL = Cmd(
                 JSON,
             ),
             args=(
-                Arg("SRC", "src", "A local file, or NODE:/path to pull from.", complete="file"),
                 Arg(
-                    "DST",
+                    "LOCAL|NODE:PATH",
+                    "src",
+                    "A local file, or NODE:/path to pull from.",
+                    complete="file",
+                ),
+                Arg(
+                    "TARGET:PATH|LOCAL",
                     "dst",
                     "TARGET:/path to push to (a node, a,b, role=web or *), or a local path.",
                     complete="file",
