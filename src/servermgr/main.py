@@ -25,7 +25,8 @@ def run(argv: list[str]) -> int:
     debug = argv[:1] == ["--debug"]
     if debug:
         argv = argv[1:]
-    as_json = False
+    # Until the parser has read the line: a usage error under --json is JSON too.
+    as_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
     try:
         if argv[:1] == ["--version"]:
             from servermgr import __version__

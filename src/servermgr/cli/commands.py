@@ -19,7 +19,7 @@ Adding a command
 2. Add a ``Cmd`` below, in its group's ``children``, with ``run`` naming the
    handler as ``"module:function"``. Reuse the shared options (``JSON``,
    ``TARGET``, ``TIMEOUT``...) so the same option reads the same everywhere;
-   give a listing ``JSON`` and print it with ``render.print_items``.
+   give a listing ``JSON`` and print it with ``ctl.output.print_items`` (one shape).
 3. Document it under its own ``### servermgr ...`` heading in
    ``docs/reference/cli.md`` (``python -m servermgr.cli.reference`` prints the
    generated section; the docs test fails until it is there).
