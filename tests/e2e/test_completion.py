@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -56,8 +57,47 @@ COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
 """
 
 
+def _shell(fleet: Fleet, argv: list[str], env: dict[str, str]) -> list[str]:
+    path = f"{Path(SERVERMGR[0]).parent}:{os.environ['PATH']}"
+    res = subprocess.run(
+        argv,
+        env={**fleet.env, **env, "PATH": path, "HOME": str(fleet.tmp)},
+        cwd=fleet.tmp,
+        capture_output=True,
+        text=True,
+        timeout=min(fleet.left(), 10),
+    )
+    assert res.returncode == 0, res.stderr
+    return [w for w in res.stdout.splitlines() if w]
+
+
+def zsh_complete(fleet: Fleet, line: str, env: dict[str, str]) -> list[str]:
+    """What the zsh function hands to compadd for TAB at the end of ``line``."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed (.ci/run installs it)")
+    words = line.split(" ")
+    program = f"""
+compdef() {{ : }}
+eval "$(servermgr completion zsh)"
+compadd() {{ shift 2; print -l -- "$@" }}
+_files() {{ print FILES }}
+words=({" ".join(repr(w) for w in words)})
+CURRENT={len(words)}
+_servermgr
+"""
+    return _shell(fleet, ["zsh", "-f", "-c", program], env)
+
+
+def fish_complete(fleet: Fleet, line: str, env: dict[str, str]) -> list[str]:
+    """``complete -C``: fish's own answer for TAB at the end of ``line``."""
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed (.ci/run installs it)")
+    program = f"servermgr completion fish | source; complete -C {line!r}"
+    return [w.split("\t")[0] for w in _shell(fleet, ["fish", "--no-config", "-c", program], env)]
+
+
 @cap(60)
-def test_bash_completes_commands_options_and_node_names_from_core(fleet: Fleet) -> None:
+def test_shells_complete_commands_options_and_node_names_from_core(fleet: Fleet) -> None:
     if len(SERVERMGR) != 1:
         pytest.skip("needs the servermgr console script on PATH (bash calls it by name)")
     port = free_port()
@@ -83,12 +123,21 @@ def test_bash_completes_commands_options_and_node_names_from_core(fleet: Fleet) 
     assert stat.S_IMODE(cached.stat().st_mode) == 0o600
     assert bash_complete(fleet, script, "servermgr ct", env) == ["ctl"]
     assert bash_complete(fleet, script, "servermgr ctl jobs --st", env) == ["--state"]
-    assert bash_complete(fleet, script, "servermgr ctl audit --action ", env) == ["exec", "service"]
+    assert bash_complete(fleet, script, "servermgr ctl audit --action s", env) == [
+        "service",
+        "shell",
+    ]
     # A label: bash replaces only the part after '='.
     assert bash_complete(fleet, script, "servermgr ctl exec role=w", env) == ["web"]
     assert bash_complete(fleet, script, "servermgr ctl exec -t 5s ot", env) == ["other"]
     # After the target comes the remote command: no node names there.
     assert bash_complete(fleet, script, "servermgr ctl exec node-01 no", env) == []
+
+    # zsh and fish ask the same way; each gets whole words (no '=' splitting).
+    assert zsh_complete(fleet, "servermgr ctl exec no", env) == ["node-01", "node-02"]
+    assert zsh_complete(fleet, "servermgr ctl exec role=w", env) == ["role=web"]
+    assert fish_complete(fleet, "servermgr ctl exec no", env) == ["node-01", "node-02"]
+    assert fish_complete(fleet, "servermgr ctl jobs --st", env) == ["--state"]
 
     # Core unreachable and nothing cached for it: no candidates, and quickly.
     down = {**env, "SERVERMGR_CORE": f"http://127.0.0.1:{free_port()}"}
