@@ -120,6 +120,10 @@ def test_a_remote_commands_own_help_flag_is_its_own() -> None:
 
 def test_ctl_node_name_means_show() -> None:
     assert parse("ctl", "node", "web-1").path[-1] == "show"
+    shown = parse("ctl", "node", "--json", "web-1")
+    assert shown.path[-1] == "show"
+    assert shown.json
+    assert parse("ctl", "node", "--core=http://h:1", "web-1").core == "http://h:1"
     assert parse("ctl", "node", "remove", "web-1", "--force").force
 
 

@@ -137,9 +137,13 @@ def parse(root: Cmd, argv: list[str], environ: Mapping[str, str]) -> Parsed:
         if arg in HELP_FLAGS:
             raise HelpRequested(help_text(path, cmd, scope))
         if arg.startswith("-") and arg != "-":
-            i = _take_option(argv, i, scope, values, path)
-            continue
-        sub = cmd.child(arg)
+            known = _find(scope, arg.partition("=")[0] if arg[1] == "-" else arg[:2]) is not None
+            if known or cmd.default_child is None:
+                i = _take_option(argv, i, scope, values, path)
+                continue
+            sub = None  # ``ctl node --json web-1``: an option of the default command
+        else:
+            sub = cmd.child(arg)
         if sub is None:
             if cmd.default_child is None:
                 raise UsageError(_unknown("command", arg, [c.name for c in cmd.children], path))
