@@ -205,6 +205,29 @@ async def test_taken_name_is_409_and_says_how_to_free_it(api: httpx.AsyncClient)
     assert [n["id"] for n in nodes] == [first["node_id"]]
 
 
+async def test_the_node_list_takes_a_target_with_the_job_apis_rules(
+    api: httpx.AsyncClient,
+) -> None:
+    for name, role, env in (
+        ("web-1", "web", "prod"),
+        ("web-2", "web", "dev"),
+        ("db-1", "db", "prod"),
+    ):
+        await register(api, name, role=role, env=env)
+
+    async def names(target: str) -> list[str]:
+        resp = await api.get("/api/v1/nodes", params={"target": target})
+        assert resp.status_code == 200, resp.text
+        return [n["name"] for n in resp.json()]
+
+    assert await names("web-*") == ["web-1", "web-2"]
+    assert await names("role=web,env!=dev") == ["web-1"]
+    assert await names("db-1,web-2") == ["db-1", "web-2"]
+    assert await names("all") == ["db-1", "web-1", "web-2"]
+    assert_error(await api.get("/api/v1/nodes", params={"target": "a,role=x"}), 400, "bad_request")
+    assert_error(await api.get("/api/v1/nodes", params={"target": "nope"}), 404, "not_found")
+
+
 # --- OpenAPI ------------------------------------------------------------------
 
 
@@ -394,7 +417,6 @@ async def test_removing_a_connected_node_disconnects_it_for_good(
     assert core.registry.by_ref("node-01") is None
     assert len(core.registry) == 0
     assert core.gateway.sessions == {}
-
 
 
 async def test_status_reports_nodes_and_how_old_samples_were_when_stored(

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from servermgr import __version__
-from servermgr.common import names, proto, timespec
+from servermgr.common import names, proto, selector, timespec
 from servermgr.common.errors import NameTakenError, StorageUnavailableError
 from servermgr.common.text import printable
 from servermgr.core import history, openapi, rollup
@@ -54,6 +54,9 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class RenameBody(msgspec.Struct, forbid_unknown_fields=True):
     name: proto.Name
+
+
+MAX_TARGET = 32 * 1024  # as a job's target
 
 
 def _name_failure(name: str, what: str) -> ApiFailure | None:
@@ -149,7 +152,20 @@ class Api:
         )
 
     async def list_nodes(self, request: Request) -> Response:
-        return JSONResponse([self.node_summary(row) for row in self.registry.all()])
+        rows = self.registry.all()
+        spec = request.query_params.get("target")
+        if spec is not None:
+            # The job API's rules (common/selector.py): ctl nodes TARGET asks here.
+            try:
+                target = selector.parse_target(spec[:MAX_TARGET])
+            except ValueError as exc:
+                raise ApiFailure(400, "bad_request", f"bad target: {exc}") from None
+            rows, unknown = selector.select(target, rows)
+            if unknown:
+                raise ApiFailure(
+                    404, "not_found", f"unknown node(s): {printable(', '.join(unknown))}"
+                )
+        return JSONResponse([self.node_summary(row) for row in rows])
 
     async def get_node(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
@@ -278,6 +294,14 @@ class Api:
                 Doc(
                     "List nodes with status and latest sample",
                     auth=Access.READ,
+                    params=(
+                        Param(
+                            "target",
+                            "query",
+                            "only the nodes this target picks (as a job's: 'web-*', "
+                            "role=web,env!=dev)",
+                        ),
+                    ),
                     result={"type": "array", "items": node_schema},
                 ),
             ),

@@ -293,8 +293,10 @@ class Client:
         path = f"/api/v1/jobs/{_seg(job_id)}/output/{_seg(node)}/{stream}"
         return self.send("GET", path, params={"offset": offset, "limit": limit}).body
 
-    def nodes(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.request("GET", "/api/v1/nodes")
+    def nodes(self, target: str | None = None) -> list[dict[str, Any]]:
+        """Every node, or those ``target`` picks (Core applies the job API's rules)."""
+        params = None if target is None else {"target": target}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/nodes", params=params)
         return result
 
     def node(self, ref: str) -> dict[str, Any]:

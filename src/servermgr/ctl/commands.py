@@ -58,9 +58,9 @@ def _render(name: str, doc: Any) -> None:
 
 
 def nodes(a: Parsed) -> None:
-    found = client(a).nodes()
     if a.target is not None:
-        found = _pick(a.target, found)
+        _check_target(a.target)
+    found = client(a).nodes(a.target)
     if a.json:
         output.print_items(found)
     else:
@@ -69,22 +69,14 @@ def nodes(a: Parsed) -> None:
         plain.print_nodes(found, sys.stdout)
 
 
-def _pick(spec: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The node documents ``spec`` picks (the rules Core applies to a job's target)."""
+def _check_target(spec: str) -> None:
+    """A malformed target is a usage error here, before Core is asked."""
     from servermgr.common import selector
 
     try:
-        target = selector.parse_target(spec)
+        selector.parse_target(spec)
     except ValueError as exc:
         raise UsageError(f"{exc} (targets: docs/targeting.md)") from None
-    nodes = [selector.Named(d["id"], d["name"], d.get("labels") or {}) for d in docs]
-    picked, unknown = selector.select(target, nodes)
-    if unknown:
-        from servermgr.common.errors import NotFoundError
-
-        raise NotFoundError(404, "not_found", f"unknown node(s): {', '.join(unknown)}")
-    keep = {n.id for n in picked}
-    return [d for d in docs if d["id"] in keep]
 
 
 def node_show(a: Parsed) -> None:
