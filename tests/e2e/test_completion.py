@@ -139,6 +139,11 @@ def test_shells_complete_commands_options_and_node_names_from_core(fleet: Fleet)
     assert fish_complete(fleet, "servermgr ctl exec no", env) == ["node-01", "node-02"]
     assert fish_complete(fleet, "servermgr ctl jobs --st", env) == ["--state"]
 
+    # The same targets list nodes (Core resolves them as it does a job's).
+    for target, want in (("node-*", ["node-01", "node-02"]), ("role=web", ["node-01", "other"])):
+        listed = fleet.ctl_items("nodes", target, env=env)
+        assert [n["name"] for n in listed] == want, target
+
     # Core unreachable and nothing cached for it: no candidates, and quickly.
     down = {**env, "SERVERMGR_CORE": f"http://127.0.0.1:{free_port()}"}
     assert bash_complete(fleet, script, "servermgr ctl exec no", down) == []
