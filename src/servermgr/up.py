@@ -56,7 +56,9 @@ def node_config(
     )
 
 
-async def run(config: Config, *, announce: Callable[[str], None]) -> None:
+async def run(
+    config: Config, *, announce: Callable[[str], None], overridden: bool = False
+) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(stop_on_signals, stop)
@@ -75,11 +77,8 @@ async def run(config: Config, *, announce: Callable[[str], None]) -> None:
 
         nursery.start_soon(run_node)
         web = await _fresh_token(core, WEB_TOKEN, tokens.Role.OPERATE, None)
-        announce(
-            _banner(url, core.key.path, agent.hostname, prog=_prog())
-            + _web_note(url, web)
-            + _tls_note(pin)
-        )
+        banner = _banner(url, core.key.path, agent.hostname, prog=_prog(), overridden=overridden)
+        announce(banner + _web_note(url, web) + _tls_note(pin))
         await stop.wait()
         node_scope.cancel()
 
@@ -126,11 +125,22 @@ def _prog() -> str:
     return "servermgr"
 
 
-def _banner(url: str, key_path: object, hostname: str, *, prog: str) -> str:
+def _banner(
+    url: str, key_path: Path, hostname: str, *, prog: str, overridden: bool = False
+) -> str:
     ws = addr.ws_url(url, "")
+    if overridden:  # --listen / --data-dir: the config here does not say where Core is
+        how = (
+            f"The core key (admin) is in {key_path}. ctl reads the config, not --listen or\n"
+            f"--data-dir: first export SERVERMGR_CORE={url} "
+            f"SERVERMGR_KEY=$({prog} key show --data-dir {key_path.parent} 2>/dev/null "
+            "| head -1)\n\n"
+        )
+    else:
+        how = f"The core key (admin) is in {key_path}; ctl in this directory reads it there.\n\n"
     return (
         f"\nservermgr is up: Core on {url}, a local node named {hostname!r}.\n"
-        f"The core key (admin) is in {key_path}; ctl in this directory reads it there.\n\n"
+        f"{how}"
         "Try, in another terminal in this directory:\n"
         f"  {prog} ctl nodes\n"
         f"  {prog} ctl node {hostname}\n"
@@ -162,5 +172,10 @@ def _tls_note(pin: str | None) -> str:
     )
 
 
-def main(config: Config) -> None:
-    trio.run(lambda: run(config, announce=lambda text: print(text, file=sys.stderr, flush=True)))
+def main(config: Config, *, overridden: bool = False) -> None:
+    """Run until Ctrl-C; ``overridden``: --listen/--data-dir changed the config's values."""
+
+    def announce(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    trio.run(lambda: run(config, announce=announce, overridden=overridden))

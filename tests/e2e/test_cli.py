@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -306,3 +307,33 @@ def test_backgrounded_core_stops_gracefully(fleet: Fleet, sig: signal.Signals) -
     assert int(m.group(1)) >= 2
     assert "Traceback" not in log
     assert node.alive()
+
+
+@cap(60)
+def test_up_with_listen_and_data_dir_tells_ctl_where_core_is(fleet: Fleet) -> None:
+    port = free_port()
+    up = fleet.spawn("up", "up", "--listen", f"127.0.0.1:{port}", "--data-dir", "elsewhere")
+    line = fleet.poll(
+        "the banner's export line",
+        lambda: next((ln for ln in up.text().splitlines() if "export SERVERMGR_CORE" in ln), None),
+        30,
+    )
+    assert (fleet.tmp / "elsewhere" / "core.key").is_file()
+    command = line.split("first ", 1)[1]
+    assert f"SERVERMGR_CORE=http://127.0.0.1:{port}" in command
+    bin_dir = Path(SERVERMGR[0]).parent
+
+    def nodes() -> list[str] | None:
+        res = subprocess.run(
+            ["bash", "-c", f"{command}; servermgr ctl nodes --json"],
+            cwd=fleet.tmp,
+            env={**fleet.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=min(fleet.left(), 20),
+        )
+        items = json.loads(res.stdout)["items"] if res.returncode == 0 else []
+        return [n["name"] for n in items if n["status"] == "online"] or None
+
+    assert len(fleet.poll("the local node online, seen by ctl", nodes, 20)) == 1

@@ -72,7 +72,7 @@ def up(a: Parsed) -> None:
     from servermgr.common import logs
 
     logs.setup(cfg.log_level)
-    up_mod.main(cfg)
+    up_mod.main(cfg, overridden=a.listen is not None or a.data_dir is not None)
 
 
 def with_overrides(cfg: Config, *, listen: str | None, data_dir: str | None) -> Config:
