@@ -37,7 +37,7 @@ def offered(line: str, environ: dict[str, str], shell: str = "zsh") -> list[str]
         ("ctl exec -l ", ["role=web"]),
         ("ctl exec --all we", []),  # with --all the first word is the command
         ("ctl exec web-1 we", []),  # the remote command's words are the shell's
-        ("ctl node ", ["db-1", "remove", "rename", "show", "web-1", "web-2"]),
+        ("ctl node ", ["db-1", "remove", "rename", "show", "upgrade", "web-1", "web-2"]),
         ("ctl node remove d", ["db-1"]),
         ("ctl metrics web-1 --step ", ["1h", "1m", "auto", "raw"]),
         ("ctl metrics web-1 --step=r", ["--step=raw"]),

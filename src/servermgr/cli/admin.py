@@ -60,6 +60,23 @@ def core_backup(a: Parsed) -> None:
     )
 
 
+def core_agent_publish(a: Parsed) -> None:
+    cfg = config_of(a.config)
+    from servermgr.core.agentfile import publish
+
+    agent = publish(cfg.storage.data_dir, Path(a.file))
+    print(
+        f"published agent {agent.version} ({agent.size} bytes, sha256 {agent.sha256}) "
+        f"as {agent.path}; move nodes to it with: servermgr ctl node upgrade --all"
+    )
+
+
+def node_upgrade_watch(a: Parsed) -> None:
+    from servermgr.node.upgrade import watch
+
+    watch(Path(a.marker))
+
+
 def node_run(a: Parsed) -> None:
     from servermgr.node.run import run_agent
 

@@ -339,6 +339,44 @@ CTL = Cmd(
                     options=(JSON,),
                     args=(NODE, Arg("NEW_NAME", "new_name", "The node's new name.")),
                 ),
+                Cmd(
+                    "upgrade",
+                    "Move agents to the zipapp Core holds (core agent-publish), N at a time.\n\n"
+                    "Needs the core key. Each node checks the file, switches, restarts and "
+                    "keeps its identity; one not back with the new version within --timeout "
+                    "rolls back. A batch with a failure stops the rest. Exit 0: every node "
+                    "runs the new version; 1: any did not.",
+                    run=C + "node_upgrade",
+                    options=(
+                        Opt(("--all", "-a"), "all", "Every node.", targets=True),
+                        Opt(
+                            ("--batch",),
+                            "batch",
+                            "Nodes upgraded at once.",
+                            metavar="N",
+                            default=1,
+                            check=_count,
+                        ),
+                        Opt(
+                            ("--timeout",),
+                            "timeout",
+                            "A node not back with the new version this long rolls back.",
+                            metavar="DURATION",
+                            default="60s",
+                            check=_duration,
+                        ),
+                        JSON,
+                    ),
+                    args=(
+                        Arg(
+                            "TARGET",
+                            "target",
+                            "Nodes: a name, a glob, a,b, role=web or * (or --all).",
+                            optional=True,
+                            complete="target",
+                        ),
+                    ),
+                ),
             ),
         ),
         Cmd(
@@ -539,6 +577,18 @@ ROOT = Cmd(
                     options=(CONFIG, FORCE),
                     args=(Arg("FILE", "file", "Where to write the copy.", complete="file"),),
                 ),
+                Cmd(
+                    "agent-publish",
+                    "Make FILE the agent Core hands out to `ctl node upgrade` (checked: it "
+                    "must start).",
+                    run=A + "core_agent_publish",
+                    options=(CONFIG,),
+                    args=(
+                        Arg(
+                            "FILE", "file", "A servermgr zipapp (build_zipapp.sh).", complete="file"
+                        ),
+                    ),
+                ),
             ),
         ),
         Cmd(
@@ -550,6 +600,21 @@ ROOT = Cmd(
                     "Run the node agent: register, send heartbeats, reconnect forever.",
                     run=A + "node_run",
                     options=(CONFIG,),
+                ),
+                Cmd(
+                    "upgrade-watch",
+                    "Started by an agent that upgrades itself: rolls back unless the new one "
+                    "is welcomed.",
+                    run=A + "node_upgrade_watch",
+                    hidden=True,
+                    args=(
+                        Arg(
+                            "MARKER",
+                            "marker",
+                            "The upgrade marker (data_dir/upgrade.json).",
+                            complete="file",
+                        ),
+                    ),
                 ),
             ),
         ),

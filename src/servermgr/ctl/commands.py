@@ -116,6 +116,24 @@ def node_rename(a: Parsed) -> None:
         print(printable(f"renamed {a.node} to {result['name']} ({result['id']})"))
 
 
+def node_upgrade(a: Parsed) -> int:
+    from servermgr.ctl import upgrade
+    from servermgr.ctl.client import Client
+
+    if a.all == (a.target is not None):
+        raise UsageError("give the nodes to upgrade (a name, a,b, role=web) or --all")
+    if a.target is not None:
+        _check_target(a.target)
+    base, secret, trust = resolve(a)
+    return upgrade.run(
+        lambda t: Client(base, secret, timeout=t, trust=trust),
+        "*" if a.all else str(a.target),
+        batch=a.batch,
+        timeout=a.timeout,
+        as_json=a.json,
+    )
+
+
 def top(a: Parsed) -> int:
     base, secret, trust = resolve(a)
     from servermgr.ctl import dashboard
