@@ -37,17 +37,17 @@ def run(fleet: Fleet, webhook: WebhookServer) -> None:
     node_cfg = str(fleet.node_config("web-1", port, env["SERVERMGR_KEY"]))
 
     def web1(status: str) -> bool:
-        nodes = fleet.ctl_json("nodes", env=env)
+        nodes = fleet.ctl_items("nodes", env=env)
         return bool(nodes) and nodes[0]["status"] == status
 
     node = fleet.spawn("web-1", "node", "run", "--config", node_cfg)
     fleet.poll("web-1 online", lambda: web1("online"), 15)
-    rules = fleet.ctl_json("alert", "list", env=env)
+    rules = fleet.ctl_items("alert", "list", env=env)
     assert [r["name"] for r in rules] == ["cpu-high", "offline"]
 
     fleet.stop(node, signal.SIGTERM)
     fleet.poll("the firing notice", lambda: webhook.of("firing"), 30)
-    now: list[dict[str, Any]] = fleet.ctl_json("alerts", env=env)
+    now: list[dict[str, Any]] = fleet.ctl_items("alerts", env=env)
     offline = [(a["rule"], a["node"], a["state"]) for a in now if a["rule"] == "offline"]
     assert offline == [("offline", "web-1", "firing")]
     table = fleet.run("ctl", "alerts", env=env)
@@ -57,8 +57,8 @@ def run(fleet: Fleet, webhook: WebhookServer) -> None:
 
     fleet.spawn("web-1-again", "node", "run", "--config", node_cfg)
     fleet.poll("the resolved notice", lambda: webhook.of("resolved"), 30)
-    assert [a for a in fleet.ctl_json("alerts", env=env) if a["rule"] == "offline"] == []
-    history = fleet.ctl_json("alerts", "--history", env=env)
+    assert [a for a in fleet.ctl_items("alerts", env=env) if a["rule"] == "offline"] == []
+    history = fleet.ctl_items("alerts", "--history", env=env)
     assert [(h["from"], h["to"]) for h in history if h["rule"] == "offline"][-3:] == [
         (None, "pending"),
         ("pending", "firing"),
@@ -70,7 +70,7 @@ def run(fleet: Fleet, webhook: WebhookServer) -> None:
     # Each notified exactly once: a notice more would have come by now.
     delivered = fleet.poll(
         "both deliveries recorded",
-        lambda: (d := fleet.ctl_json("alerts", "--deliveries", env=env)) and len(d) >= 2 and d,
+        lambda: (d := fleet.ctl_items("alerts", "--deliveries", env=env)) and len(d) >= 2 and d,
         10,
     )
     assert [(d["kind"], d["outcome"]) for d in delivered] == [
@@ -110,10 +110,10 @@ def test_rules_and_silences_from_the_command_line(fleet: Fleet) -> None:
     assert len(bad.stderr.splitlines()) == 1
     silence = fleet.ctl_json("alert", "silence", "web-cpu", "--for", "2h", env=env)
     assert (silence["scope"], silence["target"]) == ("rule", "web-cpu")
-    assert [s["id"] for s in fleet.ctl_json("alert", "silences", env=env)] == [silence["id"]]
+    assert [s["id"] for s in fleet.ctl_items("alert", "silences", env=env)] == [silence["id"]]
     ended = fleet.run("ctl", "alert", "unsilence", str(silence["id"]), env=env)
     assert ended.returncode == 0
-    assert fleet.ctl_json("alert", "silences", env=env) == []
+    assert fleet.ctl_items("alert", "silences", env=env) == []
     assert fleet.run("ctl", "alert", "remove", "web-cpu", env=env).returncode == 0
     gone = fleet.run("ctl", "alert", "remove", "web-cpu", env=env)
     assert gone.returncode == 1

@@ -172,6 +172,7 @@ JOB_STATES = (
 
 A = "servermgr.cli.admin:"
 C = "servermgr.ctl.commands:"
+AL = "servermgr.ctl.alert_commands:"
 
 # --- the tree --------------------------------------------------------------------
 
@@ -520,6 +521,130 @@ CTL = Cmd(
             run=C + "cancel",
             options=(JSON,),
             args=(Arg("JOB_ID", "job_id", "Job id."),),
+        ),
+        Cmd(
+            "alerts",
+            "Alerts pending or firing now; --history for every transition.",
+            run=AL + "alerts",
+            options=(
+                Opt(("--history",), "history", "Every transition (pending, firing, resolved)."),
+                Opt(("--deliveries",), "deliveries", "Every notification attempt and its outcome."),
+                Opt(
+                    ("--since",),
+                    "since",
+                    "With --history/--deliveries: since (1h, 7d, an ISO 8601 date or time, "
+                    "unix seconds).",
+                    metavar="TIME",
+                    default="7d",
+                    check=_time,
+                ),
+                Opt(
+                    ("--limit",),
+                    "limit",
+                    "With --history/--deliveries: the newest N.",
+                    metavar="N",
+                    default=200,
+                    check=_count,
+                ),
+                JSON,
+            ),
+        ),
+        Cmd(
+            "alert",
+            "Alert rules and silences (what fires: `ctl alerts`).",
+            children=(
+                Cmd(
+                    "list",
+                    "The alert rules: from Core's config and added with `ctl alert add`.",
+                    run=AL + "alert_list",
+                    options=(JSON,),
+                ),
+                Cmd(
+                    "add",
+                    "Add an alert rule (kept by Core across restarts; needs the operate role).",
+                    run=AL + "alert_add",
+                    options=(
+                        Opt(
+                            ("--when",),
+                            "when",
+                            'The condition: "cpu > 90", "disk:/var >= 80", "net_rx > 10M", '
+                            "offline, job_failed.",
+                            metavar="CONDITION",
+                        ),
+                        Opt(
+                            ("--for",),
+                            "hold",
+                            "How long it must hold before firing (30s, 5m).",
+                            metavar="DURATION",
+                            default="0",
+                        ),
+                        Opt(
+                            ("--nodes",),
+                            "nodes",
+                            "Which nodes: a target as for exec (docs/targeting.md).",
+                            metavar="TARGET",
+                            default="*",
+                            complete="target",
+                        ),
+                        Opt(
+                            ("--notify",),
+                            "notify",
+                            "Receivers, a comma list (default: all).",
+                            metavar="R1,R2",
+                        ),
+                        Opt(
+                            ("--renotify",),
+                            "renotify",
+                            "While firing, notify again this often (1h).",
+                            metavar="DURATION",
+                        ),
+                        JSON,
+                    ),
+                    args=(Arg("NAME", "name", "The rule's name (a-z, 0-9, . - _)."),),
+                ),
+                Cmd(
+                    "remove",
+                    "Remove an alert rule added with `ctl alert add` (config rules: edit the "
+                    "file).",
+                    run=AL + "alert_remove",
+                    args=(Arg("NAME", "name", "The rule's name."),),
+                ),
+                Cmd(
+                    "silence",
+                    "Hold back the notifications of a node's or a rule's alerts for a while.",
+                    run=AL + "alert_silence",
+                    options=(
+                        Opt(
+                            ("--for",),
+                            "hold",
+                            "How long (30m, 2h, 1d).",
+                            metavar="DURATION",
+                            default="1h",
+                        ),
+                        JSON,
+                    ),
+                    args=(
+                        Arg(
+                            "NODE|RULE",
+                            "target",
+                            "A node or a rule (node:NAME / rule:NAME if both exist).",
+                            complete="node",
+                        ),
+                    ),
+                ),
+                Cmd(
+                    "silences",
+                    "The silences in force.",
+                    run=AL + "alert_silences",
+                    options=(JSON,),
+                ),
+                Cmd(
+                    "unsilence",
+                    "End a silence now.",
+                    run=AL + "alert_unsilence",
+                    args=(Arg("ID", "silence_id", "The silence's id."),),
+                ),
+            ),
         ),
         Cmd(
             "audit",

@@ -2,7 +2,7 @@
 
 Tables are built here from the API's documents (escaped as they come in:
 node names and rule conditions never reach the terminal with a control
-character); commands in cli.py call Core and print them.
+character); the handlers in ctl/alert_commands.py call Core and print them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from servermgr.common.text import printable_doc
-from servermgr.ctl import render
+from servermgr.ctl import plain, render
 
 
 def _time(ts: float | None) -> str:
@@ -30,7 +30,7 @@ def _value(v: float | None) -> str:
 
 
 def _seconds(v: float | None) -> str:
-    return "-" if v is None else render.fmt_duration(v) if v >= 1 else f"{v:g}s"
+    return "-" if v is None else plain.fmt_duration(v) if v >= 1 else f"{v:g}s"
 
 
 def _table(*columns: str) -> Table:
@@ -53,7 +53,7 @@ def alerts_table(rows: list[dict[str, Any]], *, now: float) -> Table:
             Text(r["subject"] or "-"),
             Text(_value(r["value"])),
             Text(_time(r["since"])),
-            Text(render.fmt_duration(max(0.0, now - r["started"]))),
+            Text(plain.fmt_duration(max(0.0, now - r["started"]))),
             Text("yes" if r["silenced"] else ""),
         )
     return table

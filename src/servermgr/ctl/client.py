@@ -36,6 +36,7 @@ RETRY_DELAYS = (0.2, 0.5, 1.0)  # job submission retried on connection errors
 MAX_LINE = 64 * 1024 * 1024  # one NDJSON line; the largest is a job of a huge fleet
 MAX_ERROR = 1024 * 1024  # an error document
 JOBS = "/api/v1/jobs"
+ALERTS = "/api/v1/alerts"
 EVENTS = "/api/v1/events"  # the WebSocket of live node status (ctl top)
 
 
@@ -354,6 +355,42 @@ class Client:
             params["action"] = action
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/audit", params=params)
         return result
+
+    # --- alerts (docs/alerts.md) ---
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now."""
+        result: list[dict[str, Any]] = self.request("GET", f"{ALERTS}")
+        return result
+
+    def alert_log(self, kind: str, *, since: str, limit: int) -> list[dict[str, Any]]:
+        """``history`` (every transition) or ``deliveries`` (every notification attempt)."""
+        params = {"since": since, "limit": limit}
+        result: list[dict[str, Any]] = self.request("GET", f"{ALERTS}/{kind}", params=params)
+        return result
+
+    def alert_rules(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"{ALERTS}/rules")
+        return result
+
+    def add_alert_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"{ALERTS}/rules", json=rule)
+        return result
+
+    def remove_alert_rule(self, name: str) -> None:
+        self.request("DELETE", f"{ALERTS}/rules/{_seg(name)}")
+
+    def silences(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"{ALERTS}/silences")
+        return result
+
+    def add_silence(self, target: str, hold: str) -> dict[str, Any]:
+        body = {"target": target, "for": hold}
+        result: dict[str, Any] = self.request("POST", f"{ALERTS}/silences", json=body)
+        return result
+
+    def remove_silence(self, silence_id: int) -> None:
+        self.request("DELETE", f"{ALERTS}/silences/{silence_id}")
 
     def metrics(
         self, ref: str, *, since: str, until: str | None = None, step: str | None = None
