@@ -95,10 +95,10 @@ def test_upgrade_then_a_broken_build_rolls_back(fleet: Fleet) -> None:
     assert len(relaunched) == 1
     assert agent.read_bytes() == (fleet.tmp / "new.pyz").read_bytes()
     audit = fleet.run(*ctl, "audit", "--json", "--action", "agent.upgrade")
-    rows = json.loads(audit.stdout)
+    rows = json.loads(audit.stdout)["items"]
     assert [r["outcome"] for r in rows] == ["rolled_back", "succeeded"]
 
 
 def _nodes(fleet: Fleet, ctl: list[str]) -> list[dict[str, object]] | None:
     res = fleet.run(*ctl, "nodes", "--json")
-    return json.loads(res.stdout) if res.returncode == 0 else None
+    return json.loads(res.stdout)["items"] if res.returncode == 0 else None

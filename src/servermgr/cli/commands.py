@@ -170,6 +170,18 @@ JOB_STATES = (
     "stalled",
 )
 
+# Every action Core writes to the audit log (add yours when a Core part audits a new one).
+AUDIT_ACTIONS = (
+    "exec",
+    "service",
+    "file.push",
+    "file.pull",
+    "shell",
+    "agent.upgrade",
+    "schedule.add",
+    "schedule.remove",
+)
+
 A = "servermgr.cli.admin:"
 C = "servermgr.ctl.commands:"
 AL = "servermgr.ctl.alert_commands:"
@@ -664,7 +676,7 @@ CTL = Cmd(
                     "action",
                     "Only this kind of action.",
                     metavar="ACTION",
-                    choices=("exec", "service", "file.push", "file.pull", "shell"),
+                    choices=AUDIT_ACTIONS,
                 ),
                 Opt(
                     ("--limit",),
