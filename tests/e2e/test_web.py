@@ -59,7 +59,7 @@ def fleet_of(fleet: Fleet, names: list[str]) -> tuple[str, str]:
     env = {"SERVERMGR_CORE": url, "SERVERMGR_KEY": key}
 
     def online() -> bool:
-        listed = fleet.ctl_json("nodes", env=env) or []
+        listed = fleet.ctl_items("nodes", env=env) or []
         return sum(n["status"] == "online" for n in listed) == len(names)
 
     fleet.poll("every node online", online, 15)
