@@ -17,8 +17,8 @@ def body(args: list[str], **over: Any) -> dict[str, Any]:
         "every": None,
         "cron": None,
         "tz": None,
-        "timeout": "60s",
-        "wait": "0s",
+        "timeout": 60.0,
+        "wait": 0.0,
         "output_cap": 1024,
         "env": [],
         "cwd": None,
@@ -29,7 +29,7 @@ def body(args: list[str], **over: Any) -> dict[str, Any]:
 
 
 def test_every_with_a_target_and_the_command_words() -> None:
-    doc = body(["role=web", "df", "-h", "/"], every="1h", timeout="5m")
+    doc = body(["role=web", "df", "-h", "/"], every=3600.0, timeout=300.0)
     assert doc["name"] == "nightly"
     assert doc["every"] == 3600.0
     assert "cron" not in doc
@@ -49,10 +49,9 @@ def test_cron_with_a_zone_on_every_node() -> None:
     ("args", "over", "message"),
     [
         (["n1", "true"], {}, "give --every"),
-        (["n1", "true"], {"every": "1h", "cron": "* * * * *"}, "give --every"),
-        (["n1", "true"], {"every": "1h", "tz": "UTC"}, "--tz goes with --cron"),
-        (["n1"], {"every": "1h"}, "missing the command"),
-        (["n1", "true"], {"every": "soon"}, "--every: bad duration"),
+        (["n1", "true"], {"every": 3600.0, "cron": "* * * * *"}, "give --every"),
+        (["n1", "true"], {"every": 3600.0, "tz": "UTC"}, "--tz goes with --cron"),
+        (["n1"], {"every": 3600.0}, "missing the command"),
     ],
 )
 def test_mistakes_are_usage_errors(args: list[str], over: dict[str, Any], message: str) -> None:
@@ -63,3 +62,19 @@ def test_mistakes_are_usage_errors(args: list[str], over: dict[str, Any], messag
 def test_the_line_printed_names_when_and_where() -> None:
     doc = {"name": "a", "paused": True, "describe": "every 1h", "target": "role=web"}
     assert said(doc, "paused") == "schedule a paused: every 1h on role=web; paused"
+
+
+def test_the_command_line_of_schedule_add() -> None:
+    from servermgr.cli import spec
+    from servermgr.cli.commands import ROOT
+
+    p = spec.parse(
+        ROOT, ["ctl", "schedule", "add", "tick", "--every", "2s", "n1", "-t", "5s", "ls", "-l"], {}
+    )
+    assert (p.name, p.every, p.timeout, p.words) == ("tick", 2.0, 5.0, ["n1", "ls", "-l"])
+    p = spec.parse(
+        ROOT, ["ctl", "schedule", "add", "t", "--all", "--cron", "0 3 * * *", "df", "-h"], {}
+    )
+    assert (p.all, p.cron, p.words) == (True, "0 3 * * *", ["df", "-h"])
+    with pytest.raises(UsageError, match="--every: bad duration"):
+        spec.parse(ROOT, ["ctl", "schedule", "add", "t", "--every", "soon", "n1", "true"], {})

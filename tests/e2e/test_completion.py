@@ -123,10 +123,7 @@ def test_shells_complete_commands_options_and_node_names_from_core(fleet: Fleet)
     assert stat.S_IMODE(cached.stat().st_mode) == 0o600
     assert bash_complete(fleet, script, "servermgr ct", env) == ["ctl"]
     assert bash_complete(fleet, script, "servermgr ctl jobs --st", env) == ["--state"]
-    assert bash_complete(fleet, script, "servermgr ctl audit --action s", env) == [
-        "service",
-        "shell",
-    ]
+    assert bash_complete(fleet, script, "servermgr ctl audit --action sh", env) == ["shell"]
     # A label: bash replaces only the part after '='.
     assert bash_complete(fleet, script, "servermgr ctl exec role=w", env) == ["web"]
     assert bash_complete(fleet, script, "servermgr ctl exec -t 5s ot", env) == ["other"]

@@ -185,6 +185,7 @@ AUDIT_ACTIONS = (
 A = "servermgr.cli.admin:"
 C = "servermgr.ctl.commands:"
 AL = "servermgr.ctl.alert_commands:"
+SC = "servermgr.ctl.schedules:"
 
 # --- the tree --------------------------------------------------------------------
 
@@ -243,6 +244,101 @@ KEY = Cmd(
     ),
 )
 
+OUTPUT_CAP = Opt(
+    ("--output-cap",),
+    "output_cap",
+    "Keep at most this many bytes per stream per node.",
+    metavar="BYTES",
+    default=1 << 20,
+    check=_count,
+)
+ENV = Opt(
+    ("--env", "-e"),
+    "env",
+    "Set NAME=VALUE in the command's environment.",
+    metavar="NAME=VALUE",
+    repeat=True,
+)
+CWD = Opt(("--cwd",), "cwd", "Working directory.", metavar="DIR")
+SCHEDULE_NAME = Arg("NAME", "name", "The schedule's name.")
+
+SCHEDULE = Cmd(
+    "schedule",
+    "Jobs Core runs by itself, every N or at cron times (docs/schedules.md).",
+    children=(
+        Cmd(
+            "add",
+            "Make a schedule: run a command on a target every DURATION or at cron times.\n\n"
+            "Each run is an ordinary job (ctl jobs, by schedule:NAME). A run missed while "
+            "Core was down runs once when it is back; the rest are skipped. As with exec, "
+            "options stand before the command's first word (or before --).",
+            run=SC + "add",
+            remote=True,
+            options=(
+                Opt(
+                    ("--every",),
+                    "every",
+                    "Run every DURATION (90s, 10m, 1h, 1d).",
+                    metavar="DURATION",
+                    check=_duration,
+                ),
+                Opt(
+                    ("--cron",),
+                    "cron",
+                    "Run at cron times: 'MIN HOUR DAY MONTH WEEKDAY'.",
+                    metavar="CRON",
+                ),
+                Opt(
+                    ("--tz",),
+                    "tz",
+                    "Time zone of --cron (e.g. Europe/Berlin; default UTC).",
+                    metavar="ZONE",
+                ),
+                ALL,
+                LABEL,
+                TIMEOUT,
+                WAIT,
+                OUTPUT_CAP,
+                ENV,
+                CWD,
+                Opt(("--paused",), "paused", "Make it paused."),
+                JSON,
+            ),
+            args=(
+                SCHEDULE_NAME,
+                Arg("TARGET COMMAND", "words", TARGET_HELP, many=True, complete="target"),
+            ),
+        ),
+        Cmd(
+            "list",
+            "List schedules: when each runs, its target, next run, last job.",
+            run=SC + "listing",
+            options=(JSON,),
+        ),
+        Cmd(
+            "remove",
+            "Remove a schedule (its past jobs stay).",
+            run=SC + "remove",
+            options=(JSON,),
+            args=(SCHEDULE_NAME,),
+        ),
+        Cmd(
+            "pause",
+            "Pause a schedule: no runs until resumed.",
+            run=SC + "pause",
+            options=(JSON,),
+            args=(SCHEDULE_NAME,),
+        ),
+        Cmd(
+            "resume",
+            "Resume a schedule from its next due time (runs missed while paused are skipped).",
+            run=SC + "resume",
+            options=(JSON,),
+            args=(SCHEDULE_NAME,),
+        ),
+    ),
+)
+
 EXEC = Cmd(
     "exec",
     "Run a shell command on one node or many, with live output.\n\n"
@@ -258,23 +354,10 @@ EXEC = Cmd(
         ALL,
         LABEL,
         TIMEOUT,
-        Opt(
-            ("--output-cap",),
-            "output_cap",
-            "Keep at most this many bytes per stream per node.",
-            metavar="BYTES",
-            default=1 << 20,
-            check=_count,
-        ),
+        OUTPUT_CAP,
         WAIT,
-        Opt(
-            ("--env", "-e"),
-            "env",
-            "Set NAME=VALUE in the command's environment.",
-            metavar="NAME=VALUE",
-            repeat=True,
-        ),
-        Opt(("--cwd",), "cwd", "Working directory.", metavar="DIR"),
+        ENV,
+        CWD,
         Opt(
             ("--no-stdin", "-n"),
             "no_stdin",
@@ -433,6 +516,7 @@ CTL = Cmd(
             args=(NODE,),
         ),
         EXEC,
+        SCHEDULE,
         Cmd(
             "cp",
             "Copy a file to nodes (LOCAL TARGET:PATH) or from one node (NODE:PATH LOCAL).\n\n"

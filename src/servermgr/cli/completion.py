@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from servermgr.cli.spec import HELP_FLAGS, Cmd, Opt, Parsed
+from servermgr.cli.spec import HELP_FLAGS, Cmd, Opt, Parsed, lead_words
 
 CORE_TIMEOUT = 0.5  # seconds: a completion must never hang the shell
 FRESH = 10.0  # seconds a cached answer is used without asking Core again
@@ -144,9 +144,9 @@ def candidates(root: Cmd, words: list[str], environ: Mapping[str, str]) -> list[
         return out
     if cmd.remote:
         picked = any(o.targets and values.get(o.dest) for o in scope)
-        if positional == 0 and not picked:
+        if not picked and positional == lead_words(cmd, picked) - 1:
             return _kind("target", values, environ)
-        return []  # the remote command: the shell's own completion (files)
+        return []  # a name, or the remote command: the shell's own completion (files)
     if positional < len(cmd.args):
         return _kind(cmd.args[positional].complete, values, environ)
     if cmd.args and cmd.args[-1].many:
@@ -178,7 +178,7 @@ def _walk(root: Cmd, words: list[str]) -> tuple[Cmd, list[Opt], dict[str, Any], 
                 positional = 1
             if sub is None:
                 positional += 1
-                if cmd.remote and positional > (0 if _picked(scope, values) else 1):
+                if cmd.remote and positional > lead_words(cmd, _picked(scope, values)):
                     literal = True
                 continue
             scope = [*scope, *sub.options] if cmd is not root else list(sub.options)

@@ -181,9 +181,15 @@ def parse(root: Cmd, argv: list[str], environ: Mapping[str, str]) -> Parsed:
 
 
 def _target_words(cmd: Cmd, scope: list[Opt], values: Mapping[str, Any]) -> int:
-    """How many leading words of a remote command are ours (TARGET): 0 after --all/--label."""
+    """How many leading words of a remote command are ours: its plain arguments (a
+    schedule's NAME) and TARGET, which --all/--label stand for."""
     picked = any(opt.targets and values.get(opt.dest) for opt in scope)
-    return 0 if picked else 1
+    return lead_words(cmd, picked)
+
+
+def lead_words(cmd: Cmd, picked: bool) -> int:
+    """The words before a remote command's own: plain arguments, then TARGET unless picked."""
+    return sum(1 for a in cmd.args if not a.many) + (0 if picked else 1)
 
 
 def _find(scope: list[Opt], flag: str) -> Opt | None:
