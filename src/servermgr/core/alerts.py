@@ -393,7 +393,7 @@ class AlertEngine:
         row = self.registry.by_id(alert.key.node_id)
         name = row.name if row is not None else alert.key.node_id
         subject = f" {alert.key.subject}" if alert.key.subject else ""
-        shown = "" if alert.value is None else f" (now {alert.value:g})"
+        shown = "" if alert.value is None else f" (now {round(alert.value, 1):g})"
         status = "resolved" if alert.state == State.RESOLVED else "firing"
         return {
             "version": 1,

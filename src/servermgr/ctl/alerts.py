@@ -26,7 +26,7 @@ def until(ts: float) -> str:
 
 
 def _value(v: float | None) -> str:
-    return "-" if v is None else f"{v:g}"
+    return "-" if v is None else f"{round(v, 1):g}"
 
 
 def _seconds(v: float | None) -> str:
