@@ -53,6 +53,12 @@ def test_rule_durations_and_targets() -> None:
     assert listed.hold == 0.5  # sub-minute durations are fine (tests use them)
     assert selects(listed, "x", "b", {})
     assert not selects(listed, "x", "c", {})
+    globbed = check_rule(RuleDoc(name="g", when="offline", nodes="web-*"))
+    assert selects(globbed, "x", "web-7", {})
+    assert not selects(globbed, "x", "db-1", {})
+    negated = check_rule(RuleDoc(name="n", when="offline", nodes="role=web,env!=staging"))
+    assert selects(negated, "x", "a", {"role": "web", "env": "prod"})
+    assert not selects(negated, "x", "b", {"role": "web", "env": "staging"})
     with pytest.raises(ValueError, match="fires at once"):
         check_rule(RuleDoc(name="j", when="job_failed", hold="1m"))
     with pytest.raises(ValueError, match="bad duration"):

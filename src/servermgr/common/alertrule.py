@@ -6,7 +6,7 @@ command line (``ctl alert add``)::
     name = "cpu-high"
     when = "cpu > 90"        # or "offline", or "job_failed"
     for = "1m"               # how long the condition must hold (0: at once)
-    nodes = "*"              # which nodes, like ``ctl exec``: a name, a list, key=value labels, *
+    nodes = "*"              # which nodes, like ``ctl exec``: names, globs, labels, *
     notify = ["ops"]         # receivers by name; absent: every receiver
     renotify = "1h"          # while firing, tell again this often; absent: once
 
@@ -35,7 +35,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from servermgr.common.selector import Target, parse_target
+from servermgr.common.selector import Named, Target, parse_target, select
 from servermgr.common.timespec import parse_duration
 
 # A percentage, a load, or a rate in bytes per second.
@@ -203,10 +203,7 @@ def check_rule(doc: RuleDoc, *, source: str = "api") -> Rule:
 
 
 def selects(rule: Rule, node_id: str, name: str, labels: Mapping[str, str]) -> bool:
-    """Whether ``rule`` applies to this node (its ``nodes``, as ``ctl exec`` reads a target)."""
-    target = rule.target
-    if target.all:
-        return True
-    if target.labels:
-        return all(labels.get(k) == v for k, v in target.labels.items())
-    return node_id in target.names or name in target.names
+    """Whether ``rule`` applies to this node: its ``nodes`` read as ``ctl exec`` reads a
+    target (common/selector.py: names, ids, globs, labels with AND and !=, all)."""
+    picked, _ = select(rule.target, [Named(node_id, name, labels)])
+    return bool(picked)
