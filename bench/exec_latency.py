@@ -53,9 +53,9 @@ def api_round_trip(core: benchlib.Core, iterations: int, target: str = NODE) -> 
                     if not line:
                         continue
                     event = json.loads(line)
-                    if event["type"] == "state":
+                    if event["type"] == "job.state":
                         states.append(event["state"])
-                    if event["type"] == "done":
+                    if event["type"] == "job.done":
                         break
             t2 = time.perf_counter()
             final = [s for s in states if s not in ("queued", "sent", "running")]

@@ -50,7 +50,7 @@ def fan_out(
         job_id = resp.json()["id"]
         with http.stream("GET", f"/api/v1/jobs/{job_id}/stream") as stream:
             for line in stream.iter_lines():
-                if line and json.loads(line)["type"] == "done":
+                if line and json.loads(line)["type"] == "job.done":
                     break
         elapsed = time.perf_counter() - t0
         cpu = benchlib.cpu_seconds(core.pid) - cpu0

@@ -30,7 +30,6 @@ import time
 import benchlib
 
 from servermgr.common import proto
-from servermgr.core.cache import NodeStatus
 from servermgr.core.metrics_export import (
     GZIP_LEVEL,
     CoreFigures,
@@ -38,11 +37,12 @@ from servermgr.core.metrics_export import (
     exposition,
     process_figures,
 )
+from servermgr.core.status import LiveStatus
 from servermgr.core.storage import NodeRow
 from servermgr.core.writer import AGE_BOUNDS_MS
 
 
-def fleet(n: int, seed: int = 1) -> list[tuple[NodeRow, NodeStatus]]:
+def fleet(n: int, seed: int = 1) -> list[tuple[NodeRow, LiveStatus]]:
     rnd = random.Random(seed)
     now = time.time()
     out = []
@@ -97,7 +97,7 @@ def fleet(n: int, seed: int = 1) -> list[tuple[NodeRow, NodeStatus]]:
             uptime=rnd.uniform(0, 1e7),
             procs=rnd.randrange(50, 500),
         )
-        st = NodeStatus(row.id, online=True, connected_at=now, last_seen=now, latest=sample)
+        st = LiveStatus(row.id, online=True, connected_at=now, last_seen=now, latest=sample)
         out.append((row, st))
     return out
 

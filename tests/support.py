@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import shutil
 import signal
@@ -156,8 +157,8 @@ async def finished(core: Core, job_id: str, limit: float = 15) -> dict[str, Any]
         with trio.fail_after(limit):
             async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream") as resp:
                 assert resp.status_code == 200
-                lines = [line async for line in resp.aiter_lines()]  # ends after "done"
-        assert '"type": "done"' in lines[-1]
+                lines = [line async for line in resp.aiter_lines()]  # ends after job.done
+        assert '"type": "job.done"' in lines[-1]
         doc: dict[str, Any] = (await client.get(f"/api/v1/jobs/{job_id}")).json()
     return doc
 
@@ -168,7 +169,7 @@ def by_node(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def online(core: Core, *names: str) -> bool:
     rows = [core.registry.by_ref(n) for n in names]
-    return all(r is not None and (st := core.status.get(r.id)) and st.online for r in rows)
+    return all(r is not None and core.sessions.is_online(r.id) for r in rows)
 
 
 def live_processes(marker: str) -> list[psutil.Process]:
@@ -277,14 +278,21 @@ def fill_up(directory: Path) -> int:
     return written
 
 
-async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll ``predicate`` (cheap, in-memory state of another component) until true.
+async def wait_for(
+    predicate: Callable[[], bool] | Callable[[], Awaitable[bool]], limit: float = 10.0
+) -> None:
+    """Poll ``predicate`` (cheap state of another component; sync or async) until true.
 
     Fails after ``limit`` seconds. Polling is deliberate: the components under
     test expose no event for every condition a test waits on.
     """
     with trio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110
+        while True:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
             await trio.sleep(0.02)
 
 

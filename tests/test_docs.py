@@ -183,7 +183,7 @@ def test_every_config_key_is_in_the_example() -> None:
 
 
 async def test_every_route_is_in_the_api_reference(core: Core) -> None:
-    routes = {f"{method} {path}" for method, path, _ in core.api.route_docs()}
+    routes = {f"{method} {path}" for method, path, _ in core.routes.docs()}
     documented = {
         title.strip("`")
         for title in sections(REFERENCE / "api.md", 3)
@@ -197,7 +197,7 @@ async def test_every_route_section_names_its_role(core: Core) -> None:
     docs = {title.strip("`"): body for title, body in sections(REFERENCE / "api.md", 3).items()}
     wrong = [
         f"{method} {path}: Role: {doc.auth.value}"
-        for method, path, doc in core.api.route_docs()
+        for method, path, doc in core.routes.docs()
         if f"Role: {doc.auth.value}" not in docs.get(f"{method} {path}", "")
     ]
     assert not wrong, f"docs/reference/api.md must name each route's role: {wrong}"
@@ -261,10 +261,10 @@ def exported_metric_names() -> set[str]:
     """Every metric family /metrics can produce (a node with every figure, alerts on)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from servermgr.core.cache import NodeStatus
     from servermgr.core.metrics_export import NodeRenderer, exposition, process_figures
+    from servermgr.core.status import LiveStatus
 
-    status = NodeStatus("n1", online=True, last_seen=1.0, latest=make_sample(1.0))
+    status = LiveStatus("n1", online=True, last_seen=1.0, latest=make_sample(1.0))
     figures = metrics_figures(alerts={"firing": 1}, process=process_figures())
     text = exposition(NodeRenderer(), [(node_row("web-01", "n1"), status)], figures)
     names = set()

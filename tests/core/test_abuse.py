@@ -247,13 +247,13 @@ async def test_slow_clients_do_not_stop_a_connected_node_and_new_nodes_get_in_af
     core = (await start_core(cfg)).core
     await start_node(core, "node-01")
     await wait_for(lambda: online(core, "node-01"))
-    (session,) = core.gateway.sessions.values()
+    (session,) = core.sessions.values()
     held = [socket.create_connection(("127.0.0.1", core.port)) for _ in range(12)]
     try:
         # node-01 keeps heartbeating over the connection it had.
         stored = core.writer.samples
         await wait_for(lambda: core.writer.samples >= stored + 10, limit=20)
-        assert list(core.gateway.sessions.values()) == [session]
+        assert list(core.sessions.values()) == [session]
         # A new node (registration, then its WebSocket) from the same address
         # gets in once the slow clients have been dropped.
         await start_node(core, "node-02")
@@ -263,4 +263,4 @@ async def test_slow_clients_do_not_stop_a_connected_node_and_new_nodes_get_in_af
     finally:
         for sock in held:
             sock.close()
-    assert session in core.gateway.sessions.values()
+    assert session in core.sessions.values()

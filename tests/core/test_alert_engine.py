@@ -14,7 +14,7 @@ from servermgr.common.config import parse_config
 from servermgr.core.alertlog import AlertLog
 from servermgr.core.alerts import AlertEngine
 from servermgr.core.alertstate import State
-from servermgr.core.cache import MemoryBus
+from servermgr.core.bus import MemoryBus
 from servermgr.core.storage import Storage
 from servermgr.core.writer import Database
 from tests.support import make_sample, node_row

@@ -416,8 +416,7 @@ async def test_removing_a_connected_node_disconnects_it_for_good(
     assert isinstance(node.error, NodeRemovedError)
     assert core.registry.by_ref("node-01") is None
     assert len(core.registry) == 0
-    assert core.gateway.sessions == {}
-
+    assert len(core.sessions) == 0
 
 async def test_status_reports_nodes_and_how_old_samples_were_when_stored(
     core: Core, start_node: StartNode, api: httpx.AsyncClient

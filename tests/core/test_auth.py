@@ -155,7 +155,7 @@ async def test_every_route_against_every_credential(
     core: Core, credentials: dict[str, str | None]
 ) -> None:
     assert served_routes(core) == set(EXPECTED), "a route without a decided role"
-    declared = {f"{m} {p}": d.auth for m, p, d in core.api.route_docs()}
+    declared = {f"{m} {p}": d.auth for m, p, d in core.routes.docs()}
     wrong = []
     for route, needs in EXPECTED.items():
         key = route if not route.startswith("WS ") else "GET " + route[3:]
@@ -288,10 +288,10 @@ async def test_a_rotated_key_replaces_the_old_one_and_nodes_keep_working(
         assert (await client.get("/api/v1/nodes")).status_code == 401
     row = core.registry.by_ref("node-01")
     assert row is not None
-    session = core.gateway.sessions[row.id]
+    session = core.sessions[row.id]
     await trio.sleep(0.5)  # a few heartbeats: the node's session was not touched
     assert online(core, "node-01")
-    assert core.gateway.sessions[row.id] is session
+    assert core.sessions[row.id] is session
 
 
 async def test_a_failing_database_does_not_stop_authentication(

@@ -103,7 +103,7 @@ async def test_a_job_the_node_never_received_is_sent_again(
     core.jobs.live.add(
         Entry(record, row.id, "node-01", Status(State.SENT, sent_at=core.jobs.clock()))
     )
-    core.gateway.disconnect(row.id, 4001, "test: drop the connection")
+    core.sessions.disconnect(row.id, 4001, "test: drop the connection")
     n = by_node(await finished(core, record.id))["node-01"]
     assert n["state"] == "succeeded"
     assert base64.b64decode(n["stdout_b64"]) == b"arrived\n"

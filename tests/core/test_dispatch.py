@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from servermgr.common import proto
 from servermgr.core.app import Core
-from servermgr.core.gateway import CLOSE_STALLED, SEND_TIMEOUT, NodeSession
+from servermgr.core.sessions import CLOSE_STALLED, SEND_TIMEOUT, NodeSession
 from servermgr.core.storage import NodeRow
 from servermgr.node import transport
 from tests.support import (
@@ -104,7 +104,7 @@ async def test_a_node_that_stops_reading_delays_nobody(
         done = by_node(await finished(core, job["id"]))
         assert done["node-02"]["state"] == "stalled"
         assert "disconnected" in done["node-02"]["error"]
-        assert stalled_id not in core.gateway.sessions  # disconnected, not waited for
+        assert stalled_id not in core.sessions  # disconnected, not waited for
         assert done["node-01"]["state"] == done["node-03"]["state"] == "succeeded"
 
 

@@ -56,10 +56,18 @@ class Stream:
                     return msg
 
 
-def online(core: Core, name: str) -> bool:
+async def online(core: Core, name: str) -> bool:
     row = core.registry.by_ref(name)
-    st = core.status.get(row.id) if row else None
+    st = await core.status.get(row.id) if row else None
     return bool(st and st.online and st.latest is not None)
+
+
+async def offline(core: Core, name: str) -> bool:
+    return not await online(core, name)
+
+
+async def all_online(core: Core, names: list[str]) -> bool:
+    return all([await online(core, name) for name in names])
 
 
 def heartbeat_of(name: str) -> Any:
@@ -156,7 +164,7 @@ async def test_snapshot_has_recent_history_from_the_database(
 async def test_filters_by_type_and_node(core: Core, start_node: StartNode) -> None:
     await start_node(core, "node-a")
     await start_node(core, "node-b")
-    await wait_for(lambda: online(core, "node-a") and online(core, "node-b"))
+    await wait_for(lambda: all_online(core, ["node-a", "node-b"]))
     async with (
         events(core, "types=node&nodes=node-b") as only_b,
         events(core, "types=heartbeat&nodes=node-a&interval=0") as beats_a,
@@ -164,7 +172,7 @@ async def test_filters_by_type_and_node(core: Core, start_node: StartNode) -> No
         snap = await only_b.next()
         assert [n["name"] for n in snap["nodes"]] == ["node-b"]
         assert (await beats_a.next())["type"] == "snapshot"
-        assert core.gateway.heartbeat_subscribers == 1  # only the stream that asked
+        assert core.gateway.heartbeat_watchers.count == 1  # only the stream that asked
         for _ in range(5):
             msg = await beats_a.next()
             assert msg["type"] == "heartbeats"
@@ -172,18 +180,18 @@ async def test_filters_by_type_and_node(core: Core, start_node: StartNode) -> No
         c = await start_node(core, "node-c")
         await wait_for(lambda: online(core, "node-c"))
         c.kill()
-        await wait_for(lambda: not online(core, "node-c"))
+        await wait_for(lambda: offline(core, "node-c"))
         # node-b's stream saw nothing of node-c and no heartbeats: only silence.
         with trio.move_on_after(0.5):
             msg = await only_b.next()
             pytest.fail(f"unexpected event for the node-b stream: {msg}")
-    await wait_for(lambda: core.gateway.heartbeat_subscribers == 0, limit=5)
+    await wait_for(lambda: core.gateway.heartbeat_watchers.count == 0, limit=5)
 
 
 async def test_job_state_changes(core: Core, start_node: StartNode) -> None:
     await start_node(core, "node-a")
     await start_node(core, "node-b")
-    await wait_for(lambda: online(core, "node-a") and online(core, "node-b"))
+    await wait_for(lambda: all_online(core, ["node-a", "node-b"]))
     async with events(core, "types=job&nodes=node-a") as stream:
         assert (await stream.next())["jobs_open"] == []
         async with httpx.AsyncClient(
@@ -229,7 +237,7 @@ async def test_a_client_that_stops_reading_is_disconnected_not_core(
     core = running.core
     for i in range(3):
         await start_node(core, f"n{i}")
-    await wait_for(lambda: all(online(core, f"n{i}") for i in range(3)))
+    await wait_for(lambda: all_online(core, [f"n{i}" for i in range(3)]))
     async with events(core, "interval=0") as stalled, events(core, "types=node") as other:
         await stalled.next()
         await other.next()
@@ -242,7 +250,7 @@ async def test_a_client_that_stops_reading_is_disconnected_not_core(
         # Both overflowed at once (neither could run meanwhile) and were cut off,
         # with their queues freed at once; Core and its nodes carry on.
         assert core.bus.subscriptions() == []
-        assert sum(1 for _ in core.status.all()) == 3
+        assert len(await core.status.all()) == 3
         with pytest.raises(ConnectionClosed) as closed:
             await stalled.until(lambda m: False, limit=10)
         assert closed.value.reason is not None
@@ -336,7 +344,7 @@ async def test_ctl_top_shows_nodes_live_marks_offline_and_quits(
 ) -> None:
     names = ("web-1", "web-2", "db-1")
     nodes = {name: await start_node(core, name) for name in names}
-    await wait_for(lambda: all(online(core, n) for n in names))
+    await wait_for(lambda: all_online(core, names))
     with trio.fail_after(45):
         async with ctl_top(core) as term:
             echo_and_lines = termios.ECHO | termios.ICANON

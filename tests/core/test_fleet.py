@@ -29,15 +29,23 @@ from tests.support import (
 )
 
 
-def online(core: Core, name: str) -> bool:
+async def online(core: Core, name: str) -> bool:
     row = core.registry.by_ref(name)
-    st = core.status.get(row.id) if row else None
+    st = await core.status.get(row.id) if row else None
     return bool(st and st.online)
 
 
-def has_sample(core: Core, name: str) -> bool:
+async def offline(core: Core, name: str) -> bool:
+    return not await online(core, name)
+
+
+async def all_online(core: Core, names: list[str]) -> bool:
+    return all([await online(core, name) for name in names])
+
+
+async def has_sample(core: Core, name: str) -> bool:
     row = core.registry.by_ref(name)
-    st = core.status.get(row.id) if row else None
+    st = await core.status.get(row.id) if row else None
     return bool(st and st.online and st.latest is not None)
 
 
@@ -56,7 +64,7 @@ async def test_node_is_online_with_metrics_and_samples_land_in_sqlite(
     await start_node(core, "node-01", role="web")
     # First sample comes min(interval, 1 s) after start; allow two intervals more.
     await wait_for(lambda: has_sample(core, "node-01"), limit=3)
-    st = core.status.get(core.registry.by_ref("node-01").id)  # type: ignore[union-attr]
+    st = await core.status.get(core.registry.by_ref("node-01").id)  # type: ignore[union-attr]
     assert st is not None
     assert st.latest is not None
     assert st.latest.cpu_percent is not None
@@ -83,7 +91,7 @@ async def test_restarted_node_keeps_its_id(
     assert (tmp_path / "nodes" / "node-01" / "identity.json").stat().st_mode & 0o777 == 0o600
     node.kill()
     await node.done.wait()
-    await wait_for(lambda: not online(core, "node-01"))
+    await wait_for(lambda: offline(core, "node-01"))
     await start_node(core, "node-01")
     await wait_for(lambda: online(core, "node-01"))
     assert len(core.registry) == 1
@@ -93,7 +101,7 @@ async def test_restarted_node_keeps_its_id(
 async def test_two_nodes_on_one_host_are_two_nodes(core: Core, start_node: StartNode) -> None:
     await start_node(core, "node-a")
     await start_node(core, "node-b")
-    await wait_for(lambda: online(core, "node-a") and online(core, "node-b"))
+    await wait_for(lambda: all_online(core, ["node-a", "node-b"]))
     a, b = core.registry.by_ref("node-a"), core.registry.by_ref("node-b")
     assert a is not None
     assert b is not None
@@ -145,7 +153,7 @@ async def test_core_restart_nodes_come_back_and_no_sample_is_lost(
     core = second.core
     row = core.registry.by_ref("node-01")
     assert row is not None
-    assert not online(core, "node-01")  # offline until it connects again
+    assert not await online(core, "node-01")  # offline until it connects again
     await wait_for(lambda: online(core, "node-01"), limit=10)
     # Every sample made until now (before, during and after the outage) is stored, once.
     made = list(node.collector.made)
@@ -235,7 +243,7 @@ async def test_bad_traffic_is_refused_while_other_nodes_keep_working(
         reply = proto.decode(await ws.get_message())
         assert isinstance(reply, proto.Error)
         assert "samples" in reply.message
-        assert online(core, "evil")
+        assert await online(core, "evil")
 
     # A first message that is not hello ends the handshake, saying why.
     async with connect(core.url, cred) as ws:
@@ -261,7 +269,7 @@ async def test_bad_traffic_is_refused_while_other_nodes_keep_working(
 
     before = db_count(core, "good")
     await wait_for(lambda: db_count(core, "good") > before, limit=3)
-    assert online(core, "good")
+    assert await online(core, "good")
 
 
 async def _read_until_closed(ws: WebSocketConnection) -> None:
@@ -274,9 +282,9 @@ async def test_silent_node_goes_offline(core: Core) -> None:
     async with connect(core.url, cred) as ws:
         await ws.send_message(_hello(node_id, "quiet"))
         await ws.get_message()
-        assert online(core, "quiet")
+        assert await online(core, "quiet")
         # 3 missed intervals (+1 s slack) later Core gives up on it.
-        await wait_for(lambda: not online(core, "quiet"), limit=INTERVAL * 3 + 3)
+        await wait_for(lambda: offline(core, "quiet"), limit=INTERVAL * 3 + 3)
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
         assert closed.value.reason is not None

@@ -40,6 +40,11 @@ def add_node(storage: Storage, name: str = "web-1") -> int:
     return storage.insert_node(f"id-{name}", name, {}, "h", float(T0)).seq
 
 
+def cpu(point: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """A rollup point's CPU: (avg, min, max)."""
+    return point["cpu_percent"], point["cpu_percent_min"], point["cpu_percent_max"]
+
+
 def write(storage: Storage, seq: int, stamps: list[float], *, cpu: float = 10.0, **kw: Any) -> None:
     for i in range(0, len(stamps), 500):
         batch = [(seq, make_sample(t, cpu_percent=cpu, **kw)) for t in stamps[i : i + 500]]
@@ -70,7 +75,7 @@ def test_bucket_is_the_exact_floor() -> None:
 
 
 def test_from_stats_scales_values_and_keeps_unknowns() -> None:
-    scales = [rollup.SCALE[f] for f in ("cpu", "procs", "swap_percent")]
+    scales = [rollup.SCALE[f] for f in ("cpu_percent", "procs", "swap_percent")]
     got = rollup.from_stats(3, [15.0, 10.0, 20.0, 101.0, 100, 102, None, None, None], scales)
     assert got == (3, 1500, 1000, 2000, 1010, 1000, 1020, None, None, None)
     with pytest.raises(ValueError, match="expected 9 stats"):
@@ -105,7 +110,7 @@ def test_a_minute_rollup_is_avg_min_max_of_its_samples(
             (got,) = history.query(storage, "1m", seq, T0, T0, 10)
         finally:
             storage.close()
-    for k, (name, scale) in enumerate((("cpu", 100), ("mem_used", 1), ("net_rx_bps", 1))):
+    for k, (name, scale) in enumerate((("cpu_percent", 100), ("mem_used", 1), ("net_rx_bps", 1))):
         known = [v[k] for v in values if v[k] is not None]
         if not known:
             assert got[name] is got[f"{name}_min"] is got[f"{name}_max"] is None
@@ -238,7 +243,7 @@ async def test_rollups_hold_avg_min_max_of_the_samples(storage: Storage) -> None
     minutes = history.query(storage, "1m", seq, T0, T0 + 2 * HOUR, 10000)
     assert [m["ts"] for m in minutes] == list(range(T0, T0 + 2 * HOUR, 60))
     for m in minutes:
-        assert (m["cpu"], m["cpu_min"], m["cpu_max"]) == (27.5, 0.0, 55.0)
+        assert (m["cpu_percent"], m["cpu_percent_min"], m["cpu_percent_max"]) == (27.5, 0.0, 55.0)
         assert m["mem_used"] == m["mem_used_min"] == m["mem_used_max"] == 2_000_000_000
         assert m["disk_read_bps"] == 1000  # rates kept to 1 B/s
         assert m["swap_percent"] is None
@@ -248,7 +253,9 @@ async def test_rollups_hold_avg_min_max_of_the_samples(storage: Storage) -> None
 
     hours = history.query(storage, "1h", seq, T0, T0 + 2 * HOUR, 10000)
     assert [h["ts"] for h in hours] == [T0, T0 + HOUR]
-    assert [(h["cpu"], h["cpu_min"], h["cpu_max"]) for h in hours] == [(27.5, 0.0, 55.0)] * 2
+    assert [(h["cpu_percent"], h["cpu_percent_min"], h["cpu_percent_max"]) for h in hours] == [
+        (27.5, 0.0, 55.0)
+    ] * 2
     counts = rows(storage.path, "SELECT n FROM metrics_1h ORDER BY ts")
     assert counts == [(720,), (720,)]
     assert rows(storage.path, "SELECT count(*) FROM rollup_dirty") == [(0,)]
@@ -262,9 +269,9 @@ async def test_late_samples_fix_their_minute_and_hour(storage: Storage) -> None:
     write(storage, seq, on_time, cpu=10.0)
     await hist.run_once(force=True)
     first = history.query(storage, "1m", seq, T0, T0 + 600, 100)
-    assert [(m["cpu"], m["cpu_max"]) for m in first] == [(10.0, 10.0)] * 10
+    assert [(m["cpu_percent"], m["cpu_percent_max"]) for m in first] == [(10.0, 10.0)] * 10
     (hour,) = history.query(storage, "1h", seq, T0, T0, 10)
-    assert hour["cpu"] == 10.0
+    assert hour["cpu_percent"] == 10.0
 
     # ...the rest is backfilled later with its original timestamps (and one repeat).
     late = [t for t in every(T0, T0 + 600, 5) if (t - T0) % 60 >= 30]
@@ -274,9 +281,15 @@ async def test_late_samples_fix_their_minute_and_hour(storage: Storage) -> None:
     assert [r["ts"] for r in storage.query_metrics(seq, T0, T0 + 600)] == every(T0, T0 + 600, 5)
     await hist.run_once(force=True)
     fixed = history.query(storage, "1m", seq, T0, T0 + 600, 100)
-    assert [(m["cpu"], m["cpu_min"], m["cpu_max"]) for m in fixed] == [(20.0, 10.0, 30.0)] * 10
+    assert [(m["cpu_percent"], m["cpu_percent_min"], m["cpu_percent_max"]) for m in fixed] == [
+        (20.0, 10.0, 30.0)
+    ] * 10
     (hour,) = history.query(storage, "1h", seq, T0, T0, 10)
-    assert (hour["cpu"], hour["cpu_min"], hour["cpu_max"]) == (20.0, 10.0, 30.0)
+    assert (hour["cpu_percent"], hour["cpu_percent_min"], hour["cpu_percent_max"]) == (
+        20.0,
+        10.0,
+        30.0,
+    )
     assert rows(storage.path, "SELECT n FROM metrics_1h") == [(120,)]
 
 
@@ -293,7 +306,7 @@ async def test_a_sample_landing_during_a_pass_is_not_forgotten(storage: Storage)
     ]
     history.apply(storage, history.plan(storage, MINUTE, 100))
     (m,) = history.query(storage, "1m", seq, T0, T0, 10)
-    assert (m["cpu"], m["cpu_max"]) == (20.0, 40.0)
+    assert (m["cpu_percent"], m["cpu_percent_max"]) == (20.0, 40.0)
 
 
 async def test_upgraded_database_gets_rollups_of_its_old_history(db_path: Path) -> None:
@@ -307,7 +320,7 @@ async def test_upgraded_database_gets_rollups_of_its_old_history(db_path: Path) 
     try:
         await make_history(storage, [T0 + 60]).run_once(force=True)
         (m,) = history.query(storage, "1m", 1, T0, T0, 10)
-        assert (m["cpu"], m["cpu_min"], m["cpu_max"]) == (2.0, 1.0, 3.0)
+        assert cpu(m) == (2.0, 1.0, 3.0)  # the column of version 1 is renamed by version 6
     finally:
         storage.close()
 
@@ -421,7 +434,7 @@ async def test_metrics_route_picks_the_resolution_by_range(core: Core) -> None:
         recent = await get(since="1h")
         assert recent["step"] == "raw"
         assert 119 <= len(recent["samples"]) <= 120  # the clock moved on a little
-        assert "cpu_min" not in recent["samples"][0]
+        assert "cpu_percent_min" not in recent["samples"][0]
         day = await get(since="24h")
         assert day["step"] == "1m"
         assert 20 * 60 <= len(day["samples"]) <= 20 * 60 + 1

@@ -263,9 +263,9 @@ async def test_an_operator_renames_a_node_which_keeps_its_id_and_connection(
     # new hello after a reconnect, stays db-01.
     done = await finished(core, (await submit(core, target="db-01", command="echo hi"))["id"])
     assert by_node(done)["db-01"]["state"] == "succeeded"
-    before = core.gateway.sessions[row.id]
-    core.gateway.disconnect(row.id, 1001, "test: reconnect")
-    await wait_for(lambda: core.gateway.sessions.get(row.id) not in (None, before))
+    before = core.sessions[row.id]
+    core.sessions.disconnect(row.id, 1001, "test: reconnect")
+    await wait_for(lambda: core.sessions.get(row.id) not in (None, before))
     renamed = core.registry.by_id(row.id)
     assert renamed is not None
     assert renamed.name == "db-01"

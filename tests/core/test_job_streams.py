@@ -14,7 +14,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from servermgr.core.app import Core
-from servermgr.core.cache import Subscription
+from servermgr.core.bus import Subscription
 from servermgr.core.job_streams import CHUNK, MAX_BYTES
 from servermgr.ctl.wsclient import connect
 from tests.support import (
@@ -79,7 +79,7 @@ async def test_a_reader_that_never_reads_is_cut_off_and_others_get_everything(
         async with api(core) as client, client.stream("GET", path) as resp:
             async for line in resp.aiter_lines():
                 event = json.loads(line)
-                if event["type"] == "output":
+                if event["type"] == "job.output":
                     assert event["offset"] == len(got)
                     got += base64.b64decode(event["data"])
         # The other reader got every byte, in order; the stalled one was cut
@@ -96,7 +96,7 @@ async def test_a_reader_that_never_reads_is_cut_off_and_others_get_everything(
         # Once it reads again, its stream ends with the reason, not "done".
         tail = await read_all(sock)
         assert b'"too_slow"' in tail
-        assert b'"type": "done"' not in tail
+        assert b'"type": "job.done"' not in tail
     finally:
         sock.close()
 
@@ -147,10 +147,10 @@ async def test_output_so_far_comes_in_bounded_chunks_and_by_range(node: Core) ->
     async with api(core) as client:
         async with client.stream("GET", f"/api/v1/jobs/{job['id']}/stream") as resp:
             events = [json.loads(line) async for line in resp.aiter_lines()]
-        chunks = [base64.b64decode(e["data"]) for e in events if e["type"] == "output"]
+        chunks = [base64.b64decode(e["data"]) for e in events if e["type"] == "job.output"]
         assert max(map(len, chunks)) == CHUNK
         assert b"".join(chunks) == whole
-        assert events[-1]["type"] == "done"
+        assert events[-1]["type"] == "job.done"
 
         base = f"/api/v1/jobs/{job['id']}/output/node-01/stdout"
         part = await client.get(base, params={"offset": 1000, "limit": 5000})

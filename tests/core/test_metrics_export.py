@@ -16,13 +16,13 @@ from starlette.requests import Request
 
 from servermgr.core.app import Core
 from servermgr.core.auth import is_loopback
-from servermgr.core.cache import NodeStatus
 from servermgr.core.metrics_export import (
     NodeRenderer,
     escape,
     exposition,
     label_name,
 )
+from servermgr.core.status import LiveStatus
 from tests.support import (
     StartCore,
     StartNode,
@@ -46,8 +46,8 @@ def samples_of(families: dict[str, Any], name: str) -> list[Any]:
     return [s for f in families.values() for s in f.samples if s.name == name]
 
 
-def online(sample_ts: float = 50.0, **over: Any) -> NodeStatus:
-    return NodeStatus("x", online=True, last_seen=60.0, latest=make_sample(sample_ts, **over))
+def online(sample_ts: float = 50.0, **over: Any) -> LiveStatus:
+    return LiveStatus("x", online=True, last_seen=60.0, latest=make_sample(sample_ts, **over))
 
 
 def test_hostile_names_labels_and_mounts_round_trip_through_the_parser() -> None:
@@ -86,7 +86,7 @@ def test_offline_nodes_are_down_without_figures_and_unknown_values_are_left_out(
         (node_row("up", "n1"), online(swap_percent=None, load1=None)),
         (
             node_row("down", "n2"),
-            NodeStatus("n2", online=False, last_seen=30.0, latest=make_sample(1)),
+            LiveStatus("n2", online=False, last_seen=30.0, latest=make_sample(1)),
         ),
         (node_row("never", "n3"), None),
     ]

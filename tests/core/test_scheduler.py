@@ -14,7 +14,8 @@ import trio
 
 from servermgr.common import proto
 from servermgr.common.selector import parse_target
-from servermgr.core.cache import MemoryBus
+from servermgr.core.bus import MemoryBus
+from servermgr.core.jobqueue import MemoryJobQueue
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import ACCEPT_AFTER, Delivery, JobSpec, Scheduler
 from servermgr.core.storage import Storage
@@ -128,8 +129,10 @@ class World:
         return await self.jobs.submit(spec, principal="test")
 
     async def done(self, job_id: str) -> dict[str, dict[str, Any]]:
-        while self.jobs.is_open(job_id):  # noqa: ASYNC110 (virtual time)
+        doc = await self.jobs.job_doc(job_id, output=False)
+        while doc is not None and doc["state"] != "done":  # noqa: ASYNC110 (virtual time)
             await trio.sleep(0.1)
+            doc = await self.jobs.job_doc(job_id, output=False)
         return await self.states(job_id)
 
     async def states(self, job_id: str) -> dict[str, dict[str, Any]]:
@@ -143,7 +146,9 @@ async def world(storage: Storage, nursery: trio.Nursery) -> AsyncIterator[World]
     db = InlineDatabase(storage)
     registry = NodeRegistry(db, clock=trio.current_time)
     nodes = FakeNodes(nursery)
-    scheduler = Scheduler(db, registry, nodes, MemoryBus(), clock=trio.current_time)
+    scheduler = Scheduler(
+        db, registry, nodes, MemoryBus(), MemoryJobQueue(), clock=trio.current_time
+    )
     nodes.scheduler = scheduler
     scope = trio.CancelScope()
 

@@ -250,7 +250,7 @@ def test_write_batch_stores_samples_and_last_seen(storage: Storage) -> None:
     )
     rows = storage.query_metrics(web1.seq, 0, 100)
     assert [r["ts"] for r in rows] == [10.0, 15.0]
-    assert rows[1]["cpu"] == 99.0
+    assert rows[1]["cpu_percent"] == 99.0
     assert rows[0]["disk_percent"] == 40.0
     assert rows[0]["procs"] == 123
     assert set(rows[0]) == {"ts", *METRIC_FIELDS}
@@ -328,7 +328,7 @@ def test_unknown_values_are_stored_as_null(storage: Storage) -> None:
     )
     storage.write_batch([(node.seq, sample)], {})
     (row,) = storage.query_metrics(node.seq, 0, 10)
-    for field in ("cpu", "load1", "swap_percent", "disk_percent", "net_rx_bps", "procs"):
+    for field in ("cpu_percent", "load1", "swap_percent", "disk_percent", "net_rx_bps", "procs"):
         assert row[field] is None, field
     assert row["load5"] == 0.4
 
@@ -415,14 +415,14 @@ def test_sample_row_maps_fields_in_column_order() -> None:
         ],
     )
     row = dict(zip(METRIC_FIELDS, sample_row(sample), strict=True))
-    assert row["cpu"] == 12.5
+    assert row["cpu_percent"] == 12.5
     assert row["disk_percent"] == 91.5
     assert row["mem_used"] == 2_000_000_000
     assert row["mem_total"] == 8_000_000_000
     assert row["net_tx_bps"] == 400.0
     assert row["procs"] == 123
     for name in METRIC_FIELDS:
-        if name not in {"cpu", "disk_percent"}:
+        if name not in {"cpu_percent", "disk_percent"}:
             assert row[name] == getattr(sample, name), name
 
 

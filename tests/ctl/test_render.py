@@ -161,7 +161,7 @@ class _FakeClient:
         return b""
 
     def job_stream(self, job_id: str, *, read_timeout: float) -> Iterator[bytes]:
-        yield json.dumps({"type": "done"}).encode()
+        yield json.dumps({"type": "job.done"}).encode()
 
 
 @pytest.mark.parametrize("single", [True, False])

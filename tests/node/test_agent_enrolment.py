@@ -118,13 +118,13 @@ async def test_two_agents_with_one_credential_are_told_not_swapped(
     await wait_for(lambda: online(core, "node-01"))
     row = core.registry.by_ref("node-01")
     assert row is not None
-    session = core.gateway.sessions[row.id]
+    session = core.sessions[row.id]
     copy = tmp_path / "copied-data-dir"
     shutil.copytree(cfg.node.data_dir, copy)
     second = await start_node(core, "node-01", config=with_token(cfg, None, copy))
     await wait_for(lambda: "connected already" in caplog.text)
     # The first keeps its connection: nobody was replaced.
-    assert core.gateway.sessions[row.id] is session
+    assert core.sessions[row.id] is session
     assert not second.agent.connected
     (line,) = {r.getMessage() for r in caplog.records if "connected already" in r.getMessage()}
     assert "copied data_dir" in line

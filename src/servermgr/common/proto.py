@@ -134,6 +134,11 @@ class Sample(Struct, forbid_unknown_fields=True):
     uptime: NonNeg | None
     procs: NonNegInt | None
 
+    @property
+    def disk_percent(self) -> float | None:
+        """How full the fullest disk is: what lists, history and alerts call ``disk_percent``."""
+        return max((d.percent for d in self.disks), default=None)
+
 
 # --- node -> core ----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -30,19 +30,20 @@ import trio
 from servermgr.common import proto
 from servermgr.common.alertconfig import AlertsConfig
 from servermgr.common.alertrule import Rule, selects
+from servermgr.common.events import EventType
 from servermgr.core import alertstate
 from servermgr.core.alertlog import AlertLog
 from servermgr.core.alertstate import Alert, Key, State, Transition
 from servermgr.core.alertstore import Silence
-from servermgr.core.cache import EventBus, NodeStatus, StatusStore, SubscriberTooSlow
+from servermgr.core.bus import EventBus, SubscriberTooSlow
 from servermgr.core.notify import Notifier
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.status import LiveStatus, StatusStore
 from servermgr.core.storage import NodeRow
 
 log = logging.getLogger("servermgr.core.alerts")
 
 EVENT_PREFIX = "alert."
-ALERT_EVENTS = tuple(EVENT_PREFIX + s for s in ("pending", "firing", "resolved", "cleared"))
 MUTED_CHECK = 1.0
 JOB_FAILED = frozenset({"failed", "timed_out"})
 JOB_OK = frozenset({"succeeded"})
@@ -457,7 +458,10 @@ class AlertEngine:
         """Job results from the bus, while some rule is about failed jobs."""
 
         def match(event: dict[str, Any]) -> bool:
-            return event.get("type") == "state" and event.get("state") in JOB_FAILED | JOB_OK
+            return (
+                event.get("type") == EventType.JOB_STATE
+                and event.get("state") in JOB_FAILED | JOB_OK
+            )
 
         while True:
             while not self._wants_jobs():
@@ -479,24 +483,27 @@ class AlertingStatus:
         self._inner = inner
         self._engine = engine
 
-    def get(self, node_id: str) -> NodeStatus | None:
-        return self._inner.get(node_id)
+    async def get(self, node_id: str) -> LiveStatus | None:
+        return await self._inner.get(node_id)
 
-    def all(self) -> Iterable[NodeStatus]:
-        return self._inner.all()
+    async def all(self) -> list[LiveStatus]:
+        return await self._inner.all()
 
-    def set_online(self, node_id: str, *, now: float, peer: str | None) -> None:
-        self._inner.set_online(node_id, now=now, peer=peer)
+    async def set_online(self, node_id: str, *, now: float, peer: str | None) -> None:
+        await self._inner.set_online(node_id, now=now, peer=peer)
         self._engine.node_online(node_id)
 
-    def set_offline(self, node_id: str) -> None:
-        self._inner.set_offline(node_id)
+    async def set_offline(self, node_id: str) -> None:
+        await self._inner.set_offline(node_id)
         self._engine.node_offline(node_id)
 
-    def update_sample(self, node_id: str, sample: proto.Sample, *, now: float) -> None:
-        self._inner.update_sample(node_id, sample, now=now)
-        self._engine.sample(node_id, sample, now)
+    async def record_samples(
+        self, node_id: str, samples: Sequence[proto.Sample], *, now: float
+    ) -> None:
+        await self._inner.record_samples(node_id, samples, now=now)
+        for sample in samples:
+            self._engine.sample(node_id, sample, now)
 
-    def forget(self, node_id: str) -> None:
-        self._inner.forget(node_id)
+    async def forget(self, node_id: str) -> None:
+        await self._inner.forget(node_id)
         self._engine.node_removed(node_id)

@@ -16,14 +16,15 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from servermgr import __version__
 from servermgr.common import names, proto, selector, timespec
 from servermgr.common.errors import NameTakenError, StorageUnavailableError
+from servermgr.common.events import EventType
+from servermgr.common.records import NodeStatus
 from servermgr.common.text import printable
-from servermgr.core import history, openapi, rollup
+from servermgr.core import history, rollup
 from servermgr.core.auth import (
     Access,
     ApiFailure,
@@ -32,12 +33,13 @@ from servermgr.core.auth import (
     principal_of,
     read_json,
 )
-from servermgr.core.cache import NodeStatus, StatusStore
-from servermgr.core.gateway import CLOSE_REMOVED, NODE_WS_PATH, Gateway
+from servermgr.core.bus import EventBus
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.sessions import CLOSE_REMOVED, Sessions
+from servermgr.core.status import StatusStore, node_detail, node_record
 from servermgr.core.storage import NodeRow
-from servermgr.core.writer import AGE_BOUNDS_MS, Database
+from servermgr.core.writer import AGE_BOUNDS_MS, Database, MetricsWriter
 
 log = logging.getLogger("servermgr.core.api")
 
@@ -45,6 +47,9 @@ MAX_POINTS = 10000
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+WsEndpoint = Callable[[WebSocket], Awaitable[None]]
+HttpRoute = tuple[str, str, Handler, Doc]  # method, path, handler, doc
+WsRoute = tuple[str, WsEndpoint, Doc]  # path, endpoint, doc
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,20 +72,19 @@ def _name_failure(name: str, what: str) -> ApiFailure | None:
     return ApiFailure(400, "bad_request", f"bad {what} '{printable(name)}': {problem}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Api:
+    """The node and Core routes; other modules' routes join them in ``core/routes.py``."""
+
     auth: Authenticator
     registry: NodeRegistry
     status: StatusStore
     db: Database
-    gateway: Gateway
+    sessions: Sessions
+    bus: EventBus
+    writer: MetricsWriter
     clock: Callable[[], float]
-    # Routes other modules add (jobs): (method, path, handler, doc) and (path, ws endpoint, doc).
-    extra: list[tuple[str, str, Handler, Doc]] = field(default_factory=list)
-    extra_ws: list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]] = field(
-        default_factory=list
-    )
-    # What the metrics route can find at which age (set from [storage]).
+    # What the metrics route can find at which age (from [storage]).
     retention: rollup.Retention = field(default_factory=rollup.Retention)
     started: float = 0.0
     gc_pauses: Callable[[], dict[str, Any]] = dict
@@ -95,9 +99,13 @@ class Api:
             raise ApiFailure(404, "not_found", f"no node named {ref!r} (see: servermgr ctl nodes)")
         return row
 
-    def node_summary(self, row: NodeRow) -> dict[str, Any]:
-        st = self.status.get(row.id)
-        return _summary(row, st, self.firing(row.id))
+    async def node_status(self, row: NodeRow) -> NodeStatus:
+        return node_record(row, await self.status.get(row.id), self.firing(row.id))
+
+    async def node_statuses(self, rows: list[NodeRow]) -> list[NodeStatus]:
+        """The records of ``rows``, with one read of the status store."""
+        live = {st.node_id: st for st in await self.status.all()}
+        return [node_record(row, live.get(row.id), self.firing(row.id)) for row in rows]
 
     # --- handlers -------------------------------------------------------
 
@@ -124,7 +132,7 @@ class Api:
         )
 
     async def core_status(self, request: Request) -> Response:
-        writer = self.gateway.writer
+        writer = self.writer
         age = writer.age
         now = self.clock()
         return JSONResponse(
@@ -132,7 +140,7 @@ class Api:
                 "version": __version__,
                 "started": self.started,
                 "uptime": max(0.0, now - self.started),
-                "nodes": {"known": len(self.registry), "online": len(self.gateway.sessions)},
+                "nodes": {"known": len(self.registry), "online": len(self.sessions)},
                 "gc": self.gc_pauses(),
                 "storage": self.db.outage.doc(),
                 "ingest": {
@@ -165,23 +173,24 @@ class Api:
                 raise ApiFailure(
                     404, "not_found", f"unknown node(s): {printable(', '.join(unknown))}"
                 )
-        return JSONResponse([self.node_summary(row) for row in rows])
+        return _json(await self.node_statuses(list(rows)))
 
     async def get_node(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
-        st = self.status.get(row.id)
-        doc = _summary(row, st, self.firing(row.id))
-        doc["info"] = row.info
-        doc["latest"] = msgspec.to_builtins(st.latest) if st and st.latest else None
-        return JSONResponse(doc)
+        return _json(node_detail(row, await self.status.get(row.id), self.firing(row.id)))
 
     async def remove_node(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
-        self.gateway.disconnect(row.id, CLOSE_REMOVED, "node removed by an operator")
+        self.sessions.disconnect(row.id, CLOSE_REMOVED, "node removed by an operator")
         await self.registry.remove(row)
-        self.status.forget(row.id)
-        self.gateway.bus.publish(
-            {"type": "node.removed", "node_id": row.id, "name": row.name, "ts": self.clock()}
+        await self.status.forget(row.id)
+        self.bus.publish(
+            {
+                "type": EventType.NODE_REMOVED,
+                "node_id": row.id,
+                "name": row.name,
+                "ts": self.clock(),
+            }
         )
         log.info("removed node %s (%s); its credential is revoked", row.name, row.id)
         return JSONResponse({"removed": row.id, "name": row.name})
@@ -198,10 +207,10 @@ class Api:
                 renamed = await self.registry.rename(row, body.name) or row
             except NameTakenError as exc:
                 raise ApiFailure(409, "name_taken", exc.message) from None
-            self.gateway.renamed(renamed)
-            self.gateway.bus.publish(
+            self.sessions.renamed(renamed)
+            self.bus.publish(
                 {
-                    "type": "node.renamed",
+                    "type": EventType.NODE_RENAMED,
                     "node_id": row.id,
                     "name": renamed.name,
                     "old_name": row.name,
@@ -209,7 +218,7 @@ class Api:
                 }
             )
             log.info("renamed node %s (%s) to %s", row.name, row.id, renamed.name)
-        return JSONResponse(self.node_summary(renamed))
+        return _json(await self.node_status(renamed))
 
     async def metrics(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
@@ -239,10 +248,6 @@ class Api:
         rows = await self.db.read(
             history.query, self.db.storage, step, row.seq, since, until, limit
         )
-        for point in rows:  # the column is "cpu"; the API says cpu_percent, as samples do
-            for suffix in ("", "_min", "_max"):
-                if "cpu" + suffix in point:
-                    point["cpu_percent" + suffix] = point.pop("cpu" + suffix)
         doc = {
             "node_id": row.id,
             "name": row.name,
@@ -254,17 +259,13 @@ class Api:
         # msgspec: ~7x faster than json.dumps on 10,000 points.
         return Response(msgspec.json.encode(doc), media_type="application/json")
 
-    async def openapi_doc(self, request: Request) -> Response:
-        return JSONResponse(openapi.build(self.route_docs()))
-
     # --- table ----------------------------------------------------------
 
-    def route_table(self) -> list[tuple[str, str, Callable[[Request], Awaitable[Response]], Doc]]:
+    def routes(self) -> list[HttpRoute]:
         ref = Param("ref", "path", "node name or id")
         node_schema = {"$ref": "#/components/schemas/Node"}
         return [
             ("GET", "/healthz", self.healthz, Doc("Liveness probe", auth=Access.PUBLIC)),
-            ("GET", "/openapi.json", self.openapi_doc, Doc("This document", auth=Access.PUBLIC)),
             (
                 "POST",
                 "/api/v1/register",
@@ -362,91 +363,11 @@ class Api:
                     ),
                 ),
             ),
-            *self.extra,
         ]
 
-    def ws_table(self) -> list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]]:
-        """The WebSocket routes: (path, endpoint, doc), the node's first."""
-        node_doc = Doc("Node WebSocket (hello, heartbeats, jobs)", auth=Access.NODE, websocket=True)
-        return [(NODE_WS_PATH, self.gateway.endpoint, node_doc), *self.extra_ws]
 
-    def route_docs(self) -> list[tuple[str, str, Doc]]:
-        docs = [(m, p, d) for m, p, _, d in self.route_table()]
-        docs += [("GET", path, doc) for path, _, doc in self.ws_table()]
-        return docs
-
-    def ws_endpoint(self, path: str) -> Callable[[WebSocket], Awaitable[None]]:
-        """The WebSocket route at ``path``, behind its access check."""
-        for p, endpoint, doc in self.ws_table():
-            if p == path:
-                return self.auth.guard_ws(doc.auth, f"WebSocket {path}", endpoint)
-        raise KeyError(path)
-
-    def routes(self) -> list[BaseRoute]:
-        # One Route per path, so a 405 names every method the path allows.
-        by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
-        for method, path, handler, doc in self.route_table():
-            guarded = self.auth.guard(doc.auth, f"{method} {path}", handler)
-            by_path.setdefault(path, {})[method] = guarded
-        out: list[BaseRoute] = [
-            Route(path, _dispatch(handlers), methods=list(handlers))
-            for path, handlers in by_path.items()
-        ]
-        out += [WebSocketRoute(path, self.ws_endpoint(path)) for path, _, _ in self.ws_table()]
-        return out
-
-
-def _dispatch(
-    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """One endpoint for the methods of one path (HEAD answered by GET)."""
-    wrapped = {method: _wrap(handler) for method, handler in handlers.items()}
-    if "GET" in wrapped:
-        wrapped.setdefault("HEAD", wrapped["GET"])
-
-    async def endpoint(request: Request) -> Response:
-        return await wrapped[request.method](request)
-
-    endpoint.__name__ = "_".join(h.__name__ for h in handlers.values())
-    return endpoint
-
-
-def _wrap(
-    handler: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ApiFailure as exc:
-            return error_response(exc.status, exc.code, exc.message)
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
-
-
-def _summary(row: NodeRow, st: NodeStatus | None, firing: int = 0) -> dict[str, Any]:
-    s = st.latest if st else None
-    disk = max((d.percent for d in s.disks), default=None) if s else None
-    return {
-        "id": row.id,
-        "name": row.name,
-        "status": "online" if st and st.online else "offline",
-        "labels": row.labels,
-        "first_seen": row.first_seen,
-        "last_seen": st.last_seen if st and st.last_seen else row.last_seen,
-        "connected_at": st.connected_at if st else None,
-        "agent_version": row.agent_version,
-        "sample_ts": s.ts if s else None,
-        "cpu_percent": s.cpu_percent if s else None,
-        "mem_percent": s.mem_percent if s else None,
-        "disk_percent": disk,
-        "net_rx_bps": s.net_rx_bps if s else None,
-        "net_tx_bps": s.net_tx_bps if s else None,
-        "load1": s.load1 if s else None,
-        "uptime": s.uptime if s else None,
-        "procs": s.procs if s else None,
-        "alerts_firing": firing,
-    }
+def _json(record: msgspec.Struct | list[NodeStatus]) -> Response:
+    return Response(msgspec.json.encode(record), media_type="application/json")
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

@@ -3,7 +3,8 @@
     serve()
     ├── MetricsWriter.serve        the single SQLite writer (batches)
     ├── History.serve              rollups, retention, size cap (through the writer lock)
-    ├── Scheduler.serve            job deadlines: expire queued, mark silent lost
+    ├── Scheduler.serve            job deadlines: expire queued, mark silent lost; jobs the
+    │                              job queue routes to nodes connected here
     ├── Gateway.serve              silence watchdog; short tasks that send acks
     ├── Authenticator.serve        picks up a rotated key and changed tokens each second
     ├── ScheduleRunner.serve       submits the runs of due schedules as jobs, each second
@@ -13,6 +14,10 @@
     ├── quiet_gc                   keeps the garbage collector's pauses short
     ├── watch_database             stops Core if its database file is deleted or replaced
     └── listen.serve               REST + node WebSocket on one port (Hypercorn, own accept loop)
+
+Core's parts get their collaborators when ``build`` makes them; the status
+store, event bus and job queue come from ``core/backends.py`` (in memory, or
+shared by several Core processes).
 
 Shutdown (``stop`` set, e.g. by SIGTERM): nodes are told (close 1001), the
 HTTP server stops, then the writer flushes what it holds and the database is
@@ -40,6 +45,7 @@ from starlette.websockets import WebSocket
 from servermgr.common import heap, proto
 from servermgr.common.config import Config
 from servermgr.common.errors import ServermgrError, StorageUnavailableError, single_error
+from servermgr.common.events import EventType
 from servermgr.core import alertstore, listen
 from servermgr.core import api as api_mod
 from servermgr.core.abuse import AuthFailureGuard
@@ -47,9 +53,10 @@ from servermgr.core.alertlog import AlertLog
 from servermgr.core.alerts import AlertEngine, AlertingStatus
 from servermgr.core.alerts_api import AlertsApi
 from servermgr.core.auth import Authenticator
-from servermgr.core.cache import MemoryBus, MemoryStatus, StatusStore
+from servermgr.core.backends import Backends, memory_backends, open_backends
+from servermgr.core.bus import EventBus
 from servermgr.core.events_api import EventsApi
-from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
+from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig, HeartbeatWatchers
 from servermgr.core.history import History, retention_of
 from servermgr.core.job_streams import JobStreams
 from servermgr.core.jobs_api import JobsApi
@@ -57,11 +64,14 @@ from servermgr.core.metrics_export import MetricsExport, Sources, metrics_route
 from servermgr.core.notify import Notifier
 from servermgr.core.ratelimit import FailureLimiter
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.routes import RouteTable
 from servermgr.core.scheduler import Scheduler
 from servermgr.core.schedules import ScheduleRunner
 from servermgr.core.schedules_api import SchedulesApi
 from servermgr.core.security import CoreKey, load_or_create_key
+from servermgr.core.sessions import Sessions
 from servermgr.core.shell_api import ShellApi
+from servermgr.core.status import StatusStore
 from servermgr.core.storage import Storage
 from servermgr.core.stream_relay import StreamDeps
 from servermgr.core.tls import TlsFiles
@@ -83,18 +93,24 @@ class Core:
     db: Database
     auth: Authenticator
     registry: NodeRegistry
-    status: StatusStore
-    bus: MemoryBus
+    backends: Backends
+    status: StatusStore  # the backends' status store, telling the alert engine
     writer: MetricsWriter
+    sessions: Sessions
     gateway: Gateway
     jobs: Scheduler
     api: api_mod.Api
+    routes: RouteTable
     app: Starlette
     asgi: ASGIApp  # what Hypercorn serves: ``app`` behind the abuse guard, node WebSocket first
     schedules: ScheduleRunner
     alerts: AlertEngine
     tls: TlsFiles | None = None
     port: int = 0
+
+    @property
+    def bus(self) -> EventBus:
+        return self.backends.bus
 
     @property
     def url(self) -> str:
@@ -110,38 +126,56 @@ def build(
     *,
     clock: Callable[[], float],
     tls: TlsFiles | None = None,
+    backends: Backends | None = None,
 ) -> Core:
+    """Core's parts, each given its collaborators as it is built."""
+    backends = backends or memory_backends()
+    status, bus = backends.status, backends.bus
     db = Database(storage)
     registry = NodeRegistry(db, clock=clock)
-    bus = MemoryBus()
     alert_log = AlertLog(db, clock=clock)
     notifier = Notifier(config.alerts, alert_log, clock=clock)
     alerts = AlertEngine(config.alerts, registry, bus, notifier, alert_log, clock=clock)
-    status = AlertingStatus(MemoryStatus(), alerts)
+    status = AlertingStatus(status, alerts)
     # A failed batch is retried at least once per heartbeat interval: each try
     # re-acks the nodes, which must hear from Core within their silence limit.
     writer = MetricsWriter(db, retry=min(2.0, config.server.heartbeat_interval))
+    sessions = Sessions()
+    jobs = Scheduler(db, registry, sessions, bus, backends.queue, clock=clock)
+    watchers = HeartbeatWatchers()
+    interval = config.server.heartbeat_interval
     gateway = Gateway(
-        GatewayConfig(heartbeat_interval=config.server.heartbeat_interval),
+        GatewayConfig(heartbeat_interval=interval),
         registry,
         status,
         bus,
         writer,
+        sessions,
+        jobs,
         clock=clock,
+        heartbeat_watchers=watchers,
     )
-    jobs = Scheduler(db, registry, gateway, bus, clock=clock)
-    gateway.jobs = jobs
     auth = Authenticator(key, registry, db, clock=clock)
-    api = api_mod.Api(auth, registry, status, db, gateway, clock, firing=alerts.firing_count)
-    api.retention = retention_of(config.storage)
-    api.started = clock()
-    api.gc_pauses = GC_PAUSES.doc
+    api = api_mod.Api(
+        auth,
+        registry,
+        status,
+        db,
+        sessions,
+        bus,
+        writer,
+        clock,
+        retention=retention_of(config.storage),
+        started=clock(),
+        gc_pauses=GC_PAUSES.doc,
+        firing=alerts.firing_count,
+    )
     export = MetricsExport(
         registry,
         status,
         Sources(
             writer=writer,
-            connected=lambda: len(gateway.sessions),
+            connected=lambda: len(sessions),
             jobs=jobs,
             outage=db.outage,
             gc=GC_PAUSES,
@@ -150,23 +184,33 @@ def build(
             alerts=alerts,
         ),
     )
-    api.extra.append(metrics_route(export, loopback=config.server.metrics_loopback))
-    jobs_api = JobsApi(api, jobs)
-    api.extra += jobs_api.routes()
     schedules = ScheduleRunner(db, jobs, clock=clock)
-    api.extra += SchedulesApi(api, schedules.store).routes()
     job_streams = JobStreams(api, jobs)
-    api.extra += job_streams.routes()
-    api.extra_ws += job_streams.ws_routes()
-    api.extra_ws += EventsApi(api, jobs).ws_routes()
-    stream_deps = StreamDeps(gateway.streams, gateway, registry, db, clock)
-    api.extra_ws += FilesApi(stream_deps).ws_routes()
-    api.extra_ws += ShellApi(stream_deps).ws_routes()
-    api.extra += WebPage(package_assets()).routes()
-    api.extra += UpgradeApi(stream_deps, config.storage.data_dir).routes()
-    api.extra += AlertsApi(api, alerts).routes()
+    stream_deps = StreamDeps(gateway.streams, sessions, registry, db, clock)
+    routes = RouteTable(
+        auth,
+        [
+            *api.routes(),
+            metrics_route(export, loopback=config.server.metrics_loopback),
+            *JobsApi(api, jobs).routes(),
+            *SchedulesApi(api, schedules.store).routes(),
+            *job_streams.routes(),
+            *WebPage(package_assets()).routes(),
+            *UpgradeApi(stream_deps, config.storage.data_dir).routes(),
+            *AlertsApi(api, alerts).routes(),
+        ],
+        [
+            *gateway.ws_routes(),
+            *job_streams.ws_routes(),
+            *EventsApi(
+                api, jobs, watchers, heartbeat_interval=interval, core_id=backends.core_id
+            ).ws_routes(),
+            *FilesApi(stream_deps).ws_routes(),
+            *ShellApi(stream_deps).ws_routes(),
+        ],
+    )
     app = Starlette(
-        routes=api.routes(),
+        routes=routes.routes(),
         exception_handlers={
             HTTPException: api_mod.http_error_handler,
             StorageUnavailableError: api_mod.storage_error_handler,
@@ -174,7 +218,7 @@ def build(
         },
     )
     asgi = AuthFailureGuard(
-        node_lane(app, NODE_WS_PATH, api.ws_endpoint(NODE_WS_PATH)),
+        node_lane(app, NODE_WS_PATH, routes.ws_endpoint(NODE_WS_PATH)),
         FailureLimiter(config.limits.auth_failures, config.limits.auth_window),
         clock=trio.current_time,
     )
@@ -184,12 +228,14 @@ def build(
         db,
         auth,
         registry,
+        backends,
         status,
-        bus,
         writer,
+        sessions,
         gateway,
         jobs,
         api,
+        routes,
         app,
         asgi,
         schedules,
@@ -257,110 +303,9 @@ async def serve(
     if key.created:
         log.info("created a new core key in %s", key.path)
     storage = await trio.to_thread.run_sync(Storage.open, config.storage.sqlite_path)
-    if config.storage.redis_url:
-        log.warning(
-            "storage.redis_url is set, but this version keeps status in memory; "
-            "Redis is not used yet"
-        )
     try:
-        core = build(config, key, storage, clock=clock, tls=tls)
-        await core.registry.load()
-        await core.auth.load()
-        await core.jobs.load()
-        await load_alerts(core, clock())
-        limit, warning = raise_open_files(len(core.registry))
-        log.info("open-file limit %d (one per connected node)", limit)
-        if warning:
-            log.warning("%s", warning)
-        async with trio.open_nursery() as outer:
-            await outer.start(core.writer.serve)
-            # Rollups lag ingest by up to six heartbeats (30 s at 5 s). Each pass
-            # recomputes the minute still open for every node, so passes every
-            # two heartbeats cost 3x the work (11 % of Core's CPU at 10,000 nodes)
-            # for minute points nobody reads sooner: 1-minute points serve
-            # ranges over 6 h.
-            history = History(
-                core.db,
-                core.api.retention,
-                clock=clock,
-                interval=min(30.0, 6 * config.server.heartbeat_interval),
-            )
-            history_scope = trio.CancelScope()
-
-            async def run_history(task_status: trio.TaskStatus[None]) -> None:
-                with history_scope:
-                    await history.serve(task_status=task_status)
-
-            await outer.start(run_history)
-            jobs_scope = trio.CancelScope()
-
-            async def run_jobs(task_status: trio.TaskStatus[None]) -> None:
-                with jobs_scope:
-                    await core.jobs.serve(task_status=task_status)
-
-            await outer.start(run_jobs)
-            helpers_scope = trio.CancelScope()
-
-            async def run_helpers() -> None:
-                with helpers_scope:
-                    async with trio.open_nursery() as helpers:
-                        helpers.start_soon(core.gateway.serve)
-                        helpers.start_soon(core.auth.serve)
-                        helpers.start_soon(core.schedules.serve)
-                        helpers.start_soon(quiet_gc)
-                        await helpers.start(core.alerts.log.serve)
-                        await helpers.start(core.alerts.notifier.serve)
-                        await helpers.start(core.alerts.serve)
-                        helpers.start_soon(
-                            offline_from_start, core, 3 * config.server.heartbeat_interval + 1
-                        )
-                        helpers.start_soon(watch_database, core.db)
-
-            outer.start_soon(run_helpers)
-            stop_http = trio.Event()
-            async with trio.open_nursery() as inner:
-                try:
-                    bound = await inner.start(
-                        partial(
-                            listen.serve,
-                            core.asgi,
-                            hypercorn_config(config, tls),
-                            listen.Gate(
-                                config.limits.unauthenticated_connections,
-                                send_timeout=config.limits.send_timeout,
-                            ),
-                            shutdown_trigger=stop_http.wait,
-                        )
-                    )
-                except (OSError, BaseExceptionGroup) as exc:
-                    raise _listen_error(exc, config) from None
-                core.port = _port(bound[0]) if bound else 0
-                log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
-                if tls is not None:
-                    log.info("TLS certificate fingerprint %s", tls.fingerprint)
-                task_status.started(core)
-                await stop.wait()
-                log.info("shutting down: telling %d nodes", len(core.gateway.sessions))
-                core.alerts.stop()  # nodes leaving now are not offline alerts
-                await core.gateway.close_all()
-                core.bus.publish({"type": "core.shutdown", "ts": clock()})  # ends event streams
-                stop_http.set()
-            jobs_scope.cancel()
-            history_scope.cancel()
-            helpers_scope.cancel()
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await core.alerts.log.flush()
-                except StorageUnavailableError:
-                    log.warning(
-                        "alert history not written at shutdown: the database is unavailable"
-                    )
-            core.writer.close()
-        log.info(
-            "stored %d samples in %d batches; database closed",
-            core.writer.samples,
-            core.writer.batches,
-        )
+        async with open_backends(config) as backends:
+            await _serve(config, stop, key, storage, tls, backends, clock, task_status)
     finally:
         await trio.to_thread.run_sync(storage.close)
 
@@ -378,8 +323,124 @@ async def offline_from_start(core: Core, grace: float) -> None:
     """Nodes not back ``grace`` seconds after Core started are offline from then on
     (their offline rules' 'for' starts): a restart is not an outage of every node."""
     await trio.sleep(grace)
-    offline = [row.id for row in core.registry.all() if not core.gateway.is_online(row.id)]
+    offline = [row.id for row in core.registry.all() if not core.sessions.is_online(row.id)]
     core.alerts.start_offline(offline)
+
+
+async def _serve(
+    config: Config,
+    stop: trio.Event,
+    key: CoreKey,
+    storage: Storage,
+    tls: TlsFiles | None,
+    backends: Backends,
+    clock: Callable[[], float],
+    task_status: trio.TaskStatus[Core],
+) -> None:
+    core = build(config, key, storage, clock=clock, tls=tls, backends=backends)
+    await core.registry.load()
+    await core.auth.load()
+    await core.jobs.load()
+    await load_alerts(core, clock())
+    limit, warning = raise_open_files(len(core.registry))
+    log.info("open-file limit %d (one per connected node)", limit)
+    if warning:
+        log.warning("%s", warning)
+    async with trio.open_nursery() as outer:
+        await outer.start(core.writer.serve)
+        # Rollups lag ingest by up to six heartbeats (30 s at 5 s). Each pass
+        # recomputes the minute still open for every node, so passes every
+        # two heartbeats cost 3x the work (11 % of Core's CPU at 10,000 nodes)
+        # for minute points nobody reads sooner: 1-minute points serve
+        # ranges over 6 h.
+        history = History(
+            core.db,
+            core.api.retention,
+            clock=clock,
+            interval=min(30.0, 6 * config.server.heartbeat_interval),
+        )
+        history_scope = trio.CancelScope()
+
+        async def run_history(task_status: trio.TaskStatus[None]) -> None:
+            with history_scope:
+                await history.serve(task_status=task_status)
+
+        await outer.start(run_history)
+        jobs_scope = trio.CancelScope()
+
+        async def run_jobs(task_status: trio.TaskStatus[None]) -> None:
+            with jobs_scope:
+                await core.jobs.serve(task_status=task_status)
+
+        await outer.start(run_jobs)
+        helpers_scope = trio.CancelScope()
+
+        async def run_helpers() -> None:
+            with helpers_scope:
+                async with trio.open_nursery() as helpers:
+                    helpers.start_soon(core.gateway.serve)
+                    helpers.start_soon(core.auth.serve)
+                    helpers.start_soon(core.schedules.serve)
+                    helpers.start_soon(quiet_gc)
+                    await helpers.start(core.alerts.log.serve)
+                    await helpers.start(core.alerts.notifier.serve)
+                    await helpers.start(core.alerts.serve)
+                    helpers.start_soon(
+                        offline_from_start, core, 3 * config.server.heartbeat_interval + 1
+                    )
+                    helpers.start_soon(watch_database, core.db)
+
+        outer.start_soon(run_helpers)
+        stop_http = trio.Event()
+        async with trio.open_nursery() as inner:
+            try:
+                bound = await inner.start(
+                    partial(
+                        listen.serve,
+                        core.asgi,
+                        hypercorn_config(config, tls),
+                        listen.Gate(
+                            config.limits.unauthenticated_connections,
+                            send_timeout=config.limits.send_timeout,
+                        ),
+                        shutdown_trigger=stop_http.wait,
+                    )
+                )
+            except (OSError, BaseExceptionGroup) as exc:
+                raise _listen_error(exc, config) from None
+            core.port = _port(bound[0]) if bound else 0
+            log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
+            if tls is not None:
+                log.info("TLS certificate fingerprint %s", tls.fingerprint)
+            task_status.started(core)
+            await stop.wait()
+            log.info("shutting down: telling %d nodes", len(core.sessions))
+            core.alerts.stop()  # nodes leaving now are not offline alerts
+            await core.sessions.close_all()
+            # Ends this Core's event streams (another Core's go on).
+            core.bus.publish(
+                {
+                    "type": EventType.SHUTDOWN,
+                    "ts": clock(),
+                    "reason": "Core is shutting down",
+                    "core": backends.core_id,
+                }
+            )
+            stop_http.set()
+        jobs_scope.cancel()
+        history_scope.cancel()
+        helpers_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await core.alerts.log.flush()
+            except StorageUnavailableError:
+                log.warning("alert history not written at shutdown: the database is unavailable")
+        core.writer.close()
+    log.info(
+        "stored %d samples in %d batches; database closed",
+        core.writer.samples,
+        core.writer.batches,
+    )
 
 
 DB_CHECK_EVERY = 2.0

@@ -52,39 +52,40 @@ once); it can reconnect and gets a fresh snapshot.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
 import trio
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr import __version__
-from servermgr.core.alerts import ALERT_EVENTS
+from servermgr.common.events import ALERT_EVENTS, EventType
 from servermgr.core.api import Api
 from servermgr.core.auth import Access, error_body
-from servermgr.core.cache import Event, SubscriberTooSlow, Subscription
-from servermgr.core.gateway import CLOSE_GOING_AWAY, CLOSE_POLICY
+from servermgr.core.bus import Event, SubscriberTooSlow, Subscription
+from servermgr.core.gateway import HeartbeatWatchers
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
+from servermgr.core.sessions import CLOSE_GOING_AWAY, CLOSE_POLICY
 from servermgr.core.storage import NodeRow, Storage
 
 log = logging.getLogger("servermgr.core.events")
+_ENCODER = msgspec.json.Encoder()
 
 KINDS = ("node", "heartbeat", "job", "alert")
 KIND_OF = {
-    "node.online": "node",
-    "node.offline": "node",
-    "node.removed": "node",
-    "node.renamed": "node",
-    "node.heartbeat": "heartbeat",
-    "state": "job",
-    "done": "job",
+    EventType.NODE_ONLINE: "node",
+    EventType.NODE_OFFLINE: "node",
+    EventType.NODE_REMOVED: "node",
+    EventType.NODE_RENAMED: "node",
+    EventType.NODE_HEARTBEAT: "heartbeat",
+    EventType.JOB_STATE: "job",
+    EventType.JOB_DONE: "job",
     **{name: "alert" for name in ALERT_EVENTS},
 }
-SHUTDOWN = "core.shutdown"  # published by Core's serve() when it stops
 MAX_HISTORY = 600
 KEEPALIVE = 15.0
 SEND_TIMEOUT = 30.0
@@ -125,9 +126,20 @@ def _csv(value: str | None) -> list[str]:
 
 
 class EventsApi:
-    def __init__(self, api: Api, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        api: Api,
+        scheduler: Scheduler,
+        watchers: HeartbeatWatchers,
+        *,
+        heartbeat_interval: float,
+        core_id: str,
+    ) -> None:
         self.api = api
+        self.core_id = core_id
         self.jobs = scheduler
+        self.watchers = watchers
+        self.heartbeat_interval = heartbeat_interval
 
     async def websocket(self, ws: WebSocket) -> None:
         try:
@@ -136,17 +148,19 @@ class EventsApi:
             await _deny(ws, 400, "bad_request", str(exc))
             return
         await ws.accept()
-        gateway = self.api.gateway
         watch = "heartbeat" in opts.kinds
         if watch:
-            gateway.heartbeat_subscribers += 1
+            self.watchers.count += 1
         code, reason = 1000, ""
         client = ws.client
         label = f"event stream of {client.host}:{client.port}" if client else "event stream"
         try:
             async with (
-                self.api.gateway.bus.subscribe(
-                    max_events=MAX_EVENTS, max_bytes=MAX_BYTES, match=_matcher(opts), label=label
+                self.api.bus.subscribe(
+                    max_events=MAX_EVENTS,
+                    max_bytes=MAX_BYTES,
+                    match=_matcher(opts, self.core_id),
+                    label=label,
                 ) as live,
                 trio.open_nursery() as nursery,
             ):
@@ -160,26 +174,25 @@ class EventsApi:
             pass  # the client went away or stopped reading; nothing to keep
         finally:
             if watch:
-                gateway.heartbeat_subscribers -= 1
+                self.watchers.count -= 1
             with trio.CancelScope(shield=True):
                 await _close(ws, code, reason)
 
     async def snapshot(self, opts: Options) -> dict[str, Any]:
         now = self.api.clock()
         rows = [r for r in self.api.registry.all() if opts.wants_node(r.id, r.name)]
-        nodes = [self.api.node_summary(r) for r in rows]
+        nodes = msgspec.to_builtins(await self.api.node_statuses(rows))
         history: dict[str, dict[str, list[Any]]] = {}
-        interval = self.api.gateway.config.heartbeat_interval
+        interval = self.heartbeat_interval
         if opts.history and rows:
             since = now - max(60.0, opts.history * interval * 2)
             history = await self.api.db.read(
                 _history, self.api.db.storage, rows, since, now, opts.history
             )
-        open_jobs = {
-            e.job.id
-            for e in self.jobs.live.values()
-            if opts.wants_node(e.node_id, e.name) and "job" in opts.kinds
-        }
+        open_jobs = set()
+        if "job" in opts.kinds:  # of every Core: SQLite knows them all
+            entries = await self.api.db.read(self.jobs.store.open_jobs)
+            open_jobs = {job for job, node_id, name in entries if opts.wants_node(node_id, name)}
         return {
             "type": "snapshot",
             "ts": now,
@@ -199,7 +212,7 @@ class EventsApi:
             event: Event | None = None
             with trio.move_on_at(flush_at if pending else idle_until):
                 event = await live.receive()
-            beat = event is not None and event["type"] == "node.heartbeat"
+            beat = event is not None and event["type"] == EventType.NODE_HEARTBEAT
             if event is not None and beat:
                 if not pending:
                     flush_at = trio.current_time() + opts.interval
@@ -207,42 +220,37 @@ class EventsApi:
                 if opts.interval > 0:
                     continue
             if pending:  # the window is over, or another event must not overtake them
-                await self._send(ws, self._heartbeats(pending))
+                await self._send(ws, await self._heartbeats(pending))
                 pending.clear()
             elif event is None:
-                await self._send(ws, {"type": "keepalive", "ts": self.api.clock()})
+                await self._send(ws, {"type": EventType.KEEPALIVE, "ts": self.api.clock()})
             idle_until = trio.current_time() + KEEPALIVE
             if event is None or beat:
                 continue
-            out = self._translate(event)
+            out = await self._translate(event)
             if out is not None:
                 await self._send(ws, out)
-            if event["type"] == SHUTDOWN:
+            if event["type"] == EventType.SHUTDOWN:
                 await _close(ws, CLOSE_GOING_AWAY, "Core is shutting down")
                 return
 
-    def _heartbeats(self, node_ids: Iterable[str]) -> dict[str, Any]:
+    async def _heartbeats(self, node_ids: Iterable[str]) -> dict[str, Any]:
         registry = self.api.registry
         rows = [row for nid in node_ids if (row := registry.by_id(nid)) is not None]
-        nodes = [self.api.node_summary(row) for row in rows]
-        return {"type": "heartbeats", "ts": self.api.clock(), "nodes": nodes}
+        nodes = [await self.api.node_status(row) for row in rows]
+        return {"type": EventType.HEARTBEATS, "ts": self.api.clock(), "nodes": nodes}
 
-    def _translate(self, event: Event) -> dict[str, Any] | None:
-        kind = event["type"]
-        if kind == "node.online":
+    async def _translate(self, event: Event) -> dict[str, Any] | None:
+        if event["type"] == EventType.NODE_ONLINE:
             row = self.api.registry.by_id(event["node_id"])
             if row is None:
                 return None
-            return {**event, "node": self.api.node_summary(row)}
-        if kind in ("state", "done"):
-            return {**event, "type": f"job.{kind}"}
-        if kind == SHUTDOWN:
-            return {"type": "shutdown", "ts": event.get("ts"), "reason": "Core is shutting down"}
-        return event  # node.offline, node.removed, node.renamed
+            return {**event, "node": await self.api.node_status(row)}
+        return event  # the same name on the bus and here
 
     async def _send(self, ws: WebSocket, doc: dict[str, Any]) -> None:
         with trio.fail_after(SEND_TIMEOUT):
-            await ws.send_text(json.dumps(doc, separators=(",", ":")))
+            await ws.send_text(_ENCODER.encode(doc).decode())
 
     def ws_routes(self) -> list[tuple[str, Any, Doc]]:
         return [
@@ -279,19 +287,20 @@ class EventsApi:
         ]
 
 
-def _matcher(opts: Options) -> Callable[[Event], bool]:
+def _matcher(opts: Options, core_id: str) -> Callable[[Event], bool]:
     """Which bus events this stream takes; runs in publish(), so it stays cheap."""
     jobs_seen: set[str] = set()
 
     def match(event: Event) -> bool:
         kind = KIND_OF.get(event["type"])
         if kind is None:
-            return bool(event["type"] == SHUTDOWN)
+            # This Core's own shutdown ends the stream; a peer's does not.
+            return bool(event["type"] == EventType.SHUTDOWN and event.get("core") == core_id)
         if kind not in opts.kinds:
             return False
         if not opts.nodes:
             return True
-        if event["type"] == "done":
+        if event["type"] == EventType.JOB_DONE:
             if event["job_id"] in jobs_seen:
                 jobs_seen.discard(event["job_id"])
                 return True
@@ -314,7 +323,7 @@ def _history(
         if samples:
             out[row.id] = {
                 "ts": [s["ts"] for s in samples],
-                "cpu_percent": [_round(s.get("cpu")) for s in samples],
+                "cpu_percent": [_round(s.get("cpu_percent")) for s in samples],
                 "mem_percent": [_round(s.get("mem_percent")) for s in samples],
             }
     return out

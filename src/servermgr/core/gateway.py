@@ -15,7 +15,9 @@ by short tasks in the gateway's nursery. Every send is bounded
 (``SEND_TIMEOUT``): a node whose connection does not take a message in that
 time is stalled (a stopped process, a node that does not read) and is
 disconnected, so it never holds up a sender. No task or queue per session: a
-connected node costs Core its connection and little more.
+connected node costs Core its connection and little more. The sessions
+themselves live in ``core/sessions.py``; the scheduler sends through them and
+gets the node's job messages from here (``JobMessages``).
 
 Heartbeats are acked once stored, but at most once per ``ack_interval``
 (six heartbeat intervals; the ack is cumulative, and ``welcome`` tells the
@@ -32,42 +34,47 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Protocol
 
 import msgspec
 import trio
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from servermgr.common import proto
 from servermgr.common.errors import ProtocolError, StorageUnavailableError
+from servermgr.common.events import EventType
 from servermgr.common.text import printable
-from servermgr.core.auth import error_body, principal_of
-from servermgr.core.cache import EventBus, StatusStore
+from servermgr.core.auth import Access, error_body, principal_of
+from servermgr.core.bus import EventBus
+from servermgr.core.openapi import Doc
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.sessions import (
+    CLOSE_POLICY,
+    CLOSE_SILENT,
+    CLOSE_STALLED,
+    CLOSE_TRY_AGAIN,
+    SEND_TIMEOUT,
+    Closed,
+    NodeSession,
+    Sessions,
+    await_close,
+    close_ws,
+    receive,
+    send_error,
+)
+from servermgr.core.status import StatusStore
 from servermgr.core.storage import NodeRow
 from servermgr.core.streams import StreamRouter
 from servermgr.core.writer import Ingest, MetricsWriter, spawn_past_outages
-
-if TYPE_CHECKING:
-    from servermgr.core.scheduler import Scheduler
 
 log = logging.getLogger("servermgr.core.gateway")
 
 NODE_WS_PATH = "/api/v1/node/ws"
 HELLO_TIMEOUT = 10.0
-CLOSE_WAIT = 2.0
 MISSED_INTERVALS = 3
 ACK_EVERY = 6  # heartbeat intervals between two heartbeat.acks to a node
 MAX_BAD_MESSAGES = 10
-SEND_TIMEOUT = 5.0  # a node's connection must take a message within this
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN = 1013
-CLOSE_SILENT = 4000
-CLOSE_REMOVED = 4004
-CLOSE_STALLED = 4008
 
 
 @dataclass
@@ -90,82 +97,29 @@ class GatewayConfig:
         return self.heartbeat_interval * 2 + SEND_TIMEOUT
 
 
-class NodeSession:
-    """A live connection to one node."""
+class JobMessages(Protocol):
+    """What the gateway hands the scheduler: a node came or went, and its job messages."""
 
-    def __init__(
-        self, node: NodeRow, ws: WebSocket, peer: str | None = None, protocol: int = 1
+    async def node_online(self, node_id: str, known: set[str] | None = None) -> None: ...
+
+    async def node_offline(self, node_id: str) -> None: ...
+
+    async def on_accepted(self, node_id: str, msg: proto.JobAccepted) -> None: ...
+
+    async def on_output(self, node_id: str, msg: proto.JobOutput) -> None: ...
+
+    async def on_result(
+        self, node_id: str, msg: proto.JobResult, ack: Callable[[], Awaitable[None]]
     ) -> None:
-        self.node = node
-        self.ws = ws
-        self.peer = peer
-        self.protocol = protocol  # the version this session speaks (proto.negotiate)
-        self.cancel_scope = trio.CancelScope()
-        self.close_code = CLOSE_GOING_AWAY
-        self.close_reason = ""
-        self.done = trio.Event()
-        self.last_heard = trio.current_time()
-        self.next_ack = 0.0  # trio time from which a heartbeat.ack may be sent
-        # Highest seq stored in this session: the writer commits in order and
-        # holds every heartbeat after a failed one, so all below it are stored too.
-        self.stored_seq = 0
-        self.unread_ack: tuple[int, float] | None = None  # (seq, trio time) not echoed yet
-        # Our sends one at a time, and none while or after the socket closes
-        # (Hypercorn's close does not wait for a send in progress).
-        self._sending = trio.Lock()
-        self._closed = False
-        self._broken = False  # a send was cut short: the stream is not whole any more
-        self.disconnected = False  # the connection is gone already: nothing to close
+        """Store the result, then ``ack`` it (StorageUnavailableError: not stored)."""
+        ...
 
-    async def send(self, msg: proto.CoreMessage) -> None:
-        """Send ``msg`` now; a connection that fails ends the session (never raises)."""
-        await self.deliver(msg)
 
-    async def deliver(self, msg: proto.CoreMessage) -> Literal["sent", "offline", "stalled"]:
-        """Send ``msg`` within ``SEND_TIMEOUT``; a connection that fails or does not
-        take it in time ends the session ("offline" or "stalled"; never raises)."""
-        with trio.move_on_after(SEND_TIMEOUT):
-            async with self._sending:
-                if self._closed or self.cancel_scope.cancel_called:
-                    return "offline"
-                try:
-                    await self.ws.send_text(proto.encode(msg))
-                except (RuntimeError, OSError, WebSocketDisconnect):
-                    self.close(CLOSE_GOING_AWAY, "connection lost while sending")
-                    return "offline"
-                return "sent"
-        # Cut short mid-frame perhaps: nothing more may be written but the close.
-        self._broken = True
-        self.close(CLOSE_STALLED, f"stalled: did not take a message within {SEND_TIMEOUT:g} s")
-        return "stalled"
+class HeartbeatWatchers:
+    """How many live client streams want heartbeat events (none: none published)."""
 
-    async def close_socket(self) -> None:
-        """Close the WebSocket with the session's code, after any send in progress."""
-        self._closed = True
-        if self.disconnected:
-            return
-        with trio.CancelScope(shield=True):
-            # A send stuck on a node that does not read gets 5 s, then the close goes
-            # anyway; the close itself is bounded too (its frame waits for room).
-            locked = False
-            with trio.move_on_after(SEND_TIMEOUT):
-                await self._sending.acquire()
-                locked = True
-            try:
-                with trio.move_on_after(SEND_TIMEOUT):
-                    await _close(self.ws, self.close_code, self.close_reason)
-            finally:
-                if locked:
-                    self._sending.release()
-            if self._broken:
-                return  # no closing handshake to wait for on a stream cut mid-frame
-            await _await_close(self.ws)
-
-    def close(self, code: int, reason: str) -> None:
-        """End the session; the handler closes the socket with ``code``."""
-        self.close_code = code
-        self.close_reason = reason
-        self.cancel_scope.cancel()
+    def __init__(self) -> None:
+        self.count = 0
 
 
 class Gateway:
@@ -176,8 +130,11 @@ class Gateway:
         status: StatusStore,
         bus: EventBus,
         writer: MetricsWriter,
+        sessions: Sessions,
+        jobs: JobMessages,
         *,
         clock: Callable[[], float],
+        heartbeat_watchers: HeartbeatWatchers,
         streams: StreamRouter | None = None,
     ) -> None:
         self.config = config
@@ -187,13 +144,11 @@ class Gateway:
         self.status = status
         self.bus = bus
         self.writer = writer
+        self.sessions = sessions
+        self.jobs = jobs
         self.clock = clock
-        self.sessions: dict[str, NodeSession] = {}
+        self.heartbeat_watchers = heartbeat_watchers
         self._handshaking: set[str] = set()  # node ids between accept and their session
-        self.closing = False
-        self.jobs: Scheduler | None = None
-        # Live client streams that want heartbeats (events_api): none, no event.
-        self.heartbeat_subscribers = 0
         self._nursery: trio.Nursery | None = None  # for sends from sync code, and job catch-up
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -220,55 +175,15 @@ class Gateway:
                 if session.last_heard < too_old:
                     session.close(CLOSE_SILENT, f"silent for {silent_after:g} s")
 
-    def is_online(self, node_id: str) -> bool:
-        """Connected, and not being closed."""
-        session = self.sessions.get(node_id)
-        return session is not None and not session.cancel_scope.cancel_called
-
-    async def deliver(
-        self, node_id: str, msg: proto.CoreMessage
-    ) -> Literal["sent", "offline", "stalled"]:
-        """Send ``msg`` to a connected node, bounded (``NodeSession.deliver``)."""
-        session = self.sessions.get(node_id)
-        if session is None:
-            return "offline"
-        return await session.deliver(msg)
-
-    def protocol_of(self, node_id: str) -> int | None:
-        """The protocol version of a connected node's session (None: offline)."""
-        session = self.sessions.get(node_id)
-        return None if session is None else session.protocol
-
-    def disconnect_stalled(self, node_id: str, reason: str) -> None:
-        """Close a node that does not answer (the scheduler saw its job.run go unanswered)."""
-        self.disconnect(node_id, CLOSE_STALLED, reason[:120])
-
-    def renamed(self, row: NodeRow) -> None:
-        """A connected node's session goes on under its new name."""
-        session = self.sessions.get(row.id)
-        if session is not None:
-            session.node = row
-
-    def disconnect(self, node_id: str, code: int, reason: str) -> None:
-        session = self.sessions.get(node_id)
-        if session is not None:
-            session.close(code, reason)
-
-    async def close_all(self, reason: str = "Core is shutting down") -> None:
-        """Tell every node to go (1001) and wait until their sessions ended."""
-        self.closing = True
-        sessions = list(self.sessions.values())
-        for session in sessions:
-            session.close(CLOSE_GOING_AWAY, reason)
-        with trio.move_on_after(5):
-            for session in sessions:
-                await session.done.wait()
+    def ws_routes(self) -> list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]]:
+        doc = Doc("Node WebSocket (hello, heartbeats, jobs)", auth=Access.NODE, websocket=True)
+        return [(NODE_WS_PATH, self.endpoint, doc)]
 
     async def endpoint(self, ws: WebSocket) -> None:
         """The node WebSocket route (behind the node-credential guard)."""
         node = principal_of(ws).node
         assert node is not None
-        if self.closing:
+        if self.sessions.closing:
             body = error_body("shutting_down", "Core is shutting down")
             await ws.send_denial_response(JSONResponse(body, status_code=503))
             return
@@ -297,17 +212,17 @@ class Gateway:
         except ProtocolError as exc:
             # Said in an error first: the close reason is cut to 120 bytes.
             log.info("node %s (%s): hello refused: %s", node.name, peer, exc.reason)
-            await _send_error(ws, "bad_hello", printable(exc.reason)[:1000])
-            await _close(ws, CLOSE_POLICY, "hello refused")
-            await _await_close(ws)
+            await send_error(ws, "bad_hello", printable(exc.reason)[:1000])
+            await close_ws(ws, CLOSE_POLICY, "hello refused")
+            await await_close(ws)
             return
-        except _Closed as exc:
+        except Closed as exc:
             log.info("node %s (%s): handshake failed: %s", node.name, peer, exc)
-            await _close(ws, CLOSE_POLICY, str(exc))
+            await close_ws(ws, CLOSE_POLICY, str(exc))
             return
         except trio.TooSlowError:
-            await _close(ws, CLOSE_POLICY, "no hello within 10 s")
-            await _await_close(ws)
+            await close_ws(ws, CLOSE_POLICY, "no hello within 10 s")
+            await await_close(ws)
             return
         if hello.hostname != node.name:
             # Core owns names: the one registered stays (docs/security.md).
@@ -328,12 +243,14 @@ class Gateway:
             pass  # the hello is not stored this time (Database logs why); the node may connect
         protocol = proto.negotiate(hello) or proto.OLDEST_PROTOCOL  # decode checked it
         session = NodeSession(node, ws, peer, protocol)
-        self.sessions[node.id] = session
+        self.sessions.add(session)
         self._handshaking.discard(node.id)
         now = self.clock()
-        self.status.set_online(node.id, now=now, peer=peer)
+        await self.status.set_online(node.id, now=now, peer=peer)
         log.info("node %s online from %s", node.name, peer)
-        self.bus.publish({"type": "node.online", "node_id": node.id, "name": node.name, "ts": now})
+        self.bus.publish(
+            {"type": EventType.NODE_ONLINE, "node_id": node.id, "name": node.name, "ts": now}
+        )
         try:
             await session.send(
                 proto.Welcome(
@@ -345,19 +262,19 @@ class Gateway:
                     protocol=protocol if hello.protocol > 1 else msgspec.UNSET,
                 )
             )
-            if self.jobs is not None:
-                self._spawn(self.jobs.node_online, node.id, set(hello.jobs))
+            self._spawn(self.jobs.node_online, node.id, set(hello.jobs))
             with session.cancel_scope:
                 await self._read_loop(session)
         finally:
             self.streams.node_gone(node.id)
-            if self.sessions.get(node.id) is session:
-                del self.sessions[node.id]
-                self.status.set_offline(node.id)
+            if self.sessions.remove(session):
+                with trio.CancelScope(shield=True):
+                    await self.status.set_offline(node.id)
+                    await self.jobs.node_offline(node.id)
                 log.info("node %s offline (%s)", node.name, session.close_reason or "disconnected")
                 self.bus.publish(
                     {
-                        "type": "node.offline",
+                        "type": EventType.NODE_OFFLINE,
                         "node_id": node.id,
                         "name": node.name,
                         "ts": self.clock(),
@@ -369,7 +286,7 @@ class Gateway:
 
     async def _receive_hello(self, ws: WebSocket, node: NodeRow) -> proto.Hello:
         with trio.fail_after(HELLO_TIMEOUT):
-            text = await _receive(ws)
+            text = await receive(ws)
         msg = proto.decode_from_node(text, max_size=self.config.max_frame)
         if not isinstance(msg, proto.Hello):
             raise ProtocolError(f"expected hello first, got {type(msg).__name__}")
@@ -381,8 +298,8 @@ class Gateway:
         bad = 0
         while True:
             try:
-                text = await _receive(session.ws)
-            except _Closed as exc:
+                text = await receive(session.ws)
+            except Closed as exc:
                 session.close_reason = str(exc)
                 session.disconnected = True
                 return
@@ -432,8 +349,7 @@ class Gateway:
         node = session.node
         if isinstance(msg, proto.Heartbeat):
             now = self.clock()
-            for sample in msg.samples:
-                self.status.update_sample(node.id, sample, now=now)
+            await self.status.record_samples(node.id, msg.samples, now=now)
             seq = msg.seq
             if msg.acked is not None and session.unread_ack is not None:
                 self._check_reading(session, msg.acked)
@@ -449,17 +365,22 @@ class Gateway:
             await self.writer.submit(
                 Ingest(node.seq, msg.samples, now, heartbeat_stored, heartbeat_not_stored)
             )
-            if self.heartbeat_subscribers:
+            if self.heartbeat_watchers.count:
                 self.bus.publish(
-                    {"type": "node.heartbeat", "node_id": node.id, "name": node.name, "ts": now}
+                    {
+                        "type": EventType.NODE_HEARTBEAT,
+                        "node_id": node.id,
+                        "name": node.name,
+                        "ts": now,
+                    }
                 )
         elif isinstance(msg, proto.STREAM_MESSAGES):
             self.streams.from_node(node.id, msg)
-        elif isinstance(msg, proto.JobAccepted) and self.jobs is not None:
+        elif isinstance(msg, proto.JobAccepted):
             await self.jobs.on_accepted(node.id, msg)
-        elif isinstance(msg, proto.JobOutput) and self.jobs is not None:
+        elif isinstance(msg, proto.JobOutput):
             await self.jobs.on_output(node.id, msg)
-        elif isinstance(msg, proto.JobResult) and self.jobs is not None:
+        elif isinstance(msg, proto.JobResult):
             job_id = msg.job_id
 
             async def job_ack() -> None:
@@ -468,52 +389,5 @@ class Gateway:
             await self.jobs.on_result(node.id, msg, job_ack)
         elif isinstance(msg, proto.Error):
             log.warning("node %s reports %s: %s", node.name, msg.code, msg.message[:200])
-        elif isinstance(msg, proto.Hello):
+        else:  # proto.Hello
             await session.send(proto.Error(code="bad_message", message="hello was already sent"))
-        else:
-            await session.send(
-                proto.Error(code="unsupported", message=f"{type(msg).__name__} is not handled yet")
-            )
-
-
-class _Closed(Exception):
-    pass
-
-
-async def _receive(ws: WebSocket) -> str | bytes:
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        raise _Closed(f"closed by node (code {message.get('code', 1000)})")
-    data: str | bytes | None = message.get("text")
-    if data is None:
-        data = message.get("bytes") or b""
-    return data
-
-
-async def _send_error(ws: WebSocket, code: str, message: str) -> None:
-    try:
-        await ws.send_text(proto.encode(proto.Error(code=code, message=message)))
-    except (RuntimeError, OSError):
-        pass
-
-
-async def _await_close(ws: WebSocket) -> None:
-    """Wait (briefly, shielded) for the node's closing frame after ours.
-
-    Returning at once lets Hypercorn shut the socket while its reader may
-    still be answering the node's own close; the two collide
-    (trio.BusyResourceError) and can take the server down.
-    """
-    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_WAIT):
-        while True:
-            try:
-                await _receive(ws)
-            except (_Closed, RuntimeError, OSError, WebSocketDisconnect):
-                break
-
-
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    try:
-        await ws.close(code, reason[:120])
-    except (RuntimeError, OSError):
-        pass

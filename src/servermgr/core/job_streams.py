@@ -3,7 +3,7 @@
 The live output of a job is one event sequence served two ways: NDJSON over
 HTTP (``/stream``, what ctl and curl read) and WebSocket text frames
 (``/ws``, for browsers). Each starts with the job so far, then live events,
-and ends with ``{"type": "done"}`` once every node is final. Output events
+and ends with ``{"type": "job.done"}`` once every node is final. Output events
 carry byte offsets so a reader can drop what it already has.
 
 Memory per reader is bounded whatever the output size: the output so far is
@@ -30,14 +30,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from servermgr.common.events import EventType
 from servermgr.core.api import Api, Handler
 from servermgr.core.auth import Access, ApiFailure, error_body
-from servermgr.core.cache import SubscriberTooSlow
-from servermgr.core.gateway import CLOSE_POLICY
+from servermgr.core.bus import SubscriberTooSlow
 from servermgr.core.jobs_api import job_or_404
 from servermgr.core.jobstore import FINAL_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
+from servermgr.core.sessions import CLOSE_POLICY
 
 log = logging.getLogger("servermgr.core.jobs")
 
@@ -63,7 +64,9 @@ class JobStreams:
                 async for event in self.events(job_id, label):
                     yield json.dumps(event).encode() + b"\n"
             except SubscriberTooSlow as exc:
-                yield json.dumps({"type": "error", **error_body("too_slow", exc.reason)}).encode()
+                yield json.dumps(
+                    {"type": EventType.ERROR, **error_body("too_slow", exc.reason)}
+                ).encode()
                 yield b"\n"
 
         return NdjsonStream(lines())
@@ -103,7 +106,7 @@ class JobStreams:
                 return
             nodes = doc.pop("nodes")
             yield {
-                "type": "job",
+                "type": EventType.JOB,
                 "job": doc
                 | {
                     "nodes": [
@@ -121,7 +124,7 @@ class JobStreams:
                         if not data:
                             break
                         yield {
-                            "type": "output",
+                            "type": EventType.JOB_OUTPUT,
                             "job_id": job_id,
                             "node_id": n["node_id"],
                             "node": n["node"],
@@ -132,7 +135,7 @@ class JobStreams:
                         offset += len(data)
                 if n["state"] in FINAL_STATES:
                     yield {
-                        "type": "state",
+                        "type": EventType.JOB_STATE,
                         "job_id": job_id,
                         "node_id": n["node_id"],
                         "node": n["node"],
@@ -143,11 +146,11 @@ class JobStreams:
                         "duration": n["duration"],
                     }
             if doc["state"] == "done":
-                yield {"type": "done", "job_id": job_id}
+                yield {"type": EventType.JOB_DONE, "job_id": job_id}
                 return
             async for event in live:
                 yield event
-                if event["type"] == "done":
+                if event["type"] == EventType.JOB_DONE:
                     return
 
     async def output_range(
@@ -195,7 +198,7 @@ class JobStreams:
                 "/api/v1/jobs/{job_id}/stream",
                 self.stream,
                 Doc(
-                    "Live events as NDJSON: job, output, state, done "
+                    "Live events as NDJSON: job, job.output, job.state, job.done "
                     "(or a final error line when the reader was too slow)",
                     auth=Access.READ,
                     params=(jid,),

@@ -326,6 +326,23 @@ class JobStore:
                 out.append((job, counts))
         return out
 
+    def is_open(self, job_id: str) -> bool:
+        """Whether some node of the job is not final yet (on whichever Core)."""
+        with self.storage.reader() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM job_nodes WHERE job_id = ? AND state IN {_OPEN} LIMIT 1",
+                (job_id,),
+            ).fetchone()
+        return row is not None
+
+    def open_jobs(self) -> list[tuple[str, str, str]]:
+        """(job id, node id, node name) of every entry not final yet."""
+        with self.storage.reader() as conn:
+            rows = conn.execute(
+                f"SELECT job_id, node_id, node_name FROM job_nodes WHERE state IN {_OPEN}"
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def open_entries(self) -> list[tuple[JobRecord, NodeResult]]:
         """Every (job, node) not final yet: Core reloads these after a restart."""
         with self.storage.reader() as conn:

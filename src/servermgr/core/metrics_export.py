@@ -37,9 +37,9 @@ from starlette.responses import Response
 from servermgr import __version__
 from servermgr.common import proto
 from servermgr.core.auth import Access
-from servermgr.core.cache import NodeStatus, StatusStore
 from servermgr.core.openapi import Doc
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.status import LiveStatus, StatusStore
 from servermgr.core.storage import NodeRow
 from servermgr.core.writer import AGE_BOUNDS_MS, MetricsWriter
 
@@ -237,7 +237,7 @@ class NodeRenderer:
         self._disks = [_Column(name, fmt) for name, _, _, fmt in DISK_METRICS]
         self._disk_getters = [attrgetter(field) for _, _, field, _ in DISK_METRICS]
 
-    def render(self, nodes: Iterable[tuple[NodeRow, NodeStatus | None]]) -> list[bytes]:
+    def render(self, nodes: Iterable[tuple[NodeRow, LiveStatus | None]]) -> list[bytes]:
         cache, self._cache = self._cache, {}
         all_keys: list[bytes] = []
         info_keys: list[bytes] = []
@@ -477,7 +477,7 @@ def process_figures() -> dict[str, float]:
 
 
 def exposition(
-    renderer: NodeRenderer, nodes: Iterable[tuple[NodeRow, NodeStatus | None]], core: CoreFigures
+    renderer: NodeRenderer, nodes: Iterable[tuple[NodeRow, LiveStatus | None]], core: CoreFigures
 ) -> bytes:
     """The whole text: Core's figures, then the nodes'."""
     return b"".join(["".join(render_core(core)).encode(), *renderer.render(nodes)])
@@ -548,12 +548,12 @@ class MetricsExport:
             alerts=dict(src.alerts.by_state()) if src.alerts is not None else None,
         )
 
-    def snapshot(self) -> list[tuple[NodeRow, NodeStatus | None]]:
-        """Every registered node with its status record, as of now (trio's thread)."""
-        get = self._status.get
-        return [(row, get(row.id)) for row in self._registry.all()]
+    async def snapshot(self) -> list[tuple[NodeRow, LiveStatus | None]]:
+        """Every registered node with its status record, as of now (one read of the store)."""
+        live = {st.node_id: st for st in await self._status.all()}
+        return [(row, live.get(row.id)) for row in self._registry.all()]
 
-    def render(self, nodes: list[tuple[NodeRow, NodeStatus | None]], core: CoreFigures) -> bytes:
+    def render(self, nodes: list[tuple[NodeRow, LiveStatus | None]], core: CoreFigures) -> bytes:
         """The whole exposition (safe in a worker thread: it reads the snapshot only)."""
         return exposition(self._nodes, nodes, replace(core, process=process_figures()))
 
@@ -563,7 +563,7 @@ class MetricsExport:
             now = time.monotonic()
             last = self._last
             if last is None or now - last[0] > REUSE_FOR:
-                nodes, core = self.snapshot(), self.figures()
+                nodes, core = await self.snapshot(), self.figures()
                 text = await trio.to_thread.run_sync(self.render, nodes, core)
                 last = self._last = (now, text, None)
             if not gzipped:

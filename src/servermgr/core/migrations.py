@@ -324,6 +324,20 @@ def _v7_alerts(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX alert_deliveries_ts ON alert_deliveries (ts)")
 
 
+def _v8_one_name_per_field(conn: sqlite3.Connection) -> None:
+    # The CPU column takes the name of the sample's field (cpu_percent), so
+    # no layer renames it; and a partial index finds the open job entries
+    # (what a restart reloads, what a live view lists) without a scan.
+    conn.execute("ALTER TABLE metrics RENAME COLUMN cpu TO cpu_percent")
+    for table in ("metrics_1m", "metrics_1h"):
+        for suffix in ("", "_min", "_max"):
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN cpu{suffix} TO cpu_percent{suffix}")
+    conn.execute(
+        "CREATE INDEX job_nodes_open ON job_nodes (job_id) "
+        "WHERE state IN ('queued', 'running', 'sent')"  # as jobstore's _OPEN, to be used
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "nodes and raw metrics", _v1_nodes_and_metrics),
     Migration(2, "jobs, per-node results and the audit log", _v2_jobs_and_audit),
@@ -332,6 +346,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "idempotency keys of job submissions", _v5_idempotency_keys),
     Migration(6, "schedules", _v6_schedules),
     Migration(7, "alert rules, silences, states, transitions and deliveries", _v7_alerts),
+    Migration(8, "cpu column named cpu_percent; index of open job entries", _v8_one_name_per_field),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -25,7 +25,7 @@ def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
-# What api._summary returns for a node; a test keeps the two in step.
+# What records.NodeStatus holds (GET /api/v1/nodes); a test keeps the two in step.
 NODE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["id", "name", "status", "labels", "first_seen", "last_seen"],

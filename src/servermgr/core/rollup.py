@@ -33,7 +33,7 @@ MINUTE_MAX_SPAN = 7 * 86400
 # Stored value = round(value * scale); read back as stored / scale. Every
 # field of storage.METRIC_FIELDS needs one (history checks at import).
 SCALE: dict[str, int] = {
-    "cpu": 100,
+    "cpu_percent": 100,
     "load1": 100,
     "load5": 100,
     "load15": 100,

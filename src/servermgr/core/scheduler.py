@@ -18,8 +18,15 @@ SQLite, indexed by job and by node; final results are written once,
 idempotently, then acked to the node. Every change is published on the
 event bus for live streams.
 
+A job for a node not connected here goes into the job queue
+(``core/jobqueue.py``): it waits there for the node (until the job's
+deadline), or reaches the Core process the node is connected to. Whichever
+Core holds the node runs its entry; results go to SQLite and events to the
+bus, so the submitter's streams see them.
+
     serve()
     ├── tick every TICK s       expire queued, mark silent lost, unanswered stalled
+    ├── take_routed             jobs the queue routes to nodes connected here
     └── short tasks             one send per (job, node): job.run / job.cancel
 """
 
@@ -39,9 +46,11 @@ import trio
 
 from servermgr.common import proto
 from servermgr.common.errors import StorageUnavailableError
+from servermgr.common.events import EventType
 from servermgr.common.selector import Target, select
 from servermgr.core import jobstate
-from servermgr.core.cache import EventBus
+from servermgr.core.bus import EventBus
+from servermgr.core.jobqueue import JobQueue
 from servermgr.core.jobstate import Effect, State, Status
 from servermgr.core.jobstore import JobRecord, JobStore, NodeResult
 from servermgr.core.registry import NodeRegistry
@@ -175,6 +184,7 @@ class Scheduler:
         registry: NodeRegistry,
         sessions: Sessions,
         bus: EventBus,
+        queue: JobQueue,
         *,
         clock: Callable[[], float],
         accept_after: float = ACCEPT_AFTER,
@@ -185,6 +195,7 @@ class Scheduler:
         self.registry = registry
         self.sessions = sessions
         self.bus = bus
+        self.queue = queue
         self.clock = clock
         self.accept_after = accept_after
         self.lost_grace = lost_grace
@@ -196,6 +207,9 @@ class Scheduler:
         self._store_sent = GroupCommit(db, self.store.mark_sent)
         self._nursery: trio.Nursery | None = None
         self._key_locks: dict[str, trio.Lock] = {}
+        # Jobs with entries that went through the queue: whether one is done
+        # is for SQLite to say (some of its entries may run on another Core).
+        self._routed: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------
 
@@ -213,6 +227,7 @@ class Scheduler:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
+                nursery.start_soon(self._take_routed)
                 task_status.started()
                 while True:
                     await trio.sleep(TICK)
@@ -228,6 +243,41 @@ class Scheduler:
             if due is not None and now > due:
                 online = self.sessions.is_online(entry.node_id)
                 await self._event(entry, jobstate.Tick(now, online))
+        for node_id, job_id in await self.queue.expired(now):
+            waited = await self._entry(job_id, node_id)
+            if waited is not None:
+                await self._event(waited, jobstate.Tick(now, False))
+
+    async def _take_routed(self) -> None:
+        """Run the jobs the queue routes to nodes connected here."""
+        while True:
+            node_id, job_id = await self.queue.receive()
+            await self._take(node_id, [job_id], known=None)
+
+    async def _entry(self, job_id: str, node_id: str) -> Entry | None:
+        """A queued entry for a job that came through the queue, from SQLite."""
+        self._routed.add(job_id)
+        stored = await self.db.read(self.store.get, job_id)
+        if stored is None:
+            return None
+        job, nodes = stored
+        for n in nodes:
+            if n.node_id == node_id and n.state == State.QUEUED:
+                return Entry(job, node_id, n.name, Status(State.QUEUED))
+        return None  # final meanwhile (cancelled)
+
+    async def _take(self, node_id: str, job_ids: list[str], known: set[str] | None) -> None:
+        """Open the entries of ``job_ids`` for a node connected here, and send them."""
+        now = self.clock()
+        for job_id in job_ids:
+            if self.live.get(job_id, node_id) is not None:
+                continue
+            entry = await self._entry(job_id, node_id)
+            if entry is None:
+                continue
+            self.live.add(entry)
+            has_job = None if known is None else job_id in known
+            await self._event(entry, jobstate.NodeBack(now, has_job))
 
     # --- requests -------------------------------------------------------
 
@@ -291,10 +341,13 @@ class Scheduler:
             deadline=now + spec.wait,
             principal=principal,
         )
-        entries, rows = [], []
+        entries, rows, routed = [], [], []
         for node in nodes:
-            if self.sessions.is_online(node.id) or spec.wait > 0:
+            if self.sessions.is_online(node.id):
                 entries.append(Entry(job, node.id, node.name, Status(State.QUEUED)))
+                rows.append(NodeResult(node.id, node.name, State.QUEUED))
+            elif spec.wait > 0:
+                routed.append(node.id)
                 rows.append(NodeResult(node.id, node.name, State.QUEUED))
             else:
                 rows.append(
@@ -318,16 +371,24 @@ class Scheduler:
         log.info("job %s: %r on %d node(s) by %s", job.id, job.describe(), len(rows), principal)
         for entry in entries:
             self.live.add(entry)
+        if routed:
+            self._routed.add(job.id)
         for row in rows:
             self._publish_state(job.id, row.node_id, row.name, row.state, error=row.error)
+        for node_id in routed:
+            await self.queue.put(node_id, job.id, deadline=job.deadline)
         for entry in entries:
             if self.sessions.is_online(entry.node_id):
                 self._spawn(self._send_run, entry)
-        self._maybe_done(job.id)
+        await self._maybe_done(job.id)
         return job.id
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel what has not finished; False if the job is unknown."""
+        for node_id in await self.queue.withdraw(job_id):
+            entry = await self._entry(job_id, node_id)
+            if entry is not None:
+                await self._event(entry, jobstate.Cancel())
         entries = self.live.of_job(job_id)
         if not entries:
             return await self.db.read(self.store.get, job_id) is not None
@@ -350,6 +411,11 @@ class Scheduler:
             if has_job is False and entry.state is not State.QUEUED:
                 log.info("job %s: %s does not have it; sending it again", entry.job.id, entry.name)
             await self._event(entry, jobstate.NodeBack(now, has_job))
+        await self._take(node_id, await self.queue.claim(node_id), known)
+
+    async def node_offline(self, node_id: str) -> None:
+        """The node left this Core: jobs for it wait in the queue from now on."""
+        await self.queue.release(node_id)
 
     async def on_accepted(self, node_id: str, msg: proto.JobAccepted) -> None:
         """The node took a job.run: it is alive and reads its socket."""
@@ -377,7 +443,7 @@ class Scheduler:
         buf += new
         self.bus.publish(
             {
-                "type": "output",
+                "type": EventType.JOB_OUTPUT,
                 "job_id": msg.job_id,
                 "node_id": node_id,
                 "node": entry.name,
@@ -432,7 +498,7 @@ class Scheduler:
         if stored:  # not when the same result came twice
             name = entry.name if entry is not None else self._name(node_id)
             self._publish_state(msg.job_id, node_id, name, result.state, **_outcome(msg))
-            self._maybe_done(msg.job_id)
+            await self._maybe_done(msg.job_id)
         await ack()
 
     # --- internals ------------------------------------------------------
@@ -479,7 +545,7 @@ class Scheduler:
             elif effect is Effect.PUBLISH:
                 self._publish_state(job_id, node_id, entry.name, status.state, error=status.error)
         if Effect.STORE_FINAL in effects:
-            self._maybe_done(job_id)
+            await self._maybe_done(job_id)
 
     async def _send_run(self, entry: Entry) -> None:
         """Hand one entry's job.run to its node's connection (a task of its own)."""
@@ -569,7 +635,7 @@ class Scheduler:
             self.finished[str(state)] += 1
         self.bus.publish(
             {
-                "type": "state",
+                "type": EventType.JOB_STATE,
                 "job_id": job_id,
                 "node_id": node_id,
                 "node": name,
@@ -578,12 +644,16 @@ class Scheduler:
             }
         )
 
-    def _maybe_done(self, job_id: str) -> None:
-        if not self.is_open(job_id):
-            self.bus.publish({"type": "done", "job_id": job_id})
-
-    def is_open(self, job_id: str) -> bool:
-        return self.live.has_job(job_id)
+    async def _maybe_done(self, job_id: str) -> None:
+        """Publish ``job.done`` once no entry of the job is open (here, or anywhere
+        for a job that went through the queue)."""
+        if self.live.has_job(job_id):
+            return
+        if job_id in self._routed:
+            if await self.db.read(self.store.is_open, job_id) or self.live.has_job(job_id):
+                return
+            self._routed.discard(job_id)
+        self.bus.publish({"type": EventType.JOB_DONE, "job_id": job_id})
 
     async def job_doc(self, job_id: str, *, output: bool = True) -> dict[str, Any] | None:
         """The job as the API shows it: stored rows overlaid with live state and output."""

@@ -63,7 +63,7 @@ class ShellApi:
             finished = await self._relay(link, request)
         except StreamFailed as exc:
             with trio.move_on_after(5):
-                await self.deps.gateway.deliver(node.id, proto.ShellClose(session_id=stream.id))
+                await self.deps.sessions.deliver(node.id, proto.ShellClose(session_id=stream.id))
             took = self.deps.clock() - started
             outcome = "refused" if exc.code == "refused" else "failed"
             await link.audit(

@@ -27,8 +27,9 @@ from servermgr.core import dbfile, migrations, rollup
 BUSY_TIMEOUT_MS = 5000
 MAX_IDLE_READERS = 8
 
+# Named as in proto.Sample: the columns (raw and rollups) carry these names.
 METRIC_FIELDS: tuple[str, ...] = (
-    "cpu",
+    "cpu_percent",
     "load1",
     "load5",
     "load15",
@@ -68,7 +69,6 @@ _NODE_COLUMNS = "seq, id, name, labels, cred_hash, first_seen, last_seen, info, 
 
 def sample_row(sample: proto.Sample) -> tuple[float | int | None, ...]:
     """The ``METRIC_FIELDS`` columns of ``sample``; None stays None (NULL)."""
-    disk = max((d.percent for d in sample.disks), default=None)
     return (
         sample.cpu_percent,
         sample.load1,
@@ -78,7 +78,7 @@ def sample_row(sample: proto.Sample) -> tuple[float | int | None, ...]:
         sample.mem_total,
         sample.mem_percent,
         sample.swap_percent,
-        disk,
+        sample.disk_percent,
         sample.disk_read_bps,
         sample.disk_write_bps,
         sample.net_rx_bps,

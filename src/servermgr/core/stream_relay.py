@@ -19,9 +19,9 @@ from servermgr.common import flow, proto, relay
 from servermgr.common.errors import ProtocolError, StorageUnavailableError
 from servermgr.common.text import printable
 from servermgr.core.auth import Principal, principal_of
-from servermgr.core.gateway import CLOSE_POLICY, Gateway
 from servermgr.core.jobstore import JobStore
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.sessions import CLOSE_POLICY, Sessions
 from servermgr.core.storage import NodeRow
 from servermgr.core.streams import IDLE_TIMEOUT, NodeStream, StreamFailed, StreamRouter
 from servermgr.core.writer import Database
@@ -38,7 +38,7 @@ class StreamDeps:
     """What the file and shell endpoints need from Core."""
 
     router: StreamRouter
-    gateway: Gateway
+    sessions: Sessions
     registry: NodeRegistry
     db: Database
     clock: Callable[[], float]
@@ -63,7 +63,7 @@ class Relay:
         return self.principal.name if self.principal is not None else "?"
 
     async def to_node(self, msg: proto.CoreMessage) -> None:
-        outcome = await self.deps.gateway.deliver(self.node.id, msg)
+        outcome = await self.deps.sessions.deliver(self.node.id, msg)
         if outcome != "sent":
             raise StreamFailed("node_offline", f"node {self.node.name} is {outcome}")
 
@@ -157,19 +157,19 @@ async def accept(
             ws, "not_found", f"no node named {printable(ref)!r} (see: servermgr ctl nodes)"
         )
         return None
-    if not deps.gateway.is_online(node.id):
+    if not deps.sessions.is_online(node.id):
         await refuse(ws, "node_offline", f"node {node.name} is offline")
         return None
-    too_old = agent_too_old(deps.gateway, node)
+    too_old = agent_too_old(deps.sessions, node)
     if too_old is not None:
         await refuse(ws, "too_old", too_old)
         return None
     return request, node
 
 
-def agent_too_old(gateway: Gateway, node: NodeRow) -> str | None:
+def agent_too_old(sessions: Sessions, node: NodeRow) -> str | None:
     """Why ``node``'s agent cannot do transfers, shells or upgrades (None: it can)."""
-    protocol = gateway.protocol_of(node.id)
+    protocol = sessions.protocol_of(node.id)
     if protocol is None or protocol >= proto.STREAMS_SINCE:
         return None
     return (

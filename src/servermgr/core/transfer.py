@@ -211,6 +211,6 @@ class FilesApi:
 async def _cancel(link: Relay, reason: str) -> None:
     """Tell the node the transfer is off (it removes what it wrote); never raises."""
     with trio.move_on_after(5):
-        await link.deps.gateway.deliver(
+        await link.deps.sessions.deliver(
             link.node.id, proto.FileCancel(transfer_id=link.stream.id, reason=reason[:1000])
         )

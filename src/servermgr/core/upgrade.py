@@ -80,9 +80,9 @@ class UpgradeApi:
                 "Core holds no agent to hand out: publish one with "
                 "servermgr core agent-publish FILE (a servermgr zipapp)",
             )
-        if not self.deps.gateway.is_online(node.id):
+        if not self.deps.sessions.is_online(node.id):
             raise ApiFailure(409, "node_offline", f"node {node.name} is offline")
-        too_old = agent_too_old(self.deps.gateway, node)
+        too_old = agent_too_old(self.deps.sessions, node)
         if too_old is not None:
             raise ApiFailure(409, "too_old", too_old)
         before = node.agent_version
@@ -120,7 +120,7 @@ class UpgradeApi:
         return row.agent_version if row is not None else None
 
     def _back_as(self, node: NodeRow, version: str | None) -> bool:
-        return self.deps.gateway.is_online(node.id) and self._version(node) == version
+        return self.deps.sessions.is_online(node.id) and self._version(node) == version
 
     async def _run(
         self, node: NodeRow, agent: agentfile.AgentFile, rollback_after: float
@@ -130,7 +130,7 @@ class UpgradeApi:
             await self._send_file(stream, node, agent, rollback_after)
         except StreamFailed as exc:
             with trio.move_on_after(5):
-                await self.deps.gateway.deliver(
+                await self.deps.sessions.deliver(
                     node.id, proto.FileCancel(transfer_id=stream.id, reason=exc.message[:1000])
                 )
             return "failed", exc.message
@@ -203,6 +203,6 @@ class UpgradeApi:
                 return
 
     async def _deliver(self, node: NodeRow, msg: proto.CoreMessage) -> None:
-        outcome = await self.deps.gateway.deliver(node.id, msg)
+        outcome = await self.deps.sessions.deliver(node.id, msg)
         if outcome != "sent":
             raise StreamFailed("node_offline", f"node {node.name} is {outcome}")

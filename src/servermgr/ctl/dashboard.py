@@ -31,6 +31,7 @@ from rich.live import Live
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from servermgr.common.errors import AuthError, ClientError
+from servermgr.common.events import EventType
 from servermgr.common.text import printable, printable_doc
 from servermgr.common.tls import Trust
 from servermgr.ctl import dashboard_view as view
@@ -171,11 +172,11 @@ class Dashboard:
                             text = await ws.get_message()
                         msg = json.loads(text)
                         apply(state, msg)
-                        if msg.get("type") == "snapshot":
+                        if msg.get("type") == EventType.SNAPSHOT:
                             state.connected, state.status = True, "live"
                             backoff.reset()
                             self._poke(urgent=True)
-                        elif msg.get("type") == "shutdown":
+                        elif msg.get("type") == EventType.SHUTDOWN:
                             state.connected, state.status = False, "Core is restarting…"
                             self._poke(urgent=True)
                         else:

@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from servermgr.common.events import EventType
 from servermgr.common.text import printable_doc
 
 HISTORY = 120
@@ -109,7 +110,7 @@ def apply(state: State, msg: dict[str, Any]) -> None:
     """
     msg = printable_doc(msg)
     kind = msg.get("type")
-    if kind == "snapshot":
+    if kind == EventType.SNAPSHOT:
         state.nodes = {n["id"]: n for n in msg["nodes"]}
         state.history = {}
         for node_id, hist in (msg.get("history") or {}).items():
@@ -118,28 +119,28 @@ def apply(state: State, msg: dict[str, Any]) -> None:
             _record(state, node, None)
         state.jobs_open = set(msg.get("jobs_open") or ())
         state.dropped = 0
-    elif kind == "node.online":
+    elif kind == EventType.NODE_ONLINE:
         _update(state, msg["node"])
-    elif kind == "node.offline":
+    elif kind == EventType.NODE_OFFLINE:
         node = state.nodes.get(msg["node_id"])
         if node is not None:
             node["status"] = "offline"
             node["connected_at"] = None
-    elif kind == "node.renamed":
+    elif kind == EventType.NODE_RENAMED:
         node = state.nodes.get(msg["node_id"])
         if node is not None:
             node["name"] = msg["name"]
-    elif kind == "node.removed":
+    elif kind == EventType.NODE_REMOVED:
         state.nodes.pop(msg["node_id"], None)
         state.history.pop(msg["node_id"], None)
-    elif kind == "heartbeats":
+    elif kind == EventType.HEARTBEATS:
         for node in msg["nodes"]:
             _update(state, node)
-    elif kind == "job.state":
+    elif kind == EventType.JOB_STATE:
         if msg.get("state") in FINAL_JOB_STATES:
             return
         state.jobs_open.add(msg["job_id"])
-    elif kind == "job.done":
+    elif kind == EventType.JOB_DONE:
         state.jobs_open.discard(msg["job_id"])
     elif kind == "dropped":
         state.dropped += int(msg.get("count", 0))

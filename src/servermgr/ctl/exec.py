@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from servermgr.common.errors import ClientError, CoreUnreachableError, UsageError
+from servermgr.common.events import EventType
 from servermgr.common.text import printable
 from servermgr.ctl.client import Client
 
@@ -134,16 +135,16 @@ def follow(client: Client, job_id: str, printer: Printer | None, *, timeout: flo
     """Print the job's output as it comes; True once every node is final.
 
     False when the stream ended early: Core cut this reader off for reading
-    too slowly (our stdout is slow), or the stream closed before ``done``.
+    too slowly (our stdout is slow), or the stream closed before ``job.done``.
     """
     for event in stream_events(client, job_id, timeout=timeout):
         kind = event["type"]
-        if kind == "output" and printer is not None:
+        if kind == EventType.JOB_OUTPUT and printer is not None:
             data = base64.b64decode(event["data"])
             printer.output(event["node"], event["stream"], event["offset"], data)
-        elif kind == "done":
+        elif kind == EventType.JOB_DONE:
             return True
-        elif kind in ("error", "dropped"):  # cut off; an older Core skipped events
+        elif kind in (EventType.ERROR, "dropped"):  # cut off; an older Core skipped events
             return False
     return False
 

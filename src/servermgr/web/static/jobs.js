@@ -118,9 +118,9 @@ export const detail = {
           view.querySelector("#jobwhat").innerHTML =
             `<code>${esc(what(j))}</code> on <b>${esc(j.target)}</b> by ${esc(j.principal)}, ${when(j.created)}, timeout ${duration(j.timeout)}`;
           for (const n of j.nodes) runOf(n).state(n);
-        } else if (msg.type === "output") runOf(msg).output(msg);
-        else if (msg.type === "state") runOf(msg).state(msg);
-        else if (msg.type === "done") done = true;
+        } else if (msg.type === "job.output") runOf(msg).output(msg);
+        else if (msg.type === "job.state") runOf(msg).state(msg);
+        else if (msg.type === "job.done") done = true;
         summary(done);
       },
       (code, reason, error) => {

@@ -1,87 +1,24 @@
-"""Latest status per node and the event bus.
+"""The event bus: what happens in Core, fanned out to live streams.
 
-These are the seams a Redis backend will fill later (several Core processes
-sharing one fleet). Today both run in memory: ``MemoryStatus`` holds what
-``ctl nodes`` shows without touching SQLite, and ``MemoryBus`` fans events
-out to live client streams, each through a bounded queue.
+``EventBus`` is the interface; ``MemoryBus`` serves one Core process, a
+Redis implementation (chosen in ``core/backends.py``) several. Event
+names are ``common/events.py``'s. ``publish`` never blocks and never
+fails: an implementation that sends elsewhere queues what it publishes and
+sends it from a task of its own. Each subscriber reads through its own
+bounded ``Subscription``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
 
-from servermgr.common import proto
-
 log = logging.getLogger("servermgr.core.bus")
-
-
-@dataclass(slots=True)
-class NodeStatus:
-    """What Core knows about a node right now."""
-
-    node_id: str
-    online: bool = False
-    connected_at: float | None = None
-    last_seen: float | None = None
-    latest: proto.Sample | None = None
-    peer: str | None = None
-
-
-class StatusStore(Protocol):
-    def get(self, node_id: str) -> NodeStatus | None: ...
-    def all(self) -> Iterable[NodeStatus]: ...
-    def set_online(self, node_id: str, *, now: float, peer: str | None) -> None: ...
-    def set_offline(self, node_id: str) -> None: ...
-    def update_sample(self, node_id: str, sample: proto.Sample, *, now: float) -> None: ...
-    def forget(self, node_id: str) -> None: ...
-
-
-@dataclass
-class MemoryStatus:
-    """In-process latest status; reads are dict lookups."""
-
-    _nodes: dict[str, NodeStatus] = field(default_factory=dict)
-
-    def get(self, node_id: str) -> NodeStatus | None:
-        return self._nodes.get(node_id)
-
-    def all(self) -> Iterable[NodeStatus]:
-        return self._nodes.values()
-
-    def _entry(self, node_id: str) -> NodeStatus:
-        st = self._nodes.get(node_id)
-        if st is None:
-            st = self._nodes[node_id] = NodeStatus(node_id)
-        return st
-
-    def set_online(self, node_id: str, *, now: float, peer: str | None) -> None:
-        st = self._entry(node_id)
-        st.online = True
-        st.connected_at = now
-        st.last_seen = now
-        st.peer = peer
-
-    def set_offline(self, node_id: str) -> None:
-        st = self._nodes.get(node_id)
-        if st is not None:
-            st.online = False
-            st.connected_at = None
-
-    def update_sample(self, node_id: str, sample: proto.Sample, *, now: float) -> None:
-        st = self._entry(node_id)
-        if st.latest is None or sample.ts >= st.latest.ts:
-            st.latest = sample
-        st.last_seen = now
-
-    def forget(self, node_id: str) -> None:
-        self._nodes.pop(node_id, None)
 
 
 Event = dict[str, Any]
@@ -99,8 +36,13 @@ class SubscriberTooSlow(Exception):
 
 
 class EventBus(Protocol):
-    def publish(self, event: Event) -> None: ...
-    def subscriptions(self) -> list[Subscription]: ...
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every matching subscriber (of every Core); never blocks."""
+        ...
+
+    def subscriptions(self) -> list[Subscription]:
+        """This process's open subscriptions."""
+        ...
 
     def subscribe(
         self,

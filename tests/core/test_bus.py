@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from servermgr.core.cache import EVENT_OVERHEAD, MemoryBus, SubscriberTooSlow
+from servermgr.core.bus import EVENT_OVERHEAD, MemoryBus, SubscriberTooSlow
 
 
 async def test_each_subscriber_gets_what_matches_in_order() -> None:
@@ -43,7 +43,7 @@ async def test_output_bytes_count_towards_the_limit() -> None:
     chunk = "x" * 64 * 1024
     async with bus.subscribe(max_events=10_000, max_bytes=1024 * 1024) as sub:
         for _ in range(100):
-            bus.publish({"type": "output", "data": chunk})
+            bus.publish({"type": "job.output", "data": chunk})
         assert sub.peak_bytes <= 1024 * 1024
         assert sub.peak_bytes > 1024 * 1024 - len(chunk) - EVENT_OVERHEAD
         with pytest.raises(SubscriberTooSlow):

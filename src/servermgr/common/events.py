@@ -1,0 +1,55 @@
+"""The names of events, one set for every stream.
+
+The same name travels on Core's event bus (``core/bus.py``), the live event
+stream (``/api/v1/events``), a job's output stream (``/api/v1/jobs/{id}/stream``
+and ``/ws``), Redis channels, and what ``ctl top`` and ``ctl exec`` read.
+Pure names: no I/O.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    """The ``type`` of an event or stream message (its JSON value is the string)."""
+
+    # Nodes (bus and event stream).
+    NODE_ONLINE = "node.online"
+    NODE_OFFLINE = "node.offline"
+    NODE_REMOVED = "node.removed"
+    NODE_RENAMED = "node.renamed"
+    NODE_HEARTBEAT = "node.heartbeat"  # on the bus, one per heartbeat
+    HEARTBEATS = "heartbeats"  # on the event stream: the heartbeats of a window, coalesced
+    # Jobs (bus, event stream, job streams).
+    JOB = "job"  # a job stream's first message: the job so far
+    JOB_STATE = "job.state"
+    JOB_OUTPUT = "job.output"
+    JOB_DONE = "job.done"
+    # Alerts (bus and event stream).
+    ALERT_PENDING = "alert.pending"
+    ALERT_FIRING = "alert.firing"
+    ALERT_RESOLVED = "alert.resolved"
+    ALERT_CLEARED = "alert.cleared"
+    # Streams.
+    SNAPSHOT = "snapshot"
+    KEEPALIVE = "keepalive"
+    SHUTDOWN = "shutdown"  # Core is stopping (bus and event stream)
+    ERROR = "error"
+
+
+NODE_EVENTS = frozenset(
+    {
+        EventType.NODE_ONLINE,
+        EventType.NODE_OFFLINE,
+        EventType.NODE_REMOVED,
+        EventType.NODE_RENAMED,
+    }
+)
+JOB_EVENTS = frozenset({EventType.JOB_STATE, EventType.JOB_DONE})
+ALERT_EVENTS = (
+    EventType.ALERT_PENDING,
+    EventType.ALERT_FIRING,
+    EventType.ALERT_RESOLVED,
+    EventType.ALERT_CLEARED,
+)
