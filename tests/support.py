@@ -72,7 +72,7 @@ def node_config(core: Core, tmp_path: Path, name: str, **labels: str) -> Config:
     return dataclasses.replace(
         base,
         node=NodeConfig(
-            core_addr=core.url.replace("http://", "ws://"),
+            core_addr=(core.url.replace("http://", "ws://"),),
             register_token=core.key.value,
             hostname=name,
             data_dir=tmp_path / "nodes" / name,

@@ -45,7 +45,7 @@ def node_config(
     return dataclasses.replace(
         config,
         node=NodeConfig(
-            core_addr=node.core_addr or addr.ws_url(core_url, ""),
+            core_addr=node.core_addr or (addr.ws_url(core_url, ""),),
             register_token=token,
             hostname=node.hostname,
             data_dir=config.storage.data_dir / "local-node",

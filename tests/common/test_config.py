@@ -34,8 +34,8 @@ def test_original_keys_work_as_written(tmp_path: Path) -> None:
     assert (cfg.server.listen_host, cfg.server.listen_port) == ("127.0.0.1", 9999)
     assert cfg.storage.sqlite_path == tmp_path / "data" / "server_manager.db"
     assert cfg.storage.redis_url == "redis://127.0.0.1:6379"
-    assert cfg.node.core_addr == "ws://127.0.0.1:9999"
-    assert cfg.require_node() == "ws://127.0.0.1:9999"
+    assert cfg.node.core_addr == ("ws://127.0.0.1:9999",)
+    assert cfg.require_node() == ("ws://127.0.0.1:9999",)
     assert cfg.node.register_token == "abcdef123456"
     assert cfg.node.hostname == "node-01"
 
@@ -194,7 +194,7 @@ def test_a_token_in_a_file_others_can_read_gets_a_warning(tmp_path: Path) -> Non
 
 def test_a_node_needs_only_core_addr_to_start(tmp_path: Path) -> None:
     cfg = parse_config('[node]\ncore_addr = "ws://127.0.0.1:1"\n', source=None, base_dir=tmp_path)
-    assert cfg.require_node() == "ws://127.0.0.1:1"
+    assert cfg.require_node() == ("ws://127.0.0.1:1",)
     with pytest.raises(ConfigError, match="core_addr"):
         parse_config("", source=None, base_dir=tmp_path).require_node()
 
@@ -209,3 +209,28 @@ def test_a_node_needs_only_core_addr_to_start(tmp_path: Path) -> None:
 def test_an_unknown_key_suggests_the_closest_valid_one(text: str, hint: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(hint)):
         parse_config(text, source=None, base_dir=Path("/nonexistent"))
+
+
+def test_core_addr_may_list_several_cores(tmp_path: Path) -> None:
+    cfg = parse_config(
+        '[node]\ncore_addr = ["ws://127.0.0.1:1/", "wss://core-b:2"]\n',
+        source=None,
+        base_dir=tmp_path,
+    )
+    assert cfg.require_node() == ("ws://127.0.0.1:1", "wss://core-b:2")
+    for bad, why in (
+        ("[]", "give 1 to 16 addresses"),
+        ('["ws://a:1", "ws://a:1"]', "twice"),
+        ('["ws://a:1", 3]', "URL string"),
+        ('["ws://a:1", "ftp://b:2"]', "bad URL"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            parse_config(f"[node]\ncore_addr = {bad}\n", source=None, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="wss://"):  # a pin needs TLS on every address
+        parse_config(
+            '[node]\ncore_addr = ["wss://a:1", "ws://b:2"]\ntls_fingerprint = "sha256:'
+            + "ab" * 32
+            + '"\n',
+            source=None,
+            base_dir=tmp_path,
+        )

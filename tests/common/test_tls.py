@@ -102,7 +102,7 @@ def test_bad_tls_config_names_the_key(text: str, key: str, reason: str) -> None:
 
 def test_node_tls_keys() -> None:
     pinned = parse(f'[node]\ncore_addr = "wss://core.example:9999"\ntls_fingerprint = "{HEX}"\n')
-    assert pinned.node.core_addr == "wss://core.example:9999"
+    assert pinned.node.core_addr == ("wss://core.example:9999",)
     assert pinned.node.trust == Trust(fingerprint=f"sha256:{HEX}")
     ca = parse('[node]\ncore_addr = "wss://core.example:9999"\nca_file = "ca.pem"\n')
     assert ca.node.trust == Trust(ca_file=Path("/etc/ca.pem"))

@@ -37,7 +37,7 @@ def tls_node_config(
     addr = core.url.replace("https://", "wss://")
     return dataclasses.replace(
         cfg,
-        node=dataclasses.replace(cfg.node, core_addr=addr, tls_fingerprint=pin, ca_file=ca),
+        node=dataclasses.replace(cfg.node, core_addr=(addr,), tls_fingerprint=pin, ca_file=ca),
     )
 
 

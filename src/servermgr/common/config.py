@@ -68,7 +68,9 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    core_addr: str | None
+    # Core's addresses, tried in order: several Core processes of one fleet
+    # (the agent moves to the next when its Core goes away). Empty: not set.
+    core_addr: tuple[str, ...]
     register_token: str | None = field(default=None, repr=False)
     hostname: str | None = None
     data_dir: Path = Path("node-data")
@@ -151,8 +153,8 @@ class Config:
             return self.storage.data_dir / AUTO_TLS_CERT, self.storage.data_dir / AUTO_TLS_KEY
         return None
 
-    def require_node(self) -> str:
-        """The node's ``core_addr``, or a ConfigError.
+    def require_node(self) -> tuple[str, ...]:
+        """The node's ``core_addr`` (one or more addresses), or a ConfigError.
 
         ``register_token`` is needed only to enrol (no identity in data_dir
         yet); the agent says so when it is missing then.
@@ -353,7 +355,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             "ca_file",
         }
     )
-    core_addr = node.get("core_addr", lambda k, v: _parse_core_addr(node, k, v), None)
+    core_addr = node.get("core_addr", lambda k, v: _parse_core_addrs(node, k, v), ())
     token = node.get("register_token", lambda k, v: _string(node, k, v), None)
     hostname = node.get("hostname", lambda k, v: _parse_hostname(node, k, v), None)
     node_dir = node.get("data_dir", path_value(node), base_dir / "node-data")
@@ -641,19 +643,38 @@ def _parse_fingerprint(sec: _Section, key: str, value: Any) -> str:
 
 
 def _check_node_tls(
-    sec: _Section, core_addr: str | None, pin: str | None, ca_file: Path | None
+    sec: _Section, core_addr: tuple[str, ...], pin: str | None, ca_file: Path | None
 ) -> None:
     if pin is not None and ca_file is not None:
         raise sec.fail("ca_file", "give tls_fingerprint or ca_file, not both")
-    secure = core_addr is not None and core_addr.startswith(("wss://", "https://"))
+    secure = bool(core_addr) and all(a.startswith(("wss://", "https://")) for a in core_addr)
     if (pin is not None or ca_file is not None) and not secure:
         which = "tls_fingerprint" if pin is not None else "ca_file"
-        raise sec.fail(which, "is only used with a wss:// core_addr")
+        raise sec.fail(which, "is only used with a wss:// core_addr (every address wss://)")
+
+
+MAX_CORE_ADDRS = 16
+
+
+def _parse_core_addrs(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
+    """One address, or a list of them (several Core processes, tried in order)."""
+    if isinstance(value, list):
+        if not 1 <= len(value) <= MAX_CORE_ADDRS:
+            raise sec.fail(key, f"give 1 to {MAX_CORE_ADDRS} addresses, not {len(value)}")
+        addrs = tuple(_parse_core_addr(sec, key, v) for v in value)
+        if len(set(addrs)) != len(addrs):
+            raise sec.fail(key, "lists an address twice")
+        return addrs
+    return (_parse_core_addr(sec, key, value),)
 
 
 def _parse_core_addr(sec: _Section, key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise sec.fail(key, f'must be a URL string like "ws://127.0.0.1:9999", not {_tname(value)}')
+        raise sec.fail(
+            key,
+            f'must be a URL string like "ws://127.0.0.1:9999" (or a list of them), '
+            f"not {_tname(value)}",
+        )
     reason = _check_url(value, ("ws", "wss", "http", "https"))
     if reason is None and urlsplit(value).path.strip("/"):
         reason = "give Core's base address without a path, e.g. ws://core.example:9999"

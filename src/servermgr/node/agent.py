@@ -143,7 +143,8 @@ class Agent:
         backoff: transport.Backoff | None = None,
         zipapp: Path | None = None,
     ) -> None:
-        self.core_addr = config.require_node()
+        self.core_addrs = config.require_node()
+        self._addr = 0  # the address in use (or tried next)
         self.token = config.node.register_token  # needed only to enrol
         self.trust = config.node.trust  # how Core's certificate is checked on wss://
         self.config = config
@@ -231,8 +232,21 @@ class Agent:
             log.info("registered with Core as %s (%s)", self.identity.name, self.identity.node_id)
         return self.identity
 
+    @property
+    def core_addr(self) -> str:
+        """The Core address in use, or tried next."""
+        return self.core_addrs[self._addr]
+
+    def _next_addr(self) -> bool:
+        """Move on to the next Core address; False after the last (a round is over)."""
+        self._addr = (self._addr + 1) % len(self.core_addrs)
+        return self._addr != 0
+
     async def _connection_loop(self) -> None:
+        """Connect, and reconnect: to the next Core address at once (several Core
+        processes share the fleet), with backoff once every address failed."""
         while True:
+            was_connected = False
             try:
                 identity = await self._ensure_identity()
                 async with transport.connect(
@@ -270,8 +284,17 @@ class Agent:
                 reason = f"Core sent a bad message: {exc.reason}"
             finally:
                 if self.connected:
+                    was_connected = True
                     self.connected = False
                     self.backlog.requeue()
+            if len(self.core_addrs) > 1:
+                failed = self.core_addr
+                if self._next_addr() or was_connected:
+                    self._state_change(
+                        f"disconnected from {failed}: {reason}; trying {self.core_addr}",
+                        logging.WARNING,
+                    )
+                    continue
             delay = self.backoff.next()
             self._state_change(
                 f"disconnected: {reason}; retrying with backoff (every {BACKOFF_NOTE})",
