@@ -18,6 +18,7 @@ from servermgr.core.bus import MemoryBus
 from servermgr.core.jobqueue import MemoryJobQueue
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.scheduler import ACCEPT_AFTER, Delivery, JobSpec, Scheduler
+from servermgr.core.status import MemoryStatus
 from servermgr.core.storage import Storage
 from servermgr.core.writer import Database
 
@@ -147,7 +148,14 @@ async def world(storage: Storage, nursery: trio.Nursery) -> AsyncIterator[World]
     registry = NodeRegistry(db, clock=trio.current_time)
     nodes = FakeNodes(nursery)
     scheduler = Scheduler(
-        db, registry, nodes, MemoryBus(), MemoryJobQueue(), clock=trio.current_time
+        db,
+        registry,
+        nodes,
+        MemoryBus(),
+        MemoryJobQueue(),
+        MemoryStatus("core-1"),
+        core_id="core-1",
+        clock=trio.current_time,
     )
     nodes.scheduler = scheduler
     scope = trio.CancelScope()

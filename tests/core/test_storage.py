@@ -451,3 +451,19 @@ def test_sample_row_without_disks_or_values_is_all_null() -> None:
     }
     row = sample_row(make_sample(1.0, disks=[], **empty))
     assert row == (None,) * len(METRIC_FIELDS)
+
+
+def test_one_of_two_processes_holds_a_lease_until_it_lapses(db_path: Path) -> None:
+    # Two Core processes on one file: two connections, as two processes have.
+    first = Storage.open(db_path)
+    second = Storage.open(db_path)
+    try:
+        assert first.hold_lease("history", "core-a", 100.0, 30.0)
+        assert not second.hold_lease("history", "core-b", 110.0, 30.0)
+        assert first.hold_lease("history", "core-a", 120.0, 30.0)  # renewed: until 150
+        assert not second.hold_lease("history", "core-b", 149.0, 30.0)
+        assert second.hold_lease("history", "core-b", 151.0, 30.0)  # lapsed: taken over
+        assert not first.hold_lease("history", "core-a", 152.0, 30.0)
+    finally:
+        first.close()
+        second.close()

@@ -2,7 +2,8 @@
 
     serve()
     ├── MetricsWriter.serve        the single SQLite writer (batches)
-    ├── History.serve              rollups, retention, size cap (through the writer lock)
+    ├── History.serve              rollups, retention, size cap (through the writer lock),
+    │                              by the Core holding the "history" lease of the database
     ├── Scheduler.serve            job deadlines: expire queued, mark silent lost; jobs the
     │                              job queue routes to nodes connected here
     ├── Gateway.serve              silence watchdog; short tasks that send acks
@@ -13,6 +14,7 @@
     ├── AlertLog.serve             writes alert transitions and deliveries in batches
     ├── quiet_gc                   keeps the garbage collector's pauses short
     ├── watch_database             stops Core if its database file is deleted or replaced
+    ├── NodeRegistry.follow        reloads the node directory another Core process changed
     └── listen.serve               REST + node WebSocket on one port (Hypercorn, own accept loop)
 
 Core's parts get their collaborators when ``build`` makes them; the status
@@ -141,7 +143,17 @@ def build(
     # re-acks the nodes, which must hear from Core within their silence limit.
     writer = MetricsWriter(db, retry=min(2.0, config.server.heartbeat_interval))
     sessions = Sessions()
-    jobs = Scheduler(db, registry, sessions, bus, backends.queue, clock=clock)
+    jobs = Scheduler(
+        db,
+        registry,
+        sessions,
+        bus,
+        backends.queue,
+        status,
+        core_id=backends.core_id,
+        shared=backends.shared,
+        clock=clock,
+    )
     watchers = HeartbeatWatchers()
     interval = config.server.heartbeat_interval
     gateway = Gateway(
@@ -358,6 +370,7 @@ async def _serve(
             core.api.retention,
             clock=clock,
             interval=min(30.0, 6 * config.server.heartbeat_interval),
+            holder=backends.core_id,
         )
         history_scope = trio.CancelScope()
 
@@ -389,6 +402,7 @@ async def _serve(
                         offline_from_start, core, 3 * config.server.heartbeat_interval + 1
                     )
                     helpers.start_soon(watch_database, core.db)
+                    helpers.start_soon(core.registry.follow)
 
         outer.start_soon(run_helpers)
         stop_http = trio.Event()

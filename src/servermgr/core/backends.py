@@ -35,6 +35,7 @@ class Backends:
     status: StatusStore
     bus: EventBus
     queue: JobQueue
+    shared: bool = False  # other Core processes may share them (and the fleet)
 
 
 def new_core_id() -> str:

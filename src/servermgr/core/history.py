@@ -240,8 +240,10 @@ class History:
         hours_every: float = 60.0,
         upkeep_every: float = 60.0,
         checkpoint_every: float = 600.0,
+        holder: str = "core",
     ) -> None:
         self._db = db
+        self.holder = holder  # this Core process, in the "history" lease
         self._storage = db.storage
         self.retention = retention
         self._clock = clock
@@ -253,11 +255,23 @@ class History:
         self._due: dict[str, float] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """A pass at once (marks left by a previous run), then every ``interval``."""
+        """A pass at once (marks left by a previous run), then every ``interval``.
+
+        Of several Core processes sharing the database, the one holding the
+        "history" lease does the passes; another takes over when it lapses
+        (three intervals without renewal: its holder stopped).
+        """
         task_status.started()
         while True:
             try:
-                await self.run_once()
+                if await self._db.write(
+                    self._storage.hold_lease,
+                    "history",
+                    self.holder,
+                    self._clock(),
+                    3 * self.interval,
+                ):
+                    await self.run_once()
             except StorageUnavailableError:
                 pass  # Database has logged it (once a minute); the next pass redoes the work
             except (sqlite3.Error, StorageError) as exc:

@@ -343,14 +343,20 @@ class JobStore:
             ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def open_entries(self) -> list[tuple[JobRecord, NodeResult]]:
-        """Every (job, node) not final yet: Core reloads these after a restart."""
+    def open_entries(self, node_id: str | None = None) -> list[tuple[JobRecord, NodeResult]]:
+        """Every (job, node) not final yet (of one node): Core reloads these after a
+        restart, and when a node that was connected to another Core connects."""
+        where = f"n.state IN {_OPEN}"
+        args: tuple[str, ...] = ()
+        if node_id is not None:
+            where, args = f"n.node_id = ? AND {where}", (node_id,)
         with self.storage.reader() as conn:
             rows = conn.execute(
                 f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))}, "
                 f"{', '.join('n.' + c.strip() for c in _NODE_COLS.split(','))} "
                 "FROM job_nodes n JOIN jobs j ON j.id = n.job_id "
-                f"WHERE n.state IN {_OPEN} ORDER BY j.created"
+                f"WHERE {where} ORDER BY j.created",
+                args,
             ).fetchall()
         return [(_job(r[:11]), _node(r[11:])) for r in rows]
 

@@ -332,6 +332,24 @@ def _v8_one_name_per_field(conn: sqlite3.Connection) -> None:
     for table in ("metrics_1m", "metrics_1h"):
         for suffix in ("", "_min", "_max"):
             conn.execute(f"ALTER TABLE {table} RENAME COLUMN cpu{suffix} TO cpu_percent{suffix}")
+    # Work one Core process of several sharing this file does for all (rollups,
+    # retention): whoever holds the lease, renewed each pass, taken over once it lapses.
+    conn.execute(
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"
+    )
+    # A counter of changes to the node directory (what a peer Core reloads).
+    conn.execute("CREATE TABLE versions (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    conn.execute("INSERT INTO versions VALUES ('nodes', 0)")
+    bump = "BEGIN UPDATE versions SET n = n + 1 WHERE name = 'nodes'; END"
+    conn.execute(f"CREATE TRIGGER nodes_added AFTER INSERT ON nodes {bump}")
+    conn.execute(f"CREATE TRIGGER nodes_deleted AFTER DELETE ON nodes {bump}")
+    conn.execute(
+        "CREATE TRIGGER nodes_changed AFTER UPDATE OF name, labels, cred_hash ON nodes "
+        "WHEN OLD.name IS NOT NEW.name OR OLD.labels IS NOT NEW.labels "
+        f"OR OLD.cred_hash IS NOT NEW.cred_hash {bump}"
+    )
+    conn.execute(f"CREATE TRIGGER revoked_added AFTER INSERT ON revoked_nodes {bump}")
+    conn.execute(f"CREATE TRIGGER revoked_deleted AFTER DELETE ON revoked_nodes {bump}")
     conn.execute(
         "CREATE INDEX job_nodes_open ON job_nodes (job_id) "
         "WHERE state IN ('queued', 'running', 'sent')"  # as jobstore's _OPEN, to be used
@@ -346,7 +364,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "idempotency keys of job submissions", _v5_idempotency_keys),
     Migration(6, "schedules", _v6_schedules),
     Migration(7, "alert rules, silences, states, transitions and deliveries", _v7_alerts),
-    Migration(8, "cpu column named cpu_percent; index of open job entries", _v8_one_name_per_field),
+    Migration(
+        8,
+        "cpu column named cpu_percent; index of open job entries; leases; versions",
+        _v8_one_name_per_field,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

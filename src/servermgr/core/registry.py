@@ -6,21 +6,29 @@ of being taken for a node Core never knew.
 
 Kept in memory (loaded from SQLite at start) so a connect storm after a Core
 restart authenticates without touching the database; every change is written
-to SQLite at once, not through the batched writer.
+to SQLite at once, not through the batched writer. Several Core processes
+may share the database: ``follow`` reloads the directory when another one
+changed it (a counter in SQLite, kept by triggers, says when).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import trio
+
 from servermgr.common import names
+from servermgr.common.errors import StorageError
 from servermgr.core import security, tokens
 from servermgr.core.storage import Hello, NodeRow
 from servermgr.core.writer import Database, GroupCommit
 
 log = logging.getLogger("servermgr.core.registry")
+
+FOLLOW_EVERY = 1.0  # how soon a node registered through another Core is known here
 
 
 class NodeRegistry:
@@ -31,8 +39,11 @@ class NodeRegistry:
         self._by_name: dict[str, str] = {}
         self._revoked: dict[str, tokens.RevokedNode] = {}
         self._hellos = GroupCommit(db, db.storage.update_node_hellos)
+        self._writes = 0  # changes made here: a reload read meanwhile may miss them
+        self._seen_version: int | None = None
 
     async def load(self) -> None:
+        self._seen_version = await self._db.read(self._db.storage.nodes_version)
         rows = await self._db.read(self._db.storage.list_nodes)
         for row in rows:
             self._put(row)
@@ -50,7 +61,35 @@ class NodeRegistry:
         revoked = await self._db.read(tokens.revoked_nodes, self._db.storage)
         self._revoked = {r.node_id: r for r in revoked}
 
+    async def follow(self, every: float = FOLLOW_EVERY) -> None:
+        """Reload the directory whenever the database says it changed (another
+        Core process registered, renamed or removed a node)."""
+        while True:
+            await trio.sleep(every)
+            try:
+                await self.refresh()
+            except (sqlite3.Error, StorageError) as exc:
+                log.warning("could not reload the node directory (%s); retrying", exc)
+
+    async def refresh(self) -> bool:
+        """Reload if the directory changed since the last look; whether it did."""
+        storage = self._db.storage
+        version = await self._db.read(storage.nodes_version)
+        if version == self._seen_version:
+            return False
+        writes = self._writes
+        rows = await self._db.read(storage.list_nodes)
+        revoked = await self._db.read(tokens.revoked_nodes, storage)
+        if writes != self._writes:
+            return False  # changed here meanwhile: the next look reads it again
+        self._by_id = {row.id: row for row in rows}
+        self._by_name = {row.name: row.id for row in rows}
+        self._revoked = {r.node_id: r for r in revoked}
+        self._seen_version = version
+        return True
+
     def _put(self, row: NodeRow) -> None:
+        self._writes += 1
         old = self._by_id.get(row.id)
         if old is not None and self._by_name.get(old.name) == row.id:
             del self._by_name[old.name]
@@ -142,6 +181,7 @@ class NodeRegistry:
         )
         self._revoked[row.id] = gone
         removed = await self._db.write(self._db.storage.delete_node, row.id)
+        self._writes += 1
         self._by_id.pop(row.id, None)
         if self._by_name.get(row.name) == row.id:
             del self._by_name[row.name]

@@ -54,6 +54,7 @@ from servermgr.core.jobqueue import JobQueue
 from servermgr.core.jobstate import Effect, State, Status
 from servermgr.core.jobstore import JobRecord, JobStore, NodeResult
 from servermgr.core.registry import NodeRegistry
+from servermgr.core.status import StatusStore
 from servermgr.core.writer import Database, GroupCommit, spawn_past_outages
 
 log = logging.getLogger("servermgr.core.jobs")
@@ -185,7 +186,10 @@ class Scheduler:
         sessions: Sessions,
         bus: EventBus,
         queue: JobQueue,
+        status: StatusStore,
         *,
+        core_id: str,
+        shared: bool = False,
         clock: Callable[[], float],
         accept_after: float = ACCEPT_AFTER,
         lost_grace: float = LOST_GRACE,
@@ -196,6 +200,9 @@ class Scheduler:
         self.sessions = sessions
         self.bus = bus
         self.queue = queue
+        self.status = status
+        self.core_id = core_id
+        self.shared = shared  # other Core processes may hold nodes of this fleet
         self.clock = clock
         self.accept_after = accept_after
         self.lost_grace = lost_grace
@@ -213,13 +220,16 @@ class Scheduler:
 
     # --- lifecycle ------------------------------------------------------
 
-    async def load(self) -> None:
-        """Reload entries that were not final when Core last stopped."""
-        for job, node in await self.db.read(self.store.open_entries):
+    async def load(self, node_id: str | None = None) -> None:
+        """Reload entries that were not final when Core last stopped (or those of
+        one node, that were another Core's)."""
+        for job, node in await self.db.read(self.store.open_entries, node_id):
+            if self.live.get(job.id, node.node_id) is not None:
+                continue
             # heard: whether it arrived is for the node's hello to say, not a stall.
             status = Status(State(node.state), sent_at=node.sent_at, heard=True)
             self.live.add(Entry(job, node.node_id, node.name, status))
-        if self.live:
+        if self.live and node_id is None:
             log.info("%d job entries still open from before the restart", len(self.live))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -228,6 +238,7 @@ class Scheduler:
             self._nursery = nursery
             try:
                 nursery.start_soon(self._take_routed)
+                await nursery.start(self._follow_cancels)
                 task_status.started()
                 while True:
                     await trio.sleep(TICK)
@@ -238,15 +249,42 @@ class Scheduler:
     async def tick(self) -> None:
         """One pass of the deadline checks."""
         now = self.clock()
+        elsewhere: set[str] | None = None
         for entry in self.live.values():
             due = jobstate.due(entry.status, self._limits(entry.job))
             if due is not None and now > due:
                 online = self.sessions.is_online(entry.node_id)
+                if not online and self.shared:
+                    if elsewhere is None:
+                        elsewhere = await self._online_elsewhere([entry.node_id])
+                    if entry.node_id in elsewhere:
+                        self.live.discard(entry)  # the node's Core has it now
+                        continue
                 await self._event(entry, jobstate.Tick(now, online))
         for node_id, job_id in await self.queue.expired(now):
             waited = await self._entry(job_id, node_id)
             if waited is not None:
                 await self._event(waited, jobstate.Tick(now, False))
+
+    async def _online_elsewhere(self, node_ids: list[str]) -> set[str]:
+        """Of ``node_ids`` not connected here, those connected to another Core."""
+        if all(self.sessions.is_online(n) for n in node_ids):
+            return set()
+        return {
+            st.node_id
+            for st in await self.status.all()
+            if st.online and st.core is not None and st.core != self.core_id
+        }
+
+    async def _follow_cancels(self, task_status: trio.TaskStatus[None]) -> None:
+        """Cancel here what another Core process was asked to cancel."""
+        async with self.bus.subscribe(
+            match=lambda e: e["type"] == EventType.JOB_CANCEL and e.get("core") != self.core_id,
+            label="job cancels from other Cores",
+        ) as cancels:
+            task_status.started()
+            async for event in cancels:
+                await self._cancel_here(event["job_id"])
 
     async def _take_routed(self) -> None:
         """Run the jobs the queue routes to nodes connected here."""
@@ -342,11 +380,12 @@ class Scheduler:
             principal=principal,
         )
         entries, rows, routed = [], [], []
+        elsewhere = await self._online_elsewhere([n.id for n in nodes])
         for node in nodes:
             if self.sessions.is_online(node.id):
                 entries.append(Entry(job, node.id, node.name, Status(State.QUEUED)))
                 rows.append(NodeResult(node.id, node.name, State.QUEUED))
-            elif spec.wait > 0:
+            elif spec.wait > 0 or node.id in elsewhere:
                 routed.append(node.id)
                 rows.append(NodeResult(node.id, node.name, State.QUEUED))
             else:
@@ -375,8 +414,11 @@ class Scheduler:
             self._routed.add(job.id)
         for row in rows:
             self._publish_state(job.id, row.node_id, row.name, row.state, error=row.error)
+        # A node connected to another Core gets a moment to be handed the job
+        # even without --wait: its Core takes it from the queue at once.
+        handover = max(job.deadline, now + self.accept_after)
         for node_id in routed:
-            await self.queue.put(node_id, job.id, deadline=job.deadline)
+            await self.queue.put(node_id, job.id, deadline=handover)
         for entry in entries:
             if self.sessions.is_online(entry.node_id):
                 self._spawn(self._send_run, entry)
@@ -384,7 +426,15 @@ class Scheduler:
         return job.id
 
     async def cancel(self, job_id: str) -> bool:
-        """Cancel what has not finished; False if the job is unknown."""
+        """Cancel what has not finished; False if the job is unknown.
+
+        Entries running on other Core processes are cancelled there: they
+        hear it on the bus (``job.cancel``).
+        """
+        self.bus.publish({"type": EventType.JOB_CANCEL, "job_id": job_id, "core": self.core_id})
+        return await self._cancel_here(job_id)
+
+    async def _cancel_here(self, job_id: str) -> bool:
         for node_id in await self.queue.withdraw(job_id):
             entry = await self._entry(job_id, node_id)
             if entry is not None:
@@ -406,6 +456,8 @@ class Scheduler:
         it is sent again; one it has will have its result re-sent by the node.
         """
         now = self.clock()
+        if self.shared:  # it may have been another Core's, with jobs open there
+            await self.load(node_id)
         for entry in self.live.of_node(node_id):
             has_job = None if known is None else entry.job.id in known
             if has_job is False and entry.state is not State.QUEUED:

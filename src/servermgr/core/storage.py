@@ -393,6 +393,25 @@ class Storage:
             after: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
         return before - after
 
+    def nodes_version(self) -> int:
+        """A number that changes whenever the node directory does (triggers keep it)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT n FROM versions WHERE name = 'nodes'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl`` seconds; False while another
+        holder's lease runs (several Core processes share this file)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3 + ?4) "
+                "ON CONFLICT (name) DO UPDATE SET holder = ?2, until = ?3 + ?4 "
+                "WHERE leases.holder = ?2 OR leases.until < ?3",
+                (name, holder, now, ttl),
+            )
+            row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+        return row is not None and row[0] == holder
+
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it to zero bytes."""
         if self._closed:
