@@ -62,6 +62,7 @@ log = logging.getLogger("servermgr.core.jobs")
 LOST_GRACE = 30.0
 ACCEPT_AFTER = 5.0  # a node must answer a job.run within this, or it is stalled
 TICK = 0.5
+FEW = 32  # nodes looked up one by one in the status store; more: one read of all
 
 Delivery = Literal["sent", "offline", "stalled"]
 
@@ -226,6 +227,8 @@ class Scheduler:
         for job, node in await self.db.read(self.store.open_entries, node_id):
             if self.live.get(job.id, node.node_id) is not None:
                 continue
+            if node_id is not None:
+                self._routed.add(job.id)  # its other entries may be open elsewhere
             # heard: whether it arrived is for the node's hello to say, not a stall.
             status = Status(State(node.state), sent_at=node.sent_at, heard=True)
             self.live.add(Entry(job, node.node_id, node.name, status))
@@ -238,7 +241,8 @@ class Scheduler:
             self._nursery = nursery
             try:
                 nursery.start_soon(self._take_routed)
-                await nursery.start(self._follow_cancels)
+                if self.shared:
+                    await nursery.start(self._follow_cancels)
                 task_status.started()
                 while True:
                     await trio.sleep(TICK)
@@ -249,18 +253,17 @@ class Scheduler:
     async def tick(self) -> None:
         """One pass of the deadline checks."""
         now = self.clock()
-        elsewhere: set[str] | None = None
+        due_now = []
         for entry in self.live.values():
             due = jobstate.due(entry.status, self._limits(entry.job))
             if due is not None and now > due:
-                online = self.sessions.is_online(entry.node_id)
-                if not online and self.shared:
-                    if elsewhere is None:
-                        elsewhere = await self._online_elsewhere([entry.node_id])
-                    if entry.node_id in elsewhere:
-                        self.live.discard(entry)  # the node's Core has it now
-                        continue
-                await self._event(entry, jobstate.Tick(now, online))
+                due_now.append(entry)
+        elsewhere = await self._online_elsewhere([e.node_id for e in due_now])
+        for entry in due_now:
+            if entry.node_id in elsewhere:
+                self.live.discard(entry)  # its node's Core carries it now
+                continue
+            await self._event(entry, jobstate.Tick(now, self.sessions.is_online(entry.node_id)))
         for node_id, job_id in await self.queue.expired(now):
             waited = await self._entry(job_id, node_id)
             if waited is not None:
@@ -268,12 +271,17 @@ class Scheduler:
 
     async def _online_elsewhere(self, node_ids: list[str]) -> set[str]:
         """Of ``node_ids`` not connected here, those connected to another Core."""
-        if all(self.sessions.is_online(n) for n in node_ids):
+        missing = [n for n in node_ids if not self.sessions.is_online(n)]
+        if not missing or not self.shared:
             return set()
+        if len(missing) <= FEW:
+            found = [await self.status.get(n) for n in missing]
+        else:
+            found = list(await self.status.all())
         return {
             st.node_id
-            for st in await self.status.all()
-            if st.online and st.core is not None and st.core != self.core_id
+            for st in found
+            if st is not None and st.online and st.core is not None and st.core != self.core_id
         }
 
     async def _follow_cancels(self, task_status: trio.TaskStatus[None]) -> None:
@@ -431,7 +439,8 @@ class Scheduler:
         Entries running on other Core processes are cancelled there: they
         hear it on the bus (``job.cancel``).
         """
-        self.bus.publish({"type": EventType.JOB_CANCEL, "job_id": job_id, "core": self.core_id})
+        if self.shared:
+            self.bus.publish({"type": EventType.JOB_CANCEL, "job_id": job_id, "core": self.core_id})
         return await self._cancel_here(job_id)
 
     async def _cancel_here(self, job_id: str) -> bool:
