@@ -320,7 +320,7 @@ async def test_upgraded_database_gets_rollups_of_its_old_history(db_path: Path) 
     try:
         await make_history(storage, [T0 + 60]).run_once(force=True)
         (m,) = history.query(storage, "1m", 1, T0, T0, 10)
-        assert cpu(m) == (2.0, 1.0, 3.0)  # the column of version 1 is renamed by version 7
+        assert cpu(m) == (2.0, 1.0, 3.0)  # the column of version 1 is renamed by version 8
     finally:
         storage.close()
 
