@@ -52,9 +52,11 @@ def memory_backends(core_id: str | None = None) -> Backends:
 @asynccontextmanager
 async def open_backends(config: Config, *, core_id: str | None = None) -> AsyncIterator[Backends]:
     """The backends ``config`` asks for, open for as long as the block runs."""
-    if config.storage.redis_url:
-        log.warning(
-            "storage.redis_url is set, but this version keeps status in memory; "
-            "Redis is not used yet"
-        )
-    yield memory_backends(core_id)
+    if not config.storage.redis_url:
+        yield memory_backends(core_id)
+        return
+    from servermgr.core.redis_backends import open_redis  # redis-py only when configured
+
+    core_id = core_id or new_core_id()
+    async with open_redis(config, core_id) as (status, bus, queue):
+        yield Backends(core_id, status, bus, queue, shared=True)

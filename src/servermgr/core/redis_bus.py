@@ -1,0 +1,182 @@
+"""The event bus over Redis pub/sub: every Core's events reach every Core's streams.
+
+Channels are docs/redis.md's. ``publish`` hands the event to this
+process's subscribers at once (a ``MemoryBus``) and, for the events other
+Cores and outside programs want, queues it for Redis: a task of its own
+(``serve``) sends the queue in pipelines, with ``"core"`` (this Core's id)
+added. Another task reads the channels on pub/sub's own thread and hands
+what other Cores published to this process's subscribers.
+
+``publish`` never blocks and never fails. While Redis is down the queue
+keeps the newest ``max_queued`` events (older ones are dropped and counted,
+one warning per outage); pub/sub keeps nothing, so what other Cores
+published meanwhile is not seen here. Job results are in SQLite whatever
+happens to an event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import redis
+import trio
+
+from servermgr.common.errors import RedisUnavailableError
+from servermgr.common.events import JOB_EVENTS, NODE_EVENTS, EventType
+from servermgr.core.bus import Event, Match, MemoryBus, Subscription
+from servermgr.core.redisio import Message, RedisLink
+
+log = logging.getLogger("servermgr.core.redis")
+
+PREFIX = "servermgr:events:"
+NODES = PREFIX + "nodes"
+JOBS = PREFIX + "jobs"
+OUTPUT = PREFIX + "output"
+ALERTS = PREFIX + "alerts"
+SAMPLES = PREFIX + "samples"  # written by the status store (core/redis_status.py)
+CHANNELS = (NODES, JOBS, OUTPUT, ALERTS)
+
+MAX_QUEUED = 10_000
+BATCH = 500
+
+
+def channel_of(event: Event) -> str | None:
+    """The channel an event goes to, or None for one that stays in this process."""
+    kind = event.get("type")
+    if kind in NODE_EVENTS:
+        return NODES
+    if kind in JOB_EVENTS or kind == EventType.JOB_CANCEL:
+        return JOBS
+    if kind == EventType.JOB_OUTPUT:
+        return OUTPUT
+    if isinstance(kind, str) and kind.startswith("alert"):
+        return ALERTS
+    return None
+
+
+class RedisBus:
+    """``EventBus`` over Redis (see the module docstring)."""
+
+    def __init__(self, core: str, link: RedisLink, *, max_queued: int = MAX_QUEUED) -> None:
+        self.core = core
+        self.link = link
+        self.local = MemoryBus()
+        self.max_queued = max_queued
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._ready = trio.Event()
+        self.dropped = 0
+        self.sent = 0
+        self.received = 0
+        self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+    # --- EventBus ---------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        self.local.publish(event)
+        channel = channel_of(event)
+        if channel is None:
+            return
+        if len(self._queue) >= self.max_queued:
+            self._queue.popleft()
+            if not self.dropped:
+                log.warning(
+                    "Redis has not taken events for a while: the oldest are dropped "
+                    "(%d kept); other Cores miss them",
+                    self.max_queued,
+                )
+            self.dropped += 1
+        self._queue.append((channel, self._encode({**event, "core": self.core})))
+        self._ready.set()
+
+    def subscriptions(self) -> list[Subscription]:
+        return self.local.subscriptions()
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        *,
+        max_events: int = 1024,
+        max_bytes: int = 4 * 1024 * 1024,
+        match: Match | None = None,
+        label: str = "subscriber",
+    ) -> AsyncIterator[Subscription]:
+        async with self.local.subscribe(
+            max_events=max_events, max_bytes=max_bytes, match=match, label=label
+        ) as sub:
+            yield sub
+
+    # --- tasks --------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send the queue, and read the channels; both outlive Redis outages."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_loop)
+            await nursery.start(self._receive_loop)
+            task_status.started()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            while self._queue:
+                if not self.link.up:
+                    await self.link.wait_up()
+                batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
+
+                def send(client: redis.Redis, batch: list[tuple[str, bytes]] = batch) -> None:
+                    pipe = client.pipeline(transaction=False)
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+                    pipe.execute()
+
+                try:
+                    await self.link.call(send)
+                except RedisUnavailableError:
+                    continue  # kept; sent when the link is back
+                for _ in batch:
+                    if self._queue:
+                        self._queue.popleft()
+                self.sent += len(batch)
+                if self.dropped and not self._queue:
+                    log.warning("Redis takes events again; %d were dropped", self.dropped)
+                    self.dropped = 0
+
+    async def _receive_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Other Cores' events to this process's subscribers; subscribed again after an outage."""
+        started = False
+        while True:
+            if not self.link.up:
+                if not started:  # Core starts without Redis: do not wait for it
+                    started = True
+                    task_status.started()
+                await self.link.wait_up()
+            send, receive = trio.open_memory_channel[Message](1000)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.link.subscribe, CHANNELS, send)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for _channel, data in receive:
+                        self._deliver(data)
+            except* RedisUnavailableError:
+                pass  # the link logs it and comes back
+            await trio.sleep(self.link.backoff)
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            event = self._decode(data)
+        except msgspec.DecodeError:
+            return
+        if event.get("core") == self.core:
+            return  # ours: delivered here when published
+        self.received += 1
+        self.local.publish(event)

@@ -1,0 +1,317 @@
+"""The job queue on Redis streams: jobs for nodes, between Core processes.
+
+Keys are docs/redis.md's. Each node has a stream, ``servermgr:jobs:<node_id>``,
+with one consumer group, ``servermgr``; each Core reads as the consumer
+named by its id. ``put`` adds an entry (the job id and its deadline: the
+job itself is in SQLite) and wakes the Core that holds the node, named by
+``servermgr:owner:<node_id>``, on its channel ``servermgr:wake:<core_id>``.
+That Core reads the entry (``XREADGROUP``), acknowledges and deletes it
+(``XACK``, ``XDEL``) once it has it, and sends the job on. A Core that died
+between reading and acknowledging leaves the entry pending: the next Core
+to claim the node takes it over (``XAUTOCLAIM``). A Core also reads its
+nodes' streams every ``poll_every`` s, so a wake-up lost in an outage only
+delays a job.
+
+An entry nobody takes before its deadline (its node connected nowhere) is
+taken out by whichever Core's ``expired`` gets it first (``ZREM`` on
+``servermgr:deadlines`` decides), and only that Core reports it.
+
+While Redis is down ``put`` keeps what it could not add, in memory, and adds
+it when the link is back; nothing a caller put is dropped. A Redis that
+comes back empty (restarted without persistence) lost the streams: so after
+every outage a Core puts again what it put that has not reached its
+deadline. A job taken twice is opened once (the Core holding the node
+opens only an entry still queued in SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+import redis.exceptions as rx
+import trio
+
+from servermgr.common.errors import RedisUnavailableError
+from servermgr.core.jobqueue import Routed
+from servermgr.core.redisio import Message, RedisLink
+
+log = logging.getLogger("servermgr.core.redis")
+
+PREFIX = "servermgr:"
+GROUP = "servermgr"
+DEADLINES = PREFIX + "deadlines"
+POLL_EVERY = 2.0
+READ_KEYS = 500  # streams per XREADGROUP
+EXPIRE_BATCH = 1000
+
+# Delete the owner key only if it still names this Core (a node may have moved).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def stream(node_id: str) -> str:
+    return f"{PREFIX}jobs:{node_id}"
+
+
+def owner_key(node_id: str) -> str:
+    return f"{PREFIX}owner:{node_id}"
+
+
+def waiting_key(job_id: str) -> str:
+    """The nodes a job waits for (for ``withdraw``)."""
+    return f"{PREFIX}job:{job_id}:nodes"
+
+
+def wake_channel(core: str) -> str:
+    return f"{PREFIX}wake:{core}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisJobQueue:
+    """``JobQueue`` on Redis streams (see the module docstring)."""
+
+    def __init__(self, core: str, link: RedisLink, *, poll_every: float = POLL_EVERY) -> None:
+        self.core = core
+        self.link = link
+        self.poll_every = poll_every
+        self._held: set[str] = set()
+        self._unsent: list[tuple[str, str, float]] = []  # put while Redis was down
+        self._put: dict[tuple[str, str], float] = {}  # put here, deadline not reached
+        self._send, self._receive = trio.open_memory_channel[Routed](float("inf"))
+        self._poll = trio.Event()
+        self.taken = 0
+
+    # --- JobQueue -------------------------------------------------------------
+
+    async def put(self, node_id: str, job_id: str, *, deadline: float) -> None:
+        self._put[(node_id, job_id)] = deadline
+        try:
+            await self.link.call(_put, self.core, node_id, job_id, deadline)
+        except RedisUnavailableError:
+            self._unsent.append((node_id, job_id, deadline))
+            return
+        if node_id in self._held:
+            self._poll.set()
+
+    async def claim(self, node_id: str) -> list[str]:
+        self._held.add(node_id)
+        try:
+            entries = await self.link.call(_claim, self.core, node_id)
+        except RedisUnavailableError:
+            return []  # read with the next poll once Redis is back
+        self.taken += len(entries)
+        return [job_id for _node, job_id in entries]
+
+    async def release(self, node_id: str) -> None:
+        self._held.discard(node_id)
+        try:
+            await self.link.call(lambda c: c.eval(_RELEASE, 1, owner_key(node_id), self.core))
+        except RedisUnavailableError:
+            pass  # a stale owner only sends wake-ups to a Core that ignores them
+
+    async def withdraw(self, job_id: str) -> list[str]:
+        for item in [i for i in self._put if i[1] == job_id]:
+            del self._put[item]
+        gone = [node for node, job, _ in self._unsent if job == job_id]
+        self._unsent = [u for u in self._unsent if u[1] != job_id]
+        try:
+            gone += await self.link.call(_withdraw, job_id)
+        except RedisUnavailableError:
+            pass
+        return gone
+
+    async def expired(self, now: float) -> list[Routed]:
+        for item, deadline in list(self._put.items()):
+            if deadline < now:
+                del self._put[item]
+        out = [(node, job) for node, job, deadline in self._unsent if deadline < now]
+        self._unsent = [u for u in self._unsent if u[2] >= now]
+        try:
+            out += await self.link.call(_expired, now)
+        except RedisUnavailableError:
+            pass
+        return out
+
+    async def receive(self) -> Routed:
+        return await self._receive.receive()
+
+    # --- tasks -----------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read held nodes' streams on a wake-up or every ``poll_every`` s; listen for wake-ups."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._wakeups)  # listening for wake-ups (if Redis is up)
+            task_status.started()
+            connects = self.link.connects
+            while True:
+                with trio.move_on_after(self.poll_every):
+                    await self._poll.wait()
+                self._poll = trio.Event()
+                if not self.link.up:
+                    await self.link.wait_up()
+                try:
+                    if self.link.connects != connects:  # back: say again which nodes are ours
+                        connects = self.link.connects
+                        await self._put_again()
+                        for node_id in list(self._held):
+                            for _n, job_id in await self.link.call(_claim, self.core, node_id):
+                                self._send.send_nowait((node_id, job_id))
+                    await self._add_unsent()
+                    held = sorted(self._held)
+                    for i in range(0, len(held), READ_KEYS):
+                        routed = await self.link.call(_read, self.core, held[i : i + READ_KEYS])
+                        self.taken += len(routed)
+                        for item in routed:
+                            self._send.send_nowait(item)
+                except RedisUnavailableError:
+                    pass
+
+    async def _put_again(self) -> None:
+        """After an outage: put again what this Core put and nobody expired yet."""
+        known = {(n, j) for n, j, _ in self._unsent}
+        for (node_id, job_id), deadline in list(self._put.items()):
+            if (node_id, job_id) not in known:
+                self._unsent.append((node_id, job_id, deadline))
+
+    async def _add_unsent(self) -> None:
+        while self._unsent:
+            node_id, job_id, deadline = self._unsent[0]
+            await self.link.call(_put, self.core, node_id, job_id, deadline)
+            self._unsent.pop(0)
+
+    async def _wakeups(self, *, task_status: trio.TaskStatus[None]) -> None:
+        started = False
+        while True:
+            if not self.link.up:
+                if not started:  # Core starts without Redis: do not wait for it
+                    started = True
+                    task_status.started()
+                await self.link.wait_up()
+            send, receive = trio.open_memory_channel[Message](100)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.link.subscribe, [wake_channel(self.core)], send)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for _ in receive:
+                        self._poll.set()
+            except* RedisUnavailableError:
+                pass  # the link logs it and comes back
+            await trio.sleep(self.link.backoff)
+
+
+# --- what runs in the worker threads ---------------------------------------------
+
+
+def _ensure_group(client: redis.Redis, key: str) -> None:
+    try:
+        client.xgroup_create(key, GROUP, id="0", mkstream=True)
+    except rx.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _put(client: redis.Redis, core: str, node_id: str, job_id: str, deadline: float) -> None:
+    key = stream(node_id)
+    _ensure_group(client, key)
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(key, {"job": job_id, "deadline": repr(deadline), "from": core})
+    pipe.zadd(DEADLINES, {f"{node_id} {job_id}": deadline})
+    pipe.sadd(waiting_key(job_id), node_id)
+    pipe.expireat(waiting_key(job_id), int(deadline) + 3600)
+    pipe.get(owner_key(node_id))
+    owner = pipe.execute()[-1]
+    if owner is not None and _text(owner) != core:
+        client.publish(wake_channel(_text(owner)), node_id)
+
+
+def _take(client: redis.Redis, key: str, node_id: str, ids_jobs: list[tuple[Any, str]]) -> None:
+    """Acknowledge and delete entries this Core has now (it sends them on)."""
+    if not ids_jobs:
+        return
+    ids = [entry_id for entry_id, _ in ids_jobs]
+    pipe = client.pipeline(transaction=False)
+    pipe.xack(key, GROUP, *ids)
+    pipe.xdel(key, *ids)
+    for _, job_id in ids_jobs:
+        pipe.zrem(DEADLINES, f"{node_id} {job_id}")
+        pipe.srem(waiting_key(job_id), node_id)
+    pipe.execute()
+
+
+def _jobs(entries: list[Any]) -> list[tuple[Any, str]]:
+    out = []
+    for entry_id, fields in entries:
+        if fields and b"job" in fields:  # None: deleted meanwhile
+            out.append((entry_id, _text(fields[b"job"])))
+    return out
+
+
+def _claim(client: redis.Redis, core: str, node_id: str) -> list[Routed]:
+    """Own ``node_id``: its pending entries (a dead Core's too) and its new ones."""
+    key = stream(node_id)
+    client.set(owner_key(node_id), core)
+    _ensure_group(client, key)
+    found: list[tuple[Any, str]] = []
+    start = "0-0"
+    for _ in range(100):  # bounded: 100 x 100 pending entries
+        auto: Any = client.xautoclaim(key, GROUP, core, min_idle_time=0, start_id=start, count=100)
+        start, claimed = auto[0], auto[1]
+        found += _jobs(claimed)
+        if _text(start) == "0-0":
+            break
+    reply: Any = client.xreadgroup(GROUP, core, {key: ">"}, count=10_000)
+    for _key, entries in reply or []:
+        found += _jobs(entries)
+    _take(client, key, node_id, found)
+    return [(node_id, job_id) for _, job_id in found]
+
+
+def _read(client: redis.Redis, core: str, nodes: list[str]) -> list[Routed]:
+    """New entries of these nodes' streams, taken."""
+    if not nodes:
+        return []
+    # RESP2 (redis-py's default): a list of [stream, entries].
+    reply: Any = client.xreadgroup(GROUP, core, {stream(n): ">" for n in nodes}, count=1000)
+    out: list[Routed] = []
+    for key, entries in reply or []:
+        node_id = _text(key)[len(PREFIX + "jobs:") :]
+        found = _jobs(entries)
+        _take(client, _text(key), node_id, found)
+        out += [(node_id, job_id) for _, job_id in found]
+    return out
+
+
+def _drop(client: redis.Redis, node_id: str, job_id: str) -> bool:
+    """Delete ``job_id``'s waiting entry for ``node_id``; True if this call removed it."""
+    if not client.zrem(DEADLINES, f"{node_id} {job_id}"):
+        return False  # taken by a Core, or expired by another
+    key = stream(node_id)
+    entries: Any = client.xrange(key)
+    ids = [eid for eid, job in _jobs(entries) if job == job_id]
+    if ids:
+        client.xdel(key, *ids)
+    client.srem(waiting_key(job_id), node_id)
+    return True
+
+
+def _withdraw(client: redis.Redis, job_id: str) -> list[str]:
+    nodes = [_text(n) for n in client.smembers(waiting_key(job_id))]
+    return [n for n in nodes if _drop(client, n, job_id)]
+
+
+def _expired(client: redis.Redis, now: float) -> list[Routed]:
+    out: list[Routed] = []
+    for member in client.zrangebyscore(DEADLINES, "-inf", now, start=0, num=EXPIRE_BATCH):
+        node_id, _, job_id = _text(member).partition(" ")
+        if _drop(client, node_id, job_id):
+            out.append((node_id, job_id))
+    return out

@@ -1,0 +1,264 @@
+"""The status store in Redis: each node's latest status, shared by every Core.
+
+Keys and channels are docs/redis.md's. The nodes connected to this Core
+live in this process's memory first (a ``MemoryStatus``): a heartbeat is a
+dict update and nothing more, so ingest never waits for Redis. A task of
+its own (``serve``) writes what changed behind, once per ``flush_every``,
+in one pipeline: each changed node's key with its TTL, this Core's own
+liveness key, and a ``samples`` event on ``servermgr:events:samples`` with
+the nodes whose last published sample is ``sample_every`` old.
+
+Other Cores' nodes are read from Redis when someone lists the fleet, at
+most once per ``refresh_every`` (a listing reads this process's copy; the
+copy is refreshed behind it). While Redis is down, writes wait (what
+changed is remembered per node, so memory stays bounded by the fleet),
+listings show this Core's nodes and the others as last read, and when
+Redis is back every node of this Core is written again (the resync).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import redis
+import trio
+
+from servermgr.common import proto
+from servermgr.common.errors import RedisUnavailableError
+from servermgr.core.redisio import RedisLink
+from servermgr.core.status import LiveStatus, MemoryStatus
+
+log = logging.getLogger("servermgr.core.redis")
+
+PREFIX = "servermgr:"
+STATUS = PREFIX + "status:"
+CORE = PREFIX + "core:"
+SAMPLES_CHANNEL = PREFIX + "events:samples"
+
+FLUSH_EVERY = 1.0
+SAMPLE_EVERY = 10.0
+REFRESH_EVERY = 1.0
+CORE_TTL = 10
+SCAN_COUNT = 1000
+MGET_CHUNK = 1000
+
+_encode = msgspec.json.Encoder().encode
+_decode_status = msgspec.json.Decoder(LiveStatus).decode
+
+
+def status_ttl(heartbeat_interval: float) -> int:
+    """Seconds a status key lives without being written again."""
+    return max(30, int(heartbeat_interval * 6 + 0.999))
+
+
+class RedisStatus:
+    """``StatusStore`` on Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        core: str,
+        link: RedisLink,
+        *,
+        heartbeat_interval: float,
+        url: str = "",
+        flush_every: float = FLUSH_EVERY,
+        sample_every: float = SAMPLE_EVERY,
+        refresh_every: float = REFRESH_EVERY,
+    ) -> None:
+        self.core = core
+        self.link = link
+        self.url = url
+        self.ttl = status_ttl(heartbeat_interval)
+        self.flush_every = flush_every
+        self.sample_every = sample_every
+        self.refresh_every = refresh_every
+        self.local = MemoryStatus(core)
+        self._others: dict[str, LiveStatus] = {}
+        self._dirty: set[str] = set()
+        self._gone: set[str] = set()  # forgotten here: their keys to delete
+        self._published: dict[str, float] = {}  # node id -> sample ts last published
+        self._refreshed = -float("inf")  # trio time of the last read of every key
+        self._refreshing = False
+        self._wake = trio.Event()
+        self._started = 0.0
+        self.writes = 0  # keys written, for tests and figures
+        self.flushes = 0
+
+    # --- StatusStore ----------------------------------------------------
+
+    async def get(self, node_id: str) -> LiveStatus | None:
+        own = await self.local.get(node_id)
+        if own is not None and own.online:
+            return own
+        try:
+            raw = await self.link.call(lambda c: c.get(STATUS + node_id))
+        except RedisUnavailableError:
+            return own or self._others.get(node_id)
+        if raw is None:
+            return own
+        try:
+            found = _decode_status(raw)
+        except msgspec.ValidationError:
+            return own
+        return found if own is None or found.online else own
+
+    async def all(self) -> list[LiveStatus]:
+        await self._maybe_refresh()
+        merged = dict(self._others)
+        for st in await self.local.all():
+            other = merged.get(st.node_id)
+            if other is None or st.online or not other.online:
+                merged[st.node_id] = st
+        return list(merged.values())
+
+    async def set_online(self, node_id: str, *, now: float, peer: str | None) -> None:
+        await self.local.set_online(node_id, now=now, peer=peer)
+        self._others.pop(node_id, None)
+        self._gone.discard(node_id)
+        self._changed(node_id)
+
+    async def set_offline(self, node_id: str) -> None:
+        await self.local.set_offline(node_id)
+        self._changed(node_id)
+
+    async def record_samples(
+        self, node_id: str, samples: Sequence[proto.Sample], *, now: float
+    ) -> None:
+        await self.local.record_samples(node_id, samples, now=now)
+        self._dirty.add(node_id)  # written with the next flush; no wake-up per heartbeat
+
+    async def forget(self, node_id: str) -> None:
+        await self.local.forget(node_id)
+        self._others.pop(node_id, None)
+        self._dirty.discard(node_id)
+        self._published.pop(node_id, None)
+        self._gone.add(node_id)
+        self._wake.set()
+
+    def _changed(self, node_id: str) -> None:
+        self._dirty.add(node_id)
+        self._wake.set()  # online/offline: written at once, not at the next flush
+
+    # --- writing behind ---------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write what changed, once per ``flush_every``; all of it again after an outage."""
+        self._started = trio.current_time()
+        connects = self.link.connects
+        task_status.started()
+        while True:
+            with trio.move_on_after(self.flush_every):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if not self.link.up:
+                await self.link.wait_up()
+            if self.link.connects != connects:  # back after an outage: write everything
+                connects = self.link.connects
+                self._dirty.update(st.node_id for st in await self.local.all())
+                self._published.clear()
+            try:
+                await self.flush()
+            except RedisUnavailableError:
+                pass  # the link logs it; what changed stays marked
+
+    async def flush(self) -> None:
+        """Write the changed nodes' keys, this Core's key and a samples event."""
+        dirty, gone = self._dirty, self._gone
+        self._dirty, self._gone = set(), set()
+        now = trio.current_time()
+        writes: list[tuple[str, bytes]] = []
+        samples: list[dict[str, Any]] = []
+        online = 0
+        for node_id in dirty:
+            st = await self.local.get(node_id)
+            if st is None:
+                continue
+            writes.append((STATUS + node_id, _encode(st)))
+            latest = st.latest
+            if latest is not None and st.online:
+                last = self._published.get(node_id)
+                if last is None or latest.ts - last >= self.sample_every:
+                    self._published[node_id] = latest.ts
+                    samples.append({"node_id": node_id, "sample": latest})
+        for st in await self.local.all():
+            online += st.online
+        core_doc = _encode(
+            {
+                "id": self.core,
+                "url": self.url,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "nodes": online,
+                "up_s": round(now - self._started, 1),
+            }
+        )
+        event = (
+            _encode({"type": "samples", "core": self.core, "nodes": samples}) if samples else None
+        )
+        ttl = self.ttl
+
+        def write(client: redis.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key, value in writes:
+                pipe.set(key, value, ex=ttl)
+            for node_id in gone:
+                pipe.delete(STATUS + node_id)
+            pipe.set(CORE + self.core, core_doc, ex=CORE_TTL)
+            if event is not None:
+                pipe.publish(SAMPLES_CHANNEL, event)
+            pipe.execute()
+
+        try:
+            await self.link.call(write)
+        except RedisUnavailableError:
+            self._dirty |= dirty
+            self._gone |= gone
+            for item in samples:  # published again with the next try
+                self._published.pop(item["node_id"], None)
+            raise
+        self.writes += len(writes)
+        self.flushes += 1
+        # Offline nodes written once: the key then expires with its TTL.
+
+    # --- reading the others' -----------------------------------------------
+
+    async def _maybe_refresh(self) -> None:
+        if self._refreshing or trio.current_time() - self._refreshed < self.refresh_every:
+            return
+        self._refreshing = True
+        try:
+            self._others = await self.link.call(_read_all, self.core)
+            self._refreshed = trio.current_time()
+        except RedisUnavailableError:
+            self._refreshed = trio.current_time()  # not again at once: the link retries
+        finally:
+            self._refreshing = False
+
+    def others(self) -> dict[str, LiveStatus]:
+        """Other Cores' nodes as last read (for tests and figures)."""
+        return dict(self._others)
+
+
+def _read_all(client: redis.Redis, core: str) -> dict[str, LiveStatus]:
+    """Every status key not written by ``core`` (SCAN, then MGET in chunks)."""
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=STATUS + "*", count=SCAN_COUNT):
+        keys.append(key)
+    found: dict[str, LiveStatus] = {}
+    for i in range(0, len(keys), MGET_CHUNK):
+        values = client.mget(keys[i : i + MGET_CHUNK])
+        for raw in values:
+            if raw is None:
+                continue
+            try:
+                st = _decode_status(raw)
+            except msgspec.ValidationError:
+                continue
+            if st.core != core or not st.online:
+                found[st.node_id] = st
+    return found
