@@ -43,15 +43,17 @@ def test_nodes_one_word_per_cell_and_no_figures_for_an_offline_node() -> None:
     figures |= {"net_rx_bps": 1234.0, "net_tx_bps": 10.0, "uptime": 90061.0}
     lines = nodes_lines(
         [
-            {"name": "web-1", "status": "online", "last_seen": now - 2, **figures},
-            {"name": "db-1", "status": "offline", "last_seen": now - 3700, **figures},
+            {"name": "web-1", "status": "online", "last_seen": now - 2, **figures}
+            | {"agent_version": "0.2.0"},
+            {"name": "db-1", "status": "offline", "last_seen": now - 3700, **figures}
+            | {"agent_version": "0.2.0+build.20261130.abcdef"},
         ],
         now=now,
     )
     assert lines[0].split() == [
-        "NAME", "STATUS", "CPU", "MEM", "DISK", "RX", "TX", "LOAD", "UPTIME", "SEEN"
+        "NAME", "STATUS", "CPU", "MEM", "DISK", "RX", "TX", "LOAD", "UPTIME", "SEEN", "VERSION"
     ]  # fmt: skip
     assert lines[1].split() == [
-        "web-1", "online", "12%", "40%", "71%", "1.2KB/s", "10B/s", "0.50", "1d1h", "2s"
+        "web-1", "online", "12%", "40%", "71%", "1.2KB/s", "10B/s", "0.50", "1d1h", "2s", "0.2.0"
     ]  # fmt: skip
-    assert lines[2].split() == ["db-1", "offline", *["-"] * 7, "1h1m"]
+    assert lines[2].split() == ["db-1", "offline", *["-"] * 7, "1h1m", "0.2.0+build…"]

@@ -164,10 +164,22 @@ def nodes_lines(
                 fig("-" if load is None else f"{load:.2f}"),
                 fig(fmt_duration(n.get("uptime"))),
                 (fmt_ago(n.get("last_seen"), now).replace(" ago", "").replace(" ", ""), None),
+                (version_cell(n.get("agent_version")), None),
             ]
         )
-    headers = ("NAME", "STATUS", "CPU", "MEM", "DISK", "RX", "TX", "LOAD", "UPTIME", "SEEN")
+    headers = (
+        "NAME", "STATUS", "CPU", "MEM", "DISK", "RX", "TX", "LOAD", "UPTIME", "SEEN", "VERSION"
+    )  # fmt: skip
     return table(headers, rows, right=frozenset(range(2, 10)), color=color)
+
+
+VERSION_WIDTH = 12
+
+
+def version_cell(version: object) -> str:
+    """The agent's version as one word, at most 12 wide (a long build tag ends in …)."""
+    word = "".join(printable(str(version or "-")).split())
+    return word if len(word) <= VERSION_WIDTH else word[: VERSION_WIDTH - 1] + "…"
 
 
 def print_nodes(nodes: Sequence[Mapping[str, Any]], out: TextIO) -> None:
