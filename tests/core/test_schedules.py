@@ -152,3 +152,14 @@ async def test_a_paused_schedule_does_not_run(fleet: Core) -> None:
     clock = FakeClock(made.json()["created"] + 3600)
     runner = ScheduleRunner(fleet.db, fleet.jobs, clock=clock)
     assert await runner.run_due() == 0
+
+
+async def test_listing_by_node_gives_the_schedules_whose_target_picks_it(fleet: Core) -> None:
+    for name, target in (("by-name", "node-01"), ("by-label", "role=web"), ("elsewhere", "db-01")):
+        assert (await add(fleet, name=name, every=60, job=job(target=target))).status_code == 201
+    assert (await add(fleet, name="everyone", every=60, job=job(target="*"))).status_code == 201
+    async with api(fleet) as client:
+        picked = (await client.get("/api/v1/schedules", params={"node": "node-01"})).json()
+        unknown = await client.get("/api/v1/schedules", params={"node": "nobody"})
+    assert [s["name"] for s in picked] == ["by-label", "by-name", "everyone"]
+    assert unknown.status_code == 404

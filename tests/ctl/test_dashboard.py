@@ -342,3 +342,25 @@ def test_firing_alerts_are_counted_in_the_header_and_marked_on_their_node() -> N
     lines = draw(state)
     assert "firing" not in lines[0]
     assert row(lines, "web-1").startswith("●")
+
+
+def test_detail_shows_the_schedules_that_pick_the_node_and_its_last_transfer() -> None:
+    state = three()
+    state.detail = Detail("id-web-1", node=node("web-1"), jobs=[])
+    assert "schedules loading…" in " ".join(" ".join(draw(state, 120, 40)).split())
+    state.detail.schedules = [{"name": "backup"}, {"name": "df-web"}]
+    state.detail.transfer = {
+        "ts": NOW - 120,
+        "action": "file.push",
+        "detail": "/etc/motd size=6 sha256=5891b5b5",
+        "outcome": "succeeded",
+    }
+    text = " ".join(" ".join(draw(state, 120, 40)).split())
+    assert "schedules 2 (backup, df-web)" in text
+    assert (
+        "last transfer file.push /etc/motd size=6 sha256=5891b5b5 · succeeded · 2m 0s ago" in text
+    )
+    state.detail.schedules, state.detail.transfer = [], None
+    text = " ".join(" ".join(draw(state, 120, 40)).split())
+    assert "schedules 0" in text
+    assert "last transfer none" in text

@@ -8,6 +8,7 @@ temporary directory (the path is printed); docs/ holds copies of such screenshot
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -106,6 +107,16 @@ def test_sign_in_watch_the_fleet_open_a_node_and_run_a_command(
         page.fill("#filter", "")
         page.screenshot(path=str(artifacts / "web-overview.png"))
 
+        # A schedule that picks node-01 and a file copied to it: its page lists both.
+        env = {"SERVERMGR_CORE": url, "SERVERMGR_KEY": key}
+        made = fleet.run(
+            "ctl", "schedule", "add", "hourly", "--every", "1h", "node-01", "uptime", env=env
+        )
+        assert made.returncode == 0, made.stderr
+        (fleet.tmp / "motd").write_text("hello\n")
+        copied = fleet.run("ctl", "cp", "motd", f"node-01:{fleet.tmp}/motd-copy", env=env)
+        assert copied.returncode == 0, copied.stderr
+
         # The node page draws its charts (uPlot canvases) with min/avg/max.
         page.click("#rows a:text-is('node-01')")
         page.wait_for_selector(".chart canvas", timeout=WAIT_MS)
@@ -113,6 +124,13 @@ def test_sign_in_watch_the_fleet_open_a_node_and_run_a_command(
         page.wait_for_selector(".stats:has-text('avg')", timeout=WAIT_MS)
         assert "node-01" in page.inner_text("h2")
         page.wait_for_selector("#live:has-text('online'):has-text('CPU')", timeout=WAIT_MS)
+        page.wait_for_selector(
+            "#schedules:has-text('hourly'):has-text('every 1h')", timeout=WAIT_MS
+        )
+        sha = hashlib.sha256(b"hello\n").hexdigest()
+        assert f"file.push · {fleet.tmp}/motd-copy size=6 sha256={sha}" in page.inner_text(
+            "#last-transfer"
+        )
         page.screenshot(path=str(artifacts / "web-node.png"), full_page=True)
 
         # Run a command on it: its output appears, the summary says done.

@@ -210,6 +210,7 @@ class JobsApi:
             since=since,
             action=q.get("action"),
             principal=q.get("principal"),
+            target=q.get("target"),
         )
         return JSONResponse(rows)
 
@@ -297,6 +298,12 @@ class JobsApi:
                             "schedule.add/remove/pause/resume",
                         ),
                         Param("principal", "query", "who ran it"),
+                        Param(
+                            "target",
+                            "query",
+                            "only rows with exactly this target (a node's name for "
+                            "file.push, file.pull and shell)",
+                        ),
                         Param("limit", "query", "at most this many rows", {"type": "integer"}),
                     ),
                 ),

@@ -378,9 +378,13 @@ class JobStore:
         since: float | None = None,
         principal: str | None = None,
         action: str | None = None,
+        target: str | None = None,
     ) -> list[dict[str, Any]]:
         where, args = _filters(
-            ("ts >= ?", since), ("principal = ?", principal), ("action = ?", action)
+            ("ts >= ?", since),
+            ("principal = ?", principal),
+            ("action = ?", action),
+            ("target = ?", target),
         )
         sql = "SELECT ts, principal, action, target, detail, job_id, outcome FROM audit"
         if where:

@@ -9,6 +9,7 @@ from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from servermgr.common import selector
 from servermgr.core import schedule_rules
 from servermgr.core.api import Api, Handler
 from servermgr.core.auth import Access, ApiFailure, principal_of, read_json
@@ -16,6 +17,7 @@ from servermgr.core.jobs_api import JobBody, checked_spec
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.schedule_rules import MAX_CRON, MAX_EVERY, MIN_EVERY, ScheduleRuleError
 from servermgr.core.schedules import Schedule, ScheduleExistsError, ScheduleStore
+from servermgr.core.storage import NodeRow
 
 SCHEDULE_SCHEMA = {"type": "object"}
 
@@ -28,6 +30,15 @@ class ScheduleBody(msgspec.Struct, forbid_unknown_fields=True):
     cron: Annotated[str, Meta(min_length=1, max_length=MAX_CRON)] | None = None
     tz: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     paused: bool = False
+
+
+def picks(schedule: Schedule, node: NodeRow) -> bool:
+    """Whether the schedule's target picks ``node`` as it stands now (its labels today)."""
+    try:
+        target = selector.parse_target(schedule.job.target)
+    except ValueError:
+        return False
+    return bool(selector.select(target, [node])[0])
 
 
 class SchedulesApi:
@@ -71,7 +82,16 @@ class SchedulesApi:
         return JSONResponse(schedule.doc(), status_code=201)
 
     async def list_schedules(self, request: Request) -> Response:
-        return JSONResponse([s.doc() for s in await self.api.db.read(self.store.all)])
+        schedules = await self.api.db.read(self.store.all)
+        ref = request.query_params.get("node")
+        if ref is not None:
+            node = self.api.registry.by_ref(ref)
+            if node is None:
+                raise ApiFailure(
+                    404, "not_found", f"no node named {ref!r} (see: servermgr ctl nodes)"
+                )
+            schedules = [s for s in schedules if picks(s, node)]
+        return JSONResponse([s.doc() for s in schedules])
 
     async def get_schedule(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -123,6 +143,13 @@ class SchedulesApi:
                 Doc(
                     "Every schedule, by name",
                     auth=Access.READ,
+                    params=(
+                        Param(
+                            "node",
+                            "query",
+                            "only schedules whose target picks this node now (name or id)",
+                        ),
+                    ),
                     result={"type": "array", "items": SCHEDULE_SCHEMA},
                 ),
             ),

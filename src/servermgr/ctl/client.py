@@ -346,13 +346,20 @@ class Client:
         return self.stream_lines(f"/api/v1/jobs/{_seg(job_id)}/stream", read_timeout=read_timeout)
 
     def audit(
-        self, *, since: str | None = None, action: str | None = None, limit: int = 50
+        self,
+        *,
+        since: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if since is not None:
             params["since"] = since
         if action is not None:
             params["action"] = action
+        if target is not None:
+            params["target"] = target
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/audit", params=params)
         return result
 
@@ -405,8 +412,10 @@ class Client:
         )
         return result
 
-    def schedules(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.request("GET", "/api/v1/schedules")
+    def schedules(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        """Every schedule, or those whose target picks ``node`` (name or id)."""
+        params = None if node is None else {"node": node}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/schedules", params=params)
         return result
 
     def add_schedule(self, body: dict[str, Any]) -> dict[str, Any]:

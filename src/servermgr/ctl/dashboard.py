@@ -253,10 +253,11 @@ class Dashboard:
                 detail = self.state.detail
                 if detail is not None:
                     try:
-                        node, jobs = await trio.to_thread.run_sync(
+                        node, jobs, schedules, transfer = await trio.to_thread.run_sync(
                             _detail_docs, http, detail.node_id
                         )
                         detail.node, detail.jobs, detail.error = node, jobs, None
+                        detail.schedules, detail.transfer = schedules, transfer
                     except (ClientError, ValueError, KeyError, TypeError) as exc:
                         detail.error = printable(f"cannot load the details: {exc}")
                     self._poke(urgent=True)
@@ -267,11 +268,23 @@ class Dashboard:
             http.close()
 
 
-def _detail_docs(http: Client, node_id: str) -> tuple[Any, Any]:
-    """The detail panel's node document and its latest jobs, escaped for the terminal."""
+def _detail_docs(http: Client, node_id: str) -> tuple[Any, Any, Any, Any]:
+    """The detail panel's node document, its latest jobs, the schedules that pick
+    it and its newest ``ctl cp`` audit row (push or pull; None), escaped."""
     node = http.node(node_id)
     jobs = http.jobs(node=node_id, limit=8)["jobs"]
-    return printable_doc(node), printable_doc(jobs)
+    schedules = http.schedules(node=node_id)
+    rows = [
+        *http.audit(action="file.push", target=node["name"], limit=1),
+        *http.audit(action="file.pull", target=node["name"], limit=1),
+    ]
+    transfer = max(rows, key=lambda r: r["ts"], default=None)
+    return (
+        printable_doc(node),
+        printable_doc(jobs),
+        printable_doc(schedules),
+        printable_doc(transfer),
+    )
 
 
 def _refused(exc: ConnectionRejected) -> str:

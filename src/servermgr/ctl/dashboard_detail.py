@@ -1,8 +1,9 @@
 """The node detail panel of ``ctl top``: compact enough for 80x24. Pure: no I/O.
 
 Static facts and the latest sample in two columns of pairs, the CPU history,
-every disk and interface (side by side when wide), then the node's recent
-jobs. Taller than the screen, it scrolls (``Detail.scroll``).
+every disk and interface (side by side when wide), the schedules that pick
+the node and its last file transfer, then its recent jobs. Taller than the
+screen, it scrolls (``Detail.scroll``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def detail_panel(
             facts(doc, now=now),
             Text.assemble(("cpu history ", "bold"), (spark(hist, max(10, width - 16)), "cyan")),
             devices(doc.get("latest") or {}, width=width),
+            fleet_ops(detail, now=now),
             jobs(detail, now=now),
         ]
         if detail.error:
@@ -121,6 +123,29 @@ def _table(headers: Sequence[str], rows: list[tuple[str, ...]]) -> Table:
     if not rows:
         table.add_row(Text("none reported", style="dim"), *[""] * (len(headers) - 1))
     return table
+
+
+def fleet_ops(detail: Detail, *, now: float) -> RenderableType:
+    """Two lines: how many schedules pick the node (named), and its last ``ctl cp``."""
+    if detail.schedules is None:
+        schedules = Text("loading…", style="dim")
+    else:
+        names = ", ".join(s["name"] for s in detail.schedules[:5])
+        more = ", …" if len(detail.schedules) > 5 else ""
+        schedules = Text(f"{len(detail.schedules)}" + (f" ({names}{more})" if names else ""))
+    t = detail.transfer
+    if t is None:
+        transfer = Text("none" if detail.schedules is not None else "loading…", style="dim")
+    else:
+        transfer = Text(
+            f"{t['action']} {t['detail']} · {t['outcome']} · {plain.fmt_ago(t['ts'], now)}"
+        )
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("schedules", schedules)
+    grid.add_row("last transfer", transfer)
+    return grid
 
 
 def jobs(detail: Detail, *, now: float) -> RenderableType:

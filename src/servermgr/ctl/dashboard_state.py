@@ -30,6 +30,9 @@ class Detail:
     node_id: str
     node: dict[str, Any] | None = None
     jobs: list[dict[str, Any]] | None = None
+    # Schedules whose target picks the node; its newest file.push/file.pull audit row.
+    schedules: list[dict[str, Any]] | None = None
+    transfer: dict[str, Any] | None = None
     error: str | None = None
     scroll: int = 0
 

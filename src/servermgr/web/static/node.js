@@ -1,4 +1,5 @@
-// One node: static info, disks and interfaces, and history charts (uPlot)
+// One node: static info, disks and interfaces, its schedules and last file
+// transfer, and history charts (uPlot)
 // over 1 h .. 1 y from /api/v1/nodes/{ref}/metrics (raw samples or rollups
 // with min/max); drag to zoom, double-click to zoom out.
 import { api, ApiError, bytes, duration, esc, num, pct, rate, stream, when } from "./api.js";
@@ -99,6 +100,35 @@ function chart(box, spec, samples, rollup) {
   return u;
 }
 
+// The schedules whose target picks this node now, and its last file
+// transfer (the newest file.push or file.pull audit row, with its SHA-256).
+async function opsHtml(doc) {
+  const ref = encodeURIComponent(doc.name);
+  const [schedules, pushes, pulls] = await Promise.all([
+    api(`/api/v1/schedules?node=${encodeURIComponent(doc.id)}`),
+    api(`/api/v1/audit?action=file.push&target=${ref}&limit=1`),
+    api(`/api/v1/audit?action=file.pull&target=${ref}&limit=1`),
+  ]);
+  const rows = schedules
+    .map(
+      (s) =>
+        `<tr><td>${esc(s.name)}</td><td>${esc(s.describe)}${s.paused ? " (paused)" : ""}</td>` +
+        `<td>${esc(s.target)}</td><td>${when(s.next_run)}</td><td>${esc(s.last_job ?? "–")}</td>` +
+        `<td><code>${esc(s.job.command ?? `${s.job.service?.action ?? ""} ${s.job.service?.unit ?? ""}`)}</code></td></tr>`,
+    )
+    .join("");
+  const last = [...pushes, ...pulls].sort((a, b) => b.ts - a.ts)[0];
+  const transfer = last
+    ? `<p id="last-transfer">${esc(last.action)} · ${esc(last.detail)} · ${esc(last.outcome)} · ` +
+      `${when(last.ts)} · by ${esc(last.principal)}</p>`
+    : `<p id="last-transfer" class="muted">none yet (ctl cp)</p>`;
+  return (
+    `<h3>Schedules</h3><div class="scroll"><table id="schedules"><thead><tr><th>Name</th><th>When</th><th>Target</th><th>Next run</th><th>Last job</th><th>Command</th></tr></thead>` +
+    `<tbody>${rows || '<tr><td colspan="6">none picks this node</td></tr>'}</tbody></table></div>` +
+    `<h3>Last file transfer</h3>${transfer}`
+  );
+}
+
 // The node's latest figures, live from the event stream.
 function liveLine(n) {
   const on = n.status === "online";
@@ -167,6 +197,7 @@ export function mount(view, ctx, ref) {
       `<div class="title"><h2>${esc(doc.name)}</h2>${runLink}</div>` +
       `<p id="live" class="card live">${liveLine(doc)}</p>` +
       `<div class="card">${infoHtml(doc)}</div>` +
+      `<div class="card" id="ops"><p class="muted">Loading schedules…</p></div>` +
       `<div class="toolbar"><span class="ranges">${ranges}</span><span id="chart-note" class="muted"></span></div>` +
       `<div id="charts" class="charts"></div>`;
     for (const b of view.querySelectorAll("[data-range]")) {
@@ -178,6 +209,10 @@ export function mount(view, ctx, ref) {
       });
     }
     loadCharts();
+    opsHtml(doc).then(
+      (html) => alive && (view.querySelector("#ops").innerHTML = html),
+      (err) => alive && (view.querySelector("#ops").innerHTML = `<p class="muted">${esc(err.message)}</p>`),
+    );
     let node = doc;
     let retry = 0;
     const connect = () => {
