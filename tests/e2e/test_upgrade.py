@@ -88,11 +88,16 @@ def test_upgrade_then_a_broken_build_rolls_back(fleet: Fleet) -> None:
     (doc,) = json.loads(res.stdout)
     assert doc["outcome"] == "rolled_back", doc
     assert doc["now"] == "9.9.9"
-    # The watchdog started the old agent again as a process of its own.
-    relaunched = [p.pid for p in live_processes(f"{agent} node run") if p.pid != popen.pid]
-    fleet.procs += [Proc(popen, log, pid) for pid in relaunched]
+
+    # The watchdog starts the old agent again as a process of its own, when its
+    # own deadline passes: Core may have called it rolled back before that.
+    def relaunched() -> list[int]:
+        pids = [p.pid for p in live_processes(f"{agent} node run") if p.pid != popen.pid]
+        fleet.procs.extend(Proc(popen, log, pid) for pid in pids)  # killed at the end
+        return pids
+
+    assert len(fleet.poll("the old agent relaunched", relaunched, 15)) == 1
     assert fleet.poll("back as 9.9.9", lambda: version() == "9.9.9", 15)
-    assert len(relaunched) == 1
     assert agent.read_bytes() == (fleet.tmp / "new.pyz").read_bytes()
     audit = fleet.run(*ctl, "audit", "--json", "--action", "agent.upgrade")
     rows = json.loads(audit.stdout)["items"]
