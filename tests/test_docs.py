@@ -21,6 +21,7 @@ from servermgr.cli.commands import ROOT as COMMANDS
 from servermgr.common import proto
 from servermgr.common.config import parse_config
 from servermgr.common.errors import ConfigError
+from servermgr.core import openapi
 from servermgr.core.app import Core
 from tests.support import make_sample, metrics_figures, node_row
 
@@ -201,6 +202,29 @@ async def test_every_route_section_names_its_role(core: Core) -> None:
         if f"Role: {doc.auth.value}" not in docs.get(f"{method} {path}", "")
     ]
     assert not wrong, f"docs/reference/api.md must name each route's role: {wrong}"
+
+
+async def test_every_parameter_and_body_field_is_in_the_api_reference(core: Core) -> None:
+    """docs/reference/api.md is tested against /openapi.json: each route's section names
+    each of its parameters and body fields (as `name`), and a WebSocket's section too."""
+    doc = openapi.build(core.api.route_docs())
+    sections_ = {t.strip("`"): b for t, b in sections(REFERENCE / "api.md", 3).items()}
+    missing = []
+    for path, item in doc["paths"].items():
+        ops = {m: op for m, op in item.items() if m in ("get", "post", "patch", "delete")}
+        if "x-websocket" in item:
+            ops["get"] = item["x-websocket"]
+        for method, op in ops.items():
+            body = sections_.get(f"{method.upper()} {path}", "")
+            names = [p["name"] for p in op.get("parameters", ()) if p["in"] != "path"]
+            schema = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if schema is not None:
+                body_schema = schema["schema"]
+                body_schema = body_schema.get("allOf", [body_schema])[0]  # a $ref and a oneOf
+                ref = body_schema["$ref"].rsplit("/", 1)[-1]
+                names += list(doc["components"]["schemas"][ref]["properties"])
+            missing += [f"{method.upper()} {path}: {n}" for n in names if f"`{n}" not in body]
+    assert not missing, f"docs/reference/api.md does not name: {missing}"
 
 
 # --- wire protocol -----------------------------------------------------------

@@ -103,3 +103,17 @@ def test_label_keys(key: str, ok: bool) -> None:
 )
 def test_label_values(value: str, ok: bool) -> None:
     assert names.is_label_value(value) is ok
+
+
+# What the API schema states (NAME_PATTERN) is exactly what Core checks (name_problem).
+_NEAR = st.text(alphabet="aAlLnN0f9-._,=*\n é", max_size=20)
+
+
+@given(st.one_of(_NEAR, st.text(max_size=20), st.from_regex(names.NAME_PATTERN)))
+def test_the_schema_pattern_is_the_name_rule(name: str) -> None:
+    assert (re.search(names.NAME_PATTERN, name) is not None) is names.is_name(name)
+
+
+@pytest.mark.parametrize("name", ["all", "ALL", "n0123456789abcdef", "abc\n", "-a", "a-"])
+def test_the_schema_pattern_refuses_reserved_names(name: str) -> None:
+    assert re.search(names.NAME_PATTERN, name) is None

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from servermgr.common.selector import MAX_NAMES, Target, parse_labels, parse_target, select
+from servermgr.common.selector import (
+    MAX_NAMES,
+    TARGET_PATTERN,
+    Target,
+    parse_labels,
+    parse_target,
+    select,
+)
 
 
 @dataclass(frozen=True)
@@ -309,3 +317,14 @@ def test_label_terms_pick_exactly_the_nodes_satisfying_every_term(
     ]
     assert picked == expected
     assert parse_target(target.describe()) == target
+@given(st.from_regex(TARGET_PATTERN))
+def test_every_target_the_schema_allows_parses(spec: str) -> None:
+    """The API schema's target pattern never promises what parse_target refuses."""
+    labels = [p.partition("=") for p in spec.split(",")] if "=" in spec else []
+    assume(len({k for k, _, _ in labels}) == len({(k, v) for k, _, v in labels}))
+    parse_target(spec)
+
+
+@pytest.mark.parametrize("spec", [" web-1", "web-1\n", "a,,b", "a,b=c", "web 1", ""])
+def test_the_schema_refuses_what_parse_target_is_lenient_about_or_refuses(spec: str) -> None:
+    assert re.search(TARGET_PATTERN, spec) is None

@@ -55,3 +55,15 @@ def test_bad_times_name_every_accepted_form(text: str) -> None:
         parse_time(text, now=0.0)
     assert "10m" in str(err.value)
     assert "unix seconds" in str(err.value)
+
+
+def test_api_times_are_exactly_the_schema_pattern() -> None:
+    """What the API schema states (TIME_PATTERN) is what Core takes: nothing around it."""
+    from servermgr.common.timespec import parse_api_time
+
+    assert parse_api_time("1h", now=10_000.0) == 6400.0
+    assert parse_api_time("999999w", now=10_000.0) == 0.0  # before 1970 is 1970
+    assert parse_api_time("2026-11-28T08:00:00Z", now=0.0) == 1_795_852_800.0
+    for text in ("9" * 400 + "d", " 1h", "1h\n", "1e9", "inf", "1_000", "-5", "2026-02-30"):
+        with pytest.raises(ValueError, match="bad time"):
+            parse_api_time(text, now=0.0)

@@ -16,6 +16,7 @@ from servermgr.core.app import Core
 from tests.support import StartCore, StartNode, core_config, online, wait_for
 
 TIME_CAP = 30.0
+WRONG = "f" * 64  # shaped like a core key, so it counts as a guess
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,7 @@ async def test_wrong_keys_are_refused_with_429_before_any_key_is_checked(
     limited: Core, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="servermgr.core.abuse")
-    async with client(limited, "wrong-key") as wrong:
+    async with client(limited, WRONG) as wrong:
         statuses = [(await wrong.get("/api/v1/nodes")).status_code for _ in range(20)]
         assert statuses == [401] * 10 + [429] * 10
         assert 1 <= refusal(await wrong.get("/api/v1/nodes")) <= 60
@@ -70,29 +71,43 @@ async def test_wrong_keys_are_refused_with_429_before_any_key_is_checked(
     lines = [r.getMessage() for r in caplog.records if r.name == "servermgr.core.abuse"]
     assert len(lines) == 1, lines
     assert "127.0.0.1" in lines[0]
-    assert "wrong-key" not in caplog.text
+    assert WRONG not in caplog.text
+
+
+async def test_requests_without_a_credential_get_401_and_never_429(limited: Core) -> None:
+    """A client probing routes without its key (a fuzzer, a script missing its
+    header) guesses nothing: it is told 401 every time and not locked out."""
+    async with httpx.AsyncClient(base_url=limited.url, trust_env=False, timeout=5) as anon:
+        statuses = [(await anon.get("/api/v1/nodes")).status_code for _ in range(15)]
+        junk = {"Authorization": "Bearer not-a-credential"}
+        statuses += [(await anon.get("/api/v1/jobs", headers=junk)).status_code for _ in range(15)]
+    assert statuses == [401] * 30
+    async with client(limited, limited.key.value) as right:
+        assert (await right.get("/api/v1/nodes")).status_code == 200
 
 
 async def test_a_limited_address_gets_a_real_429_on_websockets(limited: Core) -> None:
-    async with client(limited, "wrong-key") as wrong:
+    async with client(limited, WRONG) as wrong:
         for _ in range(10):
             assert (await wrong.get("/api/v1/nodes")).status_code == 401
     for path in (addr.NODE_WS_PATH, "/api/v1/events"):
-        status, headers, body = await upgrade(limited, path, "wrong-key")
+        status, headers, body = await upgrade(limited, path, WRONG)
         assert status == 429
         assert int(headers["retry-after"]) >= 1
         assert json.loads(body)["error"]["code"] == "rate_limited"
 
 
 async def test_websocket_401s_count_too(limited: Core) -> None:
-    statuses = [(await upgrade(limited, addr.NODE_WS_PATH, "nope"))[0] for _ in range(12)]
+    statuses = [
+        (await upgrade(limited, addr.NODE_WS_PATH, "n0123456789abcdef.nope"))[0] for _ in range(12)
+    ]
     assert statuses == [401] * 10 + [429] * 2
 
 
 async def test_the_limit_lifts_after_the_refill(start_core: StartCore, tmp_path: Path) -> None:
     cfg = core_config(tmp_path, limits="auth_failures = 2\nauth_window = 1\n")
     core = (await start_core(cfg)).core
-    async with client(core, "wrong") as wrong, client(core, core.key.value) as right:
+    async with client(core, WRONG) as wrong, client(core, core.key.value) as right:
         assert [(await wrong.get("/api/v1/nodes")).status_code for _ in range(3)] == [401, 401, 429]
         for _ in range(100):  # polling Core over HTTP: no event to wait on
             resp = await right.get("/api/v1/nodes")
@@ -176,7 +191,7 @@ async def test_a_node_on_a_limited_address_keeps_trying_and_gets_in(
 ) -> None:
     cfg = core_config(tmp_path, limits="auth_failures = 1\nauth_window = 2\n")
     core = (await start_core(cfg)).core
-    async with client(core, "wrong") as wrong:
+    async with client(core, WRONG) as wrong:
         assert (await wrong.get("/api/v1/nodes")).status_code == 401
         refusal(await wrong.get("/api/v1/nodes"))
     node = await start_node(core, "node-01")

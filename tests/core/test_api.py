@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -186,7 +187,9 @@ async def test_bad_registration_is_400(api: httpx.AsyncClient, body: bytes) -> N
         {"limit": "²"},
         {"limit": "9" * 5000},
         {"limit": str(api_mod.MAX_POINTS + 1)},
-        {"since": "1h", "until": "2h"},
+        {"since": " 1h"},
+        {"since": "1h\n"},
+        {"step": "2m"},
     ],
 )
 async def test_bad_metrics_range_is_400(api: httpx.AsyncClient, query: dict[str, str]) -> None:
@@ -194,6 +197,14 @@ async def test_bad_metrics_range_is_400(api: httpx.AsyncClient, query: dict[str,
     resp = await api.get("/api/v1/nodes/node-01/metrics", params=query)
     message = assert_error(resp, 400, "bad_request")
     assert any(f"'{v}'" in message or k in message for k, v in query.items()), message
+
+
+async def test_a_range_that_ends_before_it_starts_has_no_samples(api: httpx.AsyncClient) -> None:
+    """Both times are valid (the schema says so), so it is an empty range, not an error."""
+    await register(api, "node-01")
+    resp = await api.get("/api/v1/nodes/node-01/metrics", params={"since": "1h", "until": "2h"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["samples"] == []
 
 
 async def test_taken_name_is_409_and_says_how_to_free_it(api: httpx.AsyncClient) -> None:
@@ -262,18 +273,23 @@ async def test_openapi_describes_every_route_and_its_refs_resolve(
     doc = resp.json()
     assert doc["openapi"].startswith("3.1")
     paths = doc["paths"]
+    websockets = {r.path for r in core.app.routes if isinstance(r, WebSocketRoute)}
     for route in core.app.routes:
         if isinstance(route, WebSocketRoute):
-            assert "get" in paths.get(route.path, {}), f"WebSocket {route.path} undocumented"
+            ws = paths.get(route.path, {})
+            assert ws.get("x-websocket", {}).get("messages"), f"WebSocket {route.path} undocumented"
+            assert ws["x-websocket"]["plain_get"]["status"] == 426
             continue
         assert isinstance(route, Route)
         for method in route.methods or ():
-            if method != "HEAD":
+            if method != "HEAD" and route.path not in websockets:
                 assert method.lower() in paths.get(route.path, {}), (
                     f"{method} {route.path} is missing from /openapi.json"
                 )
     for path, ops in paths.items():
         for method, op in ops.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue  # summary, description, x-websocket
             public = path in PUBLIC
             assert (op.get("security") == []) == public, f"{method} {path} auth is wrong"
             names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
@@ -436,3 +452,71 @@ async def test_status_reports_nodes_and_how_old_samples_were_when_stored(
     assert age["p50"] is not None
     assert 1 <= age["p50"] < 1000
     assert doc["uptime"] >= 0
+
+
+# --- every error in the one shape (issue #19) ----------------------------------------
+
+
+async def test_json_bodies_must_say_they_are_json(api: httpx.AsyncClient) -> None:
+    resp = await api.post(
+        "/api/v1/register",
+        content=b'{"hostname": "node-01"}',
+        headers={"content-type": "text/plain"},
+    )
+    message = assert_error(resp, 415, "unsupported_media_type")
+    assert "application/json" in message
+    assert (await api.get("/api/v1/nodes")).json() == []
+
+
+async def test_a_hostname_with_a_trailing_newline_is_refused(api: httpx.AsyncClient) -> None:
+    resp = await api.post("/api/v1/register", json={"hostname": "abc\n"})
+    assert_error(resp, 400, "bad_request")
+
+
+async def test_an_oversized_body_is_413_naming_the_limit(api: httpx.AsyncClient) -> None:
+    resp = await api.post("/api/v1/register", json={"hostname": "y" * 70_000})
+    message = assert_error(resp, 413, "too_large")
+    assert "65536 bytes" in message
+
+
+async def test_a_trailing_slash_is_a_404_in_the_error_shape(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/api/v1/nodes/")
+    message = assert_error(resp, 404, "not_found")
+    assert "/api/v1/nodes/" in message
+
+
+async def test_a_plain_get_to_a_websocket_is_426(
+    api: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    for path in ("/api/v1/events", "/api/v1/jobs/x/ws"):
+        resp = await api.get(path)
+        message = assert_error(resp, 426, "upgrade_required")
+        assert "WebSocket" in message
+        assert resp.headers["upgrade"] == "websocket"
+        assert_error(await anon.get(path), 401, "unauthorized")  # the credential is checked first
+
+
+async def test_a_request_hypercorn_cannot_parse_gets_the_json_400(core: Core) -> None:
+    """Raw non-ASCII bytes in the request target: refused before the app, still in the shape."""
+    stream = await trio.open_tcp_stream("127.0.0.1", core.port)
+    async with stream:
+        await stream.send_all(b"GET /api/v1/nodes/\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        with trio.fail_after(5):
+            while True:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), data
+    assert b"content-type: application/json" in head
+    doc = json.loads(body)
+    assert doc["error"]["code"] == "bad_request"
+    assert "ASCII" in doc["error"]["message"]
+
+
+async def test_the_document_is_valid_openapi(anon: httpx.AsyncClient) -> None:
+    from openapi_spec_validator import validate
+
+    validate((await anon.get("/openapi.json")).json())

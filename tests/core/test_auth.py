@@ -83,6 +83,12 @@ EXPECTED: dict[str, Access] = {
     "WS /api/v1/shell/ws": OPERATE,
     "POST /api/v1/nodes/{ref}/upgrade": ADMIN,
     "WS /api/v1/jobs/{job_id}/ws": READ,
+    # A plain GET to a WebSocket route: 426 upgrade_required once past the check.
+    "GET /api/v1/node/ws": NODE,
+    "GET /api/v1/events": READ,
+    "GET /api/v1/jobs/{job_id}/ws": READ,
+    "GET /api/v1/files/ws": OPERATE,
+    "GET /api/v1/shell/ws": OPERATE,
 }
 
 # Who may use what, per kind of credential.

@@ -450,7 +450,7 @@ async def test_metrics_route_picks_the_resolution_by_range(core: Core) -> None:
         assert [s["ts"] for s in forced["samples"]] == stamps[-50:]
         resp = await api.get("/api/v1/nodes/node-01/metrics", params={"step": "5m"})
         assert resp.status_code == 400
-        assert "bad step '5m'" in resp.json()["error"]["message"]
+        assert "'5m'" in resp.json()["error"]["message"]
 
 
 def storage_write(storage: Storage, seq: int, stamps: list[float]) -> None:

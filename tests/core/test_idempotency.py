@@ -60,7 +60,8 @@ async def test_a_key_reused_for_another_request_is_refused(
     status, doc = await post(
         core, {"target": "node-01", "command": "true", "idempotency_key": "j"}, key="k"
     )
-    assert status == 400
+    assert status == 409
+    assert doc["error"]["code"] == "idempotency_conflict"
     assert "differ" in doc["error"]["message"]
     status, doc = await post(core, {"target": "node-01", "command": "true"}, key="bad key\x7f")
     assert status == 400

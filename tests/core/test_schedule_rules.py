@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from servermgr.core import schedule_rules
 from servermgr.core.schedule_rules import (
     ScheduleRuleError,
     check_name,
@@ -13,6 +16,7 @@ from servermgr.core.schedule_rules import (
     next_due,
     plan_run,
 )
+from servermgr.core.schedules_api import CRON_PATTERN
 
 
 def ts(text: str) -> float:
@@ -110,3 +114,9 @@ def test_describe() -> None:
     assert make_when(every=90, cron=None, tz=None, anchor=0).describe() == "every 90s"
     cron = make_when(every=None, cron="0  3 * * *", tz="Europe/Berlin", anchor=0)
     assert cron.describe() == "cron '0 3 * * *' (Europe/Berlin)"
+
+
+@given(st.from_regex(CRON_PATTERN))
+def test_every_cron_the_api_schema_allows_is_valid(cron: str) -> None:
+    """POST /api/v1/schedules never refuses a cron expression its schema allows."""
+    schedule_rules.make_when(every=None, cron=cron, tz=None, anchor=0.0)

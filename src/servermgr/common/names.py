@@ -23,10 +23,29 @@ _NODE_ID = re.compile(r"n[0-9a-f]{16}", re.IGNORECASE)
 _LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9_./-]{0,253}")
 RESERVED = frozenset({"all"})
+# The whole rule as one pattern, for the API schema: what ``name_problem``
+# accepts, exactly (a test checks the two agree).
+NAME_PATTERN = (
+    r"^(?!(?:[Aa][Ll][Ll]|[Nn][0-9A-Fa-f]{16})\Z)"
+    r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\Z"
+)
 RULE = (
     "letters, digits, '.', '-' and '_', starting and ending with a letter or digit, "
     f"at most {MAX_LENGTH} characters"
 )
+
+
+# Environment variable names a job may set: POSIX names (no '=', no NUL, not
+# starting with a digit). Systemd unit names a service action may name:
+# systemd.unit(5)'s characters, no '/' (so no path and no '..'), not starting
+# with '-' or '.', not ending with '.', at most one '@', short enough that
+# '.service' still fits in 255. Both are checked by Core's API schema
+# (JSON Schema patterns, so ``\Z``-anchored) and again by the node's policy.
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
+ENV_NAME_MAX = 128
+_UNIT_PART = r"[A-Za-z0-9:_\\](?:[A-Za-z0-9:_.\\-]*[A-Za-z0-9:_\\-])?"
+UNIT_PATTERN = rf"^{_UNIT_PART}(?:@(?:[A-Za-z0-9:_.\\-]*[A-Za-z0-9:_\\-])?)?\Z"
+UNIT_MAX = 255 - len(".service")
 
 
 def name_problem(name: str) -> str | None:

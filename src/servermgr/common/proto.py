@@ -42,6 +42,16 @@ MAX_STDIN_BYTES = 512 * 1024
 # line would act on (``common/text.py``); only error texts may span lines.
 # Patterns end in ``\Z``, never ``$`` (which also matches before a final newline).
 Name = Annotated[str, Meta(min_length=1, max_length=names.MAX_LENGTH)]
+# A node name as the API takes it: the schema states the rule, Core checks it
+# with ``names.name_problem`` (the same rule, with a message saying which part).
+NodeName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=names.MAX_LENGTH,
+        extra_json_schema={"pattern": names.NAME_PATTERN, "description": names.RULE},
+    ),
+]
 ShortText = Annotated[str, Meta(max_length=1024)]
 LongText = Annotated[str, Meta(max_length=64 * 1024)]
 # The character sets of free text are checked after decoding (``_unsafe_field``,
@@ -266,9 +276,22 @@ class HeartbeatAck(_Msg, tag="heartbeat.ack"):
     seq: NonNegInt
 
 
+# The schema states the unit rule; Core checks it (jobs_api.job_spec, with the
+# name in the message) and the node checks systemd's own rules again.
+UnitName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=names.UNIT_MAX,
+        extra_json_schema={"pattern": names.UNIT_PATTERN},
+        description="a systemd unit name (no '/'; '.service' is implied without a type)",
+    ),
+]
+
+
 class ServiceAction(Struct, forbid_unknown_fields=True):
     action: Literal["status", "start", "stop", "restart", "reload", "enable", "disable"]
-    unit: Annotated[str, Meta(min_length=1, max_length=256)]
+    unit: UnitName
 
 
 class JobRun(_Msg, tag="job.run"):

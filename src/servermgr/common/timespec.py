@@ -8,6 +8,32 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_SECONDS = 100 * 365 * 86400.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
+# What the REST API takes as a time (``since``, ``until``): a duration ago of
+# at most six digits (further back than 1970 means 1970), unix seconds below
+# 1e11, or an ISO 8601 date or time (days 1-28, so every match is a date), in
+# ASCII, nothing around them. The API schema states this pattern, so every
+# string it matches is a time (``parse_api_time``).
+_ISO = (
+    r"(?:19[7-9][0-9]|2[0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9])?)?"
+)
+TIME_PATTERN = (
+    r"^(?:[0-9]{1,6}(?:\.[0-9]{1,20})?[smhdw]|[0-9]{1,11}(?:\.[0-9]{1,20})?|" + _ISO + r")\Z"
+)
+_TIME = re.compile(TIME_PATTERN)
+
+
+def parse_api_time(text: str, *, now: float) -> float:
+    """A time as the REST API takes it (``TIME_PATTERN``, exactly); ValueError if not."""
+    if not _TIME.match(text):
+        raise ValueError(f"bad time {text[:40]!r}: use {TIME_FORMS}")
+    if text[-1] in _UNITS:
+        return max(0.0, now - float(text[:-1]) * _UNITS[text[-1]])
+    if "-" in text:
+        return _iso(text)
+    return float(text)
+
 
 def parse_duration(text: str) -> float:
     """``90s``, ``10m``, ``1h``, ``7d``, ``2w`` or a plain number of seconds."""

@@ -4,8 +4,13 @@
 streams, node WebSocket). It does not authenticate anything itself: it
 watches what the app answers, and every 401 (an HTTP response, the
 denial response of a WebSocket, or close code 4401 of a WebSocket that
-authenticates by its first message) counts as one failure of the client's
-address in a ``FailureLimiter``. An address over its limit gets
+authenticates by its first message) to a request that carried something
+shaped like a credential (``auth.looks_like_credential``; for a WebSocket
+without an Authorization header, its first message) counts as one failure
+of the client's address in a ``FailureLimiter``. A request with no
+credential, or with text no credential ever looks like, cannot be a guess:
+its 401 does not count (an API client or a fuzzer probing routes without
+its key is told 401, not locked out). An address over its limit gets
 ``429 rate_limited`` with ``Retry-After`` *before* the app sees the request,
 so a guesser learns nothing more, not even whether a right key would have
 been taken. A right key from a limited address is refused too, until the
@@ -24,7 +29,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servermgr.core.auth import CLOSE_UNAUTHORIZED, error_body
+from servermgr.core.auth import CLOSE_UNAUTHORIZED, error_body, looks_like_credential
 from servermgr.core.ratelimit import FailureLimiter, LogThrottle
 
 log = logging.getLogger("servermgr.core.abuse")
@@ -36,6 +41,13 @@ def client_address(scope: Scope) -> str:
     """The client's IP address as the server saw it ("unknown" when not a socket)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+def _authorization(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 class AuthFailureGuard:
@@ -65,14 +77,20 @@ class AuthFailureGuard:
         if wait > 0:
             self._refuse_log(address)
             return self._deny(scope, send, wait)
-        return self.app(scope, receive, self._watch(address, send))
+        header = _authorization(scope)
+        if looks_like_credential(header):
+            return self.app(scope, receive, self._watch(address, send, denials=True))
+        if scope["type"] == "websocket" and not header:
+            # It may authenticate by its first message: a refusal (4401) counts.
+            return self.app(scope, receive, self._watch(address, send, denials=False))
+        return self.app(scope, receive, send)
 
-    def _watch(self, address: str, send: Send) -> Send:
-        """``send``, counting a 401 as a failure of ``address``."""
+    def _watch(self, address: str, send: Send, *, denials: bool) -> Send:
+        """``send``, counting a 401 (``denials``) or a 4401 close as a failure of ``address``."""
         limiter, clock = self.limiter, self.clock
 
         async def watch(message: Message) -> None:
-            if (message["type"] in _START and message.get("status") == 401) or (
+            if (denials and message["type"] in _START and message.get("status") == 401) or (
                 message["type"] == "websocket.close" and message.get("code") == CLOSE_UNAUTHORIZED
             ):
                 limiter.failed(address, clock())

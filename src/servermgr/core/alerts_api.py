@@ -81,7 +81,7 @@ class AlertsApi:
     def _range(self, request: Request) -> tuple[float, int]:
         q = request.query_params
         try:
-            since = timespec.parse_time(q.get("since", "7d"), now=self.api.clock())
+            since = timespec.parse_api_time(q.get("since", "7d"), now=self.api.clock())
             limit = int(q.get("limit", "200"))
         except ValueError as exc:
             raise ApiFailure(400, "bad_request", f"bad since or limit: {exc}") from None
@@ -192,8 +192,12 @@ class AlertsApi:
 
     def routes(self) -> list[tuple[str, str, Handler, Doc]]:
         since = Param(
-            "since", "query", "from: a duration ago (10m, 1h, 7d; default 7d) or unix seconds"
+            "since",
+            "query",
+            "from: a duration ago (10m, 1h, 7d; default 7d) or unix seconds",
+            {"type": "string", "pattern": timespec.TIME_PATTERN},
         )
+        rows = {"type": "array", "items": {"type": "object"}}
         limit = Param(
             "limit",
             "query",
@@ -206,7 +210,7 @@ class AlertsApi:
                 "GET",
                 "/api/v1/alerts",
                 self.list_alerts,
-                Doc("Alerts pending or firing now", auth=Access.READ),
+                Doc("Alerts pending or firing now", auth=Access.READ, result=rows),
             ),
             (
                 "GET",
@@ -216,6 +220,7 @@ class AlertsApi:
                     "Alert transitions (pending, firing, resolved, cleared)",
                     auth=Access.READ,
                     params=(since, limit),
+                    result=rows,
                 ),
             ),
             (
@@ -226,13 +231,14 @@ class AlertsApi:
                     "Notification attempts and their outcomes",
                     auth=Access.READ,
                     params=(since, limit),
+                    result=rows,
                 ),
             ),
             (
                 "GET",
                 "/api/v1/alerts/rules",
                 self.list_rules,
-                Doc("Alert rules (config and API)", auth=Access.READ),
+                Doc("Alert rules (config and API)", auth=Access.READ, result=rows),
             ),
             (
                 "POST",
@@ -254,7 +260,7 @@ class AlertsApi:
                 "GET",
                 "/api/v1/alerts/silences",
                 self.list_silences,
-                Doc("Active silences", auth=Access.READ),
+                Doc("Active silences", auth=Access.READ, result=rows),
             ),
             (
                 "POST",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +33,7 @@ from servermgr.core.auth import (
     error_response,
     principal_of,
     read_json,
+    read_query,
 )
 from servermgr.core.bus import EventBus
 from servermgr.core.openapi import Doc, Param
@@ -53,15 +55,57 @@ WsRoute = tuple[str, WsEndpoint, Doc]  # path, endpoint, doc
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
-    hostname: proto.Name
+    hostname: proto.NodeName
     labels: proto.Labels = {}
 
 
 class RenameBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: proto.Name
+    name: proto.NodeName
 
 
 MAX_TARGET = 32 * 1024  # as a job's target
+
+
+class Registered(msgspec.Struct):
+    """The answer to ``POST /api/v1/register``: keep ``credential`` (shown once)."""
+
+    node_id: str
+    name: str
+    credential: str
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+    version: str
+
+
+class MetricsQuery(msgspec.Struct):
+    """``GET /api/v1/nodes/{ref}/metrics``."""
+
+    since: Annotated[
+        str,
+        Meta(
+            pattern=timespec.TIME_PATTERN,
+            description="start: duration ago (10m, 1h, 7d) or unix seconds",
+        ),
+    ] = "1h"
+    until: (
+        Annotated[
+            str,
+            Meta(
+                pattern=timespec.TIME_PATTERN,
+                description="end: duration ago or unix seconds (default now)",
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    limit: Annotated[
+        int, Meta(ge=1, le=MAX_POINTS, description="at most this many samples (newest kept)")
+    ] = MAX_POINTS
+    step: Annotated[
+        Literal["auto", "raw", "1m", "1h"],
+        Meta(description="resolution; auto (default): raw up to 6 h, 1m below 7 d, else 1h"),
+    ] = "auto"
 
 
 def _name_failure(name: str, what: str) -> ApiFailure | None:
@@ -110,7 +154,9 @@ class Api:
     # --- handlers -------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
+        return Response(
+            msgspec.json.encode(Health("ok", __version__)), media_type="application/json"
+        )
 
     async def register(self, request: Request) -> Response:
         body = await read_json(request, RegisterBody, "registration")
@@ -127,9 +173,8 @@ class Api:
             row.id,
             principal_of(request).describe(),
         )
-        return JSONResponse(
-            {"node_id": row.id, "name": row.name, "credential": credential}, status_code=201
-        )
+        answer = Registered(row.id, row.name, credential)
+        return Response(msgspec.json.encode(answer), 201, media_type="application/json")
 
     async def core_status(self, request: Request) -> Response:
         writer = self.writer
@@ -168,6 +213,8 @@ class Api:
                 target = selector.parse_target(spec[:MAX_TARGET])
             except ValueError as exc:
                 raise ApiFailure(400, "bad_request", f"bad target: {exc}") from None
+            if len(spec) > MAX_TARGET or not re.match(selector.TARGET_PATTERN, spec):
+                raise ApiFailure(400, "bad_request", "bad target: no spaces or empty items")
             rows, unknown = selector.select(target, rows)
             if unknown:
                 raise ApiFailure(
@@ -223,30 +270,18 @@ class Api:
     async def metrics(self, request: Request) -> Response:
         row = self._node(request.path_params["ref"])
         now = self.clock()
-        q = request.query_params
-        try:
-            since = timespec.parse_time(q.get("since", "1h"), now=now)
-            until = timespec.parse_time(q["until"], now=now) if "until" in q else now
-        except ValueError as exc:
-            raise ApiFailure(400, "bad_request", str(exc)) from None
-        if not (math.isfinite(since) and math.isfinite(until)):
-            raise ApiFailure(400, "bad_request", "since/until out of range")
-        text = q.get("limit", str(MAX_POINTS))
-        limit = int(text) if text.isascii() and text.isdigit() and len(text) < 9 else 0
-        if not 1 <= limit <= MAX_POINTS:
-            raise ApiFailure(
-                400, "bad_request", f"limit must be 1..{MAX_POINTS}, not {text[:20]!r}"
+        q = read_query(request, MetricsQuery)
+        since = timespec.parse_api_time(q.since, now=now)
+        until = now if q.until is msgspec.UNSET else timespec.parse_api_time(q.until, now=now)
+        limit = q.limit
+        step = rollup.choose_step(since, until, now=now, retention=self.retention, requested=q.step)
+        # since after until is an empty range: no samples (both are valid times)
+        rows = (
+            []
+            if since > until
+            else await self.db.read(
+                history.query, self.db.storage, step, row.seq, since, until, limit
             )
-        if since > until:
-            raise ApiFailure(400, "bad_request", "since is later than until: swap them")
-        try:
-            step = rollup.choose_step(
-                since, until, now=now, retention=self.retention, requested=q.get("step", "auto")
-            )
-        except ValueError as exc:
-            raise ApiFailure(400, "bad_request", str(exc)) from None
-        rows = await self.db.read(
-            history.query, self.db.storage, step, row.seq, since, until, limit
         )
         doc = {
             "node_id": row.id,
@@ -262,10 +297,16 @@ class Api:
     # --- table ----------------------------------------------------------
 
     def routes(self) -> list[HttpRoute]:
+        """This module's REST routes: ``(method, path, handler, Doc)``; ``Doc`` says how."""
         ref = Param("ref", "path", "node name or id")
         node_schema = {"$ref": "#/components/schemas/Node"}
         return [
-            ("GET", "/healthz", self.healthz, Doc("Liveness probe", auth=Access.PUBLIC)),
+            (
+                "GET",
+                "/healthz",
+                self.healthz,
+                Doc("Liveness probe", auth=Access.PUBLIC, result=Health),
+            ),
             (
                 "POST",
                 "/api/v1/register",
@@ -274,8 +315,9 @@ class Api:
                     "Register a node (an enroll token or the core key); returns its id and "
                     "credential",
                     auth=Access.ENROLL,
-                    body=msgspec.json.schema(RegisterBody),
+                    body=RegisterBody,
                     ok=201,
+                    result=Registered,
                 ),
             ),
             (
@@ -301,6 +343,12 @@ class Api:
                             "query",
                             "only the nodes this target picks (as a job's: 'web-*', "
                             "role=web,env!=dev)",
+                            {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_TARGET,
+                                "pattern": selector.TARGET_PATTERN,
+                            },
                         ),
                     ),
                     result={"type": "array", "items": node_schema},
@@ -330,7 +378,7 @@ class Api:
                     "Rename a node (Core owns names: a node cannot rename itself)",
                     auth=Access.ADMIN,
                     params=(ref,),
-                    body=msgspec.json.schema(RenameBody),
+                    body=RenameBody,
                     result=node_schema,
                 ),
             ),
@@ -342,25 +390,8 @@ class Api:
                     "Metrics of a node for a time range: raw samples or 1-minute/1-hour "
                     "rollups (avg under the field name, plus <field>_min and <field>_max)",
                     auth=Access.READ,
-                    params=(
-                        ref,
-                        Param(
-                            "since", "query", "start: duration ago (10m, 1h, 7d) or unix seconds"
-                        ),
-                        Param("until", "query", "end: duration ago or unix seconds (default now)"),
-                        Param(
-                            "limit",
-                            "query",
-                            "at most this many samples (newest kept)",
-                            {"type": "integer", "minimum": 1, "maximum": MAX_POINTS},
-                        ),
-                        Param(
-                            "step",
-                            "query",
-                            "resolution; auto (default): raw up to 6 h, 1m below 7 d, else 1h",
-                            {"type": "string", "enum": ["auto", *rollup.STEPS]},
-                        ),
-                    ),
+                    params=(ref,),
+                    query=MetricsQuery,
                 ),
             ),
         ]

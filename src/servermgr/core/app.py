@@ -229,6 +229,9 @@ def build(
             500: api_mod.server_error_handler,
         },
     )
+    # A path with a trailing slash it does not have is a 404 in the error shape,
+    # not a 307 with an empty body (Starlette's constructor takes no such option).
+    app.router.redirect_slashes = False
     asgi = AuthFailureGuard(
         node_lane(app, NODE_WS_PATH, routes.ws_endpoint(NODE_WS_PATH)),
         FailureLimiter(config.limits.auth_failures, config.limits.auth_window),

@@ -23,7 +23,8 @@ Answers: no or unknown credential 401 (``unauthorized``; the abuse limits
 count these), a removed node's credential 401 ``node_removed``, a valid
 credential without the access 403 ``forbidden``. Errors have the one JSON
 shape ``{"error": {"code", "message"}}``; request bodies are read through
-``read_body`` (64 KiB).
+``read_body`` (64 KiB), JSON ones through ``read_json`` (``Content-Type:
+application/json`` or 415), query strings through ``read_query``.
 
 The key file and the token table are re-read every second by ``serve``, so
 ``servermgr key rotate``, ``key create`` and ``key revoke`` reach a running
@@ -37,6 +38,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -190,7 +192,11 @@ async def read_body(request: Request, max_body: int = MAX_BODY) -> bytes:
     """
     declared = request.headers.get("content-length", "")
     size = int(declared) if declared.isascii() and declared.isdigit() else 0
-    too_large = ApiFailure(413, "too_large", f"request body over {max_body} bytes")
+    too_large = ApiFailure(
+        413,
+        "too_large",
+        f"request body over the limit of {max_body} bytes ({max_body // 1024} KiB)",
+    )
     if size > max(DRAIN_LIMIT, max_body):
         raise too_large
     data = bytearray()
@@ -211,15 +217,65 @@ async def read_body(request: Request, max_body: int = MAX_BODY) -> bytes:
 B = TypeVar("B")
 
 
+def is_json(content_type: str) -> bool:
+    """``application/json`` or ``application/<x>+json``, with or without parameters."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def read_json(
     request: Request, body_type: type[B], what: str, *, max_body: int = MAX_BODY
 ) -> B:
-    """The body (``read_body``) decoded into ``body_type``; else 400 ``bad {what}: ...``."""
-    raw = await read_body(request, max_body)
+    """The body (``read_body``) decoded into ``body_type``; else 400 ``bad {what}: ...``.
+
+    A body that does not say it is JSON gets 415 ``unsupported_media_type``.
+    """
+    raw = await read_body(request, max_body)  # first: a refused body is read to its end
+    if not is_json(request.headers.get("content-type", "")):
+        raise ApiFailure(
+            415,
+            "unsupported_media_type",
+            f"the {what} body must be JSON: send Content-Type: application/json",
+        )
     try:
         return msgspec.json.decode(raw, type=body_type)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ApiFailure(400, "bad_request", f"bad {what}: {exc}") from None
+        raise ApiFailure(400, "bad_request", f"bad {what}: {_readable(exc)}") from None
+
+
+def _readable(exc: Exception) -> str:
+    """msgspec's message without the regular expression it quotes (the schema states it)."""
+    return _REGEX.sub("in the form /openapi.json states - at", str(exc))
+
+
+_REGEX = re.compile(r"matching regex '.*' - at")
+
+
+def read_query(request: Request, query_type: type[B]) -> B:
+    """The query string decoded into ``query_type`` (a Struct: the route's ``Doc.query``).
+
+    Values are converted from text as JSON Schema says (``"50"`` for an
+    integer); a bad one gets 400 naming the parameter.
+    """
+    try:
+        return msgspec.convert(dict(request.query_params), query_type, strict=False)
+    except msgspec.ValidationError as exc:
+        text = _readable(exc).replace("`$.", "parameter `")
+        raise ApiFailure(400, "bad_request", f"bad query: {text}") from None
+
+
+def looks_like_credential(authorization: str) -> bool:
+    """Whether the header carries something a credential could be (the abuse limits count only
+    those): the core key's 64 hex digits, or ``id.secret``. Nothing, or text no credential
+    ever looks like, cannot be a guess."""
+    credential = bearer(authorization)
+    if credential is None or len(credential) > MAX_CREDENTIAL:
+        return False
+    if security.split_credential(credential) is not None:
+        return True
+    return len(credential) == 64 and all(c in "0123456789abcdefABCDEF" for c in credential)
 
 
 def _unauthorized(message: str) -> ApiFailure:

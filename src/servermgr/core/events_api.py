@@ -273,15 +273,19 @@ class EventsApi:
                             "history",
                             "query",
                             f"CPU/memory values per node in the snapshot (0..{MAX_HISTORY})",
-                            {"type": "integer"},
+                            {"type": "integer", "minimum": 0, "maximum": MAX_HISTORY},
                         ),
                         Param(
                             "interval",
                             "query",
                             "heartbeat batching window in seconds (0..60, default 1)",
-                            {"type": "number"},
+                            {"type": "number", "minimum": 0, "maximum": 60},
                         ),
                     ),
+                    messages="one JSON object per text frame, each with a type: snapshot "
+                    "(first, once), node.online, node.offline, node.removed, node.renamed, "
+                    "heartbeats, job.state, job.done, keepalive, shutdown (see "
+                    "docs/reference/api.md). The client sends nothing.",
                 ),
             )
         ]

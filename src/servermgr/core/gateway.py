@@ -176,7 +176,15 @@ class Gateway:
                     session.close(CLOSE_SILENT, f"silent for {silent_after:g} s")
 
     def ws_routes(self) -> list[tuple[str, Callable[[WebSocket], Awaitable[None]], Doc]]:
-        doc = Doc("Node WebSocket (hello, heartbeats, jobs)", auth=Access.NODE, websocket=True)
+        doc = Doc(
+            "The node WebSocket (a node's own credential)",
+            auth=Access.NODE,
+            websocket=True,
+            messages="one JSON object per text frame, tagged by type (docs/reference/"
+            "protocol.md): the node sends hello first, then heartbeat, job.accepted, "
+            "job.output, job.result, error; Core sends welcome, heartbeat.ack, job.run, "
+            "job.ack, job.cancel, error.",
+        )
         return [(NODE_WS_PATH, self.endpoint, doc)]
 
     async def endpoint(self, ws: WebSocket) -> None:

@@ -22,9 +22,11 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import trio
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -32,7 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr.common.events import EventType
 from servermgr.core.api import Api, Handler
-from servermgr.core.auth import Access, ApiFailure, error_body
+from servermgr.core.auth import Access, ApiFailure, error_body, read_query
 from servermgr.core.bus import SubscriberTooSlow
 from servermgr.core.jobs_api import job_or_404
 from servermgr.core.jobstore import FINAL_STATES
@@ -47,6 +49,15 @@ MAX_RANGE = 4 * 1024 * 1024  # most bytes one /output request answers
 MAX_EVENTS = 10_000  # what may wait for one reader before it is disconnected
 MAX_BYTES = 8 * 1024 * 1024
 STREAMS = ("stdout", "stderr")
+
+
+class OutputQuery(msgspec.Struct):
+    """``GET /api/v1/jobs/{job_id}/output/{node}/{stream}``."""
+
+    offset: Annotated[int, Meta(ge=0, le=2**53, description="first byte")] = 0
+    limit: Annotated[int, Meta(ge=1, le=MAX_RANGE, description="at most this many bytes")] = (
+        MAX_RANGE
+    )
 
 
 class JobStreams:
@@ -170,14 +181,8 @@ class JobStreams:
         stream = request.path_params["stream"]
         if stream not in STREAMS:
             raise ApiFailure(400, "bad_request", "stream must be stdout or stderr")
-        q = request.query_params
-        try:
-            offset = int(q.get("offset", "0"))
-            limit = int(q.get("limit", str(MAX_RANGE)))
-        except ValueError:
-            raise ApiFailure(400, "bad_request", "offset and limit must be integers") from None
-        if offset < 0 or not 1 <= limit <= MAX_RANGE:
-            raise ApiFailure(400, "bad_request", f"offset must be >= 0, limit 1..{MAX_RANGE}")
+        q = read_query(request, OutputQuery)
+        offset, limit = q.offset, q.limit
         doc = await job_or_404(self.jobs, job_id, output=False)
         ref = request.path_params["node"]
         node = next((n for n in doc["nodes"] if ref in (n["node_id"], n["node"])), None)
@@ -202,6 +207,8 @@ class JobStreams:
                     "(or a final error line when the reader was too slow)",
                     auth=Access.READ,
                     params=(jid,),
+                    media_type="application/x-ndjson",
+                    result={"type": "string", "description": "one JSON object per line"},
                 ),
             ),
             (
@@ -214,15 +221,16 @@ class JobStreams:
                     params=(
                         jid,
                         Param("node", "path", "node name or id"),
-                        Param("stream", "path", "stdout or stderr"),
-                        Param("offset", "query", "first byte (default 0)", {"type": "integer"}),
                         Param(
-                            "limit",
-                            "query",
-                            f"at most this many bytes (1..{MAX_RANGE}, the default)",
-                            {"type": "integer"},
+                            "stream",
+                            "path",
+                            "stdout or stderr",
+                            {"type": "string", "enum": list(STREAMS)},
                         ),
                     ),
+                    query=OutputQuery,
+                    media_type="application/octet-stream",
+                    result={"type": "string", "format": "binary"},
                 ),
             ),
         ]
@@ -233,10 +241,13 @@ class JobStreams:
                 "/api/v1/jobs/{job_id}/ws",
                 self.websocket,
                 Doc(
-                    "Live events over WebSocket (same as /stream; closes 1008 when too slow)",
+                    "Live events of a job over WebSocket",
                     auth=Access.READ,
                     websocket=True,
                     params=(Param("job_id", "path", "job id"),),
+                    messages="the same JSON objects as GET /api/v1/jobs/{job_id}/stream, one per "
+                    "text frame (job, output, state, done); closes 1008 when the reader is too "
+                    "slow. The client sends nothing.",
                 ),
             )
         ]

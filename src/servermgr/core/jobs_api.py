@@ -2,27 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from servermgr.common import proto, timespec
-from servermgr.common.selector import parse_target
+from servermgr.common import names, proto, timespec
+from servermgr.common.selector import TARGET_MAX, TARGET_PATTERN, parse_target
 from servermgr.core.api import Api, Handler
-from servermgr.core.auth import Access, ApiFailure, principal_of, read_json
+from servermgr.core.auth import Access, ApiFailure, principal_of, read_json, read_query
 from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import JobError, JobSpec, Scheduler
 
 MAX_OUTPUT_CAP = 16 * 1024 * 1024
 MAX_SECONDS = 7 * 86400.0
+MIN_TIMEOUT = 0.1
+MAX_COMMAND = 32 * 1024
+MAX_ENV_VALUE = 8 * 1024
 STATES = sorted(FINAL_STATES | OPEN_STATES)
 IDEMPOTENCY_HEADER = "idempotency-key"
-IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[!-~]+\Z")]
 _key_decoder = msgspec.json.Decoder(IdempotencyKey)
+_NO_NUL = r"^[^\x00]*\Z"
+_TARGET = re.compile(TARGET_PATTERN)
+_UNIT = re.compile(names.UNIT_PATTERN)
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z"
+
+# Each limit below fits in the 64 KiB body on its own (the schema says both).
+Command = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_COMMAND,
+        pattern=r"^\s*[^\x00\s][^\x00]*\Z",
+        description="run with /bin/sh -c; not blank, no NUL",
+    ),
+]
+EnvName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=names.ENV_NAME_MAX,
+        pattern=names.ENV_NAME_PATTERN,
+        description="a POSIX name: letters, digits and _, not starting with a digit",
+    ),
+]
+EnvValue = Annotated[str, Meta(max_length=MAX_ENV_VALUE, pattern=_NO_NUL)]
+Cwd = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^/[^\x00]*\Z",
+        description="an absolute path (the node's [exec] policy decides if it may be used)",
+    ),
+]
 
 
 # A job's JSON body: the fields (64 KiB is plenty) plus stdin in base64.
@@ -30,18 +68,229 @@ MAX_JOB_BODY = 64 * 1024 + proto.MAX_STDIN_BYTES * 4 // 3 + 4
 
 
 class JobBody(msgspec.Struct, forbid_unknown_fields=True):
-    target: Annotated[str, Meta(min_length=1, max_length=32 * 1024)]
-    command: proto.LongText | None = None
+    """``POST /api/v1/jobs``: exactly one of ``command`` and ``service`` (``JOB_REQUEST``)."""
+
+    target: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=TARGET_MAX,
+            extra_json_schema={"pattern": TARGET_PATTERN},  # checked in job_spec
+            description="node names or ids (a,b), key=value labels (all must match) or *",
+        ),
+    ]
+    command: Command | None = None
     service: proto.ServiceAction | None = None
-    timeout: Annotated[float, Meta(gt=0, le=MAX_SECONDS)] = 60.0
-    output_cap: Annotated[int, Meta(ge=0, le=MAX_OUTPUT_CAP)] = 1024 * 1024
-    env: Annotated[dict[proto.ShortText, proto.LongText], Meta(max_length=256)] = {}
-    cwd: proto.ShortText | None = None
-    wait: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] = 0.0
+    timeout: Annotated[
+        float,
+        Meta(
+            ge=MIN_TIMEOUT,
+            le=MAX_SECONDS,
+            description=f"seconds, {MIN_TIMEOUT:g} to {MAX_SECONDS:.0f} (7 days)",
+        ),
+    ] = 60.0
+    # A float holding a whole number: JSON Schema's "integer" takes 1.0 too.
+    output_cap: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=MAX_OUTPUT_CAP,
+            multiple_of=1,
+            description="bytes kept per stream and node",
+            extra_json_schema={"type": "integer"},
+        ),
+    ] = 1024 * 1024
+    env: Annotated[dict[EnvName, EnvValue], Meta(max_length=256)] = {}
+    cwd: Cwd | None = None
+    wait: Annotated[
+        float,
+        Meta(ge=0, le=MAX_SECONDS, description="seconds an offline node may take to come back"),
+    ] = 0.0
     # The command's standard input (base64 in JSON), then end of file.
-    stdin: Annotated[bytes, Meta(max_length=proto.MAX_STDIN_BYTES)] | None = None
+    stdin: (
+        Annotated[
+            bytes,
+            Meta(
+                max_length=proto.MAX_STDIN_BYTES,
+                extra_json_schema={"pattern": _BASE64},
+                description="base64; only with a command that runs now (no wait)",
+            ),
+        ]
+        | None
+    ) = None
     # Or the Idempotency-Key header: a retry with the same key is the same job.
     idempotency_key: IdempotencyKey | None = None
+
+
+# What the document says of the body: JobBody, with "exactly one of" as a schema.
+JOB_ONE_OF: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["command"],
+            "properties": {"command": {"type": "string"}, "service": {"type": "null"}},
+        },
+        {
+            "required": ["service"],
+            "properties": {
+                "service": {"type": "object"},
+                "command": {"type": "null"},
+                "stdin": {"type": "null"},
+            },
+        },
+    ],
+}
+JOB_REQUEST = Annotated[JobBody, Meta(extra_json_schema=JOB_ONE_OF)]
+
+
+class JobsQuery(msgspec.Struct):
+    """``GET /api/v1/jobs``."""
+
+    node: (
+        Annotated[
+            str, Meta(min_length=1, max_length=253, description="only jobs that ran on this node")
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    state: (
+        Annotated[
+            Literal[tuple(STATES)],  # type: ignore[valid-type]
+            Meta(description="only jobs with a node in this state"),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    limit: Annotated[int, Meta(ge=1, le=1000, description="page size")] = 50
+    before: (
+        Annotated[
+            float,
+            Meta(ge=0, le=1e11, description="page: jobs created before this time (next_before)"),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
+class JobQuery(msgspec.Struct):
+    """``GET /api/v1/jobs/{job_id}``."""
+
+    output: Annotated[
+        Literal["true", "false"],
+        Meta(description="false: sizes only (stdout_bytes, stderr_bytes), no output"),
+    ] = "true"
+
+
+# --- answers (the document's response schemas; unknown keys would break them) ---
+
+
+class ServiceDoc(msgspec.Struct, forbid_unknown_fields=True):
+    action: str
+    unit: str
+
+
+class JobNodeDoc(msgspec.Struct, forbid_unknown_fields=True):
+    """One node's entry of a job; the output fields only with ``output=true``."""
+
+    node_id: str
+    node: str
+    state: Literal[tuple(STATES)]  # type: ignore[valid-type]
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    duration: float | None
+    sent_at: float | None
+    finished_at: float | None
+    stdout_truncated: bool
+    stderr_truncated: bool
+    stdout_bytes: int
+    stderr_bytes: int
+    stdout: str | msgspec.UnsetType = msgspec.UNSET
+    stderr: str | msgspec.UnsetType = msgspec.UNSET
+    stdout_b64: str | msgspec.UnsetType = msgspec.UNSET
+    stderr_b64: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class JobDoc(msgspec.Struct, forbid_unknown_fields=True):
+    """A job (``Scheduler.job_doc``): what POST, GET and cancel answer."""
+
+    id: str
+    created: float
+    command: str | None
+    service: ServiceDoc | None
+    target: str
+    timeout: float
+    output_cap: int
+    deadline: float
+    principal: str
+    state: Literal["running", "done"]
+    nodes: list[JobNodeDoc]
+
+
+class JobSummary(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    created: float
+    command: str | None
+    service: ServiceDoc | None
+    target: str
+    principal: str
+    states: dict[str, int]
+    state: Literal["running", "done"]
+
+
+class JobList(msgspec.Struct, forbid_unknown_fields=True):
+    jobs: list[JobSummary]
+    next_before: float | None
+
+
+class AuditEntry(msgspec.Struct, forbid_unknown_fields=True):
+    """One row of ``GET /api/v1/audit`` (the answer is an array of them)."""
+
+    ts: float
+    principal: str
+    action: str
+    target: str
+    detail: str
+    job_id: str | None
+    outcome: str | None
+
+
+class AuditQuery(msgspec.Struct):
+    """``GET /api/v1/audit``."""
+
+    since: (
+        Annotated[
+            str,
+            Meta(
+                pattern=timespec.TIME_PATTERN, description="duration ago (1h, 7d) or unix seconds"
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    action: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                description="exec, service, file.push, file.pull, shell, schedule.add, ...",
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    principal: (
+        Annotated[str, Meta(min_length=1, max_length=256, description="who ran it")]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    target: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=32 * 1024,
+                description="only rows with exactly this target (a node's name for "
+                "file.push, file.pull and shell)",
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    limit: Annotated[int, Meta(ge=1, le=10000, description="at most this many rows")] = 100
 
 
 def idempotency_key(header: str | None, body: JobBody) -> str | None:
@@ -55,7 +304,9 @@ def idempotency_key(header: str | None, body: JobBody) -> str | None:
             ) from None
         if body.idempotency_key is not None and body.idempotency_key != key:
             raise ApiFailure(
-                400, "bad_request", "Idempotency-Key header and idempotency_key field differ"
+                409,
+                "idempotency_conflict",
+                "the Idempotency-Key header and the idempotency_key field differ",
             )
         return key
     return body.idempotency_key
@@ -80,7 +331,22 @@ def job_spec(body: JobBody) -> JobSpec:
     try:
         target = parse_target(body.target)
     except ValueError as exc:
+        if _TARGET.match(body.target):
+            # Allowed by the schema, so well formed: a label given two values,
+            # which no node can match.
+            raise NoNodeMatches(f"no node matches {body.target!r}: {exc}") from None
         raise ValueError(f"bad job: {exc}") from None
+    if not _TARGET.match(body.target):
+        raise ValueError(
+            f"bad job: target {body.target[:80]!r}: no spaces or empty items "
+            "(node names or ids a,b; key=value labels; or *)"
+        )
+    unit = body.service.unit if body.service is not None else None
+    if unit is not None and not _UNIT.match(unit):
+        raise ValueError(
+            f"bad job: unit name {unit[:80]!r} is not a systemd unit name (letters, digits, "
+            f": _ . \\ @ -, no '/', not starting with '-' or '.', at most {names.UNIT_MAX})"
+        )
     if (body.command is None) == (body.service is None):
         raise ValueError("give exactly one of command or service")
     if body.command is not None and not body.command.strip():
@@ -94,7 +360,7 @@ def job_spec(body: JobBody) -> JobSpec:
         body.command,
         body.service,
         body.timeout,
-        body.output_cap,
+        int(body.output_cap),
         dict(body.env),
         body.cwd,
         body.wait,
@@ -102,10 +368,16 @@ def job_spec(body: JobBody) -> JobSpec:
     )
 
 
+class NoNodeMatches(ValueError):
+    """A well-formed target no node can match."""
+
+
 def checked_spec(body: JobBody) -> JobSpec:
-    """``job_spec``, else 400 in the one error shape."""
+    """``job_spec``, else 400 (404 ``no_nodes``) in the one error shape."""
     try:
         return job_spec(body)
+    except NoNodeMatches as exc:
+        raise ApiFailure(404, "no_nodes", str(exc)) from None
     except ValueError as exc:
         raise ApiFailure(400, "bad_request", str(exc)) from None
 
@@ -145,23 +417,16 @@ class JobsApi:
         return JSONResponse(doc, status_code=201)
 
     async def list_jobs(self, request: Request) -> Response:
-        q = request.query_params
+        q = read_query(request, JobsQuery)
         node_id = None
-        if "node" in q:
-            row = self.api.registry.by_ref(q["node"])
+        if q.node is not msgspec.UNSET:
+            row = self.api.registry.by_ref(q.node)
             if row is None:
-                raise ApiFailure(404, "not_found", f"no node named {q['node']!r}")
+                raise ApiFailure(404, "not_found", f"no node named {q.node!r}")
             node_id = row.id
-        state = q.get("state")
-        if state is not None and state not in STATES:
-            raise ApiFailure(400, "bad_request", f"state must be one of {', '.join(STATES)}")
-        try:
-            limit = int(q.get("limit", "50"))
-            before = float(q["before"]) if "before" in q else None
-        except ValueError:
-            raise ApiFailure(400, "bad_request", "limit and before must be numbers") from None
-        if not 1 <= limit <= 1000:
-            raise ApiFailure(400, "bad_request", "limit must be 1..1000")
+        state = None if q.state is msgspec.UNSET else q.state
+        before = None if q.before is msgspec.UNSET else q.before
+        limit = q.limit
         rows = await self.api.db.read(
             self.jobs.store.list_jobs, node_id=node_id, state=state, limit=limit, before=before
         )
@@ -183,9 +448,7 @@ class JobsApi:
         return JSONResponse({"jobs": out, "next_before": next_before})
 
     async def get(self, request: Request) -> Response:
-        output = request.query_params.get("output", "true")
-        if output not in ("true", "false"):
-            raise ApiFailure(400, "bad_request", "output must be true or false")
+        output = read_query(request, JobQuery).output
         doc = await job_or_404(self.jobs, request.path_params["job_id"], output=output == "true")
         return JSONResponse(doc)
 
@@ -196,21 +459,16 @@ class JobsApi:
         return JSONResponse(await job_or_404(self.jobs, job_id, output=False))
 
     async def audit(self, request: Request) -> Response:
-        q = request.query_params
-        try:
-            since = timespec.parse_time(q["since"], now=self.api.clock()) if "since" in q else None
-            limit = int(q.get("limit", "100"))
-        except ValueError as exc:
-            raise ApiFailure(400, "bad_request", str(exc)) from None
-        if not 1 <= limit <= 10000:
-            raise ApiFailure(400, "bad_request", "limit must be 1..10000")
+        q = read_query(request, AuditQuery)
+        now = self.api.clock()
+        since = None if q.since is msgspec.UNSET else timespec.parse_api_time(q.since, now=now)
         rows = await self.api.db.read(
             self.jobs.store.audit,
-            limit=limit,
+            limit=q.limit,
             since=since,
-            action=q.get("action"),
-            principal=q.get("principal"),
-            target=q.get("target"),
+            action=None if q.action is msgspec.UNSET else q.action,
+            principal=None if q.principal is msgspec.UNSET else q.principal,
+            target=None if q.target is msgspec.UNSET else q.target,
         )
         return JSONResponse(rows)
 
@@ -230,34 +488,26 @@ class JobsApi:
                             "header",
                             "a retry with the same key and body is the same job (409 if the "
                             "body differs); or the idempotency_key field",
+                            {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 128,
+                                "pattern": r"^[!-~]+\Z",
+                            },
                         ),
                     ),
                     auth=Access.OPERATE,
-                    body=msgspec.json.schema(JobBody),
+                    body=JOB_REQUEST,
                     ok=201,
+                    also=(200,),
+                    result=JobDoc,
                 ),
             ),
             (
                 "GET",
                 "/api/v1/jobs",
                 self.list_jobs,
-                Doc(
-                    "Jobs, newest first",
-                    auth=Access.READ,
-                    params=(
-                        Param("node", "query", "only jobs that ran on this node (name or id)"),
-                        Param("state", "query", "only jobs with a node in this state"),
-                        Param(
-                            "limit", "query", "page size (1..1000, default 50)", {"type": "integer"}
-                        ),
-                        Param(
-                            "before",
-                            "query",
-                            "page: jobs created before this time (next_before)",
-                            {"type": "number"},
-                        ),
-                    ),
-                ),
+                Doc("Jobs, newest first", auth=Access.READ, query=JobsQuery, result=JobList),
             ),
             (
                 "GET",
@@ -266,21 +516,21 @@ class JobsApi:
                 Doc(
                     "One job: per-node state, exit code, duration and output",
                     auth=Access.READ,
-                    params=(
-                        jid,
-                        Param(
-                            "output",
-                            "query",
-                            "false: sizes only (stdout_bytes, stderr_bytes), no output",
-                        ),
-                    ),
+                    params=(jid,),
+                    query=JobQuery,
+                    result=JobDoc,
                 ),
             ),
             (
                 "POST",
                 "/api/v1/jobs/{job_id}/cancel",
                 self.cancel,
-                Doc("Cancel what has not finished", auth=Access.OPERATE, params=(jid,)),
+                Doc(
+                    "Cancel what has not finished",
+                    auth=Access.OPERATE,
+                    params=(jid,),
+                    result=JobDoc,
+                ),
             ),
             (
                 "GET",
@@ -289,23 +539,8 @@ class JobsApi:
                 Doc(
                     "Audit log of jobs and service actions, newest first",
                     auth=Access.READ,
-                    params=(
-                        Param("since", "query", "duration ago (1h, 7d) or unix seconds"),
-                        Param(
-                            "action",
-                            "query",
-                            "exec, service, file.push, file.pull, shell or "
-                            "schedule.add/remove/pause/resume",
-                        ),
-                        Param("principal", "query", "who ran it"),
-                        Param(
-                            "target",
-                            "query",
-                            "only rows with exactly this target (a node's name for "
-                            "file.push, file.pull and shell)",
-                        ),
-                        Param("limit", "query", "at most this many rows", {"type": "integer"}),
-                    ),
+                    query=AuditQuery,
+                    result=list[AuditEntry],
                 ),
             ),
         ]

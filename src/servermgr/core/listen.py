@@ -24,6 +24,10 @@ graceful shutdown), with these differences:
   soon as slow clients are dropped.
 - A connection its peer closes is released at once, not when Hypercorn's
   idle timer fires (``_EofWatch``).
+- A request Hypercorn refuses itself (h11 cannot parse it: raw non-ASCII
+  bytes in the request target, a malformed header, a head over 16 KiB) is
+  answered in Core's one error shape, not with an empty body
+  (``json_protocol_error``).
 - No ASGI lifespan (Core's app has no startup or shutdown handlers), no
   QUIC, no statsd.
 """
@@ -32,8 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,6 +61,31 @@ ACCEPT_RETRY = 0.1
 _NOT_AUTHENTICATED = (401, 429)
 
 Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+# Hypercorn's own refusal of a request h11 could not parse: a status line and
+# these two headers first, and no body. Nothing Core's app sends starts so.
+_PROTOCOL_ERROR = re.compile(
+    rb"HTTP/1\.1 (4\d\d) [^\r\n]*\r\ncontent-length: 0\r\nconnection: close\r\n"
+)
+_PROTOCOL_MESSAGES = {
+    400: "bad request: not valid HTTP/1.1 (a request target must be ASCII: "
+    "percent-encode other bytes; header names and values must be valid)",
+    431: "request head (request line and headers) over the limit of 16 KiB",
+}
+
+
+def json_protocol_error(data: bytes) -> bytes | None:
+    """Hypercorn's empty refusal of an unparsable request, as the JSON error; else None."""
+    m = _PROTOCOL_ERROR.match(data)
+    if m is None:
+        return None
+    status = int(m.group(1))
+    message = _PROTOCOL_MESSAGES.get(status, "bad request: not valid HTTP/1.1")
+    body = json.dumps({"error": {"code": "bad_request", "message": message}}).encode()
+    return (
+        b"HTTP/1.1 %d \r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status, len(body), body)
+    )
 
 
 class Gate:
@@ -136,7 +167,8 @@ class _Connection:
 
 
 class _EofWatch:
-    """``stream``, telling ``peer_closed`` when the peer has closed its side.
+    """``stream``, telling ``peer_closed`` when the peer has closed its side
+    (and sending Hypercorn's own refusals as JSON errors: ``send_all``).
 
     Hypercorn's idle timer runs from accept to the first request head and
     between requests; a connection the peer closes meanwhile (a scanner, a
@@ -153,6 +185,11 @@ class _EofWatch:
 
     def __getattr__(self, name: str) -> Any:  # everything else is the stream's own
         return getattr(self._stream, name)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        # Hypercorn sends a refusal's head in one piece: see json_protocol_error.
+        replaced = json_protocol_error(bytes(data[:256])) if data[:9] == b"HTTP/1.1 " else None
+        await self._stream.send_all(data if replaced is None else replaced)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:

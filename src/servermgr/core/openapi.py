@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from servermgr import __version__
-from servermgr.core.auth import Access
+from servermgr.core.auth import MAX_BODY, Access
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -54,8 +56,10 @@ NODE_SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Param:
+    """A path or header parameter (query parameters are a route's ``Doc.query`` Struct)."""
+
     name: str
-    where: str  # "path" or "query"
+    where: str  # "path" or "header"
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     required: bool = False
@@ -63,16 +67,99 @@ class Param:
 
 @dataclass(frozen=True)
 class Doc:
-    """What the OpenAPI document says of one route."""
+    """What a route is, for the handler and for the OpenAPI document alike.
+
+    The route table (``Api.route_table``, with the routes other modules such
+    as ``jobs_api`` give ``Api``) holds ``(method, path, handler, Doc)``. The document
+    is rendered from it and nothing else, and the handler decodes with the
+    very types named here, so the two cannot say different things:
+
+    - ``query``: a msgspec Struct whose fields are the query parameters (their
+      ``Meta`` constraints and descriptions become the parameters' schemas); the
+      handler reads them with ``auth.read_query(request, <that Struct>)``.
+    - ``body``: the Struct (or ``Annotated`` Struct) of the JSON body; the handler
+      reads it with ``auth.read_json(request, <that type>, what)``. Routes with a
+      body also document 413 (over 64 KiB) and 415 (not JSON).
+    - ``result``: what a 2xx answer holds, as a type (a Struct, ``list[...]``,
+      ``dict[str, Any]``) or, for a shape built by hand, a JSON Schema dict;
+      ``media_type`` is its content type.
+    - ``websocket``: a WebSocket route (in ``Api.ws_table``): documented under its
+      path as ``x-websocket`` (messages, the role it needs) with no operation; a
+      plain GET to it answers 426 ``upgrade_required`` (or 401/403 first).
+
+    A new route: write the handler, add one entry with its ``Access`` and its
+    ``Doc``; ``tests/e2e/test_contract.py`` fuzzes it against the document.
+    """
 
     summary: str
     auth: Access = field(kw_only=True)  # every route says what it needs: no default
     params: tuple[Param, ...] = ()
-    body: dict[str, Any] | None = None
+    query: Any = None
+    body: Any = None
     ok: int = 200
-    result: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
-    websocket: bool = False
+    also: tuple[int, ...] = ()  # other success statuses, with the same result
+    result: Any = dict[str, Any]
     media_type: str = "application/json"  # of the success answer
+    websocket: bool = False
+    messages: str = ""  # a WebSocket's messages, for its x-websocket description
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _schema(spec: Any) -> dict[str, Any]:
+    """A JSON Schema dict as is; a type through msgspec."""
+    if isinstance(spec, dict):
+        return spec
+    schema: dict[str, Any] = msgspec.json.schema(spec)
+    return schema
+
+
+def query_params(query: Any) -> list[dict[str, Any]]:
+    """The OpenAPI query parameters of a query Struct, one per field."""
+    (ref,), components = msgspec.json.schema_components((query,))
+    struct = components[ref["$ref"].rsplit("/", 1)[-1]]
+    required = set(struct.get("required", ()))
+    out = []
+    for name, schema in struct.get("properties", {}).items():
+        schema = dict(schema)
+        description = schema.pop("description", "")
+        out.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "description": description,
+                "schema": schema,
+            }
+        )
+    return out
+
+
+def _websocket(doc: Doc) -> dict[str, Any]:
+    return {
+        "summary": doc.summary,
+        "description": (
+            "A WebSocket (GET with Upgrade: websocket), not a REST operation. "
+            + (f"Messages: {doc.messages} " if doc.messages else "")
+            + "A plain GET is answered 426 upgrade_required in the error shape "
+            "(401/403 first when the credential is missing or lacks the role)."
+        ),
+        "x-websocket": {
+            "role": doc.auth.value,
+            "parameters": [
+                {"name": p.name, "in": p.where, "description": p.description, "schema": p.schema}
+                for p in doc.params
+            ]
+            + (query_params(doc.query) if doc.query is not None else []),
+            "messages": doc.messages,
+            "plain_get": {"status": 426, "code": "upgrade_required"},
+        },
+    }
 
 
 def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
@@ -80,25 +167,24 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Node": NODE_SCHEMA}
     for method, path, doc in routes:
-        op: dict[str, Any] = {
-            "summary": doc.summary,
-            "responses": {
-                str(doc.ok): {
-                    "description": "OK",
-                    "content": {doc.media_type: {"schema": doc.result}},
-                },
-                "default": {
-                    "description": "Error",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
-                },
-            },
-        }
         if doc.websocket:
-            op["description"] = (
-                "WebSocket upgrade; messages are described in docs/reference/protocol.md."
-            )
+            paths.setdefault(path, {}).update(_hoist_defs(_websocket(doc), schemas))
+            continue
+        ok = {"description": "OK", "content": {doc.media_type: {"schema": _schema(doc.result)}}}
+        responses: dict[str, Any] = {str(code): ok for code in (doc.ok, *doc.also)}
+        if doc.params or doc.query is not None or doc.body is not None:
+            responses["400"] = _error("A bad parameter or body (the message says which)")
+        if doc.auth is not Access.PUBLIC:
+            responses["401"] = _error("No credential, or a wrong, revoked or expired one")
+            responses["403"] = _error("A credential without the role this route needs")
+        if any(p.where == "path" for p in doc.params):
+            responses["404"] = _error("No such node or job")
+        if doc.body is not None:
+            responses["413"] = _error(f"A body over {MAX_BODY} bytes")
+            responses["415"] = _error("A body not sent as Content-Type: application/json")
+        responses["429"] = _error("Too many failed authentications from this address")
+        responses["default"] = _error("Any other error, in the same shape")
+        op: dict[str, Any] = {"summary": doc.summary, "responses": responses}
         if doc.auth is Access.PUBLIC:
             op["security"] = []
         elif doc.auth is Access.NODE:
@@ -110,22 +196,25 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
         else:
             op["x-servermgr-role"] = doc.auth.value
             who = "the core key" if doc.auth is Access.ADMIN else f"role {doc.auth.value}"
-            op["description"] = (op.get("description", "") + f" Needs {who}.").strip()
-        if doc.params:
-            op["parameters"] = [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "required": p.required or p.where == "path",
-                    "description": p.description,
-                    "schema": p.schema,
-                }
-                for p in doc.params
-            ]
+            op["description"] = f"Needs {who}."
+        params = [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required or p.where == "path",
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in doc.params
+        ]
+        if doc.query is not None:
+            params += query_params(doc.query)
+        if params:
+            op["parameters"] = params
         if doc.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": doc.body}},
+                "content": {"application/json": {"schema": _schema(doc.body)}},
             }
         paths.setdefault(path, {})[method.lower()] = _hoist_defs(op, schemas)
     return {
@@ -167,5 +256,10 @@ def _hoist_defs(node: Any, schemas: dict[str, Any]) -> Any:
     out = {k: _hoist_defs(v, schemas) for k, v in node.items() if k != "$defs"}
     ref = out.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        out["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+        out["$ref"] = ref = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+    if isinstance(ref, str) and len(out) > 1:
+        # Keywords beside a $ref (a oneOf added with extra_json_schema): in an allOf,
+        # which every tool reads the same way (some drop a $ref's siblings).
+        del out["$ref"]
+        out = {"allOf": [{"$ref": ref}], **out}
     return out

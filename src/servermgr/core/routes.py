@@ -57,8 +57,23 @@ class RouteTable:
             Route(path, _dispatch(handlers), methods=list(handlers))
             for path, handlers in by_path.items()
         ]
-        out += [WebSocketRoute(path, self.ws_endpoint(path)) for path, _, _ in self.ws]
+        for path, _, doc in self.ws:
+            out.append(WebSocketRoute(path, self.ws_endpoint(path)))
+            # A plain GET (no Upgrade) is told what the route is, in the error shape.
+            plain = self.auth.guard(doc.auth, f"WebSocket {path}", _upgrade_required)
+            out.append(Route(path, _dispatch({"GET": plain}), methods=["GET"]))
         return out
+
+
+async def _upgrade_required(request: Request) -> Response:
+    response = error_response(
+        426,
+        "upgrade_required",
+        f"{request.url.path} is a WebSocket: connect with Upgrade: websocket "
+        "(see /openapi.json, x-websocket)",
+    )
+    response.headers["Upgrade"] = "websocket"
+    return response
 
 
 def _dispatch(handlers: dict[str, Handler]) -> Handler:

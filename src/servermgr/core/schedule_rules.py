@@ -95,6 +95,13 @@ def make_when(*, every: float | None, cron: str | None, tz: str | None, anchor: 
     return when
 
 
+def available_zones() -> set[str]:
+    """The IANA names ``zone`` knows on this machine (the API schema lists them)."""
+    from zoneinfo import available_timezones
+
+    return set(available_timezones())
+
+
 def zone(name: str) -> tzinfo:
     """The time zone ``name``; UTC needs no time zone database."""
     if name == "UTC":

@@ -369,7 +369,7 @@ class Scheduler:
                 f"unknown node(s): {', '.join(unknown)} (see: servermgr ctl nodes)",
             )
         if not nodes:
-            raise JobError(400, "no_nodes", f"no node matches {spec.target.describe()!r}")
+            raise JobError(404, "no_nodes", f"no node matches {spec.target.describe()!r}")
         now = self.clock()
         job = JobRecord(
             id=f"{int(now * 1000):x}-{secrets.token_hex(4)}",

@@ -13,22 +13,73 @@ from servermgr.common import selector
 from servermgr.core import schedule_rules
 from servermgr.core.api import Api, Handler
 from servermgr.core.auth import Access, ApiFailure, principal_of, read_json
-from servermgr.core.jobs_api import JobBody, checked_spec
+from servermgr.core.jobs_api import JOB_ONE_OF, JobBody, checked_spec
 from servermgr.core.openapi import Doc, Param
-from servermgr.core.schedule_rules import MAX_CRON, MAX_EVERY, MIN_EVERY, ScheduleRuleError
+from servermgr.core.schedule_rules import (
+    MAX_CRON,
+    MAX_EVERY,
+    MIN_EVERY,
+    NAME_PATTERN,
+    ScheduleRuleError,
+)
 from servermgr.core.schedules import Schedule, ScheduleExistsError, ScheduleStore
 from servermgr.core.storage import NodeRow
 
 SCHEDULE_SCHEMA = {"type": "object"}
 
 
+# Minute, hour, day of month, month, day of week: *, */step or numbers in range, in
+# lists. Ranges (a-b), names and the like also work, but the pattern cannot say
+# a <= b, so it states the subset that always works.
+def _cron_field(value: str) -> str:
+    item = rf"(?:\*(?:/[1-6])?|{value})"
+    return rf"{item}(?:,{item}){{0,9}}"
+
+
+_CRON = " ".join(
+    _cron_field(v)
+    for v in (
+        r"[0-5]?[0-9]",
+        r"(?:[01]?[0-9]|2[0-3])",
+        r"(?:0?[1-9]|[12][0-9])",  # days 1-29: in every month, so the expression matches
+        r"(?:0?[1-9]|1[0-2])",
+        r"[0-6]",
+    )
+)
+CRON_PATTERN = rf"^{_CRON}\Z"
+_ZONES = sorted({"UTC"} | schedule_rules.available_zones())
+
+
 class ScheduleBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    name: Annotated[
+        str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": NAME_PATTERN})
+    ]
     # The job exactly as POST /api/v1/jobs takes it (without idempotency_key).
-    job: JobBody
+    job: Annotated[
+        JobBody,
+        Meta(
+            extra_json_schema={
+                **JOB_ONE_OF,
+                "properties": {"idempotency_key": {"type": "null"}, "stdin": {"type": "null"}},
+            }
+        ),
+    ]
     every: Annotated[float, Meta(ge=MIN_EVERY, le=MAX_EVERY)] | None = None
-    cron: Annotated[str, Meta(min_length=1, max_length=MAX_CRON)] | None = None
-    tz: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    cron: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=MAX_CRON,
+                extra_json_schema={"pattern": CRON_PATTERN},
+                description="five fields: minute hour day month weekday, e.g. '0 3 * * *'",
+            ),
+        ]
+        | None
+    ) = None
+    tz: (
+        Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"enum": _ZONES})] | None
+    ) = None
     paused: bool = False
 
 
@@ -39,6 +90,30 @@ def picks(schedule: Schedule, node: NodeRow) -> bool:
     except ValueError:
         return False
     return bool(selector.select(target, [node])[0])
+
+
+# Exactly one of every and cron; a time zone only with cron.
+SCHEDULE_REQUEST = Annotated[
+    ScheduleBody,
+    Meta(
+        extra_json_schema={
+            "oneOf": [
+                {
+                    "required": ["every"],
+                    "properties": {
+                        "every": {"type": "number"},
+                        "cron": {"type": "null"},
+                        "tz": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["cron"],
+                    "properties": {"cron": {"type": "string"}, "every": {"type": "null"}},
+                },
+            ]
+        }
+    ),
+]
 
 
 class SchedulesApi:
@@ -131,7 +206,7 @@ class SchedulesApi:
                 Doc(
                     "Make a schedule: a job run every N seconds or at cron times",
                     auth=Access.OPERATE,
-                    body=msgspec.json.schema(ScheduleBody),
+                    body=SCHEDULE_REQUEST,
                     ok=201,
                     result=SCHEDULE_SCHEMA,
                 ),

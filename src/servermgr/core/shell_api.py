@@ -46,6 +46,9 @@ class ShellApi:
             "Interactive shell on a node (ctl shell): open, then terminal bytes within credit",
             auth=Access.OPERATE,
             websocket=True,
+            messages="JSON text frames tagged by type, relayed to the node (docs/reference/"
+            "protocol.md, File transfers and shells): shell.open, then shell.started and "
+            "credit, shell.input / shell.resize, shell.output within credit, shell.exit.",
         )
         return [(relay.SHELL_PATH, self.websocket, doc)]
 

@@ -47,6 +47,9 @@ class FilesApi:
             "Copy a file to or from a node (ctl cp): open, then data within credit",
             auth=Access.OPERATE,
             websocket=True,
+            messages="JSON text frames tagged by type, relayed to the node (docs/reference/"
+            "protocol.md, File transfers and shells): file.open, then file.ready, credit, "
+            "file.data within credit, file.end, file.result (or its error); file.cancel stops.",
         )
         return [(relay.FILES_PATH, self.websocket, doc)]
 

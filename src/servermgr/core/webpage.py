@@ -139,7 +139,17 @@ class WebPage:
     def routes(self) -> list[tuple[str, str, Handler, Doc]]:
         html = {"type": "string", "description": "text/html"}
         return [
-            ("GET", "/", self.page, Doc("The web client's page", auth=Access.PUBLIC, result=html)),
+            (
+                "GET",
+                "/",
+                self.page,
+                Doc(
+                    "The web client's page",
+                    auth=Access.PUBLIC,
+                    result=html,
+                    media_type="text/html",
+                ),
+            ),
             (
                 "GET",
                 "/web/{name}",
@@ -149,6 +159,7 @@ class WebPage:
                     auth=Access.PUBLIC,
                     params=(Param("name", "path", "file name, e.g. app.js"),),
                     result={"type": "string"},
+                    media_type="*/*",  # by the file: JavaScript, CSS, text
                 ),
             ),
             (

@@ -39,7 +39,7 @@ UNIT_SUFFIXES = frozenset(
         "automount",
     }
 )
-_UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
+_UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\@-]+\Z")
 
 # Characters that make the shell do more than run one command. A wildcard in
 # an allow pattern never stands for one of them (see ``_why_not``).

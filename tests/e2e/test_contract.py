@@ -1,0 +1,112 @@
+"""The API contract: schemathesis fuzzes a real Core against its own /openapi.json.
+
+A real Core (the CLI, its default limits) with two real nodes whose exec is
+disabled, so any job the fuzzer submits is refused by the node and nothing
+runs. The schemathesis CLI (pinned in the ``test`` extra) runs every check,
+once with the core key and once without; any failure it reports fails the
+test, with its report. A fixed seed and a bounded number of examples per
+operation keep the run repeatable and short (about 30 s on an idle machine);
+by hand, run it without ``--seed`` and ``--max-examples`` for new examples
+(docs/reference/api.md). The job stream is left out: see ``schemathesis``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.fleet import Fleet, cap, healthy, start_core
+from tests.support import free_port
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+SEED = "19"
+
+
+# A body over 64 KiB is refused with 413 before it is read as JSON: a rejection too
+# (schemathesis counts only 4xx it lists; a negative example's escaped text can be
+# several times its length).
+CONFIG = """
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422",
+                     "428", "429", "5xx"]
+"""
+# Not fuzzed yet: their bodies hold a grammar the schema does not state (alert
+# conditions, silence durations): a schema-valid body can be refused with 400.
+NOT_YET = ("/api/v1/alerts/rules", "/api/v1/alerts/silences")
+
+
+def schemathesis(
+    fleet: Fleet, url: str, examples: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**fleet.env, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"}
+    config = fleet.tmp / "schemathesis.toml"
+    config.write_text(CONFIG)
+    excluded = [a for path in NOT_YET for a in ("--exclude-path", path)]
+    return subprocess.run(
+        [
+            str(SCHEMATHESIS),
+            "--config-file",
+            str(config),
+            "run",
+            *excluded,
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(examples),
+            "--seed",
+            SEED,
+            "--no-color",
+            # A stream of an open job never ends while the job is open (the fuzzer's own
+            # jobs, waiting for the nodes it registered, stay open): checked in
+            # tests/core/test_jobs.py instead.
+            "--exclude-path",
+            "/api/v1/jobs/{job_id}/stream",
+            *extra,
+        ],
+        cwd=fleet.tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=min(fleet.left(), 240),
+    )
+
+
+def report(res: subprocess.CompletedProcess[str]) -> str:
+    return f"schemathesis exited {res.returncode}:\n{res.stdout[-12000:]}\n{res.stderr[-3000:]}"
+
+
+@cap(420)
+def test_schemathesis_finds_nothing_with_the_key_and_without(fleet: Fleet) -> None:
+    port = free_port()
+    core, key = start_core(fleet, port)
+    for name in ("node-01", "node-02"):
+        cfg = fleet.node_config(name, port, key)
+        cfg.write_text(cfg.read_text() + "[exec]\nenabled = false\n")
+        fleet.spawn(name, "node", "run", "--config", str(cfg))
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def online() -> bool:
+        nodes = httpx.get(f"{url}/api/v1/nodes", headers=headers, trust_env=False).json()
+        return sum(n["status"] == "online" for n in nodes) == 2
+
+    fleet.poll("both nodes online", online, 15)
+
+    # With the key: every phase (examples, coverage, fuzzing, stateful).
+    with_key = schemathesis(fleet, url, 8, "-H", f"Authorization: Bearer {key}")
+    assert with_key.returncode == 0, report(with_key)
+    assert "No issues found" in with_key.stdout or " passed" in with_key.stdout, report(with_key)
+    # Without: every answer is 401 (or a public route's), so fewer examples tell as much.
+    without = schemathesis(fleet, url, 3, "--phases", "coverage,fuzzing")
+    assert without.returncode == 0, report(without)
+
+    # Core stayed up and healthy, and the key never reached its log.
+    assert core.alive(), core.text()
+    assert healthy(port)
+    assert key not in core.text()
+    assert os.path.exists(fleet.tmp / "core-data")
