@@ -207,7 +207,7 @@ async def test_every_route_section_names_its_role(core: Core) -> None:
 async def test_every_parameter_and_body_field_is_in_the_api_reference(core: Core) -> None:
     """docs/reference/api.md is tested against /openapi.json: each route's section names
     each of its parameters and body fields (as `name`), and a WebSocket's section too."""
-    doc = openapi.build(core.api.route_docs())
+    doc = openapi.build(core.routes.docs())
     sections_ = {t.strip("`"): b for t, b in sections(REFERENCE / "api.md", 3).items()}
     missing = []
     for path, item in doc["paths"].items():

@@ -346,4 +346,4 @@ async def test_the_job_stream_is_ndjson_as_documented(fleet: Core) -> None:
         assert resp.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in resp.text.splitlines()]
         assert lines[0]["type"] == "job"
-        assert lines[-1]["type"] == "done"
+        assert lines[-1]["type"] == "job.done"

@@ -25,14 +25,14 @@ from typing import NamedTuple, Protocol, TypeVar
 from servermgr.common import names
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
-_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,253}")
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")  # as long as TARGET_PATTERN allows
 _GLOB_CHARS = frozenset("*?[")
 MAX_NAMES = 10000
 # The target grammar as one pattern, for Core's API schema (``\Z``-anchored,
 # no spaces): names or globs in a comma list, or key=value / key!=value terms,
-# or *. Core refuses what it does not match (jobs_api.job_spec). Keep it in
-# step with parse_target when the grammar grows.
-_ITEM = r"(?:[A-Za-z0-9_.-]{1,253}|[A-Za-z0-9_.!\]-]*[*?\[][A-Za-z0-9_.*?\[\]!-]*)"
+# or * alone (never inside a list). Core refuses what it does not match
+# (jobs_api.job_spec). Keep it in step with parse_target when the grammar grows.
+_ITEM = r"(?!\*(?:,|\Z))(?:[A-Za-z0-9_.-]{1,253}|[A-Za-z0-9_.!\]-]*[*?\[][A-Za-z0-9_.*?\[\]!-]*)"
 _LABEL = r"[A-Za-z0-9_.-]{1,63}!?=[A-Za-z0-9_./-]{0,253}"
 TARGET_PATTERN = rf"^(?:\*|{_ITEM}(?:,{_ITEM})*|{_LABEL}(?:,{_LABEL})*)\Z"
 TARGET_MAX = 32 * 1024

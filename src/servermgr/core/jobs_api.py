@@ -128,6 +128,11 @@ JOB_ONE_OF: dict[str, Any] = {
         {
             "required": ["command"],
             "properties": {"command": {"type": "string"}, "service": {"type": "null"}},
+            # stdin only with a command that runs now: no stdin, or no wait.
+            "anyOf": [
+                {"properties": {"stdin": {"type": "null"}}},
+                {"properties": {"wait": {"maximum": 0}}},
+            ],
         },
         {
             "required": ["service"],
