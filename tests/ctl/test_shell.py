@@ -92,6 +92,9 @@ async def test_prompt_echo_and_exit_code(core: Core, start_node: StartNode, tmp_
             kb.type(b"sleep 37.5\r")
             await wait_for(lambda: bool(live_processes("37.5")))
             kb.type(b"\x03")  # Ctrl-C reaches sleep on the node, not ctl
+            # The node's terminal discards input still queued when it handles the
+            # Ctrl-C (as any terminal does): type on once sleep has gone.
+            await wait_for(lambda: not live_processes("37.5"))
             kb.type(b"echo after-$?\r")
             await kb.read_until(b"after-130")
             # The window follows the local terminal: resized here, seen by stty there.
