@@ -54,7 +54,11 @@ def test_cp_to_a_label_lands_where_allowed_and_shell_exit_code(fleet: Fleet) -> 
     want = hashlib.sha256(conf.read_bytes()).hexdigest()
     target = f"{fleet.tmp}/node-01-www/nginx.conf"
     # Both nodes run role=web; each places the file under its own path rule.
-    res = fleet.run(*ctl, "cp", "./nginx.conf", f"role=web:{target}", "--mode", "0640")
+    # --label SELECTOR:PATH is TARGET:PATH spelt as the users write it.
+    both = fleet.run(*ctl, "cp", "./nginx.conf", f"role=web:{target}", "--label", "a=b:/x")
+    assert both.returncode == 2, both.stderr
+    assert "one of them" in both.stderr
+    res = fleet.run(*ctl, "cp", "./nginx.conf", "--label", f"role=web:{target}", "--mode", "0640")
     assert res.returncode == 1, res.stderr  # node-02 refuses the path
     lines = dict(line.split(None, 1) for line in res.stdout.splitlines())
     assert want in lines["node-01"]

@@ -546,6 +546,14 @@ CTL = Cmd(
                     default=4,
                     check=_count,
                 ),
+                Opt(
+                    ("--label", "-l"),
+                    "label",
+                    "Push to the nodes a label selector picks: SELECTOR:PATH "
+                    "(role=web:/etc/app.conf), instead of TARGET:PATH.",
+                    metavar="SELECTOR:PATH",
+                    complete="label",
+                ),
                 JSON,
             ),
             args=(
@@ -558,7 +566,9 @@ CTL = Cmd(
                 Arg(
                     "TARGET:PATH|LOCAL",
                     "dst",
-                    "TARGET:/path to push to (a node, a,b, role=web or *), or a local path.",
+                    "TARGET:/path to push to (a node, a,b, role=web or *), or a local path; "
+                    "absent with --label.",
+                    optional=True,
                     complete="file",
                 ),
             ),

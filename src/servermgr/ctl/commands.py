@@ -184,6 +184,16 @@ def audit(a: Parsed) -> None:
 def cp(a: Parsed) -> int:
     from servermgr.ctl import cp as cp_mod
 
+    if (a.label is None) == (a.dst is None):
+        raise UsageError("cp: give TARGET:PATH or --label SELECTOR:PATH (one of them)")
+    dst = a.dst
+    if a.label is not None:
+        selector, colon, _ = a.label.partition(":")
+        if not colon or "=" not in selector:
+            raise UsageError(
+                f"cp --label: expected SELECTOR:PATH (role=web:/etc/app.conf), got {a.label!r}"
+            )
+        dst = a.label
     base, secret, trust = resolve(a)
     conn = cp_mod.Connection(base, secret, trust)
     try:
@@ -191,7 +201,7 @@ def cp(a: Parsed) -> int:
             conn,
             lambda: client(a).nodes(),
             a.src,
-            a.dst,
+            dst,
             mode=a.mode,
             owner=a.owner,
             parallel=a.parallel,
