@@ -29,7 +29,7 @@ import trio
 from servermgr.common.errors import RedisUnavailableError
 from servermgr.common.events import JOB_EVENTS, NODE_EVENTS, EventType
 from servermgr.core.bus import Event, Match, MemoryBus, Subscription
-from servermgr.core.redisio import Message, RedisLink
+from servermgr.core.redisio import RedisLink
 
 log = logging.getLogger("servermgr.core.redis")
 
@@ -151,25 +151,9 @@ class RedisBus:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Other Cores' events to this process's subscribers; subscribed again after an outage."""
-        started = False
-        while True:
-            if not self.link.up:
-                if not started:  # Core starts without Redis: do not wait for it
-                    started = True
-                    task_status.started()
-                await self.link.wait_up()
-            send, receive = trio.open_memory_channel[Message](1000)
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.link.subscribe, CHANNELS, send)
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for _channel, data in receive:
-                        self._deliver(data)
-            except* RedisUnavailableError:
-                pass  # the link logs it and comes back
-            await trio.sleep(self.link.backoff)
+        await self.link.follow(
+            CHANNELS, lambda m: self._deliver(m[1]), buffer=1000, task_status=task_status
+        )
 
     def _deliver(self, data: bytes) -> None:
         try:

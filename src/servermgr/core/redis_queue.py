@@ -35,7 +35,7 @@ import trio
 
 from servermgr.common.errors import RedisUnavailableError
 from servermgr.core.jobqueue import Routed
-from servermgr.core.redisio import Message, RedisLink
+from servermgr.core.redisio import RedisLink
 
 log = logging.getLogger("servermgr.core.redis")
 
@@ -187,25 +187,12 @@ class RedisJobQueue:
             self._unsent.pop(0)
 
     async def _wakeups(self, *, task_status: trio.TaskStatus[None]) -> None:
-        started = False
-        while True:
-            if not self.link.up:
-                if not started:  # Core starts without Redis: do not wait for it
-                    started = True
-                    task_status.started()
-                await self.link.wait_up()
-            send, receive = trio.open_memory_channel[Message](100)
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.link.subscribe, [wake_channel(self.core)], send)
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for _ in receive:
-                        self._poll.set()
-            except* RedisUnavailableError:
-                pass  # the link logs it and comes back
-            await trio.sleep(self.link.backoff)
+        await self.link.follow(
+            [wake_channel(self.core)],
+            lambda _: self._poll.set(),
+            buffer=100,
+            task_status=task_status,
+        )
 
 
 # --- what runs in the worker threads ---------------------------------------------

@@ -256,6 +256,39 @@ class RedisLink:
 
     # --- pub/sub ------------------------------------------------------------
 
+    async def follow(
+        self,
+        channels: Sequence[str],
+        handle: Callable[[Message], None],
+        *,
+        buffer: int,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """``handle`` each message on ``channels``, subscribed again after every outage.
+
+        Started once subscribed, or at once when Redis is down (Core starts
+        without it and does not wait). Runs until cancelled.
+        """
+        started = False
+        while True:
+            if not self.up:
+                if not started:
+                    started = True
+                    task_status.started()
+                await self.wait_up()
+            send, receive = trio.open_memory_channel[Message](buffer)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.subscribe, channels, send)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for message in receive:
+                        handle(message)
+            except* RedisUnavailableError:
+                pass  # logged by the link, which comes back
+            await trio.sleep(self.backoff)
+
     async def subscribe(
         self,
         channels: Sequence[str],
