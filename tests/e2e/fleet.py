@@ -7,6 +7,7 @@ with psutil: no process carrying this test's marker outlives it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -169,6 +170,9 @@ class Fleet:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if proc.pid != proc.popen.pid:  # not our child: wait for it to be gone
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(proc.pid).wait(timeout=5)
             try:
                 proc.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:

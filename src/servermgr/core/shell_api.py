@@ -56,10 +56,9 @@ class ShellApi:
         opened = await accept(self.deps, ws, relay.decode_shell_client)
         if opened is None:
             return
-        request, node = opened
+        request, link = opened
         assert isinstance(request, relay.ShellRequest)
-        stream = self.deps.router.open(node.id)
-        link = Relay(self.deps, ws, node, stream)
+        node, stream = link.node, link.stream
         started = self.deps.clock()
         log.info("shell %s on %s opened by %s", stream.id, node.name, link.who)
         try:

@@ -130,8 +130,10 @@ def unwrap_failure() -> Iterator[None]:
 
 async def accept(
     deps: StreamDeps, ws: WebSocket, decode: Callable[[str], object]
-) -> tuple[object, NodeRow] | None:
-    """Accept ctl's WebSocket and read its open message; None (and an error sent) if bad."""
+) -> tuple[object, Relay] | None:
+    """Accept ctl's WebSocket and read its open message: the request, and its relay
+    on a node stream just opened (the caller closes it: ``deps.router.close``).
+    None (and an error sent) if bad."""
     await ws.accept()
     try:
         with trio.fail_after(OPEN_TIMEOUT):
@@ -164,7 +166,7 @@ async def accept(
     if too_old is not None:
         await refuse(ws, "too_old", too_old)
         return None
-    return request, node
+    return request, Relay(deps, ws, node, deps.router.open(node.id))
 
 
 def agent_too_old(sessions: Sessions, node: NodeRow) -> str | None:

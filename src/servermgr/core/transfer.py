@@ -57,10 +57,9 @@ class FilesApi:
         opened = await accept(self.deps, ws, relay.decode_file_client)
         if opened is None:
             return
-        request, node = opened
+        request, link = opened
         assert isinstance(request, relay.FileRequest)
-        stream = self.deps.router.open(node.id)
-        link = Relay(self.deps, ws, node, stream)
+        node, stream = link.node, link.stream
         started = self.deps.clock()
         action = f"file.{request.direction}"
         detail = request.path
