@@ -76,6 +76,9 @@ async def test_prompt_echo_and_exit_code(core: Core, start_node: StartNode, tmp_
     )
     await wait_for(lambda: online(core, "node-01"))
     kb = Keyboard()
+    # As an agent started with '&' from a script: SIGINT and SIGQUIT ignored, which
+    # its shells must not inherit (Ctrl-C below would not stop sleep).
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
     try:
         async with trio.open_nursery() as nursery:
             codes: list[int] = []
@@ -112,6 +115,8 @@ async def test_prompt_echo_and_exit_code(core: Core, start_node: StartNode, tmp_
         assert codes == [3]
     finally:
         kb.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     logs = list((tmp_path / "nodes" / "node-01" / "shell").iterdir())
     assert len(logs) == 1
     assert logs[0].stat().st_mode & 0o777 == 0o600

@@ -229,8 +229,28 @@ def _home(env: dict[str, str]) -> str:
     return home if os.path.isdir(home) else "/"
 
 
+# What a terminal's keys and job control send: the shell starts with them at their
+# defaults whatever the agent inherited (an agent started with ``&`` from a script
+# ignores SIGINT and SIGQUIT, and a shell keeps what it was started ignoring, so
+# Ctrl-C would not stop a command in the session).
+_TERMINAL_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGPIPE,
+    signal.SIGCHLD,
+)
+
+
 def _take_terminal() -> None:  # pragma: no cover - runs in the child before exec
-    """Make the PTY (stdin) the controlling terminal of the new session."""
+    """Make the PTY (stdin) the controlling terminal of the new session, with the
+    terminal's signals at their defaults and none blocked."""
+    for sig in _TERMINAL_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
