@@ -51,6 +51,8 @@ from faultlib import (
     wait_until,
 )
 
+from servermgr.core.jobs_api import MAX_COMMAND
+
 
 @dataclass
 class Row:
@@ -154,7 +156,7 @@ def node_killed(rig: Rig) -> Row:
 
 # --- c. node stopped (SIGSTOP) during a fan-out ------------------------------------------
 
-STOP_FILLER_JOBS = 20  # of 60 kB each: more than the kernel buffers of a connection hold
+STOP_FILLER_JOBS = 40  # of 32 KiB each: more than the kernel buffers of a connection hold
 
 
 def node_stopped(rig: Rig) -> Row:
@@ -172,8 +174,9 @@ def node_stopped(rig: Rig) -> Row:
     token = rig.token()
     os.kill(rig.agents[victim].pid, signal.SIGSTOP)
     try:
-        # Fill the stopped node's socket (a node that does not read): big jobs for it alone.
-        filler = ": " + "x" * 60_000 + "; true"
+        # Fill the stopped node's socket (a node that does not read): big jobs for it
+        # alone, each command near Core's 32 KiB limit (jobs_api.MAX_COMMAND).
+        filler = ": " + "x" * (MAX_COMMAND - 16) + "; true"
         t0 = time.monotonic()
         fillers: list[str] = []
         for i in range(STOP_FILLER_JOBS):
