@@ -145,25 +145,10 @@ class FileTransfers:
         place = await trio.to_thread.run_sync(Placement.open, target, tid, size, self._check)
         try:
             uid, gid, mode = await trio.to_thread.run_sync(place.attributes, msg)
-            budget.granted(flow.WINDOW)
-            await self._send(proto.FileReady(transfer_id=tid))
-            await self._send(proto.StreamCredit(stream_id=tid, bytes=flow.WINDOW))
-            async with inbox:
-                async for item in inbox:
-                    if isinstance(item, proto.FileCancel):
-                        raise TransferFailed(f"cancelled: {item.reason}")
-                    if isinstance(item, proto.FileEnd):
-                        digest = await trio.to_thread.run_sync(place.finish, item, uid, gid, mode)
-                        log.info("placed %s (%d bytes, sha256 %s)", target, item.size, digest)
-                        return proto.FileResult(
-                            transfer_id=tid, error=None, sha256=digest, size=item.size
-                        )
-                    assert isinstance(item, proto.FileData)
-                    await trio.to_thread.run_sync(place.write, item)
-                    back = budget.consumed(len(item.chunk))
-                    if back:
-                        await self._send(proto.StreamCredit(stream_id=tid, bytes=back))
-            raise TransferFailed("the transfer ended before all of it came")
+            end = await receive_into(place, inbox, budget, self._send, tid, "it")
+            digest = await trio.to_thread.run_sync(place.finish, end, uid, gid, mode)
+            log.info("placed %s (%d bytes, sha256 %s)", target, end.size, digest)
+            return proto.FileResult(transfer_id=tid, error=None, sha256=digest, size=end.size)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(place.discard)
@@ -359,3 +344,31 @@ def _reason(exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "a symbolic link is in the way (not followed)"
     return exc.strerror or str(exc)
+
+
+async def receive_into(
+    place: Placement,
+    inbox: trio.MemoryReceiveChannel[proto.CoreMessage],
+    budget: flow.Budget,
+    send: Send,
+    tid: str,
+    what: str,
+) -> proto.FileEnd:
+    """Say ready and grant a window, then write each chunk into ``place``, granting
+    credit back as it is written, until the end; TransferFailed when cancelled or
+    when the stream ends before the end (``what`` names the file in that message)."""
+    budget.granted(flow.WINDOW)
+    await send(proto.FileReady(transfer_id=tid))
+    await send(proto.StreamCredit(stream_id=tid, bytes=flow.WINDOW))
+    async with inbox:
+        async for item in inbox:
+            if isinstance(item, proto.FileCancel):
+                raise TransferFailed(f"cancelled: {item.reason}")
+            if isinstance(item, proto.FileEnd):
+                return item
+            assert isinstance(item, proto.FileData)
+            await trio.to_thread.run_sync(place.write, item)
+            back = budget.consumed(len(item.chunk))
+            if back:
+                await send(proto.StreamCredit(stream_id=tid, bytes=back))
+    raise TransferFailed(f"the transfer ended before all of {what} came")

@@ -47,7 +47,7 @@ from servermgr.common import flow, proto
 from servermgr.common.config import ExecConfig
 from servermgr.common.files import write_atomic
 from servermgr.node import policy
-from servermgr.node.files import Placement, TransferFailed
+from servermgr.node.files import Placement, TransferFailed, receive_into
 
 log = logging.getLogger("servermgr.node.upgrade")
 
@@ -158,21 +158,8 @@ class Upgrades:
             Placement.open, str(zipapp), tid, msg.size, lambda access, path: None
         )
         try:
-            budget.granted(flow.WINDOW)
-            await self._send(proto.FileReady(transfer_id=tid))
-            await self._send(proto.StreamCredit(stream_id=tid, bytes=flow.WINDOW))
-            async with inbox:
-                async for item in inbox:
-                    if isinstance(item, proto.FileCancel):
-                        raise TransferFailed(f"cancelled: {item.reason}")
-                    if isinstance(item, proto.FileEnd):
-                        return await self._switch(msg, item, place, zipapp)
-                    assert isinstance(item, proto.FileData)
-                    await trio.to_thread.run_sync(place.write, item)
-                    back = budget.consumed(len(item.chunk))
-                    if back:
-                        await self._send(proto.StreamCredit(stream_id=tid, bytes=back))
-            raise TransferFailed("the transfer ended before all of the new agent came")
+            end = await receive_into(place, inbox, budget, self._send, tid, "the new agent")
+            return await self._switch(msg, end, place, zipapp)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(place.discard)
