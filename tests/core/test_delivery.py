@@ -87,9 +87,9 @@ async def test_a_job_the_node_never_received_is_sent_again(
     job = await submit(core, target="node-01", command="echo arrived", wait=30)
     await finished(core, job["id"])
     entry_job = job["id"]
+    from servermgr.core.entries import Entry
     from servermgr.core.jobstate import State, Status
     from servermgr.core.jobstore import NodeResult
-    from servermgr.core.scheduler import Entry
 
     stored = await core.db.read(core.jobs.store.get, entry_job)
     assert stored is not None

@@ -264,9 +264,9 @@ async def test_result_sent_twice_is_stored_once(fleet: Core) -> None:
 async def test_an_entry_being_dispatched_to_an_online_node_does_not_expire(fleet: Core) -> None:
     # A big fan-out dispatches node after node; a deadline check in between
     # must not expire the ones still waiting their turn (wait = 0).
+    from servermgr.core.entries import Entry
     from servermgr.core.jobstate import State, Status
     from servermgr.core.jobstore import JobRecord, NodeResult
-    from servermgr.core.scheduler import Entry
 
     row = fleet.registry.by_ref("node-02")
     assert row is not None

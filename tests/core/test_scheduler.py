@@ -15,9 +15,10 @@ import trio
 from servermgr.common import proto
 from servermgr.common.selector import parse_target
 from servermgr.core.bus import MemoryBus
+from servermgr.core.entries import Delivery, JobSpec
 from servermgr.core.jobqueue import MemoryJobQueue
 from servermgr.core.registry import NodeRegistry
-from servermgr.core.scheduler import ACCEPT_AFTER, Delivery, JobSpec, Scheduler
+from servermgr.core.scheduler import ACCEPT_AFTER, Scheduler
 from servermgr.core.status import MemoryStatus
 from servermgr.core.storage import Storage
 from servermgr.core.writer import Database

@@ -14,9 +14,10 @@ from servermgr.common import names, proto, timespec
 from servermgr.common.selector import TARGET_MAX, TARGET_PATTERN, parse_target
 from servermgr.core.api import Api, Handler
 from servermgr.core.auth import Access, ApiFailure, principal_of, read_json, read_query
+from servermgr.core.entries import JobError, JobSpec
 from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
-from servermgr.core.scheduler import JobError, JobSpec, Scheduler
+from servermgr.core.scheduler import Scheduler
 
 MAX_OUTPUT_CAP = 16 * 1024 * 1024
 MAX_SECONDS = 7 * 86400.0

@@ -16,7 +16,8 @@ Entries not final yet live in memory (with the output received so far, at
 most the job's ``output_cap`` per stream whatever the node sends) and in
 SQLite, indexed by job and by node; final results are written once,
 idempotently, then acked to the node. Every change is published on the
-event bus for live streams.
+event bus for live streams. Entries, the job request and the documents
+the API answers with are in ``core/entries.py``.
 
 A job for a node not connected here goes into the job queue
 (``core/jobqueue.py``): it waits there for the node (until the job's
@@ -38,18 +39,28 @@ import logging
 import secrets
 import sqlite3
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, TypedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
 import trio
 
 from servermgr.common import proto
 from servermgr.common.errors import StorageUnavailableError
 from servermgr.common.events import EventType
-from servermgr.common.selector import Target, select
+from servermgr.common.selector import select
 from servermgr.core import jobstate
 from servermgr.core.bus import EventBus
+from servermgr.core.entries import (
+    Entry,
+    JobError,
+    JobSpec,
+    OpenEntries,
+    Sessions,
+    job_doc,
+    node_doc,
+    outcome,
+)
 from servermgr.core.jobqueue import JobQueue
 from servermgr.core.jobstate import Effect, State, Status
 from servermgr.core.jobstore import JobRecord, JobStore, NodeResult
@@ -63,120 +74,6 @@ LOST_GRACE = 30.0
 ACCEPT_AFTER = 5.0  # a node must answer a job.run within this, or it is stalled
 TICK = 0.5
 FEW = 32  # nodes looked up one by one in the status store; more: one read of all
-
-Delivery = Literal["sent", "offline", "stalled"]
-
-
-class Sessions(Protocol):
-    """What the scheduler needs of the gateway: reach a node now, bounded."""
-
-    def is_online(self, node_id: str) -> bool: ...
-
-    async def deliver(self, node_id: str, msg: proto.CoreMessage) -> Delivery:
-        """Send ``msg``; "stalled" when the node's connection did not take it in time
-        (the gateway has closed that connection then)."""
-        ...
-
-    def disconnect_stalled(self, node_id: str, reason: str) -> None: ...
-
-
-class JobError(Exception):
-    """A job request that cannot be accepted; ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass(eq=False)
-class Entry:
-    job: JobRecord
-    node_id: str
-    name: str
-    status: Status
-    out: dict[str, bytearray] = field(
-        default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray()}
-    )
-    # Output beyond the job's cap that Core dropped (whatever the node says).
-    cut: dict[str, bool] = field(default_factory=lambda: {"stdout": False, "stderr": False})
-
-    @property
-    def state(self) -> State:
-        return self.status.state
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.job.id, self.node_id)
-
-
-class OpenEntries:
-    """Entries not final yet, indexed by job and by node.
-
-    A cancel touches its job's entries and a reconnect its node's, never
-    every open entry; "is this job still open?" is one dict lookup.
-    """
-
-    def __init__(self) -> None:
-        self._by_job: dict[str, dict[str, Entry]] = {}
-        self._by_node: dict[str, dict[str, Entry]] = {}
-        self._count = 0
-
-    def add(self, entry: Entry) -> None:
-        job_id, node_id = entry.key
-        per_job = self._by_job.setdefault(job_id, {})
-        if node_id not in per_job:
-            self._count += 1
-        per_job[node_id] = entry
-        self._by_node.setdefault(node_id, {})[job_id] = entry
-
-    def discard(self, entry: Entry) -> bool:
-        """Remove ``entry``; False if it was not (or no longer) the open one."""
-        job_id, node_id = entry.key
-        per_job = self._by_job.get(job_id)
-        if per_job is None or per_job.get(node_id) is not entry:
-            return False
-        del per_job[node_id]
-        if not per_job:
-            del self._by_job[job_id]
-        per_node = self._by_node[node_id]
-        del per_node[job_id]
-        if not per_node:
-            del self._by_node[node_id]
-        self._count -= 1
-        return True
-
-    def get(self, job_id: str, node_id: str) -> Entry | None:
-        return self._by_job.get(job_id, {}).get(node_id)
-
-    def of_job(self, job_id: str) -> list[Entry]:
-        return list(self._by_job.get(job_id, {}).values())
-
-    def of_node(self, node_id: str) -> list[Entry]:
-        return list(self._by_node.get(node_id, {}).values())
-
-    def values(self) -> Iterator[Entry]:
-        return iter([e for per_job in self._by_job.values() for e in per_job.values()])
-
-    def has_job(self, job_id: str) -> bool:
-        return job_id in self._by_job
-
-    def __len__(self) -> int:
-        return self._count
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    target: Target
-    command: str | None
-    service: proto.ServiceAction | None
-    timeout: float
-    output_cap: int
-    env: dict[str, str]
-    cwd: str | None
-    wait: float
-    stdin: bytes | None = None
 
 
 class Scheduler:
@@ -531,7 +428,7 @@ class Scheduler:
                 node_id,
                 entry.name,
                 new.state,
-                **_outcome(msg),
+                **outcome(msg),
                 stdout=bytes(entry.out["stdout"]),
                 stderr=bytes(entry.out["stderr"]),
                 stdout_truncated=msg.stdout_truncated or entry.cut["stdout"],
@@ -540,7 +437,7 @@ class Scheduler:
         else:
             # Not open here: re-sent, or late for an entry marked lost or
             # stalled (the store keeps the output it has and the first result).
-            result = NodeResult(node_id, "", jobstate.OUTCOME[msg.outcome], **_outcome(msg))
+            result = NodeResult(node_id, "", jobstate.OUTCOME[msg.outcome], **outcome(msg))
         try:
             # Coalesced with the results arriving meanwhile: one transaction
             # for many nodes of a fan-out; acked only once committed. The
@@ -558,7 +455,7 @@ class Scheduler:
             entry.status = new
         if stored:  # not when the same result came twice
             name = entry.name if entry is not None else self._name(node_id)
-            self._publish_state(msg.job_id, node_id, name, result.state, **_outcome(msg))
+            self._publish_state(msg.job_id, node_id, name, result.state, **outcome(msg))
             await self._maybe_done(msg.job_id)
         await ack()
 
@@ -744,61 +641,3 @@ class Scheduler:
             doc["stdout_bytes"], doc["stderr_bytes"] = len(out["stdout"]), len(out["stderr"])
             docs.append(doc)
         return job_doc(job, docs)
-
-
-class _Outcome(TypedDict):
-    exit_code: int | None
-    signal: int | None
-    error: str | None
-    duration: float | None
-
-
-def _outcome(msg: proto.JobResult) -> _Outcome:
-    """How a node's run ended, as stored and as published."""
-    return {
-        "exit_code": msg.exit_code,
-        "signal": msg.signal,
-        "error": msg.error,
-        "duration": msg.duration,
-    }
-
-
-def node_doc(n: NodeResult, *, output: bool) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "node_id": n.node_id,
-        "node": n.name,
-        "state": n.state,
-        "exit_code": n.exit_code,
-        "signal": n.signal,
-        "error": n.error,
-        "duration": n.duration,
-        "sent_at": n.sent_at,
-        "finished_at": n.finished_at,
-        "stdout_truncated": n.stdout_truncated,
-        "stderr_truncated": n.stderr_truncated,
-        "stdout_bytes": len(n.stdout),
-        "stderr_bytes": len(n.stderr),
-    }
-    if output:
-        doc["stdout"] = n.stdout.decode("utf-8", "replace")
-        doc["stderr"] = n.stderr.decode("utf-8", "replace")
-        doc["stdout_b64"] = base64.b64encode(n.stdout).decode()
-        doc["stderr_b64"] = base64.b64encode(n.stderr).decode()
-    return doc
-
-
-def job_doc(job: JobRecord, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    open_ = any(State(n["state"]) in jobstate.OPEN for n in nodes)
-    return {
-        "id": job.id,
-        "created": job.created,
-        "command": job.command,
-        "service": job.service,
-        "target": job.target,
-        "timeout": job.timeout,
-        "output_cap": job.output_cap,
-        "deadline": job.deadline,
-        "principal": job.principal,
-        "state": "running" if open_ else "done",
-        "nodes": nodes,
-    }

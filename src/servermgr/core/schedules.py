@@ -30,9 +30,10 @@ import trio
 
 from servermgr.common.errors import StorageError
 from servermgr.core import schedule_rules
+from servermgr.core.entries import JobError
 from servermgr.core.jobs_api import JobBody, job_spec
 from servermgr.core.schedule_rules import Claim, When
-from servermgr.core.scheduler import JobError, Scheduler
+from servermgr.core.scheduler import Scheduler
 from servermgr.core.storage import Storage
 from servermgr.core.writer import Database
 
