@@ -204,6 +204,10 @@ def test_a_node_needs_only_core_addr_to_start(tmp_path: Path) -> None:
     [
         ('[server]\nlisen = "127.0.0.1:1"\n', "server.lisen: unknown key; did you mean 'listen'?"),
         ("[storge]\n", "storge: unknown section; did you mean 'storage'?"),
+        (
+            '[[receiver]]\nname = "ops"\ntype = "webhook"\nurl = "http://h/"\ntimout = 5\n',
+            "receiver.ops.timout: unknown key; did you mean 'timeout'?",
+        ),
     ],
 )
 def test_an_unknown_key_suggests_the_closest_valid_one(text: str, hint: str) -> None:

@@ -97,7 +97,7 @@ def with_overrides(cfg: Config, *, listen: str | None, data_dir: str | None) -> 
     with the data directory unless the config placed it elsewhere)."""
     from dataclasses import replace
 
-    from servermgr.common.config import parse_listen
+    from servermgr.common.config_fields import parse_listen
 
     if listen is not None:
         host, port = parse_listen(listen)

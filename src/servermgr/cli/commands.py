@@ -48,7 +48,7 @@ def _time(text: str) -> str:
 
 
 def _listen(text: str) -> str:
-    from servermgr.common.config import parse_listen
+    from servermgr.common.config_fields import parse_listen
 
     parse_listen(text)
     return text

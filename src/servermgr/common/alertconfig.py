@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from servermgr.common.alertrule import MAX_RULES, Rule, RuleDoc, check_rule
+from servermgr.common.config_fields import Section
 from servermgr.common.errors import ConfigError
 from servermgr.common.timespec import parse_duration
 
@@ -218,17 +219,8 @@ def _receivers(source: str, value: Any) -> list[Receiver]:
     return out
 
 
-class _Table:
-    def __init__(self, source: str, where: str, table: dict[str, Any]) -> None:
-        self.source, self.where, self.table = source, where, table
-
-    def fail(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(self.source, f"{self.where}.{key}", reason)
-
-    def keys(self, allowed: set[str]) -> None:
-        for key in self.table:
-            if key not in allowed:
-                raise self.fail(key, f"unknown key (known keys: {', '.join(sorted(allowed))})")
+class _Table(Section):
+    """A receiver's table: the shared checks plus its text and duration fields."""
 
     def text(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)
@@ -255,7 +247,7 @@ def _receiver(t: _Table, name: str) -> Receiver:
     if kind not in RECEIVER_TYPES:
         raise t.fail("type", f"required: one of {', '.join(RECEIVER_TYPES)}")
     if kind == "webhook":
-        t.keys({"name", "type", "url", "template", "headers", "timeout"})
+        t.check_keys({"name", "type", "url", "template", "headers", "timeout"})
         url = t.text("url")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -271,7 +263,7 @@ def _receiver(t: _Table, name: str) -> Receiver:
             raise t.fail("headers", "must be a table of strings (one line each)")
         return WebhookReceiver(name, url, template, dict(headers), t.seconds("timeout", 10.0))
     if kind == "command":
-        t.keys({"name", "type", "command", "timeout"})
+        t.check_keys({"name", "type", "command", "timeout"})
         argv = t.table.get("command")
         if (
             not isinstance(argv, list)
@@ -283,7 +275,7 @@ def _receiver(t: _Table, name: str) -> Receiver:
                 'required: an array of words, e.g. ["/usr/local/bin/page", "--team", "ops"]',
             )
         return CommandReceiver(name, tuple(argv), t.seconds("timeout", 30.0))
-    t.keys(
+    t.check_keys(
         {
             "name",
             "type",

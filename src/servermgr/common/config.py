@@ -11,19 +11,16 @@ Pure logic apart from reading the file: ``parse_config`` takes text.
 
 from __future__ import annotations
 
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from servermgr.common import names
+from servermgr.common import config_fields as cf
 from servermgr.common.alertconfig import AlertsConfig, parse_alerts
 from servermgr.common.errors import ConfigError
-from servermgr.common.timespec import parse_duration
-from servermgr.common.tls import Trust, parse_fingerprint
+from servermgr.common.tls import Trust
 
 DEFAULT_CONFIG_NAME = "servermgr.toml"
 CONFIG_ENV = "SERVERMGR_CONFIG"
@@ -213,58 +210,6 @@ def load_config(path: Path | None, *, cwd: Path) -> Config:
     return parse_config(text, source=path, base_dir=base)
 
 
-# --- validation ------------------------------------------------------------
-
-_Check = Callable[[str, Any], Any]
-
-
-class _Section:
-    def __init__(self, source: str, name: str, table: Any) -> None:
-        self.source = source
-        self.name = name
-        if not isinstance(table, dict):
-            raise ConfigError(source, name, f"must be a table, not {_tname(table)}")
-        self.table: dict[str, Any] = table
-
-    def check_keys(self, allowed: set[str]) -> None:
-        for key in self.table:
-            if key not in allowed:
-                known = ", ".join(sorted(allowed))
-                raise ConfigError(
-                    self.source,
-                    f"{self.name}.{key}",
-                    f"unknown key{_did_you_mean(key, allowed)} (known keys: {known})",
-                )
-
-    def get(self, key: str, check: _Check, default: Any) -> Any:
-        if key not in self.table:
-            return default
-        reason_or_value = check(key, self.table[key])
-        return reason_or_value
-
-    def fail(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(self.source, f"{self.name}.{key}", reason)
-
-
-def _did_you_mean(word: str, known: set[str]) -> str:
-    """``; did you mean 'listen'?`` for a near miss, else nothing."""
-    from difflib import get_close_matches
-
-    close = get_close_matches(word, sorted(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _tname(value: Any) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        dict: "a table",
-        list: "an array",
-    }.get(type(value), type(value).__name__)
-
-
 def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     """Validate TOML ``text``; errors name ``source``, the key and the reason."""
     src = str(source) if source else "<defaults>"
@@ -290,31 +235,31 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             raise ConfigError(
                 src,
                 name,
-                f"unknown section{_did_you_mean(name, sections)} "
+                f"unknown section{cf.did_you_mean(name, sections)} "
                 f"(known sections: {', '.join(sorted(sections))})",
             )
 
-    def path_value(sec: _Section) -> _Check:
+    def path_value(sec: cf.Section) -> cf.Check:
         def check(key: str, value: Any) -> Path:
             if not isinstance(value, str) or not value:
-                raise sec.fail(key, f"must be a non-empty path string, not {_tname(value)}")
+                raise sec.fail(key, f"must be a non-empty path string, not {cf.type_name(value)}")
             p = Path(value).expanduser()
             return p if p.is_absolute() else base_dir / p
 
         return check
 
-    server = _Section(src, "server", doc.get("server", {}))
+    server = cf.Section(src, "server", doc.get("server", {}))
     server.check_keys(
         {"listen", "heartbeat_interval", "tls", "tls_cert", "tls_key", "metrics_loopback"}
     )
-    host, port = server.get("listen", lambda k, v: _parse_listen(server, k, v), ("127.0.0.1", 9999))
+    host, port = server.get("listen", lambda k, v: cf.listen(server, k, v), ("127.0.0.1", 9999))
     interval = server.get(
-        "heartbeat_interval", lambda k, v: _number(server, k, v, 0.05, 3600.0), 5.0
+        "heartbeat_interval", lambda k, v: cf.number(server, k, v, 0.05, 3600.0), 5.0
     )
-    tls_mode, tls_cert, tls_key = _server_tls(server, path_value(server))
-    metrics_loopback = server.get("metrics_loopback", lambda k, v: _bool(server, k, v), False)
+    tls_mode, tls_cert, tls_key = cf.server_tls(server, path_value(server))
+    metrics_loopback = server.get("metrics_loopback", lambda k, v: cf.boolean(server, k, v), False)
 
-    storage = _Section(src, "storage", doc.get("storage", {}))
+    storage = cf.Section(src, "storage", doc.get("storage", {}))
     storage.check_keys(
         {
             "data_dir",
@@ -328,22 +273,22 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     )
     data_dir = storage.get("data_dir", path_value(storage), base_dir / "data")
     sqlite_path = storage.get("sqlite_path", path_value(storage), data_dir / "server_manager.db")
-    redis_url = storage.get("redis_url", lambda k, v: _parse_redis(storage, k, v), None)
+    redis_url = storage.get("redis_url", lambda k, v: cf.redis_url(storage, k, v), None)
     keep: dict[str, float] = {}
     for key, default, finer in (
         ("retention_raw", StorageConfig.retention_raw, None),
         ("retention_1m", StorageConfig.retention_1m, "retention_raw"),
         ("retention_1h", StorageConfig.retention_1h, "retention_1m"),
     ):
-        keep[key] = storage.get(key, lambda k, v: _retention(storage, k, v), default)
+        keep[key] = storage.get(key, lambda k, v: cf.retention(storage, k, v), default)
         if finer is not None and keep[key] < keep[finer]:
-            given = _span(keep[key]) + ("" if key in storage.table else " by default")
+            given = cf.span(keep[key]) + ("" if key in storage.table else " by default")
             raise storage.fail(
-                key, f"is {given}, shorter than storage.{finer} ({_span(keep[finer])})"
+                key, f"is {given}, shorter than storage.{finer} ({cf.span(keep[finer])})"
             )
-    max_db_size = storage.get("max_db_size", lambda k, v: _parse_size(storage, k, v), None)
+    max_db_size = storage.get("max_db_size", lambda k, v: cf.size(storage, k, v), None)
 
-    node = _Section(src, "node", doc.get("node", {}))
+    node = cf.Section(src, "node", doc.get("node", {}))
     node.check_keys(
         {
             "core_addr",
@@ -355,16 +300,16 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
             "ca_file",
         }
     )
-    core_addr = node.get("core_addr", lambda k, v: _parse_core_addrs(node, k, v), ())
-    token = node.get("register_token", lambda k, v: _string(node, k, v), None)
-    hostname = node.get("hostname", lambda k, v: _parse_hostname(node, k, v), None)
+    core_addr = node.get("core_addr", lambda k, v: cf.core_addrs(node, k, v), ())
+    token = node.get("register_token", lambda k, v: cf.string(node, k, v), None)
+    hostname = node.get("hostname", lambda k, v: cf.hostname(node, k, v), None)
     node_dir = node.get("data_dir", path_value(node), base_dir / "node-data")
-    labels = node.get("labels", lambda k, v: _parse_labels(node, k, v), {})
-    pin = node.get("tls_fingerprint", lambda k, v: _parse_fingerprint(node, k, v), None)
+    labels = node.get("labels", lambda k, v: cf.labels(node, k, v), {})
+    pin = node.get("tls_fingerprint", lambda k, v: cf.fingerprint(node, k, v), None)
     ca_file = node.get("ca_file", path_value(node), None)
-    _check_node_tls(node, core_addr, pin, ca_file)
+    cf.check_node_tls(node, core_addr, pin, ca_file)
 
-    ex = _Section(src, "exec", doc.get("exec", {}))
+    ex = cf.Section(src, "exec", doc.get("exec", {}))
     ex.check_keys(
         {
             "enabled",
@@ -381,31 +326,31 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
         }
     )
     exec_cfg = ExecConfig(
-        enabled=ex.get("enabled", lambda k, v: _bool(ex, k, v), True),
-        allow=ex.get("allow", lambda k, v: _string_list(ex, k, v), ()),
-        allow_env=ex.get("allow_env", lambda k, v: _string_list(ex, k, v), ()),
-        allow_cwd=ex.get("allow_cwd", lambda k, v: _absolute_list(ex, k, v), ()),
-        run_as=ex.get("run_as", lambda k, v: _string(ex, k, v), None),
-        max_timeout=ex.get("max_timeout", lambda k, v: _number(ex, k, v, 0.1, 7 * 86400.0), None),
-        max_concurrent=int(ex.get("max_concurrent", lambda k, v: _integer(ex, k, v, 1, 1024), 8)),
-        shell=ex.get("shell", lambda k, v: _bool(ex, k, v), False),
-        shell_transcript=ex.get("shell_transcript", lambda k, v: _bool(ex, k, v), False),
-        shell_command=ex.get("shell_command", lambda k, v: _absolute(ex, k, v), None),
-        allow_upgrade=ex.get("allow_upgrade", lambda k, v: _bool(ex, k, v), None),
+        enabled=ex.get("enabled", lambda k, v: cf.boolean(ex, k, v), True),
+        allow=ex.get("allow", lambda k, v: cf.string_list(ex, k, v), ()),
+        allow_env=ex.get("allow_env", lambda k, v: cf.string_list(ex, k, v), ()),
+        allow_cwd=ex.get("allow_cwd", lambda k, v: cf.absolute_list(ex, k, v), ()),
+        run_as=ex.get("run_as", lambda k, v: cf.string(ex, k, v), None),
+        max_timeout=ex.get("max_timeout", lambda k, v: cf.number(ex, k, v, 0.1, 7 * 86400.0), None),
+        max_concurrent=int(ex.get("max_concurrent", lambda k, v: cf.integer(ex, k, v, 1, 1024), 8)),
+        shell=ex.get("shell", lambda k, v: cf.boolean(ex, k, v), False),
+        shell_transcript=ex.get("shell_transcript", lambda k, v: cf.boolean(ex, k, v), False),
+        shell_command=ex.get("shell_command", lambda k, v: cf.absolute(ex, k, v), None),
+        allow_upgrade=ex.get("allow_upgrade", lambda k, v: cf.boolean(ex, k, v), None),
     )
-    fs = _Section(src, "files", doc.get("files", {}))
+    fs = cf.Section(src, "files", doc.get("files", {}))
     fs.check_keys({"read", "write", "max_size"})
     files_cfg = FilesConfig(
-        read=fs.get("read", lambda k, v: _absolute_list(fs, k, v), None),
-        write=fs.get("write", lambda k, v: _absolute_list(fs, k, v), None),
-        max_size=fs.get("max_size", lambda k, v: _parse_size(fs, k, v), FilesConfig.max_size),
+        read=fs.get("read", lambda k, v: cf.absolute_list(fs, k, v), None),
+        write=fs.get("write", lambda k, v: cf.absolute_list(fs, k, v), None),
+        max_size=fs.get("max_size", lambda k, v: cf.size(fs, k, v), FilesConfig.max_size),
     )
 
-    limits = _parse_limits(_Section(src, "limits", doc.get("limits", {})))
+    limits = _parse_limits(cf.Section(src, "limits", doc.get("limits", {})))
 
-    log = _Section(src, "log", doc.get("log", {}))
+    log = cf.Section(src, "log", doc.get("log", {}))
     log.check_keys({"level"})
-    level = log.get("level", lambda k, v: _choice(log, k, v, LOG_LEVELS), "info")
+    level = log.get("level", lambda k, v: cf.choice(log, k, v, LOG_LEVELS), "info")
     alerts = parse_alerts(src, doc.get("alerts", {}), doc.get("alert", []), doc.get("receiver", []))
 
     return Config(
@@ -445,7 +390,7 @@ def parse_config(text: str, *, source: Path | None, base_dir: Path) -> Config:
     )
 
 
-def _parse_limits(sec: _Section) -> LimitsConfig:
+def _parse_limits(sec: cf.Section) -> LimitsConfig:
     sec.check_keys(
         {
             "auth_failures",
@@ -458,265 +403,20 @@ def _parse_limits(sec: _Section) -> LimitsConfig:
     d = LimitsConfig()
     return LimitsConfig(
         auth_failures=sec.get(
-            "auth_failures", lambda k, v: _integer(sec, k, v, 1, 1_000_000), d.auth_failures
+            "auth_failures", lambda k, v: cf.integer(sec, k, v, 1, 1_000_000), d.auth_failures
         ),
         auth_window=sec.get(
-            "auth_window", lambda k, v: _number(sec, k, v, 1, 86400), d.auth_window
+            "auth_window", lambda k, v: cf.number(sec, k, v, 1, 86400), d.auth_window
         ),
         unauthenticated_connections=sec.get(
             "unauthenticated_connections",
-            lambda k, v: _integer(sec, k, v, 1, 1_000_000),
+            lambda k, v: cf.integer(sec, k, v, 1, 1_000_000),
             d.unauthenticated_connections,
         ),
         handshake_timeout=sec.get(
-            "handshake_timeout", lambda k, v: _number(sec, k, v, 0.1, 300), d.handshake_timeout
+            "handshake_timeout", lambda k, v: cf.number(sec, k, v, 0.1, 300), d.handshake_timeout
         ),
         send_timeout=sec.get(
-            "send_timeout", lambda k, v: _number(sec, k, v, 1, 3600), d.send_timeout
+            "send_timeout", lambda k, v: cf.number(sec, k, v, 1, 3600), d.send_timeout
         ),
     )
-
-
-def _string(sec: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise sec.fail(key, f"must be a non-empty string, not {_tname(value)}")
-    return value
-
-
-def _bool(sec: _Section, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise sec.fail(key, f"must be true or false, not {_tname(value)}")
-    return value
-
-
-def _integer(sec: _Section, key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise sec.fail(key, f"must be a whole number, not {_tname(value)}")
-    if not low <= value <= high:
-        raise sec.fail(key, f"must be between {low} and {high}, not {value}")
-    return value
-
-
-def _string_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise sec.fail(key, "must be an array of non-empty strings")
-    return tuple(value)
-
-
-def _absolute(sec: _Section, key: str, value: Any) -> str:
-    text = _string(sec, key, value)
-    if not text.startswith("/"):
-        raise sec.fail(key, f"must be an absolute path, not {text!r}")
-    return text
-
-
-def _absolute_list(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
-    paths = _string_list(sec, key, value)
-    for path in paths:
-        if not path.startswith("/"):
-            raise sec.fail(key, f"must hold absolute path patterns, not {path!r}")
-    return paths
-
-
-def _number(sec: _Section, key: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise sec.fail(key, f"must be a number, not {_tname(value)}")
-    if not low <= value <= high:
-        raise sec.fail(key, f"must be between {low:g} and {high:g}, not {value:g}")
-    return float(value)
-
-
-def _choice(sec: _Section, key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise sec.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
-    return value.lower()
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, **{f"{p}b": 1000**i for i, p in enumerate("kmgt", 1)}}
-_SIZE_UNITS |= {f"{p}ib": 1024**i for i, p in enumerate("kmgt", 1)}
-
-
-def parse_size(text: str) -> int:
-    """``1GiB``, ``500MB``, ``4096``: bytes. KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"bad size {text!r}: use e.g. 500MB, 1GiB or a number of bytes")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-
-
-def _retention(sec: _Section, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise sec.fail(key, f'must be a duration like "24h" or "30d", not {_tname(value)}')
-    try:
-        seconds = parse_duration(value) if isinstance(value, str) else float(value)
-    except ValueError as exc:
-        raise sec.fail(key, str(exc)) from None
-    if not 600 <= seconds <= 100 * 365 * 86400:
-        raise sec.fail(key, f"must be between 10m and 100 years, not {value!r}")
-    return seconds
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-def _parse_size(sec: _Section, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise sec.fail(key, f'must be a size like "1GiB" or "500MB", not {_tname(value)}')
-    try:
-        size = parse_size(value) if isinstance(value, str) else value
-    except ValueError as exc:
-        raise sec.fail(key, str(exc)) from None
-    if size < 2**20:
-        raise sec.fail(key, f"must be at least 1MiB, not {value!r}")
-    return size
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError with a reason."""
-    if text.startswith("["):
-        host, sep, port_text = text[1:].partition("]:")
-        if not sep:
-            raise ValueError("expected [IPv6]:port")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError("expected host:port, e.g. 127.0.0.1:9999")
-        if ":" in host:
-            raise ValueError("write an IPv6 address in brackets, e.g. [::1]:9999")
-    if not host:
-        raise ValueError("the host part is empty")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, not {port_text!r}")
-    return host, int(port_text)
-
-
-def _parse_listen(sec: _Section, key: str, value: Any) -> tuple[str, int]:
-    if not isinstance(value, str):
-        raise sec.fail(key, f'must be a string like "127.0.0.1:9999", not {_tname(value)}')
-    try:
-        return parse_listen(value)
-    except ValueError as exc:
-        raise sec.fail(key, f"bad address {value!r}: {exc}") from None
-
-
-def _check_url(value: str, schemes: tuple[str, ...]) -> str | None:
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in schemes:
-        return f"scheme must be {' or '.join(s + '://' for s in schemes)}"
-    if not parts.hostname:
-        return "no host"
-    del port
-    return None
-
-
-def _server_tls(sec: _Section, path: _Check) -> tuple[str, Path | None, Path | None]:
-    """``tls`` ("off" or "auto") and ``tls_cert``/``tls_key`` (both or neither; mode "files")."""
-    mode = sec.get("tls", lambda k, v: _choice(sec, k, v, ("off", "auto")), "off")
-    cert = sec.get("tls_cert", path, None)
-    key = sec.get("tls_key", path, None)
-    if (cert is None) != (key is None):
-        missing = "tls_key" if key is None else "tls_cert"
-        raise sec.fail(missing, "required too: give tls_cert and tls_key together")
-    if cert is not None:
-        if mode == "auto":
-            raise sec.fail("tls", 'is "auto" but tls_cert/tls_key are given: use one or the other')
-        mode = "files"
-    return mode, cert, key
-
-
-def _parse_fingerprint(sec: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise sec.fail(key, f'must be a string like "sha256:ab12...", not {_tname(value)}')
-    try:
-        return parse_fingerprint(value)
-    except ValueError as exc:
-        raise sec.fail(key, str(exc)) from None
-
-
-def _check_node_tls(
-    sec: _Section, core_addr: tuple[str, ...], pin: str | None, ca_file: Path | None
-) -> None:
-    if pin is not None and ca_file is not None:
-        raise sec.fail("ca_file", "give tls_fingerprint or ca_file, not both")
-    secure = bool(core_addr) and all(a.startswith(("wss://", "https://")) for a in core_addr)
-    if (pin is not None or ca_file is not None) and not secure:
-        which = "tls_fingerprint" if pin is not None else "ca_file"
-        raise sec.fail(which, "is only used with a wss:// core_addr (every address wss://)")
-
-
-MAX_CORE_ADDRS = 16
-
-
-def _parse_core_addrs(sec: _Section, key: str, value: Any) -> tuple[str, ...]:
-    """One address, or a list of them (several Core processes, tried in order)."""
-    if isinstance(value, list):
-        if not 1 <= len(value) <= MAX_CORE_ADDRS:
-            raise sec.fail(key, f"give 1 to {MAX_CORE_ADDRS} addresses, not {len(value)}")
-        addrs = tuple(_parse_core_addr(sec, key, v) for v in value)
-        if len(set(addrs)) != len(addrs):
-            raise sec.fail(key, "lists an address twice")
-        return addrs
-    return (_parse_core_addr(sec, key, value),)
-
-
-def _parse_core_addr(sec: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise sec.fail(
-            key,
-            f'must be a URL string like "ws://127.0.0.1:9999" (or a list of them), '
-            f"not {_tname(value)}",
-        )
-    reason = _check_url(value, ("ws", "wss", "http", "https"))
-    if reason is None and urlsplit(value).path.strip("/"):
-        reason = "give Core's base address without a path, e.g. ws://core.example:9999"
-    if reason:
-        raise sec.fail(key, f"bad URL {value!r}: {reason}")
-    return value.rstrip("/")
-
-
-def _parse_redis(sec: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise sec.fail(
-            key, f'must be a URL string like "redis://127.0.0.1:6379", not {_tname(value)}'
-        )
-    reason = _check_url(value, ("redis", "rediss", "unix"))
-    if reason and not (value.startswith("unix://") and len(value) > len("unix://")):
-        raise sec.fail(key, f"bad URL {value!r}: {reason}")
-    db = urlsplit(value).path.strip("/")
-    if not value.startswith("unix://") and db and not db.isdigit():
-        raise sec.fail(key, f"bad URL {value!r}: the path is the database number, like /0")
-    return value
-
-
-def _parse_hostname(sec: _Section, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise sec.fail(key, f"must be a node name (a string), not {_tname(value)}")
-    problem = names.name_problem(value)
-    if problem is not None:
-        raise sec.fail(key, f"bad node name {value!r}: {problem}")
-    return value
-
-
-def _parse_labels(sec: _Section, key: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise sec.fail(key, f"must be a table of strings, not {_tname(value)}")
-    labels: dict[str, str] = {}
-    for k, v in value.items():
-        if not names.is_label_key(k):
-            raise sec.fail(f"{key}.{k}", "label names use letters, digits, '.', '-', '_'")
-        if not isinstance(v, str) or not names.is_label_value(v):
-            raise sec.fail(
-                f"{key}.{k}",
-                f"label values are strings of letters, digits, '.', '-', '_', '/', not {v!r}",
-            )
-        labels[k] = v
-    return labels
