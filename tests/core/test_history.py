@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servermgr.common import proto
-from servermgr.common.config import parse_config, parse_size
+from servermgr.common.config import parse_config
+from servermgr.common.config_fields import parse_size
 from servermgr.common.errors import ConfigError
 from servermgr.core import history, migrations, rollup
 from servermgr.core.app import Core
