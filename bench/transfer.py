@@ -25,7 +25,7 @@ from pathlib import Path
 
 import benchlib
 
-from servermgr.common.config import parse_size
+from servermgr.common.config_fields import parse_size
 
 MIB = 1024 * 1024
 
