@@ -72,8 +72,9 @@ def _pipes(
 
 
 def test_key_show_prints_the_same_private_key_twice(fleet: Fleet) -> None:
-    data = fleet.tmp / "data"
-    first = fleet.run("key", "show", "--data-dir", str(data))
+    cfg = fleet.core_config(free_port())
+    data = cfg.parent / "core-data"
+    first = fleet.run("key", "show", "--config", str(cfg))
     second = fleet.run("key", "show", "--data-dir", str(data))
     for res in (first, second):
         assert res.returncode == 0, res.stderr
@@ -84,6 +85,17 @@ def test_key_show_prints_the_same_private_key_twice(fleet: Fleet) -> None:
     key_file = data / "core.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().strip() == first.stdout.strip()
+
+
+def test_key_show_where_no_core_ran_says_where_to_look_and_makes_no_key(fleet: Fleet) -> None:
+    elsewhere = fleet.tmp / "elsewhere"
+    elsewhere.mkdir()
+    for args in ((), ("--data-dir", str(elsewhere / "nothing"))):
+        res = fleet.run("key", "show", *args, cwd=elsewhere)
+        assert res.returncode != 0
+        assert res.stdout == ""
+        assert "no key here" in res.stderr and "--data-dir DIR" in res.stderr, res.stderr
+    assert not any(elsewhere.rglob("core.key"))
 
 
 def test_config_errors_exit_2_naming_file_key_and_reason(fleet: Fleet) -> None:

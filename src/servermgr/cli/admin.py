@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from servermgr.cli.spec import Parsed
-from servermgr.common.errors import UsageError
+from servermgr.common.errors import KeyFileError, UsageError
 
 if TYPE_CHECKING:
     from servermgr.common.config import Config
@@ -116,14 +116,23 @@ def with_overrides(cfg: Config, *, listen: str | None, data_dir: str | None) -> 
 
 
 def key_show(a: Parsed) -> None:
-    from servermgr.common.keyfile import load_or_create_key
+    """Print the core key. Created (as Core would) only for a config file that names
+    the Core: with defaults or a bare ``--data-dir`` a missing key is an error that
+    says where Core keeps its key, not a new key no Core uses."""
+    from servermgr.common.config import find_config
+    from servermgr.common.keyfile import load_or_create_key, read_key
 
     if a.config is not None and a.data_dir is not None:
         raise UsageError("give --config or --data-dir, not both")
     data_dir = Path(a.data_dir) if a.data_dir else None
     cfg = config_of(a.config) if data_dir is None else None
     path = cfg.storage.key_path if cfg is not None else data_dir / "core.key"  # type: ignore[operator]
-    key = load_or_create_key(path)
+    named = data_dir is None and find_config(
+        Path(a.config) if a.config else None, os.environ, Path.cwd()
+    )
+    if not named and not path.exists():
+        raise KeyFileError(str(path.absolute()), _NO_KEY)
+    key = load_or_create_key(path) if named else read_key(path)
     print(key.value)
     if key.warning:
         sys.stderr.write(f"warning: {key.warning}\n")
@@ -133,6 +142,13 @@ def key_show(a: Parsed) -> None:
         "make an enroll token: servermgr key create --role enroll --name NAME)\n"
     )
     _show_fingerprint(cfg, data_dir)
+
+
+_NO_KEY = (
+    "no key here: no Core has started with this data directory. Give Core's own: "
+    "--data-dir DIR (the directory `servermgr up` and `core serve` name when they start; "
+    "the key is DIR/core.key) or --config FILE (its [storage] data_dir)"
+)
 
 
 def _show_fingerprint(cfg: Config | None, data_dir: Path | None) -> None:

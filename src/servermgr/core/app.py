@@ -426,7 +426,12 @@ async def _serve(
             except (OSError, BaseExceptionGroup) as exc:
                 raise _listen_error(exc, config) from None
             core.port = _port(bound[0]) if bound else 0
-            log.info("Core listening on %s (%d nodes known)", core.url, len(core.registry))
+            log.info(
+                "Core listening on %s (%d nodes known; data directory %s, its key core.key)",
+                core.url,
+                len(core.registry),
+                config.storage.data_dir,
+            )
             if tls is not None:
                 log.info("TLS certificate fingerprint %s", tls.fingerprint)
             task_status.started(core)
