@@ -94,7 +94,8 @@ def test_key_show_where_no_core_ran_says_where_to_look_and_makes_no_key(fleet: F
         res = fleet.run("key", "show", *args, cwd=elsewhere)
         assert res.returncode != 0
         assert res.stdout == ""
-        assert "no key here" in res.stderr and "--data-dir DIR" in res.stderr, res.stderr
+        assert "no key here" in res.stderr, res.stderr
+        assert "--data-dir DIR" in res.stderr
     assert not any(elsewhere.rglob("core.key"))
 
 

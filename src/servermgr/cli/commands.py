@@ -195,7 +195,7 @@ KEY = Cmd(
     children=(
         Cmd(
             "show",
-            "Print the core key, alone on the first line (made if missing only with a config file).",
+            "Print the core key, alone on line 1 (made if missing only with a config file).",
             run=A + "key_show",
             options=(CONFIG, DATA_DIR),
         ),
