@@ -38,6 +38,7 @@ BENCHMARKS = (
     "storage",
     "node_strings",
     "exec_output",
+    "exec_stdin",
     "jobs_memory",
     "web_render",
     "transfer",

@@ -81,6 +81,7 @@ EXPECTED: dict[str, Access] = {
     "WS /api/v1/events": READ,
     "WS /api/v1/files/ws": OPERATE,
     "WS /api/v1/shell/ws": OPERATE,
+    "WS /api/v1/stdin/ws": OPERATE,
     "POST /api/v1/nodes/{ref}/upgrade": ADMIN,
     "WS /api/v1/jobs/{job_id}/ws": READ,
     # A plain GET to a WebSocket route: 426 upgrade_required once past the check.
@@ -89,6 +90,7 @@ EXPECTED: dict[str, Access] = {
     "GET /api/v1/jobs/{job_id}/ws": READ,
     "GET /api/v1/files/ws": OPERATE,
     "GET /api/v1/shell/ws": OPERATE,
+    "GET /api/v1/stdin/ws": OPERATE,
 }
 
 # Who may use what, per kind of credential.

@@ -38,10 +38,11 @@ def hello(node_id: str, protocol: int, min_protocol: int | None = None) -> proto
 def test_negotiation_picks_the_newest_version_both_speak() -> None:
     assert proto.negotiate(hello("n1", 1)) == 1
     assert proto.negotiate(hello("n1", 2, 1)) == 2
-    assert proto.negotiate(hello("n1", 3, 2)) == 2  # one version newer, still speaks 2
-    assert proto.negotiate(hello("n1", 4, 3)) is None
+    assert proto.negotiate(hello("n1", 3, 2)) == 3
+    assert proto.negotiate(hello("n1", 4, 3)) == 3  # one version newer, still speaks 3
+    assert proto.negotiate(hello("n1", 5, 4)) is None
     with pytest.raises(ProtocolError, match="too new"):
-        proto.decode(proto.encode(hello("n1", 4, 3)))
+        proto.decode(proto.encode(hello("n1", 5, 4)))
     with pytest.raises(ProtocolError, match="too old"):
         proto.decode(proto.encode(hello("n1", 0)))
 
@@ -68,16 +69,30 @@ async def test_an_agent_one_version_older_works_but_gets_no_streams(core: Core) 
 async def test_an_agent_one_version_newer_is_told_which_version_to_speak(core: Core) -> None:
     doc = await transport.register(core.url, core.key.value, "new-01", {})
     async with transport.connect(core.url, doc["credential"]) as ws:
-        await ws.send_message(proto.encode(hello(doc["node_id"], 3, 2)))
+        await ws.send_message(proto.encode(hello(doc["node_id"], 4, 3)))
         welcome = proto.decode(await ws.get_message())
         assert isinstance(welcome, proto.Welcome)
-        assert welcome.protocol == 2
+        assert welcome.protocol == 3
+
+
+async def test_an_agent_of_version_2_is_sent_no_stdin_stream(core: Core) -> None:
+    doc = await transport.register(core.url, core.key.value, "two-01", {})
+    async with transport.connect(core.url, doc["credential"]) as ws:
+        await ws.send_message(proto.encode(hello(doc["node_id"], 2, 1)))
+        await ws.get_message()  # welcome
+        await wait_for(lambda: online(core, "two-01"))
+        async with api(core) as client:
+            body = {"target": "two-01", "command": "cat", "stdin_stream": True}
+            resp = await client.post("/api/v1/jobs", json=body)
+        assert resp.status_code == 409
+        assert resp.json()["error"]["code"] == "too_old"
+        assert "-n / --no-stdin" in resp.json()["error"]["message"]
 
 
 async def test_an_agent_too_new_is_refused_with_the_reason(core: Core) -> None:
     doc = await transport.register(core.url, core.key.value, "future-01", {})
     async with transport.connect(core.url, doc["credential"]) as ws:
-        await ws.send_message(proto.encode(hello(doc["node_id"], 5, 4)))
+        await ws.send_message(proto.encode(hello(doc["node_id"], 6, 5)))
         error = proto.decode(await ws.get_message())
         assert isinstance(error, proto.Error)
         assert error.code == "bad_hello"

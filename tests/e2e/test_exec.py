@@ -666,8 +666,66 @@ def test_stdin_is_forwarded_like_ssh(fleet: Fleets) -> None:
     assert ignored.stdout == b"end\n"
 
 
-def test_stdin_over_the_limit_is_refused_before_anything_runs(fleet: Fleets) -> None:
-    res = ctl_with_stdin(fleet, b"x" * (512 * 1024 + 1), "exec", "node-01", "cat")
+def test_stdin_to_one_node_is_a_stream_of_any_size(fleet: Fleets) -> None:
+    size = 16 * 1024 * 1024  # far over what a job body holds (512 KiB)
+    counted = ctl_with_stdin(fleet, bytes(size), "exec", "node-01", "wc -c")
+    assert (counted.returncode, counted.stdout.strip()) == (0, str(size).encode()), counted
+    env = {**fleet.env, "SERVERMGR_CORE": fleet.main.url, "SERVERMGR_KEY": fleet.main.key}
+    # Endless input to a command that never reads it: done when the command is.
+    endless = subprocess.Popen(["yes"], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        ran = subprocess.run(
+            [*SERVERMGR, "ctl", "exec", "node-01", "echo done"],
+            cwd=fleet.cwd,
+            env=env,
+            stdin=endless.stdout,
+            capture_output=True,
+            timeout=20,
+        )
+    finally:
+        endless.kill()
+        endless.wait()
+        assert endless.stdout is not None
+        endless.stdout.close()
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"done\n", b""), ran
+
+
+def test_ctrl_c_cancels_a_job_reading_stdin(fleet: Fleets) -> None:
+    read, write = os.pipe()
+    ctl = subprocess.Popen(
+        [*SERVERMGR, "ctl", "exec", "node-02", "cat; echo ended"],
+        cwd=fleet.cwd,
+        env={**fleet.env, "SERVERMGR_CORE": fleet.main.url, "SERVERMGR_KEY": fleet.main.key},
+        stdin=read,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # As from a terminal: SIGINT at its default, whatever the test runner ignores.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    os.close(read)
+    try:
+        os.write(write, b"half a line")
+        assert ctl.stdout is not None
+        assert select.select([ctl.stdout], [], [], 15)[0], "cat never echoed its input"
+        ctl.send_signal(signal.SIGINT)
+        out, err = ctl.communicate(timeout=15)
+    finally:
+        os.close(write)
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+    assert ctl.returncode == 130, err
+    assert out == b"half a line"
+    job_id = re.search(rb"cancelled job (\S+)", err)
+    assert job_id is not None, err
+    job = fleet.main.api("GET", f"/api/v1/jobs/{job_id[1].decode()}")
+    assert [n["state"] for n in job["nodes"]] == ["cancelled"]
+
+
+def test_stdin_for_several_nodes_over_the_limit_is_refused_before_anything_runs(
+    fleet: Fleets,
+) -> None:
+    res = ctl_with_stdin(fleet, b"x" * (512 * 1024 + 1), "exec", "role=web", "cat")
     assert res.returncode == 2, res
     assert res.stdout == b""
     assert b"over 512 KiB" in res.stderr

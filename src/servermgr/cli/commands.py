@@ -343,7 +343,8 @@ EXEC = Cmd(
     "exec",
     "Run a shell command on one node or many, with live output.\n\n"
     "Options stand before the command's first word (or before --). Standard input, "
-    "when it is a pipe or a file (up to 512 KiB), is the command's standard input. "
+    "when it is a pipe or a file, is the command's: streamed to one node, any size; "
+    "the same to each of several (up to 512 KiB). "
     "One node: its output as "
     "written and its exit code. Several: lines prefixed with the node name and a "
     "summary on stderr; exit 0 only if all succeeded. Exit 124: timed out; 255: "

@@ -19,15 +19,17 @@ from servermgr.common import names
 from servermgr.common.errors import ProtocolError
 from servermgr.common.text import LINE_PATTERN, TEXT_PATTERN, is_printable, printable
 
-# Version 2 added file transfers, shells and agent upgrades. A hello states
+# Version 2 added file transfers, shells and agent upgrades; 3 a job's
+# standard input as a stream (stdin.*). A hello states
 # the range the node speaks (``min_protocol`` to ``protocol``); Core speaks
 # the highest version both know and says which in ``welcome`` (docs:
 # "Versions"). So Core talks to agents one version older (1: no streams) and
 # one newer (that still speak 2).
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 OLDEST_PROTOCOL = 1
 SUPPORTED_VERSIONS = frozenset(range(OLDEST_PROTOCOL, PROTOCOL_VERSION + 1))
 STREAMS_SINCE = 2  # the first version with file.*, shell.*, credit and agent.upgrade
+STDIN_SINCE = 3  # the first version with job.run's stdin_stream and stdin.*
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_SAMPLES_PER_HEARTBEAT = 500
 MAX_CHUNK_BYTES = 64 * 1024
@@ -256,6 +258,16 @@ class ShellExit(_Msg, tag="shell.exit"):
     error: ErrorText | None = None
 
 
+class StdinClosed(_Msg, tag="stdin.closed"):
+    """A job's streamed stdin is over on the node: end of file given, or the process
+    exited or closed its stdin first (no error either way); ``size``: bytes it took.
+    ``error``: the stream was not taken."""
+
+    stream_id: StreamId
+    size: NonNegInt
+    error: ErrorText | None = None
+
+
 # --- core -> node ----------------------------------------------------------
 
 
@@ -306,6 +318,9 @@ class JobRun(_Msg, tag="job.run"):
     cwd: ShortText | None = None
     # The process's standard input, then end of file; None: /dev/null.
     stdin: Annotated[bytes, Meta(max_length=MAX_STDIN_BYTES)] | None = None
+    # True: stdin is a pipe fed by a stream Core opens (stdin.open); protocol 3.
+    # Absent otherwise, so that agents of protocol 2 read every other job.run.
+    stdin_stream: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class JobAck(_Msg, tag="job.ack"):
@@ -386,6 +401,27 @@ class ShellClose(_Msg, tag="shell.close"):
     session_id: StreamId
 
 
+class StdinOpen(_Msg, tag="stdin.open"):
+    """Feed the stdin of job ``job_id`` (run with ``stdin_stream``) from this stream:
+    the node grants credit, then takes ``stdin.data`` within it."""
+
+    stream_id: StreamId
+    job_id: JobId
+
+
+class StdinData(_Msg, tag="stdin.data"):
+    stream_id: StreamId
+    data: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
+
+
+class StdinEnd(_Msg, tag="stdin.end"):
+    """No more input: end of file when ``complete``; else the sender was lost and the
+    node cancels the job (cut input never passes for whole)."""
+
+    stream_id: StreamId
+    complete: bool
+
+
 # --- either way (streams) --------------------------------------------------
 
 
@@ -425,6 +461,7 @@ NodeMessage = (
     | ShellStarted
     | ShellOutput
     | ShellExit
+    | StdinClosed
     | Error
 )
 CoreMessage = (
@@ -443,6 +480,9 @@ CoreMessage = (
     | ShellInput
     | ShellResize
     | ShellClose
+    | StdinOpen
+    | StdinData
+    | StdinEnd
     | Error
 )
 Message = (
@@ -456,6 +496,7 @@ Message = (
     | ShellStarted
     | ShellOutput
     | ShellExit
+    | StdinClosed
     | Welcome
     | HeartbeatAck
     | JobRun
@@ -469,13 +510,23 @@ Message = (
     | ShellInput
     | ShellResize
     | ShellClose
+    | StdinOpen
+    | StdinData
+    | StdinEnd
     | FileData
     | StreamCredit
     | Error
 )
 # Node messages that belong to a file transfer or a shell (Core routes them by id).
 StreamMessage = (
-    FileReady | FileData | FileResult | StreamCredit | ShellStarted | ShellOutput | ShellExit
+    FileReady
+    | FileData
+    | FileResult
+    | StreamCredit
+    | ShellStarted
+    | ShellOutput
+    | ShellExit
+    | StdinClosed
 )
 STREAM_MESSAGES = (
     FileReady,
@@ -485,6 +536,7 @@ STREAM_MESSAGES = (
     ShellStarted,
     ShellOutput,
     ShellExit,
+    StdinClosed,
 )
 
 
@@ -492,7 +544,7 @@ def stream_id(msg: StreamMessage) -> str:
     """The transfer or shell session a stream message belongs to."""
     if isinstance(msg, (FileReady, FileData, FileResult)):
         return msg.transfer_id
-    if isinstance(msg, StreamCredit):
+    if isinstance(msg, (StreamCredit, StdinClosed)):
         return msg.stream_id
     return msg.session_id
 
@@ -579,7 +631,7 @@ def _unsafe_field(msg: Message) -> tuple[str, bool] | None:
             value = getattr(info, name)
             if value is not None and not is_printable(value):
                 return f"$.info.{name}", False
-    elif isinstance(msg, (JobResult, Error, FileResult, ShellExit)):
+    elif isinstance(msg, (JobResult, Error, FileResult, ShellExit, StdinClosed)):
         name, value = ("message", msg.message) if isinstance(msg, Error) else ("error", msg.error)
         if value is not None and not is_printable(value, lines=True):
             return f"$.{name}", True

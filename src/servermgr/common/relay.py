@@ -1,12 +1,12 @@
-"""Messages between ctl and Core on the file and shell WebSockets.
+"""Messages between ctl and Core on the file, shell and stdin WebSockets.
 
 Control messages are JSON text frames with a ``type``; data (file bytes,
 terminal input and output) travels in binary frames of at most
 ``flow.CHUNK`` bytes, each within the credit the receiver granted
 (``common/flow.py``). Core relays to and from the node (``common/proto.py``).
 
-    ctl -> Core   open (first), credit, end (push), resize (shell)
-    Core -> ctl   ready, credit, result (file), exit (shell), error
+    ctl -> Core   open (first), credit, end (push), resize (shell), eof (stdin)
+    Core -> ctl   ready, credit, result (file), exit (shell), done (stdin), error
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from servermgr.common.errors import ProtocolError
 
 FILES_PATH = "/api/v1/files/ws"
 SHELL_PATH = "/api/v1/shell/ws"
+STDIN_PATH = "/api/v1/stdin/ws"
 MAX_CONTROL = 8 * 1024  # a text frame from ctl
 
 NodeRef = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -47,6 +48,17 @@ class ShellRequest(_Msg, tag="open"):
     rows: proto.TermSize = 24
     cols: proto.TermSize = 80
     term: proto.Word = "xterm"
+
+
+class StdinRequest(_Msg, tag="open"):
+    """Feed the stdin of ``job`` (made with ``stdin_stream``) on ``node``."""
+
+    job: proto.JobId
+    node: NodeRef
+
+
+class Eof(_Msg, tag="eof"):
+    """The end of the standard input (every byte was sent)."""
 
 
 class Credit(_Msg, tag="credit"):
@@ -80,6 +92,12 @@ class Exit(_Msg, tag="exit"):
     signal: int | None = None
 
 
+class Done(_Msg, tag="done"):
+    """The job's stdin is over on the node; ``size``: the bytes its process took."""
+
+    size: int
+
+
 class ErrorBody(Struct):
     code: str
     message: str
@@ -91,11 +109,13 @@ class Error(_Msg, tag="error"):
 
 FileClientMessage = FileRequest | Credit | End
 ShellClientMessage = ShellRequest | Credit | Resize
-CoreMessage = Ready | Credit | Result | Exit | Error
+StdinClientMessage = StdinRequest | Eof
+CoreMessage = Ready | Credit | Result | Exit | Done | Error
 
 _encoder = msgspec.json.Encoder()
 _file_decoder: msgspec.json.Decoder[FileClientMessage] = msgspec.json.Decoder(FileClientMessage)
 _shell_decoder: msgspec.json.Decoder[ShellClientMessage] = msgspec.json.Decoder(ShellClientMessage)
+_stdin_decoder: msgspec.json.Decoder[StdinClientMessage] = msgspec.json.Decoder(StdinClientMessage)
 _core_decoder: msgspec.json.Decoder[CoreMessage] = msgspec.json.Decoder(CoreMessage)
 
 
@@ -128,7 +148,13 @@ def decode_shell_client(text: str) -> ShellClientMessage:
     return msg
 
 
+def decode_stdin_client(text: str) -> StdinClientMessage:
+    msg = _decode(_stdin_decoder, text)
+    assert isinstance(msg, (StdinRequest, Eof))
+    return msg
+
+
 def decode_core(text: str) -> CoreMessage:
     msg = _decode(_core_decoder, text)
-    assert isinstance(msg, (Ready, Credit, Result, Exit, Error))
+    assert isinstance(msg, (Ready, Credit, Result, Exit, Done, Error))
     return msg

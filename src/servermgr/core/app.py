@@ -74,6 +74,7 @@ from servermgr.core.security import CoreKey, load_or_create_key
 from servermgr.core.sessions import Sessions
 from servermgr.core.shell_api import ShellApi
 from servermgr.core.status import StatusStore
+from servermgr.core.stdin_api import StdinApi
 from servermgr.core.storage import Storage
 from servermgr.core.stream_relay import StreamDeps
 from servermgr.core.tls import TlsFiles
@@ -219,6 +220,7 @@ def build(
             ).ws_routes(),
             *FilesApi(stream_deps).ws_routes(),
             *ShellApi(stream_deps).ws_routes(),
+            *StdinApi(stream_deps, jobs).ws_routes(),
         ],
     )
     app = Starlette(

@@ -36,6 +36,10 @@ class Sessions(Protocol):
 
     def disconnect_stalled(self, node_id: str, reason: str) -> None: ...
 
+    def protocol_of(self, node_id: str) -> int | None:
+        """The protocol version a connected node speaks (None: offline)."""
+        ...
+
 
 class JobError(Exception):
     """A job request that cannot be accepted; ``status`` is the HTTP status."""
@@ -134,6 +138,7 @@ class JobSpec:
     cwd: str | None
     wait: float
     stdin: bytes | None = None
+    stdin_stream: bool = False  # stdin comes on a stream (core/stdin_api.py)
 
 
 class Outcome(TypedDict):

@@ -119,6 +119,14 @@ class JobBody(msgspec.Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+    # Or: stdin comes on a stream (the stdin WebSocket), any size, with credit.
+    stdin_stream: Annotated[
+        bool,
+        Meta(
+            description="the command's stdin comes on /api/v1/stdin/ws once the job is made "
+            "(any size); not with stdin or a service action"
+        ),
+    ] = False
     # Or the Idempotency-Key header: a retry with the same key is the same job.
     idempotency_key: IdempotencyKey | None = None
 
@@ -129,10 +137,21 @@ JOB_ONE_OF: dict[str, Any] = {
         {
             "required": ["command"],
             "properties": {"command": {"type": "string"}, "service": {"type": "null"}},
-            # stdin only with a command that runs now: no stdin, or no wait.
-            "anyOf": [
-                {"properties": {"stdin": {"type": "null"}}},
-                {"properties": {"wait": {"maximum": 0}}},
+            "allOf": [
+                # stdin only with a command that runs now: no stdin, or no wait.
+                {
+                    "anyOf": [
+                        {"properties": {"stdin": {"type": "null"}}},
+                        {"properties": {"wait": {"maximum": 0}}},
+                    ]
+                },
+                # stdin in the body or on a stream, not both.
+                {
+                    "anyOf": [
+                        {"properties": {"stdin": {"type": "null"}}},
+                        {"properties": {"stdin_stream": {"const": False}}},
+                    ]
+                },
             ],
         },
         {
@@ -141,6 +160,7 @@ JOB_ONE_OF: dict[str, Any] = {
                 "service": {"type": "object"},
                 "command": {"type": "null"},
                 "stdin": {"type": "null"},
+                "stdin_stream": {"const": False},
             },
         },
     ],
@@ -361,6 +381,8 @@ def job_spec(body: JobBody) -> JobSpec:
         raise ValueError(
             "stdin goes with a command that runs now: not with a service action or wait"
         )
+    if body.stdin_stream and (body.service is not None or body.stdin is not None):
+        raise ValueError("stdin_stream goes with a command: not with a service action or stdin")
     return JobSpec(
         target,
         body.command,
@@ -371,6 +393,7 @@ def job_spec(body: JobBody) -> JobSpec:
         body.cwd,
         body.wait,
         body.stdin,
+        body.stdin_stream,
     )
 
 

@@ -44,6 +44,7 @@ class JobRecord:
     principal: str = "core-key"
     # Held in memory only (a job with stdin runs at once: it is never queued).
     stdin: bytes | None = None
+    stdin_stream: bool = False  # in memory only too: a job.run re-sent after a restart has none
 
     def describe(self) -> str:
         if self.service:

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 import trio
 
 from servermgr.common import proto
@@ -281,9 +282,13 @@ class Scheduler:
             env=spec.env,
             cwd=spec.cwd,
             stdin=spec.stdin,
+            stdin_stream=spec.stdin_stream,
             deadline=now + spec.wait,
             principal=principal,
         )
+        if spec.stdin_stream:
+            for node in nodes:
+                self._check_stdin(node.id, node.name)
         entries, rows, routed = [], [], []
         elsewhere = await self._online_elsewhere([n.id for n in nodes])
         for node in nodes:
@@ -520,6 +525,12 @@ class Scheduler:
         sent_at = entry.status.sent_at
         job = entry.job
         service = proto.ServiceAction(**job.service) if job.service else None  # type: ignore[arg-type]
+        if job.stdin_stream:
+            try:
+                self._check_stdin(entry.node_id, entry.name)
+            except JobError as exc:  # came back (--wait) with an older agent
+                await self._refuse(entry, exc.message)
+                return
         delivery = await self.sessions.deliver(
             entry.node_id,
             proto.JobRun(
@@ -531,6 +542,7 @@ class Scheduler:
                 env=job.env,
                 cwd=job.cwd,
                 stdin=job.stdin,
+                stdin_stream=True if job.stdin_stream else msgspec.UNSET,
             ),
         )
         if entry.status.sent_at != sent_at or self.live.get(*entry.key) is not entry:
@@ -540,6 +552,38 @@ class Scheduler:
         elif delivery == "sent":
             await self._record_sent(entry)
         # offline: it went away during the send; its hello will say whether it has it
+
+    def _check_stdin(self, node_id: str, name: str) -> None:
+        """A JobError if the node is online with an agent too old to stream stdin."""
+        protocol = self.sessions.protocol_of(node_id)
+        if protocol is not None and protocol < proto.STDIN_SINCE:
+            raise JobError(
+                409,
+                "too_old",
+                f"node {name} runs an agent too old to stream standard input (protocol "
+                f"{protocol}, needs {proto.STDIN_SINCE}): give -n / --no-stdin, or upgrade it",
+            )
+
+    async def _refuse(self, entry: Entry, why: str) -> None:
+        """End ``entry`` as refused without sending it, as if its node had said so."""
+        result = proto.JobResult(
+            job_id=entry.job.id,
+            outcome="refused",
+            exit_code=None,
+            signal=None,
+            error=why,
+            duration=0.0,
+            stdout_bytes=0,
+            stderr_bytes=0,
+            stdout_truncated=False,
+            stderr_truncated=False,
+        )
+        await self.on_result(entry.node_id, result, _nothing)
+
+    def stdin_entry(self, job_id: str, node_id: str) -> Entry | None:
+        """The job's open entry on the node if that job takes its stdin as a stream."""
+        entry = self.live.get(job_id, node_id)
+        return entry if entry is not None and entry.job.stdin_stream else None
 
     async def _record_sent(self, entry: Entry) -> None:
         sent_at = entry.status.sent_at or self.clock()
@@ -641,3 +685,7 @@ class Scheduler:
             doc["stdout_bytes"], doc["stderr_bytes"] = len(out["stdout"]), len(out["stderr"])
             docs.append(doc)
         return job_doc(job, docs)
+
+
+async def _nothing() -> None:
+    """The ack of a result no node sent."""

@@ -238,6 +238,15 @@ def _exec_client(a: Parsed) -> Client:
         raise
 
 
+def _exec_resolve(a: Parsed) -> tuple[str, str, Trust | None]:
+    """``resolve`` for exec, whose own failures exit 255 (as ssh does)."""
+    try:
+        return resolve(a)
+    except ClientError as exc:
+        exc.exit_code = EXIT_FAILURE
+        raise
+
+
 def exec_(a: Parsed) -> int:
     from servermgr.ctl import exec as exec_mod
     from servermgr.ctl.jobspec import job_body, target_of
@@ -255,14 +264,29 @@ def exec_(a: Parsed) -> int:
         env=a.env,
         cwd=a.cwd,
     )
-    if not a.no_stdin:
+    forward = None
+    if not a.no_stdin and single and exec_mod.forwardable(0):
+        # One node: a stream, any size, as the command reads it (ctl/stdin.py).
+        from functools import partial
+
+        from servermgr.ctl.stdin import Forwarder
+
+        body["stdin_stream"] = True
+        forward = partial(Forwarder, *_exec_resolve(a))
+    elif not a.no_stdin:
+        # Several: the same bytes to each, read whole first (at most 512 KiB).
         data = exec_mod.read_stdin(0)
         if data is not None:
             import base64
 
             body["stdin"] = base64.b64encode(data).decode()
     return exec_mod.run(
-        _exec_client(a), body, single=single, stream=not a.no_stream, as_json=a.json
+        _exec_client(a),
+        body,
+        single=single,
+        stream=not a.no_stream,
+        as_json=a.json,
+        stdin=forward,
     )
 
 

@@ -17,13 +17,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from servermgr.common.errors import ClientError, CoreUnreachableError, UsageError
 from servermgr.common.events import EventType
 from servermgr.common.text import printable
 from servermgr.ctl.client import Client
+
+if TYPE_CHECKING:
+    from servermgr.ctl.stdin import Forwarder
 
 EXIT_TIMEOUT = 124
 EXIT_FAILURE = 255
@@ -88,20 +91,25 @@ class Printer:
         self.err.flush()
 
 
-def read_stdin(fd: int, limit: int = MAX_STDIN) -> bytes | None:
-    """What to forward as the command's stdin: a pipe or a file read to its end
-    (None for a terminal, /dev/null or a socket: nothing to forward).
-
-    Read whole before the job starts, at most ``limit`` bytes (else a UsageError):
-    a pipe that never ends keeps ctl waiting, as ``-n`` / ``--no-stdin`` avoids.
-    """
+def forwardable(fd: int) -> bool:
+    """Is ``fd`` input for the command: a pipe or a file (not a terminal, /dev/null,
+    a socket or closed)?"""
     import stat
 
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
-        return None  # closed
-    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return False  # closed
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def read_stdin(fd: int, limit: int = MAX_STDIN) -> bytes | None:
+    """The stdin for several nodes, read whole before the job starts (the same bytes
+    to each); None when ``fd`` is not ``forwardable``. At most ``limit`` bytes (else a
+    UsageError): a pipe that never ends keeps ctl waiting, as ``-n`` avoids. One node
+    gets its stdin as a stream instead, of any size (ctl/stdin.py).
+    """
+    if not forwardable(fd):
         return None
     chunks: list[bytes] = []
     size = 0
@@ -113,8 +121,9 @@ def read_stdin(fd: int, limit: int = MAX_STDIN) -> bytes | None:
         size += len(chunk)
     if size > limit:
         raise UsageError(
-            f"standard input is over {limit // 1024} KiB, the most ctl exec forwards: "
-            "copy the file to the node first, or give -n / --no-stdin"
+            f"standard input is over {limit // 1024} KiB, the most ctl exec copies to "
+            "several nodes (one node takes any size): copy the file to the nodes first "
+            "(ctl cp), or give -n / --no-stdin"
         )
     return b"".join(chunks)
 
@@ -183,12 +192,15 @@ def run(
     as_json: bool = False,
     out: BinaryIO | None = None,
     err: BinaryIO | None = None,
+    stdin: Callable[[str, str], Forwarder] | None = None,
 ) -> int:
     """Create the job, follow it, print; returns the exit code.
 
     The nodes' output goes to ``out`` and ``err`` (default: our stdout and
     stderr). A request that fails (Core unreachable, key refused, unknown
     node, bad target) raises its ClientError with exit code 255, as ssh does.
+    ``stdin`` (with ``stdin_stream`` in the body): makes the forwarder of our
+    standard input, given the job's id and its node's, started once the job is.
     """
     try:
         return _run(
@@ -199,6 +211,7 @@ def run(
             as_json=as_json,
             out=out or sys.stdout.buffer,
             err=err or sys.stderr.buffer,
+            stdin=stdin,
         )
     except ClientError as exc:
         exc.exit_code = EXIT_FAILURE
@@ -214,6 +227,7 @@ def _run(
     as_json: bool,
     out: BinaryIO,
     err: BinaryIO,
+    stdin: Callable[[str, str], Forwarder] | None,
 ) -> int:
     # One key per invocation: if the answer is lost and the POST is retried,
     # Core returns the job it made the first time instead of running it again.
@@ -227,6 +241,10 @@ def _run(
         width=max((len(printable(n)) for n in names), default=0),
     )
     live = stream and not as_json
+    forwarder = None
+    if stdin is not None:
+        forwarder = stdin(job_id, job["nodes"][0]["node_id"])
+        forwarder.start()
     try:
         # A queued job may wait for its node before its timeout starts.
         patience = body.get("timeout", 60.0) + body.get("wait", 0.0)
@@ -245,6 +263,9 @@ def _run(
         sys.stderr.write(f"\nservermgr: cancelled job {job_id}\n")
         return 130
     nodes = final["nodes"]
+    problem = forwarder.finish() if forwarder is not None else None
+    if problem is not None:
+        sys.stderr.write(f"servermgr: standard input: {printable(problem)}\n")
     if as_json:
         sys.stdout.write(json.dumps(final, indent=2) + "\n")
     else:

@@ -77,6 +77,14 @@ async def receive(ws: WebSocketConnection) -> relay.CoreMessage | bytes:
 
 async def send(
     ws: WebSocketConnection,
-    msg: relay.FileRequest | relay.ShellRequest | relay.Credit | relay.End | relay.Resize,
+    msg: (
+        relay.FileRequest
+        | relay.ShellRequest
+        | relay.StdinRequest
+        | relay.Credit
+        | relay.End
+        | relay.Resize
+        | relay.Eof
+    ),
 ) -> None:
     await ws.send_message(relay.encode(msg))

@@ -45,11 +45,13 @@ if TYPE_CHECKING:
     from servermgr.node.executor import Executor
     from servermgr.node.files import FileTransfers
     from servermgr.node.shell import Shells
+    from servermgr.node.stdin import Feed, Stdins
     from servermgr.node.upgrade import Upgrades
 
 FILE_MESSAGES = (proto.FileOpen, proto.FileData, proto.FileEnd, proto.FileCancel)
 TRANSFER_MESSAGES = (proto.FileData, proto.FileEnd, proto.FileCancel)
 SHELL_MESSAGES = (proto.ShellOpen, proto.ShellInput, proto.ShellResize, proto.ShellClose)
+STDIN_MESSAGES = (proto.StdinOpen, proto.StdinData, proto.StdinEnd)
 
 log = logging.getLogger("servermgr.node")
 
@@ -348,7 +350,15 @@ class Agent:
             self.backlog.dropped = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender, ws)
-            streams = _Streams(self.config, self.data_dir, ws, nursery, self.zipapp, self._switched)
+            streams = _Streams(
+                self.config,
+                self.data_dir,
+                ws,
+                nursery,
+                self.zipapp,
+                self._switched,
+                self._stdin_feed,
+            )
             await self._reader(ws, streams)
             nursery.cancel_scope.cancel()
 
@@ -387,6 +397,10 @@ class Agent:
         self.restart_argv = argv
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
+
+    def _stdin_feed(self, job_id: str) -> Feed | None:
+        """Where a job here takes its streamed stdin (node/stdin.py)."""
+        return None if self._executor is None else self._executor.stdin_feed(job_id)
 
     def _start_job(self, job: proto.JobRun) -> None:
         self._accepted.append(job.job_id)
@@ -467,7 +481,14 @@ class Agent:
             elif isinstance(msg, proto.JobAck):
                 self._job_acked(msg.job_id)
             elif isinstance(
-                msg, (*FILE_MESSAGES, *SHELL_MESSAGES, proto.StreamCredit, proto.AgentUpgrade)
+                msg,
+                (
+                    *FILE_MESSAGES,
+                    *SHELL_MESSAGES,
+                    *STDIN_MESSAGES,
+                    proto.StreamCredit,
+                    proto.AgentUpgrade,
+                ),
             ):
                 streams.handle(msg)
             elif isinstance(msg, proto.Error):
@@ -481,7 +502,7 @@ class Agent:
 
 
 class _Streams:
-    """File transfers and shells of one connection, made at their first message.
+    """File transfers, shells and stdin streams of one connection, made at their first message.
 
     Their tasks live in the connection's nursery: a lost connection ends them
     (a push's temporary file is removed, a shell is hung up).
@@ -495,8 +516,11 @@ class _Streams:
         nursery: trio.Nursery,
         zipapp: Path | None,
         switched: Callable[[list[str]], None],
+        stdin_feed: Callable[[str], Feed | None],
     ) -> None:
         self._config = config
+        self._stdin_feed = stdin_feed
+        self._stdins: Stdins | None = None
         self._data_dir = data_dir
         self._ws = ws
         self._nursery = nursery
@@ -512,6 +536,13 @@ class _Streams:
             await self._ws.send_message(proto.encode(msg))
 
     def handle(self, msg: proto.CoreMessage) -> None:
+        if isinstance(msg, STDIN_MESSAGES):
+            if self._stdins is None:
+                from servermgr.node.stdin import Stdins
+
+                self._stdins = Stdins(self._stdin_feed, self.send, self._nursery)
+            self._stdins.handle(msg)
+            return
         if isinstance(msg, proto.StreamCredit):
             kind = self._kinds.get(msg.stream_id)
         elif isinstance(msg, TRANSFER_MESSAGES):

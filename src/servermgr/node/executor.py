@@ -33,6 +33,7 @@ from servermgr.common import proto
 from servermgr.common.config import ExecConfig
 from servermgr.common.text import printable
 from servermgr.node import policy as exec_policy
+from servermgr.node.stdin import Feed
 
 Emit = Callable[[proto.JobOutput], Awaitable[None]]
 Stream = Literal["stdout", "stderr"]
@@ -143,6 +144,12 @@ class Executor:
         self._drain = drain
         self._slots = trio.CapacityLimiter(max(1, policy.max_concurrent))
         self._jobs: dict[str, _JobState] = {}
+        self._feeds: dict[str, Feed] = {}  # jobs whose stdin comes on a stream
+
+    def stdin_feed(self, job_id: str) -> Feed | None:
+        """Where a queued or running job with ``stdin_stream`` takes its input (None: no
+        such job here, or its input is over)."""
+        return self._feeds.get(job_id)
 
     def is_active(self, job_id: str) -> bool:
         """True while the job is queued or running here."""
@@ -182,6 +189,9 @@ class Executor:
             raise ValueError(f"job {job.job_id} is already queued or running on this node")
         state = _JobState(job.job_id)
         self._jobs[job.job_id] = state
+        feed = None
+        if job.stdin_stream is True:
+            feed = self._feeds[job.job_id] = Feed(job.job_id, state.cancel)
         try:
             acquired = False
             with trio.CancelScope() as state.scope:
@@ -193,11 +203,15 @@ class Executor:
             try:
                 if state.cancelled:
                     return _result(job, "cancelled", error="cancelled while waiting for a slot")
-                return await self._start(job, emit, state, on_start)
+                return await self._start(job, emit, state, on_start, feed)
             finally:
                 self._slots.release_on_behalf_of(state)
         finally:
             del self._jobs[job.job_id]
+            if feed is not None:
+                del self._feeds[job.job_id]
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await feed.close()  # never started, or a pump cut short
 
     async def _start(
         self,
@@ -205,6 +219,7 @@ class Executor:
         emit: Emit,
         state: _JobState,
         on_start: Callable[[int], None] | None,
+        feed: Feed | None,
     ) -> proto.JobResult:
         if job.service is not None:  # the unit name passed exec_policy.check
             systemctl = shutil.which(self._systemctl)
@@ -227,7 +242,7 @@ class Executor:
         try:
             proc = await trio.lowlevel.open_process(
                 argv,
-                stdin=subprocess.DEVNULL if job.stdin is None else subprocess.PIPE,
+                stdin=subprocess.DEVNULL if job.stdin is None and feed is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
@@ -239,7 +254,7 @@ class Executor:
             return _result(job, "error", error=_start_error(exc, job))
         if on_start is not None:
             on_start(proc.pid)  # the process group id, for cleanup after an agent crash
-        return await self._supervise(job, emit, state, proc, started)
+        return await self._supervise(job, emit, state, proc, started, feed)
 
     async def _supervise(
         self,
@@ -248,6 +263,7 @@ class Executor:
         state: _JobState,
         proc: trio.Process,
         started: float,
+        feed: Feed | None = None,
     ) -> proto.JobResult:
         pgid = proc.pid  # start_new_session: the child leads its own group
         assert proc.stdout is not None
@@ -262,7 +278,9 @@ class Executor:
                 for pump in pumps:
                     nursery.start_soon(pump.run)
                 feeding = trio.CancelScope()
-                if proc.stdin is not None and job.stdin is not None:
+                if proc.stdin is not None and feed is not None:
+                    nursery.start_soon(feed.pump, proc.stdin, feeding)
+                elif proc.stdin is not None and job.stdin is not None:
                     nursery.start_soon(_feed, proc.stdin, job.stdin, feeding)
                 with trio.CancelScope(deadline=started + job.timeout) as state.scope:
                     if state.cancelled:
