@@ -57,3 +57,47 @@ def test_nodes_one_word_per_cell_and_no_figures_for_an_offline_node() -> None:
         "web-1", "online", "12%", "40%", "71%", "1.2KB/s", "10B/s", "0.50", "1d1h", "2s", "0.2.0"
     ]  # fmt: skip
     assert lines[2].split() == ["db-1", "offline", *["-"] * 7, "1h1m", "0.2.0+build…"]
+
+
+def test_jobs_piped_one_word_per_cell_the_command_last() -> None:
+    from servermgr.ctl.plain import jobs_lines
+
+    now = 1_800_000_000.0
+    lines = jobs_lines(
+        [
+            {"id": "j-2", "created": now - 75, "target": "role=web", "state": "done"}
+            | {"states": {"succeeded": 2, "failed": 1}, "command": "df -h /"},
+            {"id": "j-1", "created": now - 3, "target": "node-01", "state": "running"}
+            | {"states": {}, "command": None, "service": {"action": "restart", "unit": "x"}},
+        ],
+        now=now,
+    )
+    assert lines[0].split() == ["JOB", "CREATED", "TARGET", "STATE", "NODES", "COMMAND"]
+    assert lines[1].split() == ["j-2", "1m15s", "role=web", "done", "failed=1,succeeded=2"] + [
+        "df",
+        "-h",
+        "/",
+    ]
+    assert lines[2].split()[:5] == ["j-1", "3s", "node-01", "running", "-"]
+
+
+def test_audit_piped_one_word_per_cell_the_detail_last() -> None:
+    from servermgr.ctl.plain import audit_lines
+
+    row = {"ts": 1_800_000_000.0, "principal": "ops team", "target": "role=web"}
+    lines = audit_lines(
+        [
+            row
+            | {"action": "exec", "outcome": "2 succeeded, 1 expired", "job_id": "j-1"}
+            | {"detail": "uptime -p"},
+            row | {"action": "shell", "outcome": "failed", "job_id": None, "detail": None},
+        ]
+    )
+    assert lines[0].split() == ["TIME", "WHO", "ACTION", "TARGET", "OUTCOME", "JOB", "WHAT"]
+    first = lines[1].split()
+    assert len(first[0]) == len("2027-01-15T08:00:00")
+    assert first[1:] == ["opsteam", "exec", "role=web", "succeeded=2,expired=1", "j-1"] + [
+        "uptime",
+        "-p",
+    ]
+    assert lines[2].split()[1:] == ["opsteam", "shell", "role=web", "failed", "-", "-"]

@@ -85,7 +85,7 @@ def test_upgrade_then_a_broken_build_rolls_back(fleet: Fleet) -> None:
     assert fleet.run("core", "agent-publish", str(broken), "--config", "core.toml").returncode == 0
     res = fleet.run(*ctl, "node", "upgrade", "node-01", "--timeout", "3s", "--json")
     assert res.returncode == 1, (res.stdout, res.stderr)
-    (doc,) = json.loads(res.stdout)
+    (doc,) = json.loads(res.stdout)["items"]
     assert doc["outcome"] == "rolled_back", doc
     assert doc["now"] == "9.9.9"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import stat
@@ -42,6 +41,7 @@ from servermgr.common.errors import (
 )
 from servermgr.common.text import printable
 from servermgr.ctl import streamclient
+from servermgr.ctl.output import print_items
 
 if TYPE_CHECKING:
     from servermgr.common.tls import Trust
@@ -350,7 +350,7 @@ def run(
             trio.run(partial(pull, conn, remote_src.target, remote_src.path, dest, mode=file_mode))
         ]
     if as_json:
-        out.write(json.dumps([o.doc() for o in outcomes], indent=2) + "\n")
+        print_items([o.doc() for o in outcomes], out)
     else:
         width = max(len(o.node) for o in outcomes)
         for o in outcomes:

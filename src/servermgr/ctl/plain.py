@@ -173,13 +173,78 @@ def nodes_lines(
     return table(headers, rows, right=frozenset(range(2, 10)), color=color)
 
 
+def word(text: object) -> str:
+    """``text`` as one word for a piped table (its blanks dropped; ``-`` if empty)."""
+    return "".join(printable(str(text if text is not None else "")).split()) or "-"
+
+
+def counts_word(text: object) -> str:
+    """``2 succeeded, 1 failed`` as ``succeeded=2,failed=1``; any other text as one word."""
+    parts = [p.split() for p in str(text or "").split(",")]
+    if parts and all(len(p) == 2 and p[0].isdigit() for p in parts):
+        return ",".join(f"{word(p[1])}={p[0]}" for p in parts)
+    return word(text)
+
+
+def _ago(ts: float | None, now: float) -> str:
+    return fmt_ago(ts, now).replace(" ago", "").replace(" ", "")
+
+
+def _free(text: object) -> str:
+    """The last column's free text on one line."""
+    return " ".join(printable(str(text)).split()) or "-"
+
+
+def jobs_lines(jobs: Sequence[Mapping[str, Any]], *, now: float) -> list[str]:
+    """``ctl jobs`` piped: one word a cell (``-`` for none) but the command, last."""
+    rows = []
+    for j in jobs:
+        states = ",".join(f"{word(k)}={v}" for k, v in sorted(j["states"].items())) or "-"
+        command = j.get("command")
+        if command is None:
+            service = j.get("service") or {}
+            command = f"systemctl {service.get('action')} {service.get('unit')}"
+        rows.append(
+            [
+                (word(j["id"]), None),
+                (_ago(j["created"], now), None),
+                (word(j["target"]), None),
+                (word(j["state"]), None),
+                (states, None),
+                (_free(command), None),
+            ]
+        )
+    return table(("JOB", "CREATED", "TARGET", "STATE", "NODES", "COMMAND"), rows)
+
+
+def audit_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``ctl audit`` piped: one word a cell (an ISO time; ``-`` for none) but WHAT, last."""
+    import time
+
+    lines = []
+    for r in rows:
+        outcome = r.get("outcome") or ("running" if r.get("job_id") else "-")
+        lines.append(
+            [
+                (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r["ts"])), None),
+                (word(r["principal"]), None),
+                (word(r["action"]), None),
+                (word(r["target"]), None),
+                (counts_word(outcome), None),
+                (word(r.get("job_id") or "-"), None),
+                (_free(r.get("detail") or "-"), None),
+            ]
+        )
+    return table(("TIME", "WHO", "ACTION", "TARGET", "OUTCOME", "JOB", "WHAT"), lines)
+
+
 VERSION_WIDTH = 12
 
 
 def version_cell(version: object) -> str:
     """The agent's version as one word, at most 12 wide (a long build tag ends in …)."""
-    word = "".join(printable(str(version or "-")).split())
-    return word if len(word) <= VERSION_WIDTH else word[: VERSION_WIDTH - 1] + "…"
+    one = word(version or "-")
+    return one if len(one) <= VERSION_WIDTH else one[: VERSION_WIDTH - 1] + "…"
 
 
 def print_nodes(nodes: Sequence[Mapping[str, Any]], out: TextIO) -> None:

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from servermgr.common.text import printable_doc
+from servermgr.ctl import plain
 from servermgr.ctl.plain import fmt_ago, fmt_bytes, fmt_duration, fmt_pct, fmt_rate
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -29,12 +30,19 @@ SPARKS = "▁▂▃▄▅▆▇█"
 PIPED_WIDTH = 512
 
 
+def piped(file: Any = None, *, environ: Mapping[str, str] = os.environ) -> bool:
+    """Is ``file`` (stdout) read by a program: not a terminal, no COLUMNS set?"""
+    out = file or sys.stdout
+    isatty = getattr(out, "isatty", None)
+    return not (isatty and isatty()) and not environ.get("COLUMNS")
+
+
 def console(file: Any = None, *, environ: Mapping[str, str] = os.environ) -> Console:
     """A console on ``file``; piped output is not cut to 80 columns (scripts grep it)."""
     out = file or sys.stdout
-    isatty = getattr(out, "isatty", None)
-    piped = not (isatty and isatty()) and not environ.get("COLUMNS")
-    return Console(file=out, highlight=False, width=PIPED_WIDTH if piped else None)
+    return Console(
+        file=out, highlight=False, width=PIPED_WIDTH if piped(out, environ=environ) else None
+    )
 
 
 def print_json(doc: Any) -> None:
@@ -269,6 +277,9 @@ def print_jobs(jobs: list[dict[str, Any]]) -> None:
     if not jobs:
         c.print("no jobs yet: try `servermgr ctl exec NODE 'uptime'`")
         return
+    if piped():  # one word a cell, as ctl nodes: scripts split on blanks
+        sys.stdout.write("\n".join(plain.jobs_lines(jobs, now=time.time())) + "\n")
+        return
     c.print(jobs_table(jobs, now=time.time()))
 
 
@@ -305,6 +316,9 @@ def print_audit(rows: list[dict[str, Any]]) -> None:
     c = console()
     if not rows:
         c.print("the audit log is empty")
+        return
+    if piped():
+        sys.stdout.write("\n".join(plain.audit_lines(rows)) + "\n")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("TIME", "WHO", "ACTION", "TARGET", "OUTCOME", "JOB", "WHAT"):

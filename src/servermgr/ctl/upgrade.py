@@ -9,7 +9,6 @@ stops at the first nodes it breaks.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from servermgr.common.errors import ApiError, UsageError
 from servermgr.common.text import printable
 from servermgr.ctl.client import Client
 from servermgr.ctl.cp import pick
+from servermgr.ctl.output import print_items
 
 ROLLBACK_GRACE = 30.0  # Core waits this long for a rolled-back node (core/upgrade.py)
 TRANSFER_ALLOWANCE = 300.0  # for the zipapp to reach the node and be checked
@@ -70,7 +70,7 @@ def run(
             results += done
             failed = any(d["outcome"] not in ("upgraded", "current") for d in done)
     if as_json:
-        out.write(json.dumps(results, indent=2) + "\n")
+        print_items(results, out)
     else:
         for doc in results:
             if doc["outcome"] == "skipped":
