@@ -211,3 +211,22 @@ def test_audit_rows_without_a_job_are_not_shown_as_running(
     lines = capsys.readouterr().out.splitlines()
     assert "running" not in lines[1]
     assert "running" in lines[2]
+
+
+def test_piped_alert_and_schedule_tables_have_one_word_a_cell(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servermgr.ctl import alerts
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    rule = {"name": "hot", "when": "cpu > 90", "for": 300.0, "nodes": "role=web"}
+    rule |= {"notify": None, "renotify": 3600.0, "source": "config"}
+    alerts.show([rule], alerts.rules_table([rule]), "no rules")
+    schedule = {"name": "df", "describe": "every 1h", "target": "all", "paused": True}
+    schedule |= {"last_job": None, "runs": 0, "job": {"command": "df -h /"}}
+    render.print_schedules([schedule])
+    lines = capsys.readouterr().out.splitlines()
+    assert [len(line.split()) for line in lines[:2]] == [7, 7]
+    assert lines[1].split() == ["hot", "cpu>90", "5m0s", "role=web", "all", "1h0m", "config"]
+    assert lines[2].split() == ["NAME", "WHEN", "TARGET", "NEXT_RUN", "LAST_JOB", "RUNS", "COMMAND"]
+    assert lines[3].split() == ["df", "every1h", "all", "paused", "-", "0", "df", "-h", "/"]

@@ -121,8 +121,7 @@ def silences_table(rows: list[dict[str, Any]]) -> Table:
 
 def show(rows: list[dict[str, Any]], table: Table, empty: str) -> None:
     """Print ``table``, or ``empty`` when there are no rows."""
-    c = render.console()
     if not rows:
-        c.print(Text(empty))
+        render.console().print(Text(empty))
     else:
-        c.print(table)
+        render.print_table(table)

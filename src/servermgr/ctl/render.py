@@ -45,6 +45,30 @@ def console(file: Any = None, *, environ: Mapping[str, str] = os.environ) -> Con
     )
 
 
+def print_table(table: Table) -> None:
+    """Print ``table``: drawn by rich on a terminal; piped, plain with one word a
+    cell (``-`` for none) but the last, as ``ctl nodes`` (scripts split on blanks)."""
+    if not piped():
+        console().print(table)
+        return
+    columns = [[_text(cell) for cell in column.cells] for column in table.columns]
+    rows = [
+        [(plain.word(cell), None) for cell in row[:-1]] + [(" ".join(row[-1].split()) or "-", None)]
+        for row in zip(*columns, strict=True)
+    ]
+    headers = [word_header(column.header) for column in table.columns]
+    sys.stdout.write("\n".join(plain.table(headers, rows)) + "\n")
+
+
+def word_header(header: Any) -> str:
+    """A header as one word (``NEXT RUN`` -> ``NEXT_RUN``)."""
+    return "_".join(_text(header).split())
+
+
+def _text(cell: Any) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
 def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
@@ -363,4 +387,4 @@ def print_schedules(schedules: list[dict[str, Any]]) -> None:
     if not schedules:
         c.print("no schedules: try `servermgr ctl schedule add NAME --every 1h all uptime`")
         return
-    c.print(schedules_table(schedules))
+    print_table(schedules_table(schedules))
