@@ -116,6 +116,9 @@ class Scheduler:
         # Jobs with entries that went through the queue: whether one is done
         # is for SQLite to say (some of its entries may run on another Core).
         self._routed: set[str] = set()
+        # Jobs made here whose stdin comes on a stream (in memory only, as the
+        # flag is): an entry read back from SQLite when its node comes back has it.
+        self._stdin_streams: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------
 
@@ -205,6 +208,8 @@ class Scheduler:
         if stored is None:
             return None
         job, nodes = stored
+        if job_id in self._stdin_streams:
+            job = replace(job, stdin_stream=True)
         for n in nodes:
             if n.node_id == node_id and n.state == State.QUEUED:
                 return Entry(job, node_id, n.name, Status(State.QUEUED))
@@ -287,8 +292,17 @@ class Scheduler:
             principal=principal,
         )
         if spec.stdin_stream:
+            self._stdin_streams.add(job.id)
+        if spec.stdin_stream:
             for node in nodes:
                 self._check_stdin(node.id, node.name)
+                if self.shared and not self.sessions.is_online(node.id):
+                    raise JobError(
+                        409,
+                        "not_here",
+                        f"node {node.name} is not connected to this Core: its stdin cannot be "
+                        "streamed through another (give -n, or ctl to the Core it is on)",
+                    )
         entries, rows, routed = [], [], []
         elsewhere = await self._online_elsewhere([n.id for n in nodes])
         for node in nodes:
@@ -655,6 +669,7 @@ class Scheduler:
             if await self.db.read(self.store.is_open, job_id) or self.live.has_job(job_id):
                 return
             self._routed.discard(job_id)
+        self._stdin_streams.discard(job_id)
         self.bus.publish({"type": EventType.JOB_DONE, "job_id": job_id})
 
     async def job_doc(self, job_id: str, *, output: bool = True) -> dict[str, Any] | None:

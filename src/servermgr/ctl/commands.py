@@ -272,7 +272,7 @@ def exec_(a: Parsed) -> int:
         from servermgr.ctl.stdin import Forwarder
 
         body["stdin_stream"] = True
-        forward = partial(Forwarder, *_exec_resolve(a))
+        forward = partial(Forwarder, *_exec_resolve(a), patience=body.get("wait") or 0.0)
     elif not a.no_stdin:
         # Several: the same bytes to each, read whole first (at most 512 KiB).
         data = exec_mod.read_stdin(0)

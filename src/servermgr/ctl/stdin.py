@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -20,20 +21,29 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from servermgr.common import flow, relay
-from servermgr.common.errors import ClientError
+from servermgr.common.errors import ApiError, ClientError, single_error
 from servermgr.ctl import streamclient
 
 if TYPE_CHECKING:
     from servermgr.common.tls import Trust
 
 JOIN = 5.0  # seconds to let the forwarder finish once the job is done
+RETRY = 1.0  # seconds between tries while the job waits for its node to come back
 
 
 class Forwarder(threading.Thread):
     """Streams ``fd`` to the job's stdin on ``node``; ``error`` says why it stopped early."""
 
     def __init__(
-        self, base_url: str, key: str, trust: Trust | None, job_id: str, node: str, fd: int = 0
+        self,
+        base_url: str,
+        key: str,
+        trust: Trust | None,
+        job_id: str,
+        node: str,
+        *,
+        patience: float = 0.0,
+        fd: int = 0,
     ) -> None:
         super().__init__(name="stdin", daemon=True)  # an unread pipe never holds ctl's exit
         self.base_url = base_url
@@ -42,15 +52,25 @@ class Forwarder(threading.Thread):
         self.job_id = job_id
         self.node = node
         self.fd = fd
+        self.patience = patience  # the job's --wait: its node may come back meanwhile
         self.size: int | None = None  # what the process took, once done
         self.error: str | None = None
 
     def run(self) -> None:
-        try:
-            self.size = trio.run(self._stream)
-        except (ClientError, ConnectionClosed, OSError, BaseExceptionGroup) as exc:
-            self.error = _message(exc)
-            self._cancel()
+        deadline = time.monotonic() + self.patience
+        while True:
+            try:
+                self.size = trio.run(self._stream)
+                return
+            except (ClientError, ConnectionClosed, OSError, BaseExceptionGroup) as exc:
+                err = single_error(exc)
+                offline = isinstance(err, ApiError) and err.code == "node_offline"
+                if offline and time.monotonic() < deadline:
+                    time.sleep(RETRY)  # the job waits for its node (--wait): so do we
+                    continue
+                self.error = _message(exc)
+                self._cancel()
+                return
 
     def finish(self) -> str | None:
         """Wait a moment for the stream's end; the error to report, if any."""
