@@ -203,20 +203,20 @@ def key_list(a: Parsed) -> None:
     if not rows:
         print("no tokens (make one: servermgr key create --role read --name NAME)")
         return
-    table = [("NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED")]
-    for r in rows:
-        table.append(
-            (
-                r["name"],
-                r["role"],
-                _when(r["created"]),
-                _when(r["expires"]) if r["expires"] is not None else "never",
-                _when(r["last_used"]) if r["last_used"] is not None else "never",
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    from servermgr.ctl import plain
+
+    table = [
+        [
+            (plain.word(r["name"]), None),
+            (r["role"], None),
+            (_when(r["created"]), None),
+            (_when(r["expires"]) if r["expires"] is not None else "never", None),
+            (_when(r["last_used"]) if r["last_used"] is not None else "never", None),
+        ]
+        for r in rows
+    ]
+    # One word a cell, as every piped table (docs/reference/cli.md, Tables).
+    print("\n".join(plain.table(("NAME", "ROLE", "CREATED", "EXPIRES", "LAST_USED"), table)))
 
 
 def key_revoke(a: Parsed) -> None:
@@ -242,4 +242,4 @@ def key_rotate(a: Parsed) -> None:
 def _when(ts: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    return time.strftime("%Y-%m-%dT%H:%M", time.localtime(ts))
