@@ -192,7 +192,7 @@ def run(
     as_json: bool = False,
     out: BinaryIO | None = None,
     err: BinaryIO | None = None,
-    stdin: Callable[[str, str], Forwarder] | None = None,
+    stdin: Callable[[], Forwarder] | None = None,
 ) -> int:
     """Create the job, follow it, print; returns the exit code.
 
@@ -200,7 +200,7 @@ def run(
     stderr). A request that fails (Core unreachable, key refused, unknown
     node, bad target) raises its ClientError with exit code 255, as ssh does.
     ``stdin`` (with ``stdin_stream`` in the body): makes the forwarder of our
-    standard input, given the job's id and its node's, started once the job is.
+    standard input, started before the job is made and told its id once it is.
     """
     try:
         return _run(
@@ -227,11 +227,20 @@ def _run(
     as_json: bool,
     out: BinaryIO,
     err: BinaryIO,
-    stdin: Callable[[str, str], Forwarder] | None,
+    stdin: Callable[[], Forwarder] | None,
 ) -> int:
-    # One key per invocation: if the answer is lost and the POST is retried,
-    # Core returns the job it made the first time instead of running it again.
-    job = client.create_job(body, key=os.urandom(16).hex())
+    forwarder = None
+    if stdin is not None:
+        forwarder = stdin()
+        forwarder.start()  # loads its imports while the job is made
+    try:
+        # One key per invocation: if the answer is lost and the POST is retried,
+        # Core returns the job it made the first time instead of running it again.
+        job = client.create_job(body, key=os.urandom(16).hex())
+    except BaseException:
+        if forwarder is not None:
+            forwarder.abandon()
+        raise
     job_id = job["id"]
     names = [n["node"] for n in job["nodes"]]
     printer = Printer(
@@ -241,10 +250,8 @@ def _run(
         width=max((len(printable(n)) for n in names), default=0),
     )
     live = stream and not as_json
-    forwarder = None
-    if stdin is not None:
-        forwarder = stdin(job_id, job["nodes"][0]["node_id"])
-        forwarder.start()
+    if forwarder is not None:
+        forwarder.begin(job_id, job["nodes"][0]["node_id"])
     try:
         # A queued job may wait for its node before its timeout starts.
         patience = body.get("timeout", 60.0) + body.get("wait", 0.0)

@@ -2,27 +2,22 @@
 
 ``ctl exec`` follows the job's output on its main thread; ``Forwarder``
 sends our stdin beside it on a thread of its own (a trio loop with the
-stdin WebSocket): one chunk read at a time, within the credit the node
-grants, then ``eof``. So ctl holds at most one chunk whatever the size, and
-a command that never reads its stdin (or exits first) does not wait for it.
-If the stream fails before the end, the job is cancelled (the node cancels
-it too): the output then says so. Imported only when there is stdin to send.
+stdin WebSocket, ctl/stdin_stream.py): one chunk read at a time, within the
+credit the node grants, then ``eof``. So ctl holds at most one chunk
+whatever the size, and a command that never reads its stdin (or exits
+first) does not wait for it. The thread starts before the job is made and
+loads trio and the WebSocket client meanwhile. If the stream fails before
+the end, the job is cancelled (the node cancels it too): the output then
+says so. Light to import: ctl exec imports it only when there is stdin.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import trio
-from trio_websocket import ConnectionClosed
-
-from servermgr.common import flow, relay
 from servermgr.common.errors import ApiError, ClientError, single_error
-from servermgr.ctl import streamclient
 
 if TYPE_CHECKING:
     from servermgr.common.tls import Trust
@@ -32,15 +27,14 @@ RETRY = 1.0  # seconds between tries while the job waits for its node to come ba
 
 
 class Forwarder(threading.Thread):
-    """Streams ``fd`` to the job's stdin on ``node``; ``error`` says why it stopped early."""
+    """Streams ``fd`` to a job's stdin once ``begin`` names it; ``error`` says why it
+    stopped early."""
 
     def __init__(
         self,
         base_url: str,
         key: str,
         trust: Trust | None,
-        job_id: str,
-        node: str,
         *,
         patience: float = 0.0,
         fd: int = 0,
@@ -49,27 +43,46 @@ class Forwarder(threading.Thread):
         self.base_url = base_url
         self.key = key
         self.trust = trust
-        self.job_id = job_id
-        self.node = node
         self.fd = fd
         self.patience = patience  # the job's --wait: its node may come back meanwhile
+        self.job: tuple[str, str] | None = None  # (job id, node id), once made
+        self._named = threading.Event()
         self.size: int | None = None  # what the process took, once done
         self.error: str | None = None
 
+    def begin(self, job_id: str, node: str) -> None:
+        """The job is made: stream to it."""
+        self.job = (job_id, node)
+        self._named.set()
+
+    def abandon(self) -> None:
+        """No job was made: stop without sending anything."""
+        self._named.set()
+
     def run(self) -> None:
+        import trio  # here: loaded while the main thread makes the job
+
+        from servermgr.ctl import stdin_stream
+
+        self._named.wait()
+        if self.job is None:
+            return
+        job_id, node = self.job
         deadline = time.monotonic() + self.patience
         while True:
             try:
-                self.size = trio.run(self._stream)
+                self.size = trio.run(
+                    stdin_stream.stream, self.base_url, self.key, self.trust, job_id, node, self.fd
+                )
                 return
-            except (ClientError, ConnectionClosed, OSError, BaseExceptionGroup) as exc:
+            except stdin_stream.FAILURES as exc:
                 err = single_error(exc)
                 offline = isinstance(err, ApiError) and err.code == "node_offline"
                 if offline and time.monotonic() < deadline:
                     time.sleep(RETRY)  # the job waits for its node (--wait): so do we
                     continue
-                self.error = _message(exc)
-                self._cancel()
+                self.error = stdin_stream.message(exc)
+                self._cancel(job_id)
                 return
 
     def finish(self) -> str | None:
@@ -77,64 +90,11 @@ class Forwarder(threading.Thread):
         self.join(JOIN)
         return self.error
 
-    def _cancel(self) -> None:
+    def _cancel(self, job_id: str) -> None:
         """The input did not get through whole: the job must not run on part of it."""
         from servermgr.ctl.client import Client
 
         try:
-            Client(self.base_url, self.key, trust=self.trust).cancel_job(self.job_id)
+            Client(self.base_url, self.key, trust=self.trust).cancel_job(job_id)
         except ClientError:
             pass  # the main thread reports what it sees of the job
-
-    async def _stream(self) -> int:
-        async with streamclient.open_stream(
-            self.base_url, self.key, self.trust, relay.STDIN_PATH
-        ) as ws:
-            await streamclient.send(ws, relay.StdinRequest(job=self.job_id, node=self.node))
-            ready = await streamclient.receive(ws)
-            if not isinstance(ready, relay.Ready):
-                raise ClientError("Core answered the open with something else than ready")
-            credit = flow.Credit()
-
-            async def sender() -> None:
-                while True:
-                    n = await credit.take(flow.CHUNK)
-                    if n == 0:
-                        return
-                    # A pipe may never end: leave its read behind when the stream is done.
-                    chunk = await trio.to_thread.run_sync(
-                        os.read, self.fd, n, abandon_on_cancel=True
-                    )
-                    if not chunk:
-                        break
-                    await ws.send_message(chunk)
-                    if len(chunk) < n:
-                        credit.grant(n - len(chunk))
-                await streamclient.send(ws, relay.Eof())
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_quietly, sender)
-                while True:
-                    msg = await streamclient.receive(ws)
-                    if isinstance(msg, relay.Credit):
-                        credit.grant(msg.bytes)
-                    elif isinstance(msg, relay.Done):
-                        nursery.cancel_scope.cancel()
-                        return msg.size
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _quietly(sender: Callable[[], Awaitable[None]]) -> None:
-    """Run the sender; a stream Core closed is reported by the reader."""
-    try:
-        await sender()
-    except ConnectionClosed:
-        pass
-
-
-def _message(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    if isinstance(exc, ConnectionClosed):
-        return "the connection to Core was lost"
-    return str(exc) or type(exc).__name__
