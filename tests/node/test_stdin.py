@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from servermgr.common import flow, proto
 from servermgr.common.config import ExecConfig
+from servermgr.node import stdin as stdin_module
 from servermgr.node.executor import Executor
 from servermgr.node.stdin import Stdins
 
@@ -156,4 +158,17 @@ async def test_a_lost_connection_to_core_cancels_the_job() -> None:
                 await core.feed(stdins, "s1", 1000)
                 connection.cancel_scope.cancel()
     assert results[0].outcome == "cancelled"
+    assert b"ran" not in out.data
+
+
+async def test_no_stream_in_time_cancels_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ctl made the job and died before it sent any input: the job does not sit
+    # on its stdin until its timeout (an hour here).
+    monkeypatch.setattr(stdin_module, "ATTACH_WITHIN", 0.2)
+    ex = Executor(ExecConfig(), grace=0.5, chunk_interval=0.01, drain=0.1)
+    job = proto.JobRun("j1", "cat; echo ran", None, 3600.0, MiB, stdin_stream=True)
+    out = Output()
+    with trio.fail_after(30):
+        result = await ex.run(job, out)
+    assert result.outcome == "cancelled", result
     assert b"ran" not in out.data

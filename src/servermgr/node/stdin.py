@@ -9,8 +9,9 @@ holds at most one window whatever the size. ``stdin.end`` closes the pipe:
 end of file. The process exiting or closing its stdin first ends the stream
 too and is not an error, as with a pipe; ``stdin.closed`` tells Core either
 way. Input cut short (``stdin.end`` not ``complete``, a sender past its
-credit, or the connection to Core lost before the end) cancels the job: a
-script cut in two never runs as if it were whole.
+credit, the connection to Core lost before the end, or no stream within
+``ATTACH_WITHIN`` of the start) cancels the job: a script cut in two never
+runs as if it were whole.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger("servermgr.node.stdin")
 
 Send = Callable[[proto.NodeMessage], Awaitable[None]]
 MAX_QUEUED = 1024  # messages; credit bounds their bytes to a window
+ATTACH_WITHIN = 60.0  # seconds from the start for Core's stdin.open (ctl gone: cancel)
 STDIN_MESSAGES = (proto.StdinOpen, proto.StdinData, proto.StdinEnd)
 
 
@@ -41,6 +43,7 @@ class Feed:
         self._send: Send | None = None
         self.written = 0
         self.over = trio.Event()  # the pipe is closed; the stream takes no more
+        self.attached = trio.Event()
 
     def attach(self, stream_id: str, send: Send) -> bool:
         """Take Core's stream; False when one was taken already or the input is over."""
@@ -48,6 +51,7 @@ class Feed:
             return False
         self.stream_id, self._send = stream_id, send
         self.budget.granted(flow.WINDOW)
+        self.attached.set()
         return True
 
     def put(self, item: bytes | bool) -> None:
@@ -74,6 +78,11 @@ class Feed:
         """Write what comes to ``pipe`` until the end, then close it (the executor
         cancels ``scope`` once the process is gone); then tell Core."""
         with scope:
+            with trio.move_on_after(ATTACH_WITHIN):
+                await self.attached.wait()
+            if not self.attached.is_set():
+                # ctl made the job and never sent its input: do not wait for the timeout.
+                self.cut(f"no stdin stream came within {ATTACH_WITHIN:g} s")
             try:
                 async with pipe, self._inbox:
                     async for item in self._inbox:
