@@ -1,0 +1,42 @@
+"""A job's stdin as a stream, at Core: what the node is sent (fake node, real Core)."""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+
+from servermgr.common import proto
+from servermgr.core.app import Core
+from servermgr.node import transport
+from tests.support import api
+
+INFO = proto.SystemInfo(
+    os=None, kernel=None, arch=None, cpu_model=None, cpu_count=None, mem_total=None, boot_time=None
+)
+
+
+async def test_a_job_that_waited_for_its_node_still_streams_its_stdin(core: Core) -> None:
+    doc = await transport.register(core.url, core.key.value, "back-01", {})
+    async with api(core) as client:  # the node is away: the job waits for it
+        body = {"target": "back-01", "command": "cat", "stdin_stream": True, "wait": 60}
+        resp = await client.post("/api/v1/jobs", json=body)
+    assert resp.is_success, resp.text
+    hello = proto.Hello(
+        protocol=proto.PROTOCOL_VERSION,
+        node_id=doc["node_id"],
+        hostname="back-01",
+        agent_version="0.1.0",
+        info=INFO,
+        min_protocol=msgspec.UNSET,
+    )
+    async with transport.connect(core.url, doc["credential"]) as ws:
+        await ws.send_message(proto.encode(hello))
+        with trio.fail_after(20):
+            while True:
+                msg = proto.decode_from_core(await ws.get_message())
+                if isinstance(msg, proto.JobRun):
+                    break
+    # Read back from SQLite when the node came back: the flag is not lost (the
+    # process would read /dev/null and the input go nowhere).
+    assert msg.job_id == resp.json()["id"]
+    assert msg.stdin_stream is True
