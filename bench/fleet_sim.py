@@ -1045,6 +1045,8 @@ class Fleet:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.register_seconds = 0.0
         self.connect_seconds = 0.0
+        self._t_launch = 0.0
+        self._t_connect = 0.0
 
     @property
     def pids(self) -> list[int]:
@@ -1059,7 +1061,16 @@ class Fleet:
 
     def start(self, timeout: float = 600.0) -> None:
         """Start the workers and register every node; returns when all are registered."""
+        self.launch()
+        self.wait_registered(timeout)
+
+    def launch(self) -> None:
+        """Start the workers, which register every node (``wait_registered`` waits for it).
+
+        Several fleets (one per Core process) launch first and wait after, so
+        that they register side by side."""
         self.out.mkdir(parents=True, exist_ok=True)
+        self._t_launch = time.time()
         for w in range(self.workers):
             cfg = WorkerConfig(
                 core=self.core_url,
@@ -1088,20 +1099,33 @@ class Fleet:
             )
             self.children.append(proc)
             threading.Thread(target=self._read, args=(proc, w), daemon=True).start()
-        t0 = time.time()
+
+    def wait_registered(self, timeout: float = 600.0) -> None:
+        """Return when every node is registered (after ``launch``)."""
         done = self._wait("registered", timeout)
-        self.register_seconds = time.time() - t0
+        self.register_seconds = time.time() - self._t_launch
         registered = sum(e["n"] for e in done)
         if registered < self.nodes:
             raise RuntimeError(f"only {registered} of {self.nodes} nodes registered")
 
     def connect(self, timeout: float | None = None) -> None:
         """Open every node's WebSocket, spread over the ramp; returns when all have ``welcome``."""
-        start = time.time() + 0.2
+        self.begin_connect()
+        self.wait_connected(timeout)
+
+    def begin_connect(self, start: float | None = None) -> None:
+        """Tell the workers to connect their nodes from ``start`` (epoch s) over the ramp.
+
+        Several fleets begin together and then wait (``wait_connected``): a
+        fleet that waited for the one before it would start its ramp late."""
+        self._t_connect = start if start is not None else time.time() + 0.2
         for proc in self.children:
-            self._send(proc, f"connect {start} {self.ramp}")
+            self._send(proc, f"connect {self._t_connect} {self.ramp}")
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Return when every node has ``welcome`` (after ``begin_connect``)."""
         self._wait("connected", timeout if timeout is not None else self.ramp + 120.0)
-        self.connect_seconds = time.time() - start
+        self.connect_seconds = time.time() - self._t_connect
 
     def stats(self, timeout: float = 60.0) -> dict[str, Any]:
         """The workers' counts now, merged: see ``Worker.snapshot``."""

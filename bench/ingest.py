@@ -155,12 +155,18 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
                     prefix=f"sim{i}-" if n_cores > 1 else "sim",
                 )
             )
+        # Side by side: each fleet registers, then connects, at the same time as the others.
         for fleet in fleets:
-            fleet.start()
-        doc["register_s"] = sum(f.register_seconds for f in fleets)
+            fleet.launch()
+        for fleet in fleets:
+            fleet.wait_registered()
+        doc["register_s"] = max(f.register_seconds for f in fleets)
         print(f"registered in {doc['register_s']:.1f} s", flush=True)
+        start = time.time() + 0.2
         for fleet in fleets:
-            fleet.connect()
+            fleet.begin_connect(start)
+        for fleet in fleets:
+            fleet.wait_connected()
         doc["connect_s"] = max(f.connect_seconds for f in fleets)
         print(f"connected in {doc['connect_s']:.1f} s", flush=True)
         time.sleep(max(args.warmup, 2 * args.interval))

@@ -89,3 +89,8 @@ def test_a_small_heap_is_collected_each_minute_it_grew() -> None:
     # A large fleet's full collection stops Core for long: hourly, as before.
     assert not full_collection_due(60, 1_600_000, 1_500_000)
     assert full_collection_due(3600, 1_600_000, 1_500_000)
+    # A Core that started empty and then took its fleet: the heap is large now,
+    # so it waits for the hourly rule (a minute after start it stopped Core for 1.6 s).
+    assert not full_collection_due(60, 400_000, 100_000)
+    assert not full_collection_due(600, 1_000_000, 100_000)
+    assert full_collection_due(3600, 1_000_000, 100_000)
