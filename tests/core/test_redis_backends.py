@@ -23,14 +23,15 @@ def new_link(server: RedisServer) -> RedisLink:
 
 
 @pytest.fixture
-async def links(
-    redis_server: RedisServer, nursery: trio.Nursery
-) -> AsyncIterator[tuple[RedisLink, RedisLink]]:
+async def links(redis_server: RedisServer) -> AsyncIterator[tuple[RedisLink, RedisLink]]:
     """Two Cores' links to one Redis, up."""
     a, b = new_link(redis_server), new_link(redis_server)
-    await nursery.start(a.serve)
-    await nursery.start(b.serve)
-    yield a, b
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.serve)
+        await nursery.start(b.serve)
+        yield a, b
+        # Their checks stopped first: a client closed under a running PING fails it.
+        nursery.cancel_scope.cancel()
     a.close()
     b.close()
 
@@ -221,3 +222,45 @@ async def test_a_redis_that_comes_back_empty_gets_the_jobs_again(
     await wait_for(lambda: redis_server.cli("xlen", "servermgr:jobs:n1").strip() == "1", limit=30)
     await wait_for(lambda: links[0].up, limit=30)
     assert await a.claim("n1") == ["j1"]
+
+
+async def test_nodes_connecting_together_are_claimed_in_a_few_calls(
+    redis_server: RedisServer, links: tuple[RedisLink, RedisLink]
+) -> None:
+    # A fleet connecting: each node's claim used to be its own five round trips.
+    a, b = RedisJobQueue("core-a", links[0]), RedisJobQueue("core-b", links[1])
+    nodes = [f"n{i}" for i in range(200)]
+    for n in nodes[::2]:
+        await b.put(n, f"job-{n}", deadline=1e12)
+    got: dict[str, list[str]] = {}
+
+    async def claim(node_id: str) -> None:
+        got[node_id] = await a.claim(node_id)
+
+    async with trio.open_nursery() as nursery:
+        for n in nodes:
+            nursery.start_soon(claim, n)
+    assert got == {n: [f"job-{n}"] if i % 2 == 0 else [] for i, n in enumerate(nodes)}
+    assert a.claim_calls <= 3
+    owners = redis_server.cli("mget", *[f"servermgr:owner:{n}" for n in nodes]).split()
+    assert owners == ["core-a"] * len(nodes)
+    assert redis_server.cli("xlen", "servermgr:jobs:n0").strip() == "0"
+    assert redis_server.cli("zcard", "servermgr:deadlines").strip() == "0"
+
+
+async def test_a_node_claimed_while_redis_is_down_gets_its_jobs_once_it_is_back(
+    redis_server: RedisServer, links: tuple[RedisLink, RedisLink], nursery: trio.Nursery
+) -> None:
+    a = RedisJobQueue("core-a", links[0], poll_every=0.1)
+    b = RedisJobQueue("core-b", links[1], poll_every=0.1)
+    await nursery.start(a.serve)
+    redis_server.kill()
+    await wait_for(lambda: not links[0].up)
+    assert await a.claim("n1") == []  # nothing claimed: the poll does it once Redis is back
+    redis_server.start()
+    await wait_for(lambda: links[0].up and links[1].up, limit=30)
+    await wait_for(lambda: a.claim_calls >= 1, limit=30)
+    assert redis_server.cli("get", "servermgr:owner:n1").strip() == "core-a"
+    await b.put("n1", "j1", deadline=1e12)
+    with trio.fail_after(30):
+        assert await a.receive() == ("n1", "j1")

@@ -12,6 +12,12 @@ to claim the node takes it over (``XAUTOCLAIM``). A Core also reads its
 nodes' streams every ``poll_every`` s, so a wake-up lost in an outage only
 delays a job.
 
+Claims are batched: the nodes that connect while one claim is on its way
+to Redis are claimed together by the next, in a few round trips whatever
+their number (a fleet connecting at 250 nodes a second made five round
+trips per node, on four threads, and queued Core's other Redis calls past
+their timeout). The poll reads every held node's stream in one pipeline.
+
 An entry nobody takes before its deadline (its node connected nowhere) is
 taken out by whichever Core's ``expired`` gets it first (``ZREM`` on
 ``servermgr:deadlines`` decides), and only that Core reports it.
@@ -44,6 +50,7 @@ GROUP = "servermgr"
 DEADLINES = PREFIX + "deadlines"
 POLL_EVERY = 2.0
 READ_KEYS = 500  # streams per XREADGROUP
+CLAIM_BATCH = 1000  # nodes per claim round trip
 EXPIRE_BATCH = 1000
 
 # Delete the owner key only if it still names this Core (a node may have moved).
@@ -74,6 +81,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class _Claims:
+    """Nodes claimed together in one call, and what each got (None: not claimed)."""
+
+    def __init__(self) -> None:
+        self.nodes: set[str] = set()
+        self.done = trio.Event()
+        self.found: dict[str, list[str]] | None = None
+
+
 class RedisJobQueue:
     """``JobQueue`` on Redis streams (see the module docstring)."""
 
@@ -82,6 +98,10 @@ class RedisJobQueue:
         self.link = link
         self.poll_every = poll_every
         self._held: set[str] = set()
+        self._unclaimed: set[str] = set()  # held, but their claim failed: claimed by the poll
+        self._next = _Claims()  # the nodes waiting for the next claim call
+        self._claiming: trio.Event | None = None  # set when the claim call on its way is done
+        self.claim_calls = 0  # calls to Redis that claimed nodes, for tests and figures
         self._unsent: list[tuple[str, str, float]] = []  # put while Redis was down
         self._put: dict[tuple[str, str], float] = {}  # put here, deadline not reached
         self._send, self._receive = trio.open_memory_channel[Routed](float("inf"))
@@ -101,16 +121,56 @@ class RedisJobQueue:
             self._poll.set()
 
     async def claim(self, node_id: str) -> list[str]:
+        """Own ``node_id`` and take what waits for it, with the nodes claimed meanwhile.
+
+        The nodes that ask while a claim call is on its way are claimed
+        together by the next call, made by the first of them to get there.
+        """
         self._held.add(node_id)
+        batch = self._next
+        batch.nodes.add(node_id)
+        while not batch.done.is_set():
+            if self._claiming is None:
+                await self._claim_round()
+            else:
+                await self._claiming.wait()
+        found = batch.found
+        if found is None:
+            return []  # claimed by the poll once Redis is back
+        return found.get(node_id, [])
+
+    async def _claim_round(self) -> None:
+        current, self._next = self._next, _Claims()
+        self._claiming = current.done
         try:
-            entries = await self.link.call(_claim, self.core, node_id)
-        except RedisUnavailableError:
-            return []  # read with the next poll once Redis is back
-        self.taken += len(entries)
-        return [job_id for _node, job_id in entries]
+            current.found = await self._claim_now(current.nodes)
+        finally:
+            if current.found is None:  # Redis failed, or cancelled: the poll claims them
+                self._unclaimed |= current.nodes & self._held
+            self._claiming = None
+            current.done.set()
+
+    async def _claim_now(self, nodes: set[str]) -> dict[str, list[str]] | None:
+        """Claim ``nodes`` (held ones only): their jobs, or None if Redis failed."""
+        held = sorted(n for n in nodes if n in self._held)
+        found: dict[str, list[str]] = {}
+        for i in range(0, len(held), CLAIM_BATCH):
+            chunk = held[i : i + CLAIM_BATCH]
+            try:
+                routed = await self.link.call(_claim_many, self.core, chunk)
+            except RedisUnavailableError:
+                self._unclaimed.update(held[i:])
+                return found if i else None
+            self.claim_calls += 1
+            self._unclaimed.difference_update(chunk)
+            for node_id, job_id in routed:
+                found.setdefault(node_id, []).append(job_id)
+            self.taken += len(routed)
+        return found
 
     async def release(self, node_id: str) -> None:
         self._held.discard(node_id)
+        self._unclaimed.discard(node_id)
         try:
             await self.link.call(lambda c: c.eval(_RELEASE, 1, owner_key(node_id), self.core))
         except RedisUnavailableError:
@@ -160,18 +220,32 @@ class RedisJobQueue:
                     if self.link.connects != connects:  # back: say again which nodes are ours
                         connects = self.link.connects
                         await self._put_again()
-                        for node_id in list(self._held):
-                            for _n, job_id in await self.link.call(_claim, self.core, node_id):
-                                self._send.send_nowait((node_id, job_id))
+                        self._unclaimed |= self._held
                     await self._add_unsent()
-                    held = sorted(self._held)
-                    for i in range(0, len(held), READ_KEYS):
-                        routed = await self.link.call(_read, self.core, held[i : i + READ_KEYS])
-                        self.taken += len(routed)
-                        for item in routed:
-                            self._send.send_nowait(item)
+                    if self._unclaimed:
+                        await self._claim_unclaimed()
+                    routed = await self.link.call(_read, self.core, sorted(self._held))
+                    self.taken += len(routed)
+                    for item in routed:
+                        self._send.send_nowait(item)
                 except RedisUnavailableError:
                     pass
+
+    async def _claim_unclaimed(self) -> None:
+        """Claim the held nodes whose claim failed (or all, after an outage)."""
+        nodes = sorted(self._unclaimed & self._held)
+        self._unclaimed.clear()
+        for i in range(0, len(nodes), CLAIM_BATCH):
+            chunk = nodes[i : i + CLAIM_BATCH]
+            try:
+                routed = await self.link.call(_claim_many, self.core, chunk)
+            except RedisUnavailableError:
+                self._unclaimed.update(nodes[i:])
+                raise
+            self.claim_calls += 1
+            self.taken += len(routed)
+            for item in routed:
+                self._send.send_nowait(item)
 
     async def _put_again(self) -> None:
         """After an outage: put again what this Core put and nobody expired yet."""
@@ -220,18 +294,21 @@ def _put(client: redis.Redis, core: str, node_id: str, job_id: str, deadline: fl
         client.publish(wake_channel(_text(owner)), node_id)
 
 
-def _take(client: redis.Redis, key: str, node_id: str, ids_jobs: list[tuple[Any, str]]) -> None:
-    """Acknowledge and delete entries this Core has now (it sends them on)."""
-    if not ids_jobs:
-        return
-    ids = [entry_id for entry_id, _ in ids_jobs]
+def _take(client: redis.Redis, taken: dict[str, list[tuple[Any, str]]]) -> None:
+    """Acknowledge and delete entries this Core has now (it sends them on), by node."""
     pipe = client.pipeline(transaction=False)
-    pipe.xack(key, GROUP, *ids)
-    pipe.xdel(key, *ids)
-    for _, job_id in ids_jobs:
-        pipe.zrem(DEADLINES, f"{node_id} {job_id}")
-        pipe.srem(waiting_key(job_id), node_id)
-    pipe.execute()
+    for node_id, ids_jobs in taken.items():
+        if not ids_jobs:
+            continue
+        key = stream(node_id)
+        ids = [entry_id for entry_id, _ in ids_jobs]
+        pipe.xack(key, GROUP, *ids)
+        pipe.xdel(key, *ids)
+        for _, job_id in ids_jobs:
+            pipe.zrem(DEADLINES, f"{node_id} {job_id}")
+            pipe.srem(waiting_key(job_id), node_id)
+    if len(pipe):
+        pipe.execute()
 
 
 def _jobs(entries: list[Any]) -> list[tuple[Any, str]]:
@@ -242,39 +319,78 @@ def _jobs(entries: list[Any]) -> list[tuple[Any, str]]:
     return out
 
 
-def _claim(client: redis.Redis, core: str, node_id: str) -> list[Routed]:
-    """Own ``node_id``: its pending entries (a dead Core's too) and its new ones."""
-    key = stream(node_id)
-    client.set(owner_key(node_id), core)
-    _ensure_group(client, key)
-    found: list[tuple[Any, str]] = []
-    start = "0-0"
-    for _ in range(100):  # bounded: 100 x 100 pending entries
-        auto: Any = client.xautoclaim(key, GROUP, core, min_idle_time=0, start_id=start, count=100)
-        start, claimed = auto[0], auto[1]
-        found += _jobs(claimed)
-        if _text(start) == "0-0":
-            break
-    reply: Any = client.xreadgroup(GROUP, core, {key: ">"}, count=10_000)
-    for _key, entries in reply or []:
-        found += _jobs(entries)
-    _take(client, key, node_id, found)
-    return [(node_id, job_id) for _, job_id in found]
+def _claim_many(client: redis.Redis, core: str, nodes: list[str]) -> list[Routed]:
+    """Own ``nodes``: their pending entries (a dead Core's too) and their new ones.
+
+    A few round trips whatever the number of nodes: the owner keys, groups
+    and first ``XAUTOCLAIM`` of each in one pipeline; a node with more than
+    100 pending entries goes on alone; the new entries in one pipeline of
+    ``XREADGROUP``; what was found acknowledged in one more."""
+    pipe = client.pipeline(transaction=False)
+    for node_id in nodes:
+        key = stream(node_id)
+        pipe.set(owner_key(node_id), core)
+        pipe.xgroup_create(key, GROUP, id="0", mkstream=True)
+        pipe.xautoclaim(key, GROUP, core, min_idle_time=0, start_id="0-0", count=100)
+    replies = pipe.execute(raise_on_error=False)
+    found: dict[str, list[tuple[Any, str]]] = {n: [] for n in nodes}
+    for i, node_id in enumerate(nodes):
+        created, auto = replies[3 * i + 1], replies[3 * i + 2]
+        if isinstance(created, Exception) and "BUSYGROUP" not in str(created):
+            raise created
+        if isinstance(auto, Exception):
+            raise auto
+        found[node_id] += _jobs(auto[1])
+        start = auto[0]
+        for _ in range(100):  # bounded: 100 x 100 pending entries
+            if _text(start) == "0-0":
+                break
+            auto = client.xautoclaim(
+                stream(node_id), GROUP, core, min_idle_time=0, start_id=start, count=100
+            )
+            start = auto[0]
+            found[node_id] += _jobs(auto[1])
+    for node_id, entries in _read_new(client, core, nodes, count=10_000):
+        found[node_id] += entries
+    _take(client, found)
+    return [(node_id, job_id) for node_id, got in found.items() for _, job_id in got]
+
+
+def _read_new(
+    client: redis.Redis, core: str, nodes: list[str], *, count: int
+) -> list[tuple[str, list[tuple[Any, str]]]]:
+    """New entries of these nodes' streams (not taken yet): one pipeline of
+    ``XREADGROUP``, ``READ_KEYS`` streams each."""
+    if not nodes:
+        return []
+    chunks = [nodes[i : i + READ_KEYS] for i in range(0, len(nodes), READ_KEYS)]
+    pipe = client.pipeline(transaction=False)
+    for chunk in chunks:
+        pipe.xreadgroup(GROUP, core, {stream(n): ">" for n in chunk}, count=count)
+    out: list[tuple[str, list[tuple[Any, str]]]] = []
+    missing: list[str] = []
+    # RESP2 (redis-py's default): each reply a list of [stream, entries].
+    for chunk, reply in zip(chunks, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(reply, Exception):
+            if "NOGROUP" not in str(reply):
+                raise reply
+            missing += chunk  # a stream gone (Redis emptied): read with the next poll
+            continue
+        for key, entries in reply or []:
+            out.append((_text(key)[len(PREFIX + "jobs:") :], _jobs(entries)))
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        for node_id in missing:
+            pipe.xgroup_create(stream(node_id), GROUP, id="0", mkstream=True)
+        pipe.execute(raise_on_error=False)  # BUSYGROUP for the streams that have it
+    return out
 
 
 def _read(client: redis.Redis, core: str, nodes: list[str]) -> list[Routed]:
     """New entries of these nodes' streams, taken."""
-    if not nodes:
-        return []
-    # RESP2 (redis-py's default): a list of [stream, entries].
-    reply: Any = client.xreadgroup(GROUP, core, {stream(n): ">" for n in nodes}, count=1000)
-    out: list[Routed] = []
-    for key, entries in reply or []:
-        node_id = _text(key)[len(PREFIX + "jobs:") :]
-        found = _jobs(entries)
-        _take(client, _text(key), node_id, found)
-        out += [(node_id, job_id) for _, job_id in found]
-    return out
+    found = dict(_read_new(client, core, nodes, count=1000))
+    _take(client, found)
+    return [(node_id, job_id) for node_id, got in found.items() for _, job_id in got]
 
 
 def _drop(client: redis.Redis, node_id: str, job_id: str) -> bool:
