@@ -163,12 +163,21 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
         doc["register_s"] = max(f.register_seconds for f in fleets)
         print(f"registered in {doc['register_s']:.1f} s", flush=True)
         start = time.time() + 0.2
+        cpu0 = sum(benchlib.cpu_seconds(c.pid) for c in cores)
         for fleet in fleets:
             fleet.begin_connect(start)
         for fleet in fleets:
             fleet.wait_connected()
         doc["connect_s"] = max(f.connect_seconds for f in fleets)
-        print(f"connected in {doc['connect_s']:.1f} s", flush=True)
+        # Core CPU while the fleet connects, per node (the heartbeats of the nodes
+        # connected so far included: an upper bound of a connect's cost).
+        connect_cpu = sum(benchlib.cpu_seconds(c.pid) for c in cores) - cpu0
+        doc["connect_cpu_ms_per_node"] = 1e3 * connect_cpu / nodes
+        print(
+            f"connected in {doc['connect_s']:.1f} s, Core CPU "
+            f"{doc['connect_cpu_ms_per_node']:.2f} ms per node meanwhile",
+            flush=True,
+        )
         time.sleep(max(args.warmup, 2 * args.interval))
         rss: list[int] = []
         prof: list[Path | None] = []
@@ -200,7 +209,11 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
         if profiler is not None:
             profiler.join()
         doc["gc_window"] = gc_window(before[0].get("gc", {}), after[0].get("gc", {}))
-        print(f"garbage collector in the window (Core 0): {doc['gc_window']}", flush=True)
+        doc["gc_window_each"] = [
+            gc_window(b.get("gc", {}), a.get("gc", {})) for b, a in zip(before, after, strict=True)
+        ]
+        for i, g in enumerate(doc["gc_window_each"]):
+            print(f"garbage collector in the window (Core {i}): {g}", flush=True)
         doc["core_threads"] = benchlib.threads(cores[0].pid)
         doc["core_pss"] = sum(benchlib.pss_bytes(c.pid) for c in cores)
         results = [f.stop() for f in fleets]
@@ -241,6 +254,12 @@ def gc_window(gc0: dict[str, Any], gc1: dict[str, Any]) -> dict[str, Any]:
         diff = counts_between(h0["counts"], h1["counts"])
         doc["pauses_ms"] = {label: n for label, n in zip(labels, diff, strict=True) if n}
     return doc
+
+
+def longest_pause(gc: dict[str, Any]) -> str:
+    """The bucket of the longest collection in a ``gc_window`` ("<=25": 10-25 ms)."""
+    labels = list(gc.get("pauses_ms", {}))
+    return labels[-1] if labels else "0"
 
 
 def summarize(
@@ -308,7 +327,7 @@ def table(docs: list[dict[str, Any]]) -> None:
         if "error" in d:
             rows.append(
                 (d["nodes"], cores, f"{d['interval']:g}", d["load"], f"broke: {d['error']}")
-                + ("",) * 16
+                + ("",) * 18
             )
             continue
         rows.append(
@@ -327,6 +346,7 @@ def table(docs: list[dict[str, Any]]) -> None:
                 benchlib.mib(d["redis_rss_max"]) if d.get("redis") else "-",
                 age_ms(d["p50_ms"]),
                 age_ms(d["p99_ms"]),
+                " ".join(longest_pause(g) for g in d.get("gc_window_each", [])) or "-",
                 d["not_stored"],
                 benchlib.ms(d["sim_lag_p99_s"]),
                 f"{d['sim_cpu_pct']:.0f}",
@@ -334,6 +354,7 @@ def table(docs: list[dict[str, Any]]) -> None:
                 f"{d['others_cores']:.2f}",
                 f"{d['register_s']:.0f}",
                 f"{d['connect_s']:.0f}",
+                f"{d.get('connect_cpu_ms_per_node', float('nan')):.2f}",
             )
         )
     benchlib.print_table(
@@ -353,6 +374,7 @@ def table(docs: list[dict[str, Any]]) -> None:
             "Redis RSS MiB",
             "p50 ms",
             "p99 ms",
+            "GC pause ms, longest (each Core)",
             "not stored",
             "sim lag p99 ms",
             "sim CPU %",
@@ -360,6 +382,7 @@ def table(docs: list[dict[str, Any]]) -> None:
             "other load (cores)",
             "register s",
             "connect s",
+            "Core CPU ms per connect",
         ],
         rows,
     )
