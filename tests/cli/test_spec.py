@@ -65,6 +65,8 @@ def test_defaults_are_written_once_and_converted() -> None:
     p = parse("ctl", "exec", "n", "true")
     assert (p.timeout, p.wait, p.output_cap, p.json) == (60.0, 0.0, 1 << 20, False)
     assert parse("ctl", "jobs").limit == 20
+    assert parse("ctl", "jobs", "--before", "2026-11-30T08:00Z").before == 1796025600.0
+    assert parse("ctl", "jobs", "--before", "1796025600.5").before == 1796025600.5
     assert parse("ctl", "metrics", "n").since == "1h"
 
 
@@ -76,6 +78,13 @@ def test_defaults_are_written_once_and_converted() -> None:
         (["ctl", "jobs", "--state", "bogus"], "use one of queued, sent, running"),
         (["ctl", "audit", "--action", "bogus"], "use one of exec, service, file.push"),
         (["ctl", "jobs", "--limit", "x"], "--limit: 'x' is not a whole number"),
+        # What Core would refuse is refused here, with the range Core takes.
+        (["ctl", "jobs", "--limit", "0"], "--limit: '0' is out of range: give 1 to 1000"),
+        (["ctl", "audit", "--limit", "10001"], "give 1 to 10000"),
+        (["ctl", "exec", "-t", "0", "n", "x"], "-t: '0' is out of range: give 0.1s to 7d"),
+        (["ctl", "exec", "--wait", "8d", "n", "x"], "--wait: '8d' is out of range"),
+        (["ctl", "exec", "--output-cap", "16777217", "n", "x"], "give 0 to 16777216 bytes"),
+        (["ctl", "jobs", "--before", "soon"], "--before: bad time 'soon'"),
         (["ctl", "exec", "--bogus", "n", "true"], "no such option: --bogus"),
         (["ctl", "exec", "n", "true", "--timeout"], None),
         (["ctl", "exec", "--timeout"], "option --timeout needs a value"),

@@ -28,7 +28,7 @@ Adding a command
 from __future__ import annotations
 
 from servermgr.cli.spec import Arg, Cmd, Opt
-from servermgr.common import timespec
+from servermgr.common import limits, timespec
 from servermgr.ctl.jobspec import SERVICE_ACTIONS
 
 # --- value checks (ValueError -> exit 2 with its text) --------------------------
@@ -64,11 +64,39 @@ def _count(text: str) -> int:
     return value
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
+class _CountUpTo:
+    """A whole number from ``low`` to ``high``, as Core takes it (a page size, a cap)."""
+
+    def __init__(self, low: int, high: int, unit: str = "") -> None:
+        self.low, self.high, self.unit = low, high, unit
+
+    def __call__(self, text: str) -> int:
+        value = _count(text)
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{text!r} is out of range: give {self.low} to {self.high}{self.unit}")
+        return value
+
+
+def _job_timeout(text: str) -> float:
+    seconds = timespec.parse_duration(text)
+    if not limits.JOB_MIN_TIMEOUT <= seconds <= limits.JOB_MAX_SECONDS:
+        raise ValueError(f"{text!r} is out of range: give {limits.JOB_MIN_TIMEOUT:g}s to 7d")
+    return seconds
+
+
+def _job_wait(text: str) -> float:
+    seconds = timespec.parse_duration(text)
+    if not 0 <= seconds <= limits.JOB_MAX_SECONDS:
+        raise ValueError(f"{text!r} is out of range: give 0s to 7d")
+    return seconds
+
+
+def _instant(text: str) -> float:
+    """A point in time as unix seconds: a duration ago (1h), an ISO 8601 date or
+    time, or unix seconds."""
+    import time
+
+    return timespec.parse_time(text, now=time.time())
 
 
 # --- shared options ------------------------------------------------------------
@@ -102,18 +130,18 @@ LABEL = Opt(
 TIMEOUT = Opt(
     ("--timeout", "-t"),
     "timeout",
-    "Kill the command after this long (30s, 5m, 1h).",
+    "Kill the command after this long (30s, 5m, 1h; 0.1s to 7d).",
     metavar="DURATION",
     default="60s",
-    check=_duration,
+    check=_job_timeout,
 )
 WAIT = Opt(
     ("--wait",),
     "wait",
-    "Queue the job for offline nodes this long (10m) instead of failing at once.",
+    "Queue the job for offline nodes this long (10m; up to 7d) instead of failing at once.",
     metavar="DURATION",
     default="0s",
-    check=_duration,
+    check=_job_wait,
 )
 NODE = Arg("NODE", "node", "Node name or id.", complete="node")
 TARGET_HELP = (
@@ -250,7 +278,7 @@ OUTPUT_CAP = Opt(
     "Keep at most this many bytes per stream per node.",
     metavar="BYTES",
     default=1 << 20,
-    check=_count,
+    check=_CountUpTo(0, limits.JOB_MAX_OUTPUT_CAP, " bytes"),
 )
 ENV = Opt(
     ("--env", "-e"),
@@ -603,14 +631,20 @@ CTL = Cmd(
                     choices=JOB_STATES,
                 ),
                 Opt(
-                    ("--limit",), "limit", "How many (newest first).", "N", default=20, check=_count
+                    ("--limit",),
+                    "limit",
+                    "How many (newest first).",
+                    "N",
+                    default=20,
+                    check=_CountUpTo(1, limits.JOBS_PAGE),
                 ),
                 Opt(
                     ("--before",),
                     "before",
-                    "Page: jobs created before this time (next_before of --json).",
+                    "Page: jobs created before this time (next_before of --json; "
+                    "1h, an ISO 8601 date or time, unix seconds).",
                     metavar="TIME",
-                    check=_number,
+                    check=_instant,
                 ),
                 JSON,
             ),
@@ -651,7 +685,7 @@ CTL = Cmd(
                     "With --history/--deliveries: the newest N.",
                     metavar="N",
                     default=200,
-                    check=_count,
+                    check=_CountUpTo(1, limits.ALERT_ROWS),
                 ),
                 JSON,
             ),
@@ -779,7 +813,7 @@ CTL = Cmd(
                     "How many rows (newest first).",
                     "N",
                     default=50,
-                    check=_count,
+                    check=_CountUpTo(1, limits.AUDIT_ROWS),
                 ),
                 JSON,
             ),

@@ -13,12 +13,13 @@ from typing import Any
 
 import msgspec
 
+from servermgr.common import limits
 from servermgr.common.alertrule import Rule, RuleDoc, check_rule
 from servermgr.core.alertstate import Alert, Key, State, Transition
 from servermgr.core.storage import Storage
 
 KEEP = 90 * 86400.0
-MAX_LISTED = 10000
+MAX_LISTED = limits.ALERT_ROWS
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from servermgr.common import names, proto, timespec
+from servermgr.common import limits, names, proto, timespec
 from servermgr.common.selector import TARGET_MAX, TARGET_PATTERN, parse_target
 from servermgr.core.api import Api, Handler
 from servermgr.core.auth import Access, ApiFailure, principal_of, read_json, read_query
@@ -19,9 +19,9 @@ from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
 
-MAX_OUTPUT_CAP = 16 * 1024 * 1024
-MAX_SECONDS = 7 * 86400.0
-MIN_TIMEOUT = 0.1
+MAX_OUTPUT_CAP = limits.JOB_MAX_OUTPUT_CAP
+MAX_SECONDS = limits.JOB_MAX_SECONDS
+MIN_TIMEOUT = limits.JOB_MIN_TIMEOUT
 MAX_COMMAND = 32 * 1024
 MAX_ENV_VALUE = 8 * 1024
 STATES = sorted(FINAL_STATES | OPEN_STATES)
@@ -184,7 +184,7 @@ class JobsQuery(msgspec.Struct):
         ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
-    limit: Annotated[int, Meta(ge=1, le=1000, description="page size")] = 50
+    limit: Annotated[int, Meta(ge=1, le=limits.JOBS_PAGE, description="page size")] = 50
     before: (
         Annotated[
             float,
@@ -316,7 +316,9 @@ class AuditQuery(msgspec.Struct):
         ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
-    limit: Annotated[int, Meta(ge=1, le=10000, description="at most this many rows")] = 100
+    limit: Annotated[
+        int, Meta(ge=1, le=limits.AUDIT_ROWS, description="at most this many rows")
+    ] = 100
 
 
 def idempotency_key(header: str | None, body: JobBody) -> str | None:
