@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 import trio
 
@@ -40,3 +42,47 @@ async def test_a_job_that_waited_for_its_node_still_streams_its_stdin(core: Core
     # process would read /dev/null and the input go nowhere).
     assert msg.job_id == resp.json()["id"]
     assert msg.stdin_stream is True
+
+
+async def test_only_whoever_made_the_job_feeds_its_stdin(core: Core) -> None:
+    from trio_websocket import ConnectionClosed
+
+    from servermgr.common import relay
+    from servermgr.ctl.wsclient import connect
+    from tests.support import make_token
+
+    doc = await transport.register(core.url, core.key.value, "feed-01", {})
+    other = await make_token(core, "mallory", "operate")
+    hello = proto.Hello(
+        protocol=proto.PROTOCOL_VERSION,
+        node_id=doc["node_id"],
+        hostname="feed-01",
+        agent_version="0.1.0",
+        info=INFO,
+        min_protocol=msgspec.UNSET,
+    )
+    async with transport.connect(core.url, doc["credential"]) as node:
+        await node.send_message(proto.encode(hello))
+        async with api(core) as client:  # made with the core key
+            body = {"target": "feed-01", "command": "cat", "stdin_stream": True}
+            resp = await client.post("/api/v1/jobs", json=body)
+        assert resp.is_success, resp.text
+        job_id = resp.json()["id"]
+        with trio.fail_after(20):
+            while not isinstance(proto.decode_from_core(await node.get_message()), proto.JobRun):
+                pass
+        async with connect(core.url, relay.STDIN_PATH, other) as ws:
+            opening = {"type": "open", "job": job_id, "node": "feed-01"}
+            await ws.send_message(msgspec.json.encode(opening).decode())
+            with trio.fail_after(20):
+                answer = msgspec.json.decode(await ws.get_message())
+            assert answer["type"] == "error", answer
+            assert answer["error"]["code"] == "forbidden"
+            with trio.fail_after(20), contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.get_message()
+        # The node was told nothing: no stdin opened, and the job not cancelled.
+        with trio.move_on_after(1), contextlib.suppress(ConnectionClosed):
+            while True:  # (until Core drops this fake node for its silence)
+                msg = proto.decode_from_core(await node.get_message())
+                assert not isinstance(msg, proto.StdinOpen | proto.StdinEnd | proto.JobCancel), msg

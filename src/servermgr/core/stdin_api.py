@@ -69,7 +69,7 @@ class StdinApi:
         try:
             size = await self._relay(link, request.job)
         except StreamFailed as exc:
-            if exc.code not in ("node_offline", "not_found", "too_old"):
+            if exc.code not in ("node_offline", "not_found", "too_old", "forbidden"):
                 # Cut short: the node cancels the job rather than run it on part of its input.
                 with trio.move_on_after(5):
                     await self.deps.sessions.deliver(
@@ -98,6 +98,10 @@ class StdinApi:
         entry = self.scheduler.stdin_entry(job_id, link.node.id)
         if entry is None:
             return None
+        if entry.job.principal != link.who:
+            # Only whoever made the job feeds it: another operator who learns the
+            # id cannot put words into someone else's command.
+            raise StreamFailed("forbidden", f"job {job_id} was made by another principal")
         idle = entry.job.timeout + ANSWER_TIMEOUT
         while entry is not None and entry.state is State.QUEUED:  # --wait: the node was away
             await trio.sleep(POLL)
