@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from servermgr.core.bus import MemoryBus
 from servermgr.core.redis_bus import RedisBus
+from servermgr.core.redis_peers import Peers
 from servermgr.core.redis_queue import RedisJobQueue
 from servermgr.core.redis_status import RedisStatus
 from servermgr.core.redisio import Message, RedisLink
@@ -264,3 +266,52 @@ async def test_a_node_claimed_while_redis_is_down_gets_its_jobs_once_it_is_back(
     await b.put("n1", "j1", deadline=1e12)
     with trio.fail_after(30):
         assert await a.receive() == ("n1", "j1")
+
+
+async def test_another_cores_samples_and_its_death_reach_this_cores_streams(
+    redis_server: RedisServer, links: tuple[RedisLink, RedisLink], nursery: trio.Nursery
+) -> None:
+    # A TTL of 2 s for the documented 30: a killed Core's keys expire soon.
+    a = RedisStatus(
+        "core-a", links[0], heartbeat_interval=1.0, flush_every=0.05, sample_every=0, ttl=2
+    )
+    b = RedisStatus("core-b", links[1], heartbeat_interval=1.0, flush_every=0.05, refresh_every=0)
+    local = MemoryBus()
+    peers = Peers("core-b", links[1], b, local, check_every=0.05)
+    bus = RedisBus("core-b", links[1], local=local, samples=peers.heard)
+    await nursery.start(bus.serve)
+    await nursery.start(peers.serve)
+    core_a = trio.CancelScope()
+
+    async def run_a() -> None:
+        with core_a:
+            await a.serve()
+
+    nursery.start_soon(run_a)
+    async with local.subscribe() as events:
+        await a.set_online("n1", now=100.0, peer=None)
+        await wait_for(lambda: peers.alive is not None and "core-a" in peers.alive)
+        await a.record_samples("n1", [make_sample(101.0, cpu_percent=42.0)], now=101.0)
+        with trio.fail_after(10):  # A's node's sample is a heartbeat on B's bus
+            beat = await events.receive()
+        assert (beat["type"], beat["node_id"]) == ("node.heartbeat", "n1")
+        st = await b.get("n1")
+        assert st is not None
+        assert st.online
+        assert st.core == "core-a"
+        assert st.latest is not None
+        assert st.latest.cpu_percent == 42.0
+        # A is killed: it writes nothing more; its liveness key expires (10 s,
+        # deleted here to stand for that) and B says its node is offline.
+        core_a.cancel()
+        await b.all()  # B's copy of the fleet, as a listing reads it
+        redis_server.cli("del", "servermgr:core:core-a")
+        with trio.fail_after(10):
+            gone = await events.receive()
+        assert (gone["type"], gone["node_id"]) == ("node.offline", "n1")
+        assert gone["reason"] == "its Core stopped"
+        st = await b.get("n1")  # its key is still there, but its Core is dead
+        assert st is not None
+        assert not st.online
+        assert not any(s.online for s in await b.all())
+        await wait_for(lambda: status_keys(redis_server) == [])  # the TTL did it

@@ -13,6 +13,8 @@ import pytest
 import trio
 
 from servermgr.core.app import Core
+from servermgr.ctl.client import events_path
+from servermgr.ctl.wsclient import connect
 from tests.support import (
     RedisServer,
     StartCore,
@@ -183,3 +185,36 @@ async def test_two_cores_one_fleet_listing_and_exec_through_either(
             "node-a": "hello\n",
             "node-b": "hello\n",
         }
+
+
+async def test_the_live_stream_of_either_core_follows_the_whole_fleet(
+    start_core: StartCore, start_node: StartNode, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """What ``ctl top`` reads through Core B shows and follows a node connected to A."""
+    a = (await start_core(redis_config(tmp_path, redis_server.url))).core
+    b = (await start_core(redis_config(tmp_path, redis_server.url))).core
+    await start_node(a, "node-a")
+    await start_node(b, "node-b")
+
+    async def both_online() -> bool:
+        return {n: d["status"] for n, d in (await nodes(b)).items()} == {
+            "node-a": "online",
+            "node-b": "online",
+        }
+
+    await wait_for(both_online, limit=30)
+    with trio.fail_after(30):
+        async with connect(b.url, events_path(history=60, interval=1), b.key.value) as ws:
+            snapshot = json.loads(await ws.get_message())
+            assert snapshot["type"] == "snapshot"
+            assert {n["name"]: n["status"] for n in snapshot["nodes"]} == {
+                "node-a": "online",
+                "node-b": "online",
+            }
+            beats: dict[str, dict[str, Any]] = {}
+            while "node-a" not in beats or "node-b" not in beats:
+                msg = json.loads(await ws.get_message())
+                if msg["type"] == "heartbeats":
+                    beats.update({n["name"]: n for n in msg["nodes"]})
+            assert beats["node-a"]["status"] == "online"
+            assert beats["node-a"]["cpu_percent"] is not None

@@ -246,6 +246,9 @@ class EventsApi:
             if row is None:
                 return None
             return {**event, "node": await self.api.node_status(row)}
+        if event.get("name", "") is None:  # a peer Core's node (core/redis_peers.py)
+            row = self.api.registry.by_id(event["node_id"])
+            return {**event, "name": row.name if row is not None else event["node_id"]}
         return event  # the same name on the bus and here
 
     async def _send(self, ws: WebSocket, doc: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ until the link comes up.
     ├── RedisLink.serve        checks; reconnects with backoff
     ├── RedisStatus.serve      writes what changed, once a second
     ├── RedisBus.serve         sends queued events; reads other Cores'
-    └── RedisJobQueue.serve    reads the held nodes' job streams
+    ├── RedisJobQueue.serve    reads the held nodes' job streams
+    └── Peers.serve            other Cores: their samples as heartbeats here, their deaths
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import trio
 
 from servermgr.common.config import Config
 from servermgr.common.errors import RedisUnavailableError
+from servermgr.core.bus import MemoryBus
 from servermgr.core.redis_bus import RedisBus
+from servermgr.core.redis_peers import Peers
 from servermgr.core.redis_queue import RedisJobQueue
-from servermgr.core.redis_status import RedisStatus
+from servermgr.core.redis_status import SAMPLE_EVERY, RedisStatus
 from servermgr.core.redisio import RedisLink
 
 log = logging.getLogger("servermgr.core.redis")
@@ -41,8 +44,13 @@ async def open_redis(
     url = config.storage.redis_url
     assert url
     link = RedisLink(url, name=f"servermgr-core-{core_id}")
-    status = RedisStatus(core_id, link, heartbeat_interval=config.server.heartbeat_interval)
-    bus = RedisBus(core_id, link)
+    interval = config.server.heartbeat_interval
+    # Other Cores' live views follow this Core's nodes through the samples channel.
+    sample_every = min(SAMPLE_EVERY, 2 * interval)
+    status = RedisStatus(core_id, link, heartbeat_interval=interval, sample_every=sample_every)
+    local = MemoryBus()
+    peers = Peers(core_id, link, status, local)
+    bus = RedisBus(core_id, link, local=local, samples=peers.heard)
     queue = RedisJobQueue(core_id, link)
     try:
         async with trio.open_nursery() as nursery:
@@ -50,6 +58,7 @@ async def open_redis(
             await nursery.start(status.serve)
             await nursery.start(bus.serve)
             await nursery.start(queue.serve)
+            await nursery.start(peers.serve)
             try:
                 yield status, bus, queue
             finally:

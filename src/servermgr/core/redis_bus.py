@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,10 +62,19 @@ def channel_of(event: Event) -> str | None:
 class RedisBus:
     """``EventBus`` over Redis (see the module docstring)."""
 
-    def __init__(self, core: str, link: RedisLink, *, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        core: str,
+        link: RedisLink,
+        *,
+        max_queued: int = MAX_QUEUED,
+        local: MemoryBus | None = None,
+        samples: Callable[[Event], None] | None = None,
+    ) -> None:
         self.core = core
         self.link = link
-        self.local = MemoryBus()
+        self.local = local or MemoryBus()
+        self.samples = samples  # other Cores' samples messages (core/redis_peers.py)
         self.max_queued = max_queued
         self._queue: deque[tuple[str, bytes]] = deque()
         self._ready = trio.Event()
@@ -151,8 +160,9 @@ class RedisBus:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Other Cores' events to this process's subscribers; subscribed again after an outage."""
+        channels = CHANNELS if self.samples is None else (*CHANNELS, SAMPLES)
         await self.link.follow(
-            CHANNELS, lambda m: self._deliver(m[1]), buffer=1000, task_status=task_status
+            channels, lambda m: self._deliver(m[1]), buffer=1000, task_status=task_status
         )
 
     def _deliver(self, data: bytes) -> None:
@@ -162,5 +172,9 @@ class RedisBus:
             return
         if event.get("core") == self.core:
             return  # ours: delivered here when published
+        if event.get("type") == "samples":
+            if self.samples is not None:
+                self.samples(event)
+            return
         self.received += 1
         self.local.publish(event)

@@ -44,6 +44,7 @@ FLUSH_EVERY = 1.0
 WRITE_SOON = 0.05  # an online/offline change is written within this, with the others meanwhile
 SAMPLE_EVERY = 10.0
 REFRESH_EVERY = 1.0
+HEARD_FRESH = 3.0  # seconds another Core's sample heard on the channel serves ``get``
 CORE_TTL = 10
 SCAN_COUNT = 1000
 MGET_CHUNK = 1000
@@ -79,11 +80,12 @@ class RedisStatus:
         write_soon: float = WRITE_SOON,
         sample_every: float = SAMPLE_EVERY,
         refresh_every: float = REFRESH_EVERY,
+        ttl: int | None = None,
     ) -> None:
         self.core = core
         self.link = link
         self.url = url
-        self.ttl = status_ttl(heartbeat_interval)
+        self.ttl = ttl or status_ttl(heartbeat_interval)
         self.flush_every = flush_every
         self.write_soon = min(write_soon, flush_every)
         self.sample_every = sample_every
@@ -92,6 +94,8 @@ class RedisStatus:
         self._set_many = link.client.register_script(_SET_MANY)
         self._others: dict[str, LiveStatus] = {}
         self._online: set[str] = set()  # connected here (counted in this Core's key)
+        self._heard_at: dict[str, float] = {}  # node id -> trio time its sample was heard
+        self._dead: set[str] = set()  # Cores whose liveness key expired (core/redis_peers.py)
         self._dirty: set[str] = set()
         self._gone: set[str] = set()  # forgotten here: their keys to delete
         self._published: dict[str, float] = {}  # node id -> sample ts last published
@@ -108,6 +112,11 @@ class RedisStatus:
         own = await self.local.get(node_id)
         if own is not None and own.online:
             return own
+        heard = self._others.get(node_id)
+        if heard is not None and heard.online:
+            at = self._heard_at.get(node_id)
+            if at is not None and trio.current_time() - at < HEARD_FRESH:
+                return heard  # another Core's sample, just heard: no read needed
         try:
             raw = await self.link.call(lambda c: c.get(STATUS + node_id))
         except RedisUnavailableError:
@@ -115,7 +124,7 @@ class RedisStatus:
         if raw is None:
             return own
         try:
-            found = _decode_status(raw)
+            found = _alive_only(_decode_status(raw), self._dead)
         except msgspec.ValidationError:
             return own
         return found if own is None or found.online else own
@@ -133,6 +142,7 @@ class RedisStatus:
         await self.local.set_online(node_id, now=now, peer=peer)
         self._online.add(node_id)
         self._others.pop(node_id, None)
+        self._heard_at.pop(node_id, None)
         self._gone.discard(node_id)
         self._changed(node_id)
 
@@ -151,6 +161,7 @@ class RedisStatus:
         await self.local.forget(node_id)
         self._online.discard(node_id)
         self._others.pop(node_id, None)
+        self._heard_at.pop(node_id, None)
         self._dirty.discard(node_id)
         self._published.pop(node_id, None)
         self._gone.add(node_id)
@@ -255,7 +266,8 @@ class RedisStatus:
             return
         self._refreshing = True
         try:
-            self._others = await self.link.call(_read_all, self.core)
+            self._others = await self.link.call(_read_all, self.core, frozenset(self._dead))
+            self._heard_at.clear()
             self._refreshed = trio.current_time()
         except RedisUnavailableError:
             self._refreshed = trio.current_time()  # not again at once: the link retries
@@ -266,9 +278,52 @@ class RedisStatus:
         """Other Cores' nodes as last read (for tests and figures)."""
         return dict(self._others)
 
+    async def refresh(self) -> None:
+        """Read every other Core's nodes now (raises ``RedisUnavailableError``)."""
+        self._others = await self.link.call(_read_all, self.core, frozenset(self._dead))
+        self._heard_at.clear()
+        self._refreshed = trio.current_time()
 
-def _read_all(client: redis.Redis, core: str) -> dict[str, LiveStatus]:
-    """Every status key not written by ``core`` (SCAN, then MGET in chunks)."""
+    def is_local(self, node_id: str) -> bool:
+        """Connected to this Core now."""
+        own = self.local.peek(node_id)
+        return own is not None and own.online
+
+    def heard(self, node_id: str, sample: proto.Sample, core: str, now: float) -> bool:
+        """Another Core's node sent ``sample`` (its samples channel said so);
+        False when this Core knows better (the node is connected here, or that
+        Core is dead)."""
+        own = self.local.peek(node_id)
+        if (own is not None and own.online) or core in self._dead:
+            return False
+        st = self._others.get(node_id)
+        if st is None or st.core != core:
+            st = LiveStatus(node_id=node_id, online=True, core=core)
+        st = msgspec.structs.replace(st, online=True, latest=sample, last_seen=now)
+        self._others[node_id] = st
+        self._heard_at[node_id] = trio.current_time()
+        return True
+
+    def peers(self, alive: set[str], gone: set[str]) -> None:
+        """Which other Cores are alive, and which died (core/redis_peers.py): a dead
+        Core's nodes are not online, whatever their keys say until they expire."""
+        self._dead = (self._dead | gone) - alive
+        for node_id, st in list(self._others.items()):
+            if st.online and st.core in self._dead:
+                self._others[node_id] = _alive_only(st, self._dead)
+                self._heard_at.pop(node_id, None)
+
+
+def _alive_only(st: LiveStatus, dead: set[str] | frozenset[str]) -> LiveStatus:
+    """``st``, offline if the Core that wrote it is dead."""
+    if not st.online or st.core not in dead:
+        return st
+    return msgspec.structs.replace(st, online=False, connected_at=None, core=None)
+
+
+def _read_all(client: redis.Redis, core: str, dead: frozenset[str]) -> dict[str, LiveStatus]:
+    """Every status key not written by ``core`` (SCAN, then MGET in chunks); the
+    nodes of ``dead`` Cores offline."""
     keys: list[bytes] = []
     for key in client.scan_iter(match=STATUS + "*", count=SCAN_COUNT):
         keys.append(key)
@@ -283,5 +338,5 @@ def _read_all(client: redis.Redis, core: str) -> dict[str, LiveStatus]:
             except msgspec.ValidationError:
                 continue
             if st.core != core or not st.online:
-                found[st.node_id] = st
+                found[st.node_id] = _alive_only(st, dead)
     return found

@@ -181,6 +181,8 @@ class RedisLink:
                 return await trio.to_thread.run_sync(job, limiter=self._limiter)
         except (trio.TooSlowError, rx.RedisError, OSError) as exc:
             raise describe(exc, self.url, self.timeout) from None
+        except ValueError as exc:
+            raise describe(_broken(exc), self.url, self.timeout) from None
 
     # --- the link's state -------------------------------------------------
 
@@ -331,10 +333,17 @@ class RedisLink:
 
         try:
             await trio.to_thread.run_sync(loop, limiter=trio.CapacityLimiter(1))
-        except (rx.RedisError, OSError) as exc:
-            err = describe(exc, self.url, timeout)
+        except (rx.RedisError, OSError, ValueError) as exc:
+            err = describe(_broken(exc) if isinstance(exc, ValueError) else exc, self.url, timeout)
             self._mark_down(err)
             raise err from None
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(pubsub.close)
+
+
+def _broken(exc: ValueError) -> rx.ConnectionError:
+    """redis-py reading a socket that its own clean-up closed meanwhile (Redis
+    went away mid-command) raises ValueError ("I/O operation on closed file"):
+    a lost connection, not a bad URL."""
+    return rx.ConnectionError(f"connection lost ({exc})")

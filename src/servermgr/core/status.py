@@ -68,6 +68,10 @@ class MemoryStatus:
     async def get(self, node_id: str) -> LiveStatus | None:
         return self._nodes.get(node_id)
 
+    def peek(self, node_id: str) -> LiveStatus | None:
+        """``get`` without awaiting: this process's memory only."""
+        return self._nodes.get(node_id)
+
     async def all(self) -> list[LiveStatus]:
         return list(self._nodes.values())
 
