@@ -39,6 +39,10 @@ class EventType(StrEnum):
     ERROR = "error"
 
 
+# The reason of a ``node.offline`` a Core says for another Core's node when
+# that Core died (core/redis_peers.py): its jobs are this Core's to end.
+CORE_STOPPED = "its Core stopped"
+
 NODE_EVENTS = frozenset(
     {
         EventType.NODE_ONLINE,

@@ -32,7 +32,7 @@ import trio
 
 from servermgr.common import proto
 from servermgr.common.errors import RedisUnavailableError
-from servermgr.common.events import EventType
+from servermgr.common.events import CORE_STOPPED, EventType
 from servermgr.core.bus import Event, MemoryBus
 from servermgr.core.redis_status import CORE, RedisStatus
 from servermgr.core.redisio import RedisLink
@@ -129,7 +129,7 @@ class Peers:
                     "node_id": node_id,
                     "name": None,
                     "ts": self.clock(),
-                    "reason": "its Core stopped",
+                    "reason": CORE_STOPPED,
                 }
             )
         for core, nodes in sorted(offline.items()):

@@ -48,7 +48,7 @@ import trio
 
 from servermgr.common import proto
 from servermgr.common.errors import StorageUnavailableError
-from servermgr.common.events import EventType
+from servermgr.common.events import CORE_STOPPED, EventType
 from servermgr.common.selector import select
 from servermgr.core import jobstate
 from servermgr.core.bus import EventBus
@@ -144,6 +144,7 @@ class Scheduler:
                 nursery.start_soon(self._take_routed)
                 if self.shared:
                     await nursery.start(self._follow_cancels)
+                    await nursery.start(self._follow_dead_cores)
                 task_status.started()
                 while True:
                     await trio.sleep(TICK)
@@ -184,6 +185,20 @@ class Scheduler:
             for st in found
             if st is not None and st.online and st.core is not None and st.core != self.core_id
         }
+
+    async def _follow_dead_cores(self, task_status: trio.TaskStatus[None]) -> None:
+        """Carry the open entries of a dead Core's nodes that connected nowhere else:
+        nobody else would, so their jobs would stay open for ever. They end as
+        any entry whose node went silent (lost after the job's timeout and the
+        grace, expired past the deadline), unless the node comes back first."""
+        async with self.bus.subscribe(
+            match=lambda e: e["type"] == EventType.NODE_OFFLINE and e.get("reason") == CORE_STOPPED,
+            label="nodes of Cores that died",
+        ) as orphans:
+            task_status.started()
+            async for event in orphans:
+                if not self.sessions.is_online(event["node_id"]):
+                    await self.load(event["node_id"])
 
     async def _follow_cancels(self, task_status: trio.TaskStatus[None]) -> None:
         """Cancel here what another Core process was asked to cancel."""
