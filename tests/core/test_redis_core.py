@@ -3,6 +3,7 @@ channels docs/redis.md documents, and Redis down at start, killed and back."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -218,3 +219,57 @@ async def test_the_live_stream_of_either_core_follows_the_whole_fleet(
                     beats.update({n["name"]: n for n in msg["nodes"]})
             assert beats["node-a"]["status"] == "online"
             assert beats["node-a"]["cpu_percent"] is not None
+
+
+async def stream_to_done(core: Core, job_id: str) -> dict[str, dict[str, Any]]:
+    """Read the job's NDJSON stream, as ctl exec does, to its end: each node's
+    final state and output."""
+    out: dict[str, dict[str, Any]] = {}
+    seen: list[str] = []
+    async with api(core) as client:
+        async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream", timeout=60) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                event = json.loads(line)
+                node = out.setdefault(event.get("node", ""), {"stdout": ""})
+                if event["type"] == "job.output":
+                    node["stdout"] += base64.b64decode(event["data"]).decode()
+                elif event["type"] == "job.state":
+                    node["state"] = event["state"]
+                seen.append(event["type"])
+    assert seen[-1] == "job.done"  # the stream ends after it
+    out.pop("", None)
+    return out
+
+
+async def test_jobs_through_both_cores_during_a_redis_outage_reach_every_node(
+    start_core: StartCore, start_node: StartNode, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Submitted through either Core while Redis is down (--wait): the other Core's
+    node runs its part when Redis is back, and each caller's stream gets every result."""
+    a = (await start_core(redis_config(tmp_path, redis_server.url))).core
+    b = (await start_core(redis_config(tmp_path, redis_server.url))).core
+    await start_node(a, "node-a")
+    await start_node(b, "node-b")
+    both = {"node-a": "online", "node-b": "online"}
+
+    async def whole_fleet() -> bool:
+        return all([{n: d["status"] for n, d in (await nodes(c)).items()} == both for c in (a, b)])
+
+    await wait_for(whole_fleet, limit=30)
+    redis_server.kill()
+    jobs = []
+    for core in (a, b):
+        async with api(core) as client:
+            body = {"target": "all", "command": "echo during", "wait": 60}
+            resp = await client.post("/api/v1/jobs", json=body)
+            assert resp.status_code == 201, resp.text
+            jobs.append((core, resp.json()["id"]))
+    redis_server.start()  # empty: nothing was persisted
+    for core, job_id in jobs:
+        with trio.fail_after(45):
+            got = await stream_to_done(core, job_id)
+        assert got == {
+            "node-a": {"state": "succeeded", "stdout": "during\n"},
+            "node-b": {"state": "succeeded", "stdout": "during\n"},
+        }

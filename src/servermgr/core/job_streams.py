@@ -14,6 +14,11 @@ wait is disconnected: the NDJSON stream ends with an ``error`` line
 (``too_slow``), the WebSocket closes with code 1008. ``/output`` serves any
 byte range of one node's stdout or stderr, so a reader cut short completes
 what it missed without loading the whole job.
+
+With several Core processes a job's events from another Core come through
+Redis pub/sub, which keeps nothing while Redis is down: a stream that hears
+nothing for ``RECHECK`` seconds reads the job from SQLite, and once it is
+done sends the output and final states it missed, then ``job.done``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -49,6 +55,8 @@ MAX_RANGE = 4 * 1024 * 1024  # most bytes one /output request answers
 MAX_EVENTS = 10_000  # what may wait for one reader before it is disconnected
 MAX_BYTES = 8 * 1024 * 1024
 STREAMS = ("stdout", "stderr")
+# With several Cores: a stream silent this long looks in SQLite for what it missed.
+RECHECK = 5.0
 
 
 class OutputQuery(msgspec.Struct):
@@ -125,44 +133,80 @@ class JobStreams:
                     ]
                 },
             }
-            for n in nodes:
-                for stream in STREAMS:
-                    offset, size = 0, n[f"{stream}_bytes"]
-                    while offset < size:
-                        data = await self.output_range(
-                            job_id, n["node_id"], stream, offset, min(CHUNK, size - offset)
-                        )
-                        if not data:
-                            break
-                        yield {
-                            "type": EventType.JOB_OUTPUT,
-                            "job_id": job_id,
-                            "node_id": n["node_id"],
-                            "node": n["node"],
-                            "stream": stream,
-                            "offset": offset,
-                            "data": base64.b64encode(data).decode(),
-                        }
-                        offset += len(data)
-                if n["state"] in FINAL_STATES:
-                    yield {
-                        "type": EventType.JOB_STATE,
-                        "job_id": job_id,
-                        "node_id": n["node_id"],
-                        "node": n["node"],
-                        "state": n["state"],
-                        "exit_code": n["exit_code"],
-                        "signal": n["signal"],
-                        "error": n["error"],
-                        "duration": n["duration"],
-                    }
+            have: dict[tuple[str, str], int] = {}  # (node id, stream) -> bytes sent
+            final: set[str] = set()  # nodes whose final state was sent
+            async for event in self._catch_up(job_id, nodes, have, final):
+                yield event
             if doc["state"] == "done":
                 yield {"type": EventType.JOB_DONE, "job_id": job_id}
                 return
-            async for event in live:
-                yield event
-                if event["type"] == EventType.JOB_DONE:
-                    return
+            while True:
+                # Shared by several Cores: an event published while Redis was
+                # down never comes (pub/sub keeps nothing); SQLite has it all.
+                with trio.move_on_after(RECHECK if self.jobs.shared else math.inf):
+                    event = await live.receive()
+                    if event["type"] == EventType.JOB_OUTPUT:
+                        key = (event["node_id"], event["stream"])
+                        end = event["offset"] + _b64_len(event["data"])
+                        if end <= have.get(key, 0):
+                            continue  # sent by a catch-up already
+                        have[key] = end
+                    elif event["type"] == EventType.JOB_STATE and event["state"] in FINAL_STATES:
+                        final.add(event["node_id"])
+                    yield event
+                    if event["type"] == EventType.JOB_DONE:
+                        return
+                    continue
+                doc = await self.jobs.job_doc(job_id, output=False)
+                if doc is None or doc["state"] != "done":
+                    continue
+                async for event in self._catch_up(job_id, doc["nodes"], have, final):
+                    yield event
+                yield {"type": EventType.JOB_DONE, "job_id": job_id}
+                return
+
+    async def _catch_up(
+        self,
+        job_id: str,
+        nodes: list[dict[str, Any]],
+        have: dict[tuple[str, str], int],
+        final: set[str],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """From SQLite: the output past ``have`` and the final states not in ``final``."""
+        for n in nodes:
+            for stream in STREAMS:
+                key = (n["node_id"], stream)
+                offset, size = have.get(key, 0), n[f"{stream}_bytes"]
+                while offset < size:
+                    data = await self.output_range(
+                        job_id, n["node_id"], stream, offset, min(CHUNK, size - offset)
+                    )
+                    if not data:
+                        break
+                    yield {
+                        "type": EventType.JOB_OUTPUT,
+                        "job_id": job_id,
+                        "node_id": n["node_id"],
+                        "node": n["node"],
+                        "stream": stream,
+                        "offset": offset,
+                        "data": base64.b64encode(data).decode(),
+                    }
+                    offset += len(data)
+                    have[key] = offset
+            if n["state"] in FINAL_STATES and n["node_id"] not in final:
+                final.add(n["node_id"])
+                yield {
+                    "type": EventType.JOB_STATE,
+                    "job_id": job_id,
+                    "node_id": n["node_id"],
+                    "node": n["node"],
+                    "state": n["state"],
+                    "exit_code": n["exit_code"],
+                    "signal": n["signal"],
+                    "error": n["error"],
+                    "duration": n["duration"],
+                }
 
     async def output_range(
         self, job_id: str, node_id: str, stream: str, offset: int, limit: int
@@ -290,6 +334,11 @@ class NdjsonStream(Response):
                     await send({"type": "http.response.body", "body": line, "more_body": True})
             nursery.cancel_scope.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _b64_len(data: str) -> int:
+    """The number of bytes ``data`` (base64) decodes to."""
+    return len(data) // 4 * 3 - (2 if data.endswith("==") else 1 if data.endswith("=") else 0)
 
 
 async def _until_disconnected(receive: Receive, scope: trio.CancelScope) -> None:

@@ -133,7 +133,9 @@ class Peers:
                 }
             )
         for core, nodes in sorted(offline.items()):
-            log.info(
+            if not nodes:
+                continue  # stopped cleanly, or its nodes moved
+            log.warning(
                 "Core %s is gone (its liveness key expired); %d of its nodes are offline "
                 "until they connect to another Core",
                 core,
