@@ -265,6 +265,12 @@ async def test_jobs_through_both_cores_during_a_redis_outage_reach_every_node(
             resp = await client.post("/api/v1/jobs", json=body)
             assert resp.status_code == 201, resp.text
             jobs.append((core, resp.json()["id"]))
+    async with api(a) as client:  # without --wait: refused at once, saying why
+        resp = await client.post("/api/v1/jobs", json={"target": "node-b", "command": "true"})
+        assert resp.status_code == 201, resp.text
+        doc = (await client.get(f"/api/v1/jobs/{resp.json()['id']}")).json()
+    assert doc["nodes"][0]["state"] == "expired"
+    assert "Redis, through which the other Cores are reached, is down" in doc["nodes"][0]["error"]
     redis_server.start()  # empty: nothing was persisted
     for core, job_id in jobs:
         with trio.fail_after(45):

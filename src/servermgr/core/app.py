@@ -153,6 +153,7 @@ def build(
         status,
         core_id=backends.core_id,
         shared=backends.shared,
+        peers_reachable=backends.peers_reachable,
         clock=clock,
     )
     watchers = HeartbeatWatchers()

@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -36,6 +36,8 @@ class Backends:
     bus: EventBus
     queue: JobQueue
     shared: bool = False  # other Core processes may share them (and the fleet)
+    # Whether the other Core processes can be reached now (Redis is up).
+    peers_reachable: Callable[[], bool] = lambda: True
 
 
 def new_core_id() -> str:
@@ -59,4 +61,6 @@ async def open_backends(config: Config, *, core_id: str | None = None) -> AsyncI
 
     core_id = core_id or new_core_id()
     async with open_redis(config, core_id) as (status, bus, queue):
-        yield Backends(core_id, status, bus, queue, shared=True)
+        yield Backends(
+            core_id, status, bus, queue, shared=True, peers_reachable=lambda: status.link.up
+        )

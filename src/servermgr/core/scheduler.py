@@ -89,6 +89,7 @@ class Scheduler:
         *,
         core_id: str,
         shared: bool = False,
+        peers_reachable: Callable[[], bool] = lambda: True,
         clock: Callable[[], float],
         accept_after: float = ACCEPT_AFTER,
         lost_grace: float = LOST_GRACE,
@@ -102,6 +103,7 @@ class Scheduler:
         self.status = status
         self.core_id = core_id
         self.shared = shared  # other Core processes may hold nodes of this fleet
+        self.peers_reachable = peers_reachable  # False while Redis is down
         self.clock = clock
         self.accept_after = accept_after
         self.lost_grace = lost_grace
@@ -185,6 +187,15 @@ class Scheduler:
             for st in found
             if st is not None and st.online and st.core is not None and st.core != self.core_id
         }
+
+    def _offline_reason(self) -> str:
+        """Why a node not connected here does not run a job that may not wait."""
+        if self.shared and not self.peers_reachable():
+            return (
+                "node is not connected to this Core, and Redis, through which the other "
+                "Cores are reached, is down (use --wait to queue the job until it is back)"
+            )
+        return "node is offline (use --wait to queue the job)"
 
     async def _follow_dead_cores(self, task_status: trio.TaskStatus[None]) -> None:
         """Carry the open entries of a dead Core's nodes that connected nowhere else:
@@ -324,7 +335,7 @@ class Scheduler:
             if self.sessions.is_online(node.id):
                 entries.append(Entry(job, node.id, node.name, Status(State.QUEUED)))
                 rows.append(NodeResult(node.id, node.name, State.QUEUED))
-            elif spec.wait > 0 or node.id in elsewhere:
+            elif spec.wait > 0 or (node.id in elsewhere and self.peers_reachable()):
                 routed.append(node.id)
                 rows.append(NodeResult(node.id, node.name, State.QUEUED))
             else:
@@ -333,7 +344,7 @@ class Scheduler:
                         node.id,
                         node.name,
                         State.EXPIRED,
-                        error="node is offline (use --wait to queue the job)",
+                        error=self._offline_reason(),
                         finished_at=now,
                     )
                 )
