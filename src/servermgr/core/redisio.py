@@ -86,7 +86,8 @@ def describe(exc: BaseException, url: str, timeout: float) -> RedisUnavailableEr
     if isinstance(exc, rx.TimeoutError | trio.TooSlowError):
         return RedisUnavailableError(
             f"Redis at {at} did not answer within {timeout:g} s: "
-            "it is overloaded or stopped, or the network is slow",
+            "it is overloaded or stopped, the network is slow, or what listens there is "
+            "not Redis (check the host and port in [storage] redis_url)",
             "slow",
         )
     if isinstance(exc, rx.InvalidResponse) or "PROTOCOL ERROR" in upper:
