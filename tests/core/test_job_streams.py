@@ -6,7 +6,7 @@ import base64
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
@@ -14,8 +14,9 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from servermgr.core.app import Core
-from servermgr.core.bus import Subscription
-from servermgr.core.job_streams import CHUNK, MAX_BYTES
+from servermgr.core.bus import MemoryBus, Subscription
+from servermgr.core.entries import OpenEntries
+from servermgr.core.job_streams import CHUNK, MAX_BYTES, JobStreams
 from servermgr.ctl.wsclient import connect
 from tests.support import (
     NO_AUTH_LIMIT,
@@ -203,3 +204,58 @@ async def test_a_websocket_reader_that_stalls_is_closed_with_1008(node: Core, ca
                 await trio.sleep(0.1)
     assert doc["nodes"][0]["state"] == "succeeded"
     assert doc["nodes"][0]["stdout_bytes"] == BIG
+
+
+class _OneJob:
+    """What a job stream reads of the scheduler and the API, for one job whose
+    events stop coming (another Core's, published while Redis was down)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.bus = MemoryBus()
+        self.live = OpenEntries()
+        self.store = self
+        self.db = self
+        self.out = b""
+        self.state = "running"
+
+    async def job_doc(self, job_id: str, *, output: bool = True) -> dict[str, Any]:
+        node = {"node_id": "n1", "node": "node-01", "state": self.state, "exit_code": 0}
+        node |= {"signal": None, "error": None, "duration": 0.1}
+        node |= {"stdout_bytes": len(self.out), "stderr_bytes": 0}
+        done = self.state == "succeeded"
+        return {"id": job_id, "state": "done" if done else "running", "nodes": [node]}
+
+    def output_range(self, job_id: str, node_id: str, stream: str, offset: int, n: int) -> bytes:
+        return self.out[offset : offset + n] if stream == "stdout" else b""
+
+    async def read(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+async def test_a_stream_whose_events_never_come_ends_from_the_stored_job(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    job = _OneJob()
+    streams = JobStreams(cast(Any, job), cast(Any, job))
+    got: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for event in streams.events("j1"):
+            got.append(event)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await wait_for(lambda: len(got) == 1)  # the job so far
+            job.out = b"hel"
+            data = base64.b64encode(b"hel").decode()
+            output = {"type": "job.output", "job_id": "j1", "node_id": "n1", "node": "node-01"}
+            job.bus.publish(output | {"stream": "stdout", "offset": 0, "data": data})
+            await wait_for(lambda: len(got) == 2)
+            # The rest happens on another Core; its events are lost, SQLite has it all.
+            job.out, job.state = b"hello\n", "succeeded"
+    assert [e["type"] for e in got] == ["job", "job.output", "job.output", "job.state", "job.done"]
+    assert (got[2]["offset"], base64.b64decode(got[2]["data"])) == (3, b"lo\n")
+    assert got[3]["state"] == "succeeded"
