@@ -17,30 +17,69 @@ Grammar (the same for every command):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
-
 from servermgr.common.errors import UsageError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every command ~4 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
 
 HELP_FLAGS = ("-h", "--help")
 WIDTH = 88  # help text is wrapped to this many columns
 
+# The records below are plain classes, not NamedTuples: typing.NamedTuple
+# compiles each field's (string) annotation when the class is made, which
+# cost every command ~4 ms of start-up. Nothing compares them by value.
 
-class Opt(NamedTuple):
+
+class Opt:
     """One option. ``metavar`` None makes it a flag (True when given)."""
 
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    metavar: str | None = None
-    default: Any = None
-    env: str | None = None
-    repeat: bool = False  # may be given several times: a list
-    choices: tuple[str, ...] = ()
-    check: Callable[[str], Any] | None = None  # converts; ValueError -> exit 2 with its text
-    complete: str | None = None  # what completion offers: "node", "label", "target", "file"
-    show_default: bool = True
-    targets: bool = False  # picks nodes (--all, --label): ``remote`` commands then need no TARGET
+    __slots__ = (
+        "flags",
+        "dest",
+        "help",
+        "metavar",
+        "default",
+        "env",
+        "repeat",
+        "choices",
+        "check",
+        "complete",
+        "show_default",
+        "targets",
+    )
+
+    def __init__(
+        self,
+        flags: tuple[str, ...],
+        dest: str,
+        help: str,
+        metavar: str | None = None,
+        default: Any = None,
+        env: str | None = None,
+        repeat: bool = False,  # may be given several times: a list
+        choices: tuple[str, ...] = (),
+        check: Callable[[str], Any] | None = None,  # converts; ValueError -> exit 2 with its text
+        complete: str | None = None,  # what completion offers: "node", "label", "target", "file"
+        show_default: bool = True,
+        targets: bool = False,  # picks nodes (--all, --label): ``remote`` commands need no TARGET
+    ) -> None:
+        self.flags = flags
+        self.dest = dest
+        self.help = help
+        self.metavar = metavar
+        self.default = default
+        self.env = env
+        self.repeat = repeat
+        self.choices = choices
+        self.check = check
+        self.complete = complete
+        self.show_default = show_default
+        self.targets = targets
+
+    def __repr__(self) -> str:
+        return f"Opt({self.flags!r}, {self.dest!r})"
 
     @property
     def takes_value(self) -> bool:
@@ -52,29 +91,70 @@ class Opt(NamedTuple):
         return False if not self.takes_value else self.default
 
 
-class Arg(NamedTuple):
+class Arg:
     """One positional argument; ``many`` takes the rest, ``optional`` may be absent."""
 
-    name: str
-    dest: str
-    help: str
-    optional: bool = False
-    many: bool = False
-    complete: str | None = None
+    __slots__ = ("name", "dest", "help", "optional", "many", "complete")
+
+    def __init__(
+        self,
+        name: str,
+        dest: str,
+        help: str,
+        optional: bool = False,
+        many: bool = False,
+        complete: str | None = None,
+    ) -> None:
+        self.name = name
+        self.dest = dest
+        self.help = help
+        self.optional = optional
+        self.many = many
+        self.complete = complete
+
+    def __repr__(self) -> str:
+        return f"Arg({self.name!r})"
 
 
-class Cmd(NamedTuple):
+class Cmd:
     """A command (``run`` names its handler as ``module:function``) or a group (``children``)."""
 
-    name: str
-    help: str
-    run: str | None = None
-    options: tuple[Opt, ...] = ()
-    args: tuple[Arg, ...] = ()
-    children: tuple[Cmd, ...] = ()
-    default_child: str | None = None  # ``ctl node NAME`` means ``ctl node show NAME``
-    remote: bool = False  # TARGET then a remote command: its first word ends options
-    hidden: bool = False
+    __slots__ = (
+        "name",
+        "help",
+        "run",
+        "options",
+        "args",
+        "children",
+        "default_child",
+        "remote",
+        "hidden",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        run: str | None = None,
+        options: tuple[Opt, ...] = (),
+        args: tuple[Arg, ...] = (),
+        children: tuple[Cmd, ...] = (),
+        default_child: str | None = None,  # ``ctl node NAME`` means ``ctl node show NAME``
+        remote: bool = False,  # TARGET then a remote command: its first word ends options
+        hidden: bool = False,
+    ) -> None:
+        self.name = name
+        self.help = help
+        self.run = run
+        self.options = options
+        self.args = args
+        self.children = children
+        self.default_child = default_child
+        self.remote = remote
+        self.hidden = hidden
+
+    def __repr__(self) -> str:
+        return f"Cmd({self.name!r})"
 
     def child(self, name: str) -> Cmd | None:
         for c in self.children:

@@ -21,12 +21,11 @@ _ISO = (
 TIME_PATTERN = (
     r"^(?:[0-9]{1,6}(?:\.[0-9]{1,20})?[smhdw]|[0-9]{1,11}(?:\.[0-9]{1,20})?|" + _ISO + r")\Z"
 )
-_TIME = re.compile(TIME_PATTERN)
 
 
 def parse_api_time(text: str, *, now: float) -> float:
     """A time as the REST API takes it (``TIME_PATTERN``, exactly); ValueError if not."""
-    if not _TIME.match(text):
+    if not re.match(TIME_PATTERN, text):  # compiled once, at first use (re's cache)
         raise ValueError(f"bad time {text[:40]!r}: use {TIME_FORMS}")
     if text[-1] in _UNITS:
         return max(0.0, now - float(text[:-1]) * _UNITS[text[-1]])

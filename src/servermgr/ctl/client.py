@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
-
 from servermgr.common import addr
 from servermgr.common.errors import (
     ApiError,
@@ -27,7 +23,11 @@ from servermgr.common.rest import (
     tls_failure,
 )
 
+TYPE_CHECKING = False  # not typing's: it costs ctl's start-up ~4 ms
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
     from servermgr.common.config import Config
     from servermgr.common.tls import Trust
 
@@ -205,7 +205,7 @@ class Client:
     ) -> Response:
         """One request on the kept-alive connection; an error status raises its typed error."""
         if params:
-            path += "?" + urlencode(params)
+            path += "?" + query(params)
         body = None if json is None else _dumps(json)
         headers = {**self._headers, **(headers or {})}
         if body is not None:
@@ -286,12 +286,14 @@ class Client:
 
     def job(self, job_id: str, *, output: bool = True) -> dict[str, Any]:
         params = None if output else {"output": "false"}
-        result: dict[str, Any] = self.request("GET", f"/api/v1/jobs/{_seg(job_id)}", params=params)
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/jobs/{segment(job_id)}", params=params
+        )
         return result
 
     def job_output(self, job_id: str, node: str, stream: str, offset: int, limit: int) -> bytes:
         """Up to ``limit`` bytes of one node's ``stream`` from ``offset`` (empty past the end)."""
-        path = f"/api/v1/jobs/{_seg(job_id)}/output/{_seg(node)}/{stream}"
+        path = f"/api/v1/jobs/{segment(job_id)}/output/{segment(node)}/{stream}"
         return self.send("GET", path, params={"offset": offset, "limit": limit}).body
 
     def nodes(self, target: str | None = None) -> list[dict[str, Any]]:
@@ -301,24 +303,24 @@ class Client:
         return result
 
     def node(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", f"/api/v1/nodes/{_seg(ref)}")
+        result: dict[str, Any] = self.request("GET", f"/api/v1/nodes/{segment(ref)}")
         return result
 
     def rename_node(self, ref: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
-            "PATCH", f"/api/v1/nodes/{_seg(ref)}", json={"name": name}
+            "PATCH", f"/api/v1/nodes/{segment(ref)}", json={"name": name}
         )
         return result
 
     def upgrade_node(self, ref: str, timeout: float) -> dict[str, Any]:
         """Move ``ref``'s agent to the published one; answers once it is back (or not)."""
         result: dict[str, Any] = self.request(
-            "POST", f"/api/v1/nodes/{_seg(ref)}/upgrade", json={"timeout": timeout}
+            "POST", f"/api/v1/nodes/{segment(ref)}/upgrade", json={"timeout": timeout}
         )
         return result
 
     def remove_node(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("DELETE", f"/api/v1/nodes/{_seg(ref)}")
+        result: dict[str, Any] = self.request("DELETE", f"/api/v1/nodes/{segment(ref)}")
         return result
 
     def jobs(
@@ -338,12 +340,14 @@ class Client:
         return result
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", f"/api/v1/jobs/{_seg(job_id)}/cancel")
+        result: dict[str, Any] = self.request("POST", f"/api/v1/jobs/{segment(job_id)}/cancel")
         return result
 
     def job_stream(self, job_id: str, *, read_timeout: float) -> Iterator[bytes]:
         """The job's live events, one NDJSON line each (see ``stream_lines``)."""
-        return self.stream_lines(f"/api/v1/jobs/{_seg(job_id)}/stream", read_timeout=read_timeout)
+        return self.stream_lines(
+            f"/api/v1/jobs/{segment(job_id)}/stream", read_timeout=read_timeout
+        )
 
     def audit(
         self,
@@ -385,7 +389,7 @@ class Client:
         return result
 
     def remove_alert_rule(self, name: str) -> None:
-        self.request("DELETE", f"{ALERTS}/rules/{_seg(name)}")
+        self.request("DELETE", f"{ALERTS}/rules/{segment(name)}")
 
     def silences(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", f"{ALERTS}/silences")
@@ -408,7 +412,7 @@ class Client:
         if step is not None:
             params["step"] = step
         result: dict[str, Any] = self.request(
-            "GET", f"/api/v1/nodes/{_seg(ref)}/metrics", params=params
+            "GET", f"/api/v1/nodes/{segment(ref)}/metrics", params=params
         )
         return result
 
@@ -423,12 +427,12 @@ class Client:
         return result
 
     def remove_schedule(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("DELETE", f"/api/v1/schedules/{_seg(name)}")
+        result: dict[str, Any] = self.request("DELETE", f"/api/v1/schedules/{segment(name)}")
         return result
 
     def pause_schedule(self, name: str, *, paused: bool) -> dict[str, Any]:
         verb = "pause" if paused else "resume"
-        result: dict[str, Any] = self.request("POST", f"/api/v1/schedules/{_seg(name)}/{verb}")
+        result: dict[str, Any] = self.request("POST", f"/api/v1/schedules/{segment(name)}/{verb}")
         return result
 
 
@@ -438,10 +442,27 @@ def _dumps(doc: Any) -> bytes:
     return _json.dumps(doc).encode()
 
 
-def _seg(ref: str) -> str:
+# Characters ``urllib.parse.quote`` never escapes: text made only of them is
+# sent as it is, without importing urllib.parse (~3 ms of ctl exec's start-up).
+_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+
+
+def segment(ref: str) -> str:
+    """``ref`` as one path segment: ``urllib.parse.quote(ref, safe="")``, the same text."""
+    if ref and not ref.strip(_UNRESERVED):
+        return ref
     from urllib.parse import quote
 
     return quote(ref, safe="")
+
+
+def query(params: dict[str, Any]) -> str:
+    """``urllib.parse.urlencode(params)``, the same text."""
+    if all(not str(v).strip(_UNRESERVED) and not k.strip(_UNRESERVED) for k, v in params.items()):
+        return "&".join(f"{k}={v}" for k, v in params.items())
+    from urllib.parse import urlencode
+
+    return urlencode(params)
 
 
 def _error(resp: Response, where: str) -> tuple[str, str]:

@@ -6,10 +6,12 @@ parsed (cli/commands.py checks them). Bad input raises UsageError (one line, exi
 
 from __future__ import annotations
 
-from typing import Any
-
 from servermgr.common.errors import UsageError
 from servermgr.common.selector import parse_target
+
+TYPE_CHECKING = False  # not typing's: it costs ctl's start-up ~4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 SERVICE_ACTIONS = ("status", "start", "stop", "restart", "reload", "enable", "disable")
 

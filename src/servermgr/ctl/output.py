@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not typing's: it costs ctl's start-up ~4 ms
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, TextIO
 
 
 def print_json(doc: Any, out: TextIO | None = None) -> None:

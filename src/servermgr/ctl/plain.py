@@ -10,10 +10,13 @@ from Core or a node passes ``text.printable``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
 
 from servermgr.common.text import printable
+
+TYPE_CHECKING = False  # not typing's: it costs ctl's start-up ~4 ms
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, TextIO
 
 COLORS = {"green": "32", "red": "31", "yellow": "33", "cyan": "36", "dim": "2", "bold": "1"}
 STATE_COLOR = {
