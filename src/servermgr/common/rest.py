@@ -15,15 +15,17 @@ Callers turn ``OSError`` (Core unreachable, timed out, not speaking HTTP:
 
 from __future__ import annotations
 
+import _socket  # not socket: its import (an enum for every constant) is ~3.5 ms of ctl exec
 import io
 import json
-import socket
 
 from servermgr.common.addr import split_url
 
 TYPE_CHECKING = False  # not typing's: it costs ctl's start-up ~4 ms
 if TYPE_CHECKING:
     from typing import Any
+
+    from _typeshed import WriteableBuffer
 
     from servermgr.common.errors import TlsError
     from servermgr.common.tls import Trust
@@ -61,14 +63,14 @@ def reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
 
 
-def dial(host: str, port: int, timeout: float) -> socket.socket:
-    """``socket.create_connection((host, port), timeout)``, except that an ASCII
-    host goes to getaddrinfo as bytes: the same lookup, without the ``idna``
-    codec socket encodes a str with (its import is ~1.5 ms of ``ctl exec``)."""
+def dial(host: str, port: int, timeout: float) -> _socket.socket:
+    """``socket.create_connection((host, port), timeout)`` on the ``_socket``
+    module; an ASCII host goes to getaddrinfo as bytes: the same lookup, without
+    the ``idna`` codec a str is encoded with (its import is ~1.5 ms of ``ctl exec``)."""
     name: str | bytes = host.encode() if host.isascii() else host
     error: OSError | None = None
-    for family, kind, proto, _, address in socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)
             sock.connect(address)
@@ -78,6 +80,20 @@ def dial(host: str, port: int, timeout: float) -> socket.socket:
             continue
         return sock
     raise error or OSError(f"no address for {host}")
+
+
+class _Receiver(io.RawIOBase):
+    """The receiving side of a connected socket as a raw stream, for
+    ``io.BufferedReader`` (what ``socket.makefile("rb")`` builds)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        return self._sock.recv_into(buffer)
 
 
 class Connection:
@@ -96,27 +112,34 @@ class Connection:
         self.port = port or (443 if self.tls else 80)
         self.timeout = timeout
         self.trust = trust
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.file: io.BufferedReader | None = None
 
-    def _open(self) -> tuple[socket.socket, io.BufferedReader]:
+    def _open(self) -> tuple[_socket.socket, io.BufferedReader]:
         if self.sock is None or self.file is None:
-            sock = dial(self.host, self.port, self.timeout)
+            raw = dial(self.host, self.port, self.timeout)
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.tls:
-                    sock = self._wrap(sock)
+                raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+                sock = self._wrap(raw) if self.tls else raw
             except BaseException:
-                sock.close()
+                raw.close()  # nothing, once _wrap has taken it over
                 raise
-            self.sock, self.file = sock, sock.makefile("rb")
+            self.sock, self.file = sock, io.BufferedReader(_Receiver(sock))
         return self.sock, self.file
 
-    def _wrap(self, sock: socket.socket) -> socket.socket:
+    def _wrap(self, raw: _socket.socket) -> _socket.socket:
+        import socket  # ssl imports it anyway, and wraps only its sockets
+
         from servermgr.common import tls
 
-        trust = self.trust or tls.Trust()
-        wrapped = tls.client_context(trust).wrap_socket(sock, server_hostname=self.host)
+        sock = socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        try:
+            sock.settimeout(self.timeout)
+            trust = self.trust or tls.Trust()
+            wrapped = tls.client_context(trust).wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
         try:
             tls.check_pin(trust, wrapped.getpeercert(binary_form=True), self.where)
         except BaseException:
