@@ -94,8 +94,21 @@ class Spool:
         entry.pgid = pgid
         self._write(entry, sync=False)
 
-    def finished(self, entry: SpoolEntry) -> None:
-        self._write(entry, sync=True)
+    def finished(self, entry: SpoolEntry, *, sync: bool = True) -> None:
+        """Write the job with its result; ``sync=False`` leaves the fsync to ``sync``
+        (the agent sends the result meanwhile)."""
+        self._write(entry, sync=sync)
+
+    def sync(self, job_id: str) -> None:
+        """fsync the job's file, if it is still there (Core may have acked it meanwhile)."""
+        try:
+            fd = os.open(self._path(job_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def acked(self, job_id: str) -> None:
         try:
