@@ -11,9 +11,21 @@ exit (warm-ups, then the median of ``--runs``), with its CPU seconds (from
   the floor);
 - ``servermgr ctl exec --all /bin/true`` over ``--agents`` agents (10);
 
-then the API round trip alone (``POST /api/v1/jobs`` + the stream until
-``done``, httpx over a kept-alive connection, p50/p99), so the process
-figures can be split into start-up and the work Core and the agents do.
+then where each ``ctl exec``'s wall time went, from the job's own times
+(Core's and the agents' clocks are this machine's): ctl start-up and the
+POST (fork to the job created in Core), Core's dispatch (created to
+``job.run`` sent), the WebSocket hops and the agent's own work (sent to the
+result at Core, less the process's run time), the process itself (the
+agent's ``duration``: fork/exec of ``/bin/sh -c``), and the tail (result at
+Core to ctl's exit: storing it, ``job.done`` on the stream, ctl's last GET,
+its exit); then the API round trip alone (``POST /api/v1/jobs`` + the stream
+until ``done``, httpx over a kept-alive connection, p50/p99).
+
+servermgr's own modules are compiled to bytecode first if they are not
+(``compileall``), as pip and the zipapp install them: with
+``PYTHONDONTWRITEBYTECODE`` set and an editable install, every run would
+otherwise compile them again (~15 ms of each ctl command here).
+``--no-compile`` measures the tree as it is.
 
 Examples::
 
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -70,6 +83,47 @@ def api_round_trip(core: benchlib.Core, iterations: int, target: str = NODE) -> 
         "post_p50_s": benchlib.percentile(post, 50),
         "post_p99_s": benchlib.percentile(post, 99),
     }
+
+
+def compile_servermgr() -> str:
+    """Bytecode for servermgr's own modules (written next to them), as an install has."""
+    import servermgr
+
+    package = Path(servermgr.__file__).parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(package)],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return f"servermgr's modules compiled to bytecode in {package} (as an install has them)"
+
+
+def exec_timed(
+    http: Any, cmd: list[str], env: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """One whole ``ctl exec``, and where its wall time went (the job's own times)."""
+    t0 = time.time()
+    wall, cpu, code = benchlib.run_timed(cmd, env)
+    t_exit = t0 + wall
+    if code != 0:
+        raise RuntimeError(f"{cmd} exited {code}")
+    listed = http.get("/api/v1/jobs", params={"limit": 1})
+    listed.raise_for_status()
+    job = http.get(f"/api/v1/jobs/{listed.json()['jobs'][0]['id']}").json()
+    nodes = job["nodes"]
+    sent = max(n["sent_at"] or job["created"] for n in nodes)
+    result = max(n["finished_at"] for n in nodes)
+    parts = {
+        "ctl start-up + POST": job["created"] - t0,
+        "Core dispatch": sent - job["created"],
+        "WebSocket hops + agent": max(
+            n["finished_at"] - (n["sent_at"] or job["created"]) - n["duration"] for n in nodes
+        ),
+        "process (agent's duration)": max(n["duration"] for n in nodes),
+        "result -> ctl exit": t_exit - result,
+    }
+    return {"runs": 1, "median_s": wall, "min_s": wall, "max_s": wall, "cpu_median_s": cpu}, parts
 
 
 def whole_process(cmd: list[str], env: dict[str, str], warmups: int, runs: int) -> dict[str, Any]:
@@ -118,11 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="7 runs, 50 round trips")
     parser.add_argument("--profile", action="store_true", help="pyinstrument one ctl exec")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="do not compile servermgr to bytecode first"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.warmups, args.iterations = 7, 1, 50
     benchlib.install_signal_handlers()
     benchlib.print_machine()
+    print("bytecode:", "as found (--no-compile)" if args.no_compile else compile_servermgr())
     sm = benchlib.servermgr_cmd()
     names = [NODE, *(f"bench-{i:02d}" for i in range(1, args.agents))]
     with benchlib.Procs() as procs, benchlib.workdir("exec-latency-") as tmp:
@@ -147,10 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         for _, cmd in commands:
             whole_process(cmd, env, args.warmups, 0)
         load = benchlib.loadavg()
-        rounds = [
-            {label: whole_process(cmd, env, 0, 1) for label, cmd in commands}
-            for _ in range(args.runs)
-        ]
+        rounds = []
+        parts: dict[str, list[dict[str, float]]] = {}
+        with core.client() as http:
+            for _ in range(args.runs):
+                one: dict[str, dict[str, Any]] = {}
+                for label, cmd in commands:
+                    if "ctl exec" in label:
+                        one[label], split = exec_timed(http, cmd, env)
+                        parts.setdefault(label, []).append(split)
+                    else:
+                        one[label] = whole_process(cmd, env, 0, 1)
+                rounds.append(one)
+        load_after = benchlib.loadavg()
         for label, _ in commands:
             walls = [r[label]["median_s"] for r in rounds]
             cpus = [r[label]["cpu_median_s"] for r in rounds]
@@ -168,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             profile_ctl(core, tmp / "ctl-exec.txt")
     floor = results["python -c pass"]
     benchlib.print_table(
-        f"whole process, median of {args.runs} interleaved rounds (load before: {load})",
+        f"whole process, median of {args.runs} interleaved rounds "
+        f"(load before: {load}; after: {load_after})",
         ["command", "median ms", "min ms", "max ms", "over python ms", "CPU median ms"],
         [
             (
@@ -180,6 +248,20 @@ def main(argv: list[str] | None = None) -> int:
                 benchlib.ms(r["cpu_median_s"]),
             )
             for label, r in results.items()
+        ],
+    )
+    names_of_parts = list(next(iter(parts.values()))[0])
+    benchlib.print_table(
+        "where ctl exec's wall time goes, median ms of each part over the rounds "
+        "(the job's times; with several nodes, the slowest node's)",
+        ["command", *names_of_parts, "whole"],
+        [
+            (
+                label,
+                *(benchlib.ms(benchlib.median([p[k] for p in split])) for k in names_of_parts),
+                benchlib.ms(results[label]["median_s"]),
+            )
+            for label, split in parts.items()
         ],
     )
     benchlib.print_table(
@@ -201,7 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     benchlib.write_json(
         args.json,
-        {"machine": benchlib.machine(), "processes": results, "api": api, "api_all": api_all},
+        {
+            "machine": benchlib.machine(),
+            "processes": results,
+            "parts": parts,
+            "api": api,
+            "api_all": api_all,
+        },
     )
     return 0
 
