@@ -388,6 +388,41 @@ def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
         yield Path(d)
 
 
+def compile_servermgr() -> str:
+    """Bytecode for servermgr's own modules (written next to them), as an install has."""
+    import servermgr
+
+    package = Path(servermgr.__file__).parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(package)],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return f"servermgr's modules compiled to bytecode in {package} (as an install has them)"
+
+
+def instructions(cmd: Sequence[str], env: dict[str, str] | None = None) -> int | None:
+    """Instructions ``cmd`` executes, from valgrind's callgrind (None without
+    valgrind): unlike wall or CPU time, the same on a busy machine."""
+    exe = shutil.which("valgrind")
+    if exe is None:
+        return None
+    out = subprocess.run(
+        [exe, "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    return None
+
+
 def run_timed(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """Run ``cmd`` to completion: (wall seconds, CPU seconds of it and its children, exit code)."""
     t0 = time.perf_counter()

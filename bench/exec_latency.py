@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -83,20 +82,6 @@ def api_round_trip(core: benchlib.Core, iterations: int, target: str = NODE) -> 
         "post_p50_s": benchlib.percentile(post, 50),
         "post_p99_s": benchlib.percentile(post, 99),
     }
-
-
-def compile_servermgr() -> str:
-    """Bytecode for servermgr's own modules (written next to them), as an install has."""
-    import servermgr
-
-    package = Path(servermgr.__file__).parent
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(package)],
-        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return f"servermgr's modules compiled to bytecode in {package} (as an install has them)"
 
 
 def exec_timed(
@@ -180,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.warmups, args.iterations = 7, 1, 50
     benchlib.install_signal_handlers()
     benchlib.print_machine()
-    print("bytecode:", "as found (--no-compile)" if args.no_compile else compile_servermgr())
+    print(
+        "bytecode:", "as found (--no-compile)" if args.no_compile else benchlib.compile_servermgr()
+    )
     sm = benchlib.servermgr_cmd()
     names = [NODE, *(f"bench-{i:02d}" for i in range(1, args.agents))]
     with benchlib.Procs() as procs, benchlib.workdir("exec-latency-") as tmp:

@@ -7,8 +7,13 @@ inflated by other load) of, median of ``--runs``:
 - ``servermgr ctl nodes`` against a running Core with one real agent
 - ``servermgr ctl exec NODE /bin/true`` against the same
 
-then ``python -X importtime`` of ``ctl exec``: the modules with the largest
+then the instructions each executes (valgrind's callgrind, when installed:
+``apt-get install -y valgrind``; the same figure however busy the machine
+is, so it compares commits where wall and CPU times cannot), then
+``python -X importtime`` of ``ctl exec``: the modules with the largest
 cumulative import time (top-level packages and servermgr's own modules).
+servermgr is compiled to bytecode first, as an install has it
+(``--no-compile``: as found).
 
 Examples::
 
@@ -67,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25, help="imports listed (25)")
     parser.add_argument("--quick", action="store_true", help="3 runs each")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="do not compile servermgr to bytecode first"
+    )
+    parser.add_argument(
+        "--no-instructions", action="store_true", help="skip the valgrind instruction counts"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 3
     benchlib.install_signal_handlers()
     benchlib.print_machine()
+    print(
+        "bytecode:", "as found (--no-compile)" if args.no_compile else benchlib.compile_servermgr()
+    )
     sm = benchlib.servermgr_cmd()
     if len(sm) != 1:
         sys.exit("the servermgr console script is needed (pip install -e .)")
@@ -91,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = timed(cmd, env, args.runs)
         bare = timed([sys.executable, "-c", "pass"], dict(os.environ), args.runs)
         imports = import_times(commands[f"servermgr ctl exec {NODE} /bin/true"], env)
+        counted: dict[str, int | None] = {}
+        if not args.no_instructions:
+            for name, cmd in {"python -c pass": [sys.executable, "-c", "pass"], **commands}.items():
+                counted[name] = benchlib.instructions(cmd, env)
     benchlib.print_table(
         f"Whole-process start-up (median of {args.runs}; load before {load})",
         ["command", "median ms", "min ms", "CPU ms"],
@@ -99,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
             for name, r in [*results.items(), ("python -c pass", bare)]
         ],
     )
+    if counted:
+        floor = counted["python -c pass"]
+        benchlib.print_table(
+            "Instructions executed, millions (valgrind callgrind, one run each)",
+            ["command", "M instructions", "over python -c pass"],
+            [
+                (
+                    name,
+                    "-" if n is None else f"{n / 1e6:.1f}",
+                    "-" if n is None or floor is None else f"{(n - floor) / 1e6:.1f}",
+                )
+                for name, n in counted.items()
+            ],
+        )
     top_level = sorted(
         (r for r in imports if "." not in r[0].strip() or r[0].strip().startswith("servermgr")),
         key=lambda r: -r[2],
@@ -118,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": results,
             "python": bare,
             "imports": top_level,
+            "instructions": counted,
         },
     )
     return 0
