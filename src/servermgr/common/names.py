@@ -18,10 +18,11 @@ import re
 MAX_LENGTH = 253
 # Letters and digits at both ends; '.', '-', '_' inside. This excludes every
 # selector and glob character (, = ! * ? [ ] space) and every control byte.
-_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?")
-_NODE_ID = re.compile(r"n[0-9a-f]{16}", re.IGNORECASE)
-_LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,63}")
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9_./-]{0,253}")
+# Patterns as text, compiled at first use (re's cache): ctl exec never needs them.
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?"
+_NODE_ID = r"(?i:n[0-9a-f]{16})"
+_LABEL_KEY = r"[A-Za-z0-9_.-]{1,63}"
+_LABEL_VALUE = r"[A-Za-z0-9_./-]{0,253}"
 RESERVED = frozenset({"all"})
 # The whole rule as one pattern, for the API schema: what ``name_problem``
 # accepts, exactly (a test checks the two agree).
@@ -50,11 +51,11 @@ UNIT_MAX = 255 - len(".service")
 
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a node, or None when it can."""
-    if not _NAME.fullmatch(name):
+    if not re.fullmatch(_NAME, name):
         return f"a node name uses {RULE}"
     if name.lower() in RESERVED:
         return "this word is reserved (it targets every node)"
-    if _NODE_ID.fullmatch(name):
+    if re.fullmatch(_NODE_ID, name):
         return "names shaped like a node id (n + 16 hex digits) are reserved"
     return None
 
@@ -65,9 +66,9 @@ def is_name(name: str) -> bool:
 
 def is_label_key(key: str) -> bool:
     """Label names: letters, digits, '.', '-', '_', 1 to 63 characters."""
-    return _LABEL_KEY.fullmatch(key) is not None
+    return re.fullmatch(_LABEL_KEY, key) is not None
 
 
 def is_label_value(value: str) -> bool:
     """Label values: letters, digits, '.', '-', '_', '/', at most 253 characters."""
-    return _LABEL_VALUE.fullmatch(value) is not None
+    return re.fullmatch(_LABEL_VALUE, value) is not None
