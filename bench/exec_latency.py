@@ -111,6 +111,25 @@ def exec_timed(
     return {"runs": 1, "median_s": wall, "min_s": wall, "max_s": wall, "cpu_median_s": cpu}, parts
 
 
+def cpu_per_job(
+    core: int, agents: list[int], cmd: list[str], env: dict[str, str], runs: int
+) -> dict[str, float]:
+    """CPU seconds per run of ``cmd`` of Core, of all agents, of the busiest
+    agent and of ctl (``/proc/<pid>/stat`` before and after ``runs`` runs)."""
+    core0 = benchlib.cpu_seconds(core)
+    agents0 = [benchlib.cpu_seconds(a) for a in agents]
+    ctl = 0.0
+    for _ in range(runs):
+        ctl += benchlib.run_timed(cmd, env)[1]
+    spent = [benchlib.cpu_seconds(a) - a0 for a, a0 in zip(agents, agents0, strict=True)]
+    return {
+        "Core": (benchlib.cpu_seconds(core) - core0) / runs,
+        "agents, all": sum(spent) / runs,
+        "busiest agent": max(spent) / runs,
+        "ctl": ctl / runs,
+    }
+
+
 def whole_process(cmd: list[str], env: dict[str, str], warmups: int, runs: int) -> dict[str, Any]:
     for _ in range(warmups):
         benchlib.run_timed(cmd, env)
@@ -170,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sm = benchlib.servermgr_cmd()
     names = [NODE, *(f"bench-{i:02d}" for i in range(1, args.agents))]
+    agents: list[int] = []
     with benchlib.Procs() as procs, benchlib.workdir("exec-latency-") as tmp:
         core = benchlib.start_core(procs, tmp)
         for name in names:
-            benchlib.start_agent(procs, core, tmp, name)
+            agents.append(benchlib.start_agent(procs, core, tmp, name).pid)
         benchlib.wait_online(core, names, timeout=60.0)
         env = core.env()
         commands = [
@@ -205,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
                         one[label] = whole_process(cmd, env, 0, 1)
                 rounds.append(one)
         load_after = benchlib.loadavg()
+        per_job = {
+            label: cpu_per_job(core.pid, agents, cmd, env, args.runs)
+            for label, cmd in commands
+            if "ctl exec" in label
+        }
         for label, _ in commands:
             walls = [r[label]["median_s"] for r in rounds]
             cpus = [r[label]["cpu_median_s"] for r in rounds]
@@ -252,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     benchlib.print_table(
+        f"CPU ms per job of each process, over {args.runs} more runs of each "
+        f"(load after: {load_after}; heartbeats included, the agents' /bin/sh not)",
+        ["command", "Core", "agents, all", "busiest agent", "ctl"],
+        [(label, *(benchlib.ms(v) for v in cpu.values())) for label, cpu in per_job.items()],
+    )
+    benchlib.print_table(
         "API round trip: POST /api/v1/jobs + stream until done (httpx, kept-alive): "
         "Core's and the agents' share of the whole-process figures",
         ["target", "iterations", "load before", "p50 ms", "p99 ms", "POST p50 ms", "POST p99 ms"],
@@ -274,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": benchlib.machine(),
             "processes": results,
             "parts": parts,
+            "cpu_per_job": per_job,
             "api": api,
             "api_all": api_all,
         },
