@@ -157,9 +157,11 @@ async def finished(core: Core, job_id: str, limit: float = 15) -> dict[str, Any]
     """The job document once every node is final (read from the live stream)."""
     async with api(core) as client:
         with trio.fail_after(limit):
-            async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream") as resp:
-                assert resp.status_code == 200
-                lines = [line async for line in resp.aiter_lines()]  # ends after job.done
+            lines = ['"type": "job.open"']
+            while '"type": "job.open"' in lines[-1]:  # the follow window ran out: again
+                async with client.stream("GET", f"/api/v1/jobs/{job_id}/stream") as resp:
+                    assert resp.status_code == 200
+                    lines = [line async for line in resp.aiter_lines()]  # ends after job.done
         assert '"type": "job.done"' in lines[-1]
         doc: dict[str, Any] = (await client.get(f"/api/v1/jobs/{job_id}")).json()
     return doc

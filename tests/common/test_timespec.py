@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from servermgr.common.timespec import parse_duration, parse_time
 
@@ -67,3 +69,40 @@ def test_api_times_are_exactly_the_schema_pattern() -> None:
     for text in ("9" * 400 + "d", " 1h", "1h\n", "1e9", "inf", "1_000", "-5", "2026-02-30"):
         with pytest.raises(ValueError, match="bad time"):
             parse_api_time(text, now=0.0)
+
+
+@pytest.mark.parametrize(
+    ("low", "least"), [("zero", 0.0), ("positive", 1e-9), ("one", 1.0)], ids=str
+)
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_every_duration_the_pattern_allows_is_in_its_range(
+    low: str, least: float, data: st.DataObject
+) -> None:
+    """A schema states a duration's range as duration_pattern: each string it matches
+    reads (parse_duration) to a value in that range, and the usual forms match."""
+    import re
+
+    from servermgr.common.timespec import duration_pattern
+
+    high = 90 * 86400.0
+    pattern = duration_pattern(high, low=low)
+    text = data.draw(st.from_regex(pattern))
+    assert least <= parse_duration(text) <= high
+    for text in ("90", "30s", "1.5m", "2h", "7d", "12w", "90d", "7776000"):
+        assert re.fullmatch(pattern, text), text
+    for text in (
+        "90d1s",
+        "7776001",
+        "91d",
+        "13w",
+        "2161h",
+        "1e3",
+        " 1h",
+        "1h\n",
+        "-1",
+        "1.1234567",
+    ):
+        assert not re.search(pattern, text), text
+    assert bool(re.search(pattern, "0")) == (low == "zero")
+    assert bool(re.search(pattern, "0.5s")) == (low != "one")

@@ -18,7 +18,6 @@ from servermgr.common.errors import NodeRemovedError
 from servermgr.core import api as api_mod
 from servermgr.core import auth
 from servermgr.core.app import Core
-from servermgr.core.openapi import NODE_SCHEMA
 from tests.support import StartNode, make_sample, online, wait_for
 
 TIME_CAP = 20.0
@@ -296,18 +295,35 @@ async def test_openapi_describes_every_route_and_its_refs_resolve(
             assert names == set(re.findall(r"\{([^}]+)\}", path)), f"{method} {path} params"
 
     refs = set(_refs(doc))
-    assert "#/components/schemas/Node" in refs
+    assert "#/components/schemas/NodeStatus" in refs
+    assert "#/components/schemas/NodeDetail" in refs
     assert "#/components/schemas/Error" in refs
     for ref in refs:
         assert isinstance(_resolve(doc, ref), dict)
     assert "$defs" not in resp.text
 
 
-async def test_node_schema_matches_what_the_api_returns(core: Core, api: httpx.AsyncClient) -> None:
+async def test_node_answers_are_documented_by_the_records_they_encode(
+    core: Core, api: httpx.AsyncClient
+) -> None:
     await register(api, "node-01")
+    doc = (await api.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+
+    def ok(method: str, path: str) -> dict[str, Any]:
+        op = doc["paths"][path][method]
+        code = next(c for c in op["responses"] if c.startswith("2"))
+        schema: dict[str, Any] = op["responses"][code]["content"]["application/json"]["schema"]
+        return schema
+
+    assert ok("get", "/api/v1/nodes")["items"] == {"$ref": "#/components/schemas/NodeStatus"}
+    assert ok("patch", "/api/v1/nodes/{ref}") == {"$ref": "#/components/schemas/NodeStatus"}
+    assert ok("get", "/api/v1/nodes/{ref}") == {"$ref": "#/components/schemas/NodeDetail"}
     (node,) = (await api.get("/api/v1/nodes")).json()
-    assert set(node) == set(NODE_SCHEMA["properties"])
-    assert set(NODE_SCHEMA["required"]) <= set(node)
+    assert set(node) == set(schemas["NodeStatus"]["properties"])
+    assert set(schemas["NodeStatus"]["required"]) <= set(node)
+    detail = (await api.get("/api/v1/nodes/node-01")).json()
+    assert set(detail) == set(schemas["NodeDetail"]["properties"])
 
 
 # --- nodes and metrics --------------------------------------------------------
@@ -433,6 +449,7 @@ async def test_removing_a_connected_node_disconnects_it_for_good(
     assert core.registry.by_ref("node-01") is None
     assert len(core.registry) == 0
     assert len(core.sessions) == 0
+
 
 async def test_status_reports_nodes_and_how_old_samples_were_when_stored(
     core: Core, start_node: StartNode, api: httpx.AsyncClient

@@ -335,7 +335,6 @@ async def test_job_answers_are_exactly_the_documented_shapes(fleet: Core) -> Non
 
 
 async def test_the_job_stream_is_ndjson_as_documented(fleet: Core) -> None:
-    """The fuzzer leaves the stream out (a stream of an open job never ends): checked here."""
     job = await submit(fleet, target="node-01", command="true")
     await finished(fleet, job["id"])
     async with api(fleet) as client:
@@ -347,3 +346,26 @@ async def test_the_job_stream_is_ndjson_as_documented(fleet: Core) -> None:
         lines = [json.loads(line) for line in resp.text.splitlines()]
         assert lines[0]["type"] == "job"
         assert lines[-1]["type"] == "job.done"
+
+
+async def test_the_stream_of_a_quiet_open_job_ends_after_follow_seconds(fleet: Core) -> None:
+    """A reader is never held longer than it asked without an event (FOLLOW_MAX s at
+    most): the stream of a job still running ends with job.open; opening it again
+    goes on."""
+    job = await submit(fleet, target="node-01", command="echo early; sleep 7; echo late")
+    url = f"/api/v1/jobs/{job['id']}/stream"
+    async with api(fleet) as client:
+        with trio.fail_after(20):
+            first = (await client.get(url, params={"follow": "0"})).text.splitlines()
+            assert [json.loads(line)["type"] for line in first][-1] == "job.open"
+            lines = (await client.get(url, params={"follow": "5.5"})).text.splitlines()
+            events = [json.loads(line) for line in lines]
+            assert events[0]["type"] == "job"
+            assert "keepalive" in [e["type"] for e in events]  # 5 s without an event
+            assert events[-1] == {"type": "job.open", "job_id": job["id"]}
+            assert (await client.get(url, params={"follow": "10.5"})).status_code == 400
+            again = (await client.get(url, params={"follow": "10"})).text.splitlines()
+    events = [json.loads(line) for line in again]
+    assert events[-1]["type"] == "job.done"
+    out = b"".join(base64.b64decode(e["data"]) for e in events if e["type"] == "job.output")
+    assert out == b"early\nlate\n"

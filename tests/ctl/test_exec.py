@@ -37,6 +37,7 @@ class CountingClient(Client):
         self.largest_answer = 0  # of a range read
         self.largest_doc = 0  # of any other request
         self.ranges = 0
+        self.streams = 0  # stream requests
 
     def exec(self, body: dict[str, Any], *, single: bool, out: Any, err: Any = None) -> int:
         try:
@@ -45,6 +46,7 @@ class CountingClient(Client):
             self.close()
 
     def stream_lines(self, path: str, *, read_timeout: float) -> Iterator[bytes]:
+        self.streams += 1
         for line in super().stream_lines(path, read_timeout=read_timeout):
             self.largest_line = max(self.largest_line, len(line))
             yield line
@@ -149,6 +151,22 @@ async def test_fan_out_prefixes_and_bounds_a_line_without_newline(fleet: Core) -
     for node in ("node-01", "node-02"):
         mine = [line for line in lines if line.startswith(node.encode() + b" | ")]
         assert [len(line) - len(node) - 3 for line in mine] == [MAX_PARTIAL] * 3 + [5]
+
+
+async def test_a_job_longer_than_the_follow_window_is_followed_to_its_end(
+    fleet: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream request follows the job for FOLLOW s (Core ends it with job.open):
+    ctl opens it again and prints each byte once, live."""
+    monkeypatch.setattr(exec_mod, "FOLLOW", 0.3)
+    client = CountingClient(fleet)
+    out = io.BytesIO()
+    job = {"target": "node-01", "command": "echo one; sleep 1.5; echo two", "timeout": 30}
+    code = await trio.to_thread.run_sync(lambda: client.exec(job, single=True, out=out))
+    assert code == 0
+    assert out.getvalue() == b"one\ntwo\n"
+    assert client.streams >= 2
+    assert client.ranges == 0  # all of it came live, none by range
 
 
 def test_printer_holds_at_most_one_partial_line() -> None:

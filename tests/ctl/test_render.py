@@ -160,7 +160,7 @@ class _FakeClient:
     def job_output(self, job_id: str, node: str, stream: str, offset: int, limit: int) -> bytes:
         return b""
 
-    def job_stream(self, job_id: str, *, read_timeout: float) -> Iterator[bytes]:
+    def job_stream(self, job_id: str, *, read_timeout: float, follow: float) -> Iterator[bytes]:
         yield json.dumps({"type": "job.done"}).encode()
 
 

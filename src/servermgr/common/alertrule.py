@@ -35,8 +35,15 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from servermgr.common.selector import Named, Target, parse_target, select
-from servermgr.common.timespec import parse_duration
+from servermgr.common.selector import (
+    TARGET_MAX,
+    TARGET_PATTERN,
+    Named,
+    Target,
+    parse_target,
+    select,
+)
+from servermgr.common.timespec import duration_pattern, parse_duration
 
 # A percentage, a load, or a rate in bytes per second.
 PERCENT_METRICS = {"cpu": "cpu_percent", "memory": "mem_percent", "swap": "swap_percent"}
@@ -56,14 +63,31 @@ MIN_RENOTIFY = 1.0
 MAX_RULES = 1000
 MAX_RECEIVERS_PER_RULE = 16
 
-RuleName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
-ReceiverName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+RuleName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*\Z")]
+ReceiverName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*\Z")]
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _CONDITION = re.compile(
     r"^\s*(?P<metric>[a-z0-9_]+(?::\S+)?)\s*(?P<op>>=|<=|>|<)\s*"
     r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[%KMG]?)\s*$"
 )
 _UNITS = {"": 1.0, "%": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+
+# The conditions the API takes, as one full-string pattern its schema states:
+# every string it matches is a condition ``parse_condition`` accepts (a
+# percentage at most 100, a rate with K/M/G, a mount path of visible ASCII
+# but '<' and '>', so that the comparison is never read as part of it).
+_OPS = "(?:>=|<=|>|<)"
+_PERCENT = r"(?:100(?:\.0{1,6})?|[0-9]{1,2}(?:\.[0-9]{1,6})?)"
+_RATE = r"[0-9]{1,15}(?:\.[0-9]{1,6})?"
+CONDITION_PATTERN = (
+    r"^ *(?:offline|job_failed"
+    rf"|(?:cpu|memory|swap|disk|disk:/[!-;=?-~]{{0,1023}}) *{_OPS} *{_PERCENT} *%?"
+    rf"|(?:{'|'.join(PLAIN_METRICS)}) *{_OPS} *{_RATE} *[KMG]?"
+    r") *\Z"
+)
+JOB_FAILED_PATTERN = r"^ *job_failed *\Z"
+HOLD_PATTERN = duration_pattern(MAX_FOR)
+RENOTIFY_PATTERN = duration_pattern(MAX_FOR, low="one")
 
 
 @dataclass(frozen=True)
@@ -136,6 +160,67 @@ class RuleDoc(msgspec.Struct, forbid_unknown_fields=True, rename={"hold": "for"}
     nodes: Annotated[str, Meta(min_length=1, max_length=32 * 1024)] = "*"
     notify: Annotated[list[ReceiverName], Meta(max_length=MAX_RECEIVERS_PER_RULE)] | None = None
     renotify: float | str | None = None
+
+
+Hold = Annotated[float, Meta(ge=0, le=MAX_FOR)] | Annotated[str, Meta(pattern=HOLD_PATTERN)]
+Renotify = (
+    Annotated[float, Meta(ge=MIN_RENOTIFY, le=MAX_FOR)]
+    | Annotated[str, Meta(pattern=RENOTIFY_PATTERN)]
+    | None
+)
+_ZERO = {
+    "anyOf": [
+        {"type": "number", "maximum": 0},
+        {"type": "string", "pattern": r"^0(?:\.0{1,6})?[smhdw]?\Z"},
+    ]
+}
+
+
+class RuleRequest(RuleDoc, forbid_unknown_fields=True, rename={"hold": "for"}):
+    """``POST /api/v1/alerts/rules``: a ``RuleDoc`` whose grammar the schema states
+    whole (conditions, durations with their ranges, the target), so a body the
+    document allows is a rule ``check_rule`` accepts (a ``job_failed`` rule
+    holds for 0: it fires at once)."""
+
+    when: Annotated[
+        str,
+        Meta(
+            max_length=1100,
+            pattern=CONDITION_PATTERN,
+            description="METRIC > NUMBER (or <, >=, <=), offline or job_failed; "
+            "metrics: cpu, memory, swap, disk, disk:/MOUNT (percent, at most 100), "
+            + ", ".join(PLAIN_METRICS)
+            + " (a number, may end in K, M or G)",
+        ),
+    ]
+    hold: Annotated[
+        Hold,
+        Meta(description="how long the condition must hold: seconds, or 30s, 5m, 1h, 7d (at most)"),
+    ] = 0.0
+    nodes: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=TARGET_MAX,
+            pattern=TARGET_PATTERN,
+            description="which nodes, as a job's target: names, globs, key=value labels, *",
+        ),
+    ] = "*"
+    renotify: Annotated[
+        Renotify,
+        Meta(description="while firing, tell again this often (at least 1 s, at most 7d)"),
+    ] = None
+
+
+RULE_REQUEST = Annotated[
+    RuleRequest,
+    Meta(
+        extra_json_schema={
+            "if": {"required": ["when"], "properties": {"when": {"pattern": JOB_FAILED_PATTERN}}},
+            "then": {"properties": {"for": _ZERO}},
+        }
+    ),
+]
 
 
 @dataclass(frozen=True)

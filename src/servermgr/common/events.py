@@ -26,6 +26,7 @@ class EventType(StrEnum):
     JOB_STATE = "job.state"
     JOB_OUTPUT = "job.output"
     JOB_DONE = "job.done"
+    JOB_OPEN = "job.open"  # a job stream's last line when its follow window ran out
     JOB_CANCEL = "job.cancel"  # on the bus: Core processes cancel their part of a job
     # Alerts (bus and event stream).
     ALERT_PENDING = "alert.pending"

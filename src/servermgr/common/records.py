@@ -10,13 +10,15 @@ Pure data: no I/O.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from servermgr.common import proto
 
 Presence = Literal["online", "offline"]
+UnixTime = Annotated[float, Meta(description="unix seconds")]
 
 
 class NodeStatus(msgspec.Struct, kw_only=True):
@@ -26,20 +28,20 @@ class NodeStatus(msgspec.Struct, kw_only=True):
     name: str
     status: Presence
     labels: dict[str, str]
-    first_seen: float
-    last_seen: float | None
-    connected_at: float | None
+    first_seen: UnixTime
+    last_seen: UnixTime | None
+    connected_at: Annotated[UnixTime | None, Meta(description="unix seconds; null if offline")]
     agent_version: str | None
-    sample_ts: float | None
+    sample_ts: Annotated[UnixTime | None, Meta(description="time of the latest sample")]
     cpu_percent: float | None
     mem_percent: float | None
-    disk_percent: float | None
+    disk_percent: Annotated[float | None, Meta(description="the fullest disk")]
     net_rx_bps: float | None
     net_tx_bps: float | None
     load1: float | None
-    uptime: float | None
+    uptime: Annotated[float | None, Meta(description="seconds")]
     procs: int | None
-    alerts_firing: int = 0  # alerts firing on the node now
+    alerts_firing: Annotated[int, Meta(ge=0, description="alerts firing on the node now")] = 0
 
 
 class NodeDetail(NodeStatus, kw_only=True):

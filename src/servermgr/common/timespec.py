@@ -23,6 +23,50 @@ TIME_PATTERN = (
 )
 
 
+def _ints(top: int, *, zero: bool) -> str:
+    """A regular expression of the decimal integers from 0 (or 1) to ``top``, no
+    leading zeros (``top`` >= 1)."""
+    digits = str(top)
+    alts = ["0"] if zero else []
+    alts += ["[1-9]" + (f"[0-9]{{{k - 1}}}" if k > 1 else "") for k in range(1, len(digits))]
+    for i, ch in enumerate(digits):
+        low, high = (1 if i == 0 else 0), int(ch) - 1
+        if high >= low:
+            rest = len(digits) - i - 1
+            cls = f"[{low}-{high}]" if high > low else str(low)
+            alts.append(digits[:i] + cls + (f"[0-9]{{{rest}}}" if rest else ""))
+    alts.append(digits)
+    return "(?:" + "|".join(alts) + ")"
+
+
+_FRACTION = r"(?:\.[0-9]{1,6})?"
+_NONZERO_FRACTION = "(?:" + "|".join(f"0{{{k}}}[1-9][0-9]{{0,{5 - k}}}" for k in range(6)) + ")"
+
+
+def duration_pattern(high: float, *, low: str = "zero") -> str:
+    """The full-string pattern of a duration (``90``, ``90s``, ``1.5m``, ``2h``, ``7d``,
+    ``1w``: at most 6 decimals) whose value is at most ``high`` seconds and, by
+    ``low``: ``"zero"`` at least 0, ``"positive"`` above 0, ``"one"`` at least one of
+    its unit. Every string it matches is a duration ``parse_duration`` reads to a
+    value in that range, so a schema can state the range of a duration as text.
+    """
+    alts = []
+    for units, factor in (("s?", 1), ("m", 60), ("h", 3600), ("d", 86400), ("w", 7 * 86400)):
+        top = int(high // factor)
+        if top < 1:
+            continue
+        whole = f"{top}(?:\\.0{{1,6}})?"
+        below = []
+        if top > 1 or low == "zero":
+            below.append(_ints(top - 1, zero=low == "zero") if top > 1 else "0")
+        number = [b + _FRACTION for b in below]
+        if low == "positive":
+            number.append(r"0\." + _NONZERO_FRACTION)
+        number.append(whole)
+        alts.append("(?:" + "|".join(number) + ")" + units)
+    return "^(?:" + "|".join(alts) + ")\\Z"
+
+
 def parse_api_time(text: str, *, now: float) -> float:
     """A time as the REST API takes it (``TIME_PATTERN``, exactly); ValueError if not."""
     if not re.match(TIME_PATTERN, text):  # compiled once, at first use (re's cache)

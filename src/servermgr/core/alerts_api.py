@@ -7,6 +7,7 @@ the config file are listed but cannot be removed through the API.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -15,21 +16,58 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from servermgr.common import timespec
-from servermgr.common.alertrule import MAX_RULES, RuleDoc, check_rule
+from servermgr.common.alertrule import MAX_RULES, RULE_REQUEST, RuleDoc, RuleRequest, check_rule
 from servermgr.core import alertstore
 from servermgr.core.alerts import AlertEngine
 from servermgr.core.alertstate import State
 from servermgr.core.api import Api, Handler
-from servermgr.core.auth import Access, ApiFailure, principal_of, read_json
+from servermgr.core.auth import (
+    Access,
+    ApiFailure,
+    principal_of,
+    read_json,
+    read_query,
+    readable,
+)
 from servermgr.core.openapi import Doc, Param
 
 MAX_SILENCE = 90 * 86400.0
 MAX_SILENCES = 10000
 
 
+class RangeQuery(msgspec.Struct):
+    """``GET /api/v1/alerts/history`` and ``/deliveries``."""
+
+    since: Annotated[
+        str,
+        Meta(
+            pattern=timespec.TIME_PATTERN,
+            description="from: a duration ago (10m, 1h, 7d) or unix seconds",
+        ),
+    ] = "7d"
+    limit: Annotated[
+        int, Meta(ge=1, le=alertstore.MAX_LISTED, description="at most this many, the newest")
+    ] = 200
+
+
+SILENCE_ID_MAX = 2**53
+_SILENCE_ID = re.compile(r"[0-9]{1,16}")
+
+
 class SilenceBody(msgspec.Struct, forbid_unknown_fields=True, rename={"hold": "for"}):
-    target: Annotated[str, Meta(min_length=1, max_length=300)]  # a node or a rule; node:X / rule:X
-    hold: float | str = 3600.0
+    target: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=300,
+            description="a node (name or id) or a rule; node:X or rule:X when both exist",
+        ),
+    ]
+    hold: Annotated[
+        Annotated[float, Meta(gt=0, le=MAX_SILENCE)]
+        | Annotated[str, Meta(pattern=timespec.duration_pattern(MAX_SILENCE, low="positive"))],
+        Meta(description="for how long: seconds, or 30m, 1h, 7d (above 0, at most 90d)"),
+    ] = 3600.0
 
 
 def _seconds(value: float | str, what: str, high: float) -> float:
@@ -79,15 +117,8 @@ class AlertsApi:
         return JSONResponse(out)
 
     def _range(self, request: Request) -> tuple[float, int]:
-        q = request.query_params
-        try:
-            since = timespec.parse_api_time(q.get("since", "7d"), now=self.api.clock())
-            limit = int(q.get("limit", "200"))
-        except ValueError as exc:
-            raise ApiFailure(400, "bad_request", f"bad since or limit: {exc}") from None
-        if not 1 <= limit <= alertstore.MAX_LISTED:
-            raise ApiFailure(400, "bad_request", f"limit must be 1..{alertstore.MAX_LISTED}")
-        return since, limit
+        q = read_query(request, RangeQuery)
+        return timespec.parse_api_time(q.since, now=self.api.clock()), q.limit
 
     async def history(self, request: Request) -> Response:
         since, limit = self._range(request)
@@ -113,14 +144,24 @@ class AlertsApi:
     async def add_rule(self, request: Request) -> Response:
         doc = await read_json(request, RuleDoc, "rule")
         try:
+            # What the document states (RuleRequest): stricter than RuleDoc, which
+            # also reads the config file and rules stored by older versions.
+            msgspec.json.decode(msgspec.json.encode(doc), type=RuleRequest)
+        except msgspec.ValidationError as exc:
+            try:
+                check_rule(doc)  # its message says what is wrong, when it knows
+            except ValueError as why:
+                raise ApiFailure(400, "bad_request", f"bad rule: {why}") from None
+            raise ApiFailure(400, "bad_request", f"bad rule: {readable(exc)}") from None
+        try:
             rule = check_rule(doc)
         except ValueError as exc:
-            raise ApiFailure(400, "bad_request", f"bad rule: {exc}") from None
+            # The schema allows only what check_rule takes, but for labels given two
+            # values: well formed, but no node can match (as a job's target: 404).
+            raise ApiFailure(404, "no_nodes", f"no node can match this rule: {exc}") from None
         for name in rule.notify or ():
             if name not in self.engine.notifier.receivers:
-                raise ApiFailure(
-                    400, "bad_request", f"bad rule: no receiver named {name!r} in Core's config"
-                )
+                raise ApiFailure(404, "not_found", f"no receiver named {name!r} in Core's config")
         if rule.name in self.engine.rules:
             raise ApiFailure(409, "exists", f"a rule named {rule.name!r} exists already")
         if len(self.engine.rules) >= MAX_RULES:
@@ -179,10 +220,12 @@ class AlertsApi:
         return JSONResponse(silence.doc(), status_code=201)
 
     async def remove_silence(self, request: Request) -> Response:
-        try:
-            silence_id = int(request.path_params["id"])
-        except ValueError:
-            raise ApiFailure(400, "bad_request", "a silence id is a number") from None
+        text = request.path_params["id"]
+        if not _SILENCE_ID.fullmatch(text) or int(text) > SILENCE_ID_MAX:
+            raise ApiFailure(
+                400, "bad_request", f"a silence id is a number (0 to {SILENCE_ID_MAX})"
+            )
+        silence_id = int(text)
         if not await self.api.db.write(alertstore.remove_silence, self.api.db.storage, silence_id):
             raise ApiFailure(404, "not_found", f"no silence {silence_id}")
         self.engine.set_silences([s for s in self.engine.silences if s.id != silence_id])
@@ -191,20 +234,7 @@ class AlertsApi:
     # --- table ------------------------------------------------------------
 
     def routes(self) -> list[tuple[str, str, Handler, Doc]]:
-        since = Param(
-            "since",
-            "query",
-            "from: a duration ago (10m, 1h, 7d; default 7d) or unix seconds",
-            {"type": "string", "pattern": timespec.TIME_PATTERN},
-        )
         rows = {"type": "array", "items": {"type": "object"}}
-        limit = Param(
-            "limit",
-            "query",
-            "at most this many, the newest (default 200)",
-            {"type": "integer", "minimum": 1, "maximum": alertstore.MAX_LISTED},
-        )
-        rule_schema = msgspec.json.schema(RuleDoc)
         return [
             (
                 "GET",
@@ -219,7 +249,7 @@ class AlertsApi:
                 Doc(
                     "Alert transitions (pending, firing, resolved, cleared)",
                     auth=Access.READ,
-                    params=(since, limit),
+                    query=RangeQuery,
                     result=rows,
                 ),
             ),
@@ -230,7 +260,7 @@ class AlertsApi:
                 Doc(
                     "Notification attempts and their outcomes",
                     auth=Access.READ,
-                    params=(since, limit),
+                    query=RangeQuery,
                     result=rows,
                 ),
             ),
@@ -244,7 +274,7 @@ class AlertsApi:
                 "POST",
                 "/api/v1/alerts/rules",
                 self.add_rule,
-                Doc("Add an alert rule", auth=Access.OPERATE, body=rule_schema, ok=201),
+                Doc("Add an alert rule", auth=Access.OPERATE, body=RULE_REQUEST, ok=201),
             ),
             (
                 "DELETE",
@@ -269,7 +299,7 @@ class AlertsApi:
                 Doc(
                     "Silence a node's or a rule's notifications for a while",
                     auth=Access.OPERATE,
-                    body=msgspec.json.schema(SilenceBody),
+                    body=SilenceBody,
                     ok=201,
                 ),
             ),
@@ -280,7 +310,15 @@ class AlertsApi:
                 Doc(
                     "End a silence",
                     auth=Access.OPERATE,
-                    params=(Param("id", "path", "silence id", {"type": "integer"}, required=True),),
+                    params=(
+                        Param(
+                            "id",
+                            "path",
+                            "silence id",
+                            {"type": "integer", "minimum": 0, "maximum": SILENCE_ID_MAX},
+                            required=True,
+                        ),
+                    ),
                 ),
             ),
         ]

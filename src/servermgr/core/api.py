@@ -23,7 +23,7 @@ from servermgr import __version__
 from servermgr.common import names, proto, selector, timespec
 from servermgr.common.errors import NameTakenError, StorageUnavailableError
 from servermgr.common.events import EventType
-from servermgr.common.records import NodeStatus
+from servermgr.common.records import NodeDetail, NodeStatus
 from servermgr.common.text import printable
 from servermgr.core import history, rollup
 from servermgr.core.auth import (
@@ -299,7 +299,6 @@ class Api:
     def routes(self) -> list[HttpRoute]:
         """This module's REST routes: ``(method, path, handler, Doc)``; ``Doc`` says how."""
         ref = Param("ref", "path", "node name or id")
-        node_schema = {"$ref": "#/components/schemas/Node"}
         return [
             (
                 "GET",
@@ -351,14 +350,19 @@ class Api:
                             },
                         ),
                     ),
-                    result={"type": "array", "items": node_schema},
+                    result=list[NodeStatus],
                 ),
             ),
             (
                 "GET",
                 "/api/v1/nodes/{ref}",
                 self.get_node,
-                Doc("One node: static info and latest sample", auth=Access.READ, params=(ref,)),
+                Doc(
+                    "One node: static info and latest sample",
+                    auth=Access.READ,
+                    params=(ref,),
+                    result=NodeDetail,
+                ),
             ),
             (
                 "DELETE",
@@ -379,7 +383,7 @@ class Api:
                     auth=Access.ADMIN,
                     params=(ref,),
                     body=RenameBody,
-                    result=node_schema,
+                    result=NodeStatus,
                 ),
             ),
             (

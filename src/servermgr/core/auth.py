@@ -242,10 +242,10 @@ async def read_json(
     try:
         return msgspec.json.decode(raw, type=body_type)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ApiFailure(400, "bad_request", f"bad {what}: {_readable(exc)}") from None
+        raise ApiFailure(400, "bad_request", f"bad {what}: {readable(exc)}") from None
 
 
-def _readable(exc: Exception) -> str:
+def readable(exc: Exception) -> str:
     """msgspec's message without the regular expression it quotes (the schema states it)."""
     return _REGEX.sub("in the form /openapi.json states - at", str(exc))
 
@@ -262,7 +262,7 @@ def read_query(request: Request, query_type: type[B]) -> B:
     try:
         return msgspec.convert(dict(request.query_params), query_type, strict=False)
     except msgspec.ValidationError as exc:
-        text = _readable(exc).replace("`$.", "parameter `")
+        text = readable(exc).replace("`$.", "parameter `")
         raise ApiFailure(400, "bad_request", f"bad query: {text}") from None
 
 

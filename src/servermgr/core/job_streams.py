@@ -57,6 +57,22 @@ MAX_BYTES = 8 * 1024 * 1024
 STREAMS = ("stdout", "stderr")
 # With several Cores: a stream silent this long looks in SQLite for what it missed.
 RECHECK = 5.0
+FOLLOW_MAX = 10.0  # seconds a /stream request waits for the next event at most
+KEEPALIVE = 5.0  # a keepalive line after this long without another
+
+
+class StreamQuery(msgspec.Struct):
+    """``GET /api/v1/jobs/{job_id}/stream``."""
+
+    follow: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=FOLLOW_MAX,
+            description="seconds to wait for the next event; if none comes and the job "
+            "is still open, a last job.open line (open the stream again to go on)",
+        ),
+    ] = FOLLOW_MAX
 
 
 class OutputQuery(msgspec.Struct):
@@ -75,12 +91,13 @@ class JobStreams:
 
     async def stream(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
+        follow = read_query(request, StreamQuery).follow
         await job_or_404(self.jobs, job_id, output=False)  # 404 before the stream starts
         label = f"job stream {job_id} of {_peer(request)}"
 
         async def lines() -> AsyncIterator[bytes]:
             try:
-                async for event in self.events(job_id, label):
+                async for event in self.events(job_id, label, follow=follow):
                     yield json.dumps(event).encode() + b"\n"
             except SubscriberTooSlow as exc:
                 yield json.dumps(
@@ -109,10 +126,15 @@ class JobStreams:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
 
-    async def events(self, job_id: str, label: str = "job stream") -> AsyncIterator[dict[str, Any]]:
+    async def events(
+        self, job_id: str, label: str = "job stream", *, follow: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The job so far, then live events until every node is final.
 
-        Raises SubscriberTooSlow when the reader let too much wait.
+        With ``follow``: when no event comes for that many seconds, a last
+        ``job.open`` (the job is still open), and a ``keepalive`` after
+        ``KEEPALIVE`` s without another line. Raises SubscriberTooSlow when the
+        reader let too much wait.
         """
         async with self.jobs.bus.subscribe(
             max_events=MAX_EVENTS,
@@ -140,30 +162,48 @@ class JobStreams:
             if doc["state"] == "done":
                 yield {"type": EventType.JOB_DONE, "job_id": job_id}
                 return
+            deadline = math.inf if follow is None else trio.current_time() + follow
             while True:
                 # Shared by several Cores: an event published while Redis was
                 # down never comes (pub/sub keeps nothing); SQLite has it all.
-                with trio.move_on_after(RECHECK if self.jobs.shared else math.inf):
-                    event = await live.receive()
-                    if event["type"] == EventType.JOB_OUTPUT:
-                        key = (event["node_id"], event["stream"])
-                        end = event["offset"] + _b64_len(event["data"])
+                wake = min(
+                    deadline,
+                    trio.current_time() + (KEEPALIVE if follow is not None else math.inf),
+                    trio.current_time() + (RECHECK if self.jobs.shared else math.inf),
+                )
+                got: dict[str, Any] | None = None
+                with trio.move_on_at(wake):
+                    try:
+                        got = await live.receive()
+                    except trio.EndOfChannel:
+                        return
+                if got is not None:
+                    if got["type"] == EventType.JOB_OUTPUT:
+                        key = (got["node_id"], got["stream"])
+                        end = got["offset"] + _b64_len(got["data"])
                         if end <= have.get(key, 0):
                             continue  # sent by a catch-up already
                         have[key] = end
-                    elif event["type"] == EventType.JOB_STATE and event["state"] in FINAL_STATES:
-                        final.add(event["node_id"])
-                    yield event
-                    if event["type"] == EventType.JOB_DONE:
+                    elif got["type"] == EventType.JOB_STATE and got["state"] in FINAL_STATES:
+                        final.add(got["node_id"])
+                    yield got
+                    if got["type"] == EventType.JOB_DONE:
                         return
+                    if follow is not None:
+                        deadline = trio.current_time() + follow
                     continue
-                doc = await self.jobs.job_doc(job_id, output=False)
-                if doc is None or doc["state"] != "done":
-                    continue
-                async for event in self._catch_up(job_id, doc["nodes"], have, final):
-                    yield event
-                yield {"type": EventType.JOB_DONE, "job_id": job_id}
-                return
+                if self.jobs.shared:
+                    doc = await self.jobs.job_doc(job_id, output=False)
+                    if doc is not None and doc["state"] == "done":
+                        async for event in self._catch_up(job_id, doc["nodes"], have, final):
+                            yield event
+                        yield {"type": EventType.JOB_DONE, "job_id": job_id}
+                        return
+                if follow is not None:
+                    if trio.current_time() >= deadline:
+                        yield {"type": EventType.JOB_OPEN, "job_id": job_id}
+                        return
+                    yield {"type": EventType.KEEPALIVE, "ts": self.api.clock()}
 
     async def _catch_up(
         self,
@@ -247,10 +287,13 @@ class JobStreams:
                 "/api/v1/jobs/{job_id}/stream",
                 self.stream,
                 Doc(
-                    "Live events as NDJSON: job, job.output, job.state, job.done "
-                    "(or a final error line when the reader was too slow)",
+                    "Live events as NDJSON: job, job.output, job.state, keepalive, then "
+                    "job.done; or job.open when no event came for follow seconds (open it "
+                    "again: output events carry offsets), or an error line when the reader "
+                    "was too slow",
                     auth=Access.READ,
                     params=(jid,),
+                    query=StreamQuery,
                     media_type="application/x-ndjson",
                     result={"type": "string", "description": "one JSON object per line"},
                 ),

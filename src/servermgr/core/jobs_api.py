@@ -90,16 +90,11 @@ class JobBody(msgspec.Struct, forbid_unknown_fields=True):
             description=f"seconds, {MIN_TIMEOUT:g} to {MAX_SECONDS:.0f} (7 days)",
         ),
     ] = 60.0
-    # A float holding a whole number: JSON Schema's "integer" takes 1.0 too.
+    # JSON Schema's integer: a number without a fraction, 1048576.0 too (a float
+    # that is a multiple of 1; the document renders it as "type": "integer").
     output_cap: Annotated[
         float,
-        Meta(
-            ge=0,
-            le=MAX_OUTPUT_CAP,
-            multiple_of=1,
-            description="bytes kept per stream and node",
-            extra_json_schema={"type": "integer"},
-        ),
+        Meta(ge=0, le=MAX_OUTPUT_CAP, multiple_of=1, description="bytes kept per stream and node"),
     ] = 1024 * 1024
     env: Annotated[dict[EnvName, EnvValue], Meta(max_length=256)] = {}
     cwd: Cwd | None = None
@@ -131,39 +126,37 @@ class JobBody(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: IdempotencyKey | None = None
 
 
-# What the document says of the body: JobBody, with "exactly one of" as a schema.
+# What the document says of the body: JobBody, with "exactly one of" as a schema;
+# as if/then/else (not oneOf): client generators keep JobBody one model.
 JOB_ONE_OF: dict[str, Any] = {
-    "oneOf": [
-        {
-            "required": ["command"],
-            "properties": {"command": {"type": "string"}, "service": {"type": "null"}},
-            "allOf": [
-                # stdin only with a command that runs now: no stdin, or no wait.
-                {
-                    "anyOf": [
-                        {"properties": {"stdin": {"type": "null"}}},
-                        {"properties": {"wait": {"maximum": 0}}},
-                    ]
-                },
-                # stdin in the body or on a stream, not both.
-                {
-                    "anyOf": [
-                        {"properties": {"stdin": {"type": "null"}}},
-                        {"properties": {"stdin_stream": {"const": False}}},
-                    ]
-                },
-            ],
-        },
-        {
-            "required": ["service"],
-            "properties": {
-                "service": {"type": "object"},
-                "command": {"type": "null"},
-                "stdin": {"type": "null"},
-                "stdin_stream": {"const": False},
+    "if": {"required": ["command"], "properties": {"command": {"type": "string"}}},
+    "then": {
+        "properties": {"service": {"type": "null"}},
+        "allOf": [
+            # stdin only with a command that runs now: no stdin, or no wait.
+            {
+                "anyOf": [
+                    {"properties": {"stdin": {"type": "null"}}},
+                    {"properties": {"wait": {"maximum": 0}}},
+                ]
             },
+            # stdin in the body or on a stream, not both.
+            {
+                "anyOf": [
+                    {"properties": {"stdin": {"type": "null"}}},
+                    {"properties": {"stdin_stream": {"const": False}}},
+                ]
+            },
+        ],
+    },
+    "else": {
+        "required": ["service"],
+        "properties": {
+            "service": {"type": "object"},
+            "stdin": {"type": "null"},
+            "stdin_stream": {"const": False},
         },
-    ],
+    },
 }
 JOB_REQUEST = Annotated[JobBody, Meta(extra_json_schema=JOB_ONE_OF)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,37 +20,6 @@ ERROR_SCHEMA: dict[str, Any] = {
             "required": ["code", "message"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
         }
-    },
-}
-
-
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": [kind, "null"]}
-
-
-# What records.NodeStatus holds (GET /api/v1/nodes); a test keeps the two in step.
-NODE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "name", "status", "labels", "first_seen", "last_seen"],
-    "properties": {
-        "id": {"type": "string"},
-        "name": {"type": "string"},
-        "status": {"type": "string", "enum": ["online", "offline"]},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "first_seen": {"type": "number", "description": "unix seconds"},
-        "last_seen": {**_nullable("number"), "description": "unix seconds"},
-        "connected_at": {**_nullable("number"), "description": "unix seconds; null if offline"},
-        "agent_version": _nullable("string"),
-        "sample_ts": {**_nullable("number"), "description": "time of the latest sample"},
-        "cpu_percent": _nullable("number"),
-        "mem_percent": _nullable("number"),
-        "disk_percent": {**_nullable("number"), "description": "the fullest disk"},
-        "net_rx_bps": _nullable("number"),
-        "net_tx_bps": _nullable("number"),
-        "load1": _nullable("number"),
-        "uptime": {**_nullable("number"), "description": "seconds"},
-        "procs": _nullable("integer"),
-        "alerts_firing": {"type": "integer", "description": "alerts firing on the node"},
     },
 }
 
@@ -165,7 +135,7 @@ def _websocket(doc: Doc) -> dict[str, Any]:
 def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
     """OpenAPI 3.1 for ``(method, path, doc)`` triples."""
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Node": NODE_SCHEMA}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     for method, path, doc in routes:
         if doc.websocket:
             paths.setdefault(path, {}).update(_hoist_defs(_websocket(doc), schemas))
@@ -254,6 +224,15 @@ def _hoist_defs(node: Any, schemas: dict[str, Any]) -> Any:
     for name, schema in node.get("$defs", {}).items():
         schemas.setdefault(name, _hoist_defs(schema, schemas))
     out = {k: _hoist_defs(v, schemas) for k, v in node.items() if k != "$defs"}
+    names = _enum_varnames(out.get("enum"))
+    if names is not None:
+        out["x-enum-varnames"] = names
+    if out.get("type") == "number" and out.get("multipleOf") == 1:
+        # A float field that must be whole (what msgspec renders for
+        # Annotated[float, Meta(multiple_of=1)]) is exactly JSON Schema's integer,
+        # 1.0 included: say so, so generators give clients an int.
+        del out["multipleOf"]
+        out["type"] = "integer"
     ref = out.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         out["$ref"] = ref = "#/components/schemas/" + ref.removeprefix("#/$defs/")
@@ -263,3 +242,26 @@ def _hoist_defs(node: Any, schemas: dict[str, Any]) -> Any:
         del out["$ref"]
         out = {"allOf": [{"$ref": ref}], **out}
     return out
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", text.upper()).strip("_")
+
+
+def _enum_varnames(values: Any) -> list[str] | None:
+    """Names for an enum's values when their upper-cased forms collide (time zones:
+    ``Etc/GMT+1`` and ``Etc/GMT-1``), as ``x-enum-varnames``, which client
+    generators use to name the constants; None when the values name themselves."""
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return None
+    if len({_key(v) for v in values}) == len(values):
+        return None
+    names: list[str] = []
+    for v in values:
+        name = _key(v.replace("+", "_PLUS_").replace("-", "_MINUS_")) or "EMPTY"
+        base = name = name if name[0].isalpha() else f"V_{name}"
+        n = 2
+        while name in names:
+            name, n = f"{base}_{n}", n + 1
+        names.append(name)
+    return names

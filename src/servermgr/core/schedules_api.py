@@ -92,25 +92,15 @@ def picks(schedule: Schedule, node: NodeRow) -> bool:
     return bool(selector.select(target, [node])[0])
 
 
-# Exactly one of every and cron; a time zone only with cron.
+# Exactly one of every and cron; a time zone only with cron. As if/then/else
+# (not oneOf): client generators keep ScheduleBody one model.
 SCHEDULE_REQUEST = Annotated[
     ScheduleBody,
     Meta(
         extra_json_schema={
-            "oneOf": [
-                {
-                    "required": ["every"],
-                    "properties": {
-                        "every": {"type": "number"},
-                        "cron": {"type": "null"},
-                        "tz": {"type": "null"},
-                    },
-                },
-                {
-                    "required": ["cron"],
-                    "properties": {"cron": {"type": "string"}, "every": {"type": "null"}},
-                },
-            ]
+            "if": {"required": ["every"], "properties": {"every": {"type": "number"}}},
+            "then": {"properties": {"cron": {"type": "null"}, "tz": {"type": "null"}}},
+            "else": {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
         }
     ),
 ]

@@ -343,10 +343,11 @@ class Client:
         result: dict[str, Any] = self.request("POST", f"/api/v1/jobs/{segment(job_id)}/cancel")
         return result
 
-    def job_stream(self, job_id: str, *, read_timeout: float) -> Iterator[bytes]:
-        """The job's live events, one NDJSON line each (see ``stream_lines``)."""
+    def job_stream(self, job_id: str, *, read_timeout: float, follow: float) -> Iterator[bytes]:
+        """The job's live events for ``follow`` s at most, one NDJSON line each
+        (see ``stream_lines``); ``job.open`` last if the job is still open then."""
         return self.stream_lines(
-            f"/api/v1/jobs/{segment(job_id)}/stream", read_timeout=read_timeout
+            f"/api/v1/jobs/{segment(job_id)}/stream?follow={follow:g}", read_timeout=read_timeout
         )
 
     def audit(

@@ -35,6 +35,7 @@ EXIT_FAILURE = 255
 STREAM_SLACK = 90.0  # beyond the job timeout: Core marks a silent node lost after 30 s
 MAX_PARTIAL = 64 * 1024  # most bytes of an unfinished line held per node and stream
 RANGE = 1024 * 1024  # bytes per request when completing output by range
+FOLLOW = 10.0  # seconds a stream waits for an event (Core's most); then it is opened again
 POLL = 0.5  # seconds between reads by range while a job cut off from its stream runs
 MAX_STDIN = 512 * 1024  # common/proto.MAX_STDIN_BYTES: what one job carries
 
@@ -133,7 +134,8 @@ def read_stdin(fd: int, limit: int = MAX_STDIN) -> bytes | None:
 def stream_events(client: Client, job_id: str, *, timeout: float) -> Iterator[dict[str, Any]]:
     """The job's live events from Core's NDJSON stream."""
     try:
-        for line in client.job_stream(job_id, read_timeout=timeout + STREAM_SLACK):
+        lines = client.job_stream(job_id, read_timeout=timeout + STREAM_SLACK, follow=FOLLOW)
+        for line in lines:
             yield json.loads(line)
     except OSError as exc:
         raise CoreUnreachableError(
@@ -145,19 +147,28 @@ def stream_events(client: Client, job_id: str, *, timeout: float) -> Iterator[di
 def follow(client: Client, job_id: str, printer: Printer | None, *, timeout: float) -> bool:
     """Print the job's output as it comes; True once every node is final.
 
-    False when the stream ended early: Core cut this reader off for reading
-    too slowly (our stdout is slow), or the stream closed before ``job.done``.
+    A stream ends with ``job.open`` when no event came for FOLLOW s and the job
+    is still open: it is opened again (it starts over; the printer drops what it
+    has already written), until ``timeout`` has passed. False when the stream
+    ended early: Core cut this reader off for reading too slowly (our stdout is
+    slow), or the stream closed before ``job.done``.
     """
-    for event in stream_events(client, job_id, timeout=timeout):
-        kind = event["type"]
-        if kind == EventType.JOB_OUTPUT and printer is not None:
-            data = binascii.a2b_base64(event["data"])  # = base64.b64decode
-            printer.output(event["node"], event["stream"], event["offset"], data)
-        elif kind == EventType.JOB_DONE:
-            return True
-        elif kind in (EventType.ERROR, "dropped"):  # cut off; an older Core skipped events
+    deadline = time.monotonic() + timeout
+    while True:
+        reopen = False
+        for event in stream_events(client, job_id, timeout=timeout):
+            kind = event["type"]
+            if kind == EventType.JOB_OUTPUT and printer is not None:
+                data = binascii.a2b_base64(event["data"])  # = base64.b64decode
+                printer.output(event["node"], event["stream"], event["offset"], data)
+            elif kind == EventType.JOB_DONE:
+                return True
+            elif kind == EventType.JOB_OPEN:
+                reopen = True
+            elif kind in (EventType.ERROR, "dropped"):  # cut off; an older Core skipped events
+                return False
+        if not reopen or time.monotonic() > deadline:
             return False
-    return False
 
 
 def complete(
