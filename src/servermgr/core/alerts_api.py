@@ -22,6 +22,7 @@ from servermgr.core.alerts import AlertEngine
 from servermgr.core.alertstate import State
 from servermgr.core.api import Api, Handler
 from servermgr.core.auth import (
+    MAX_LONG_BODY,
     Access,
     ApiFailure,
     principal_of,
@@ -142,7 +143,7 @@ class AlertsApi:
     # --- changing ---------------------------------------------------------
 
     async def add_rule(self, request: Request) -> Response:
-        doc = await read_json(request, RuleDoc, "rule")
+        doc = await read_json(request, RuleDoc, "rule", max_body=MAX_LONG_BODY)
         try:
             # What the document states (RuleRequest): stricter than RuleDoc, which
             # also reads the config file and rules stored by older versions.
@@ -274,7 +275,13 @@ class AlertsApi:
                 "POST",
                 "/api/v1/alerts/rules",
                 self.add_rule,
-                Doc("Add an alert rule", auth=Access.OPERATE, body=RULE_REQUEST, ok=201),
+                Doc(
+                    "Add an alert rule",
+                    auth=Access.OPERATE,
+                    body=RULE_REQUEST,
+                    ok=201,
+                    max_body=MAX_LONG_BODY,
+                ),
             ),
             (
                 "DELETE",

@@ -27,6 +27,7 @@ from servermgr.common.records import NodeDetail, NodeStatus
 from servermgr.common.text import printable
 from servermgr.core import history, rollup
 from servermgr.core.auth import (
+    MAX_QUERY_VALUE,
     Access,
     ApiFailure,
     Authenticator,
@@ -63,7 +64,7 @@ class RenameBody(msgspec.Struct, forbid_unknown_fields=True):
     name: proto.NodeName
 
 
-MAX_TARGET = 32 * 1024  # as a job's target
+MAX_TARGET = MAX_QUERY_VALUE  # in the query; a job's target (in its body) may be 32 KiB
 
 
 class Registered(msgspec.Struct):

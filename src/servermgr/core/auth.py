@@ -64,6 +64,13 @@ from servermgr.core.writer import Database
 log = logging.getLogger("servermgr.core.auth")
 
 MAX_BODY = 64 * 1024
+# A body whose strings may be as long as a job's target or command (32 KiB):
+# room for each one escaped as JSON (up to 12 bytes a character), so that a
+# body is refused for what it says (400), not its size, up to that length.
+MAX_LONG_BODY = 512 * 1024
+# A query value must fit in the 16 KiB request head, percent-encoded (up to
+# 12 bytes a character): longer ones are refused (400) before they get there.
+MAX_QUERY_VALUE = 1024
 DRAIN_LIMIT = 1024 * 1024
 RELOAD_EVERY = 1.0
 MAX_CREDENTIAL = 512

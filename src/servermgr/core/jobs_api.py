@@ -13,7 +13,14 @@ from starlette.responses import JSONResponse, Response
 from servermgr.common import limits, names, proto, timespec
 from servermgr.common.selector import TARGET_MAX, TARGET_PATTERN, parse_target
 from servermgr.core.api import Api, Handler
-from servermgr.core.auth import Access, ApiFailure, principal_of, read_json, read_query
+from servermgr.core.auth import (
+    MAX_QUERY_VALUE,
+    Access,
+    ApiFailure,
+    principal_of,
+    read_json,
+    read_query,
+)
 from servermgr.core.entries import JobError, JobSpec
 from servermgr.core.jobstore import FINAL_STATES, OPEN_STATES
 from servermgr.core.openapi import Doc, Param
@@ -302,7 +309,7 @@ class AuditQuery(msgspec.Struct):
             str,
             Meta(
                 min_length=1,
-                max_length=32 * 1024,
+                max_length=MAX_QUERY_VALUE,
                 description="only rows with exactly this target (a node's name for "
                 "file.push, file.pull and shell)",
             ),
@@ -522,6 +529,7 @@ class JobsApi:
                     ),
                     auth=Access.OPERATE,
                     body=JOB_REQUEST,
+                    max_body=MAX_JOB_BODY,
                     ok=201,
                     also=(200,),
                     result=JobDoc,

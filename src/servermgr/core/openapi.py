@@ -72,6 +72,7 @@ class Doc:
     media_type: str = "application/json"  # of the success answer
     websocket: bool = False
     messages: str = ""  # a WebSocket's messages, for its x-websocket description
+    max_body: int = MAX_BODY  # what the handler's read_json takes (413 beyond)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def build(routes: list[tuple[str, str, Doc]]) -> dict[str, Any]:
         if any(p.where == "path" for p in doc.params):
             responses["404"] = _error("No such node or job")
         if doc.body is not None:
-            responses["413"] = _error(f"A body over {MAX_BODY} bytes")
+            responses["413"] = _error(f"A body over {doc.max_body} bytes")
             responses["415"] = _error("A body not sent as Content-Type: application/json")
         responses["429"] = _error("Too many failed authentications from this address")
         responses["default"] = _error("Any other error, in the same shape")
