@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from servermgr.common import selector
 from servermgr.core import schedule_rules
 from servermgr.core.api import Api, Handler
-from servermgr.core.auth import MAX_LONG_BODY, Access, ApiFailure, principal_of, read_json
-from servermgr.core.jobs_api import JOB_ONE_OF, JobBody, checked_spec
+from servermgr.core.auth import Access, ApiFailure, principal_of, read_json
+from servermgr.core.jobs_api import JOB_ONE_OF, MAX_JOB_BODY, JobBody, checked_spec
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.schedule_rules import (
     MAX_CRON,
@@ -119,7 +119,9 @@ class SchedulesApi:
         return schedule
 
     async def create(self, request: Request) -> Response:
-        body = await read_json(request, ScheduleBody, "schedule", max_body=MAX_LONG_BODY)
+        # A schedule's job is a job's body (its schema allows stdin's length, even
+        # if a schedule refuses stdin): the same limit, so it is refused for that.
+        body = await read_json(request, ScheduleBody, "schedule", max_body=MAX_JOB_BODY)
         now = self.api.clock()
         try:
             schedule_rules.check_name(body.name)
@@ -197,7 +199,7 @@ class SchedulesApi:
                     "Make a schedule: a job run every N seconds or at cron times",
                     auth=Access.OPERATE,
                     body=SCHEDULE_REQUEST,
-                    max_body=MAX_LONG_BODY,
+                    max_body=MAX_JOB_BODY,
                     ok=201,
                     result=SCHEDULE_SCHEMA,
                 ),
