@@ -443,9 +443,9 @@ class Agent:
         spool.messages.append(result)
         # Written at once (an agent that dies now still has it) and sent at
         # once; on disk right after, in a thread. The result does not wait for
-        # the disk (an fsync is ~7 ms here, a third of a short job's round
-        # trip): only a power cut within those ms, before Core has it, turns
-        # it into "the node agent stopped" (as a cut just before it would).
+        # the disk (an fsync took ~7 ms here while other work shared it): only
+        # a power cut within those ms, before Core has it, turns it into
+        # "the node agent stopped" (as a cut just before it would).
         self.spool.finished(spool.entry, sync=False)
         self._wake.set()
         await trio.to_thread.run_sync(self.spool.sync, job.job_id)
