@@ -221,15 +221,19 @@ class RedisJobQueue:
                         connects = self.link.connects
                         await self._put_again()
                         self._unclaimed |= self._held
-                    await self._add_unsent()
-                    if self._unclaimed:
-                        await self._claim_unclaimed()
-                    routed = await self.link.call(_read, self.core, sorted(self._held))
-                    self.taken += len(routed)
-                    for item in routed:
-                        self._send.send_nowait(item)
+                    await self.poll_once()
                 except RedisUnavailableError:
                     pass
+
+    async def poll_once(self) -> None:
+        """One poll: what waits to be added or claimed, then every held node's new entries."""
+        await self._add_unsent()
+        if self._unclaimed:
+            await self._claim_unclaimed()
+        routed = await self.link.call(_read, self.core, sorted(self._held))
+        self.taken += len(routed)
+        for item in routed:
+            self._send.send_nowait(item)
 
     async def _claim_unclaimed(self) -> None:
         """Claim the held nodes whose claim failed (or all, after an outage)."""
