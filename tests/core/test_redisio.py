@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import trio
 
 from servermgr.common.errors import RedisUnavailableError
 from servermgr.core.redisio import Message, RedisLink, where
-from tests.support import RedisServer, StartRedis, free_port
+from tests.support import RedisServer, StartRedis, free_port, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -129,3 +130,33 @@ async def test_redis_killed_and_back_reconnects(
         nursery.cancel_scope.cancel()
     lk.close()
     assert "is back after" in caplog.text
+
+
+async def test_calls_queued_behind_busy_threads_fail_alone_and_redis_stays_up(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Core's own calls filling every thread (a starved Core) say nothing about
+    # Redis: taking it for down made Core resync, which queued more calls.
+    lk = RedisLink(redis_server.url, timeout=0.3, threads=1, check_every=0.1)
+    blocked, release = threading.Event(), threading.Event()
+
+    def hold(_client: object) -> None:  # the one thread, busy (no call back into trio)
+        blocked.set()
+        release.wait(60)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lk.serve)
+        nursery.start_soon(lk.call, hold)
+        await wait_for(blocked.is_set)
+        with pytest.raises(RedisUnavailableError) as err:
+            await lk.call(lambda c: c.ping())  # waits for the one thread, in vain
+        assert err.value.kind == "busy"
+        checks = lk.connects
+        await trio.sleep(0.5)  # the link's checks go on meanwhile, on their own thread
+        assert lk.up
+        assert lk.connects == checks
+        release.set()
+        assert await lk.call(lambda c: c.ping())
+        nursery.cancel_scope.cancel()
+    lk.close()
+    assert "did not answer" not in caplog.text

@@ -104,8 +104,9 @@ class RedisUnavailableError(ServermgrError):
     cannot be used, or what answers there is not Redis), ``auth`` (the
     password or user was refused), ``unreachable`` (nothing answers), ``slow``
     (no answer within the timeout), ``down`` (a call while the link is known
-    to be down), ``error`` (Redis answered with an error). The message is one
-    line and never holds the password.
+    to be down), ``error`` (Redis answered with an error), ``busy`` (the call
+    waited too long for a free thread: Core's own congestion, not Redis's).
+    The message is one line and never holds the password.
     """
 
     def __init__(self, message: str, kind: str) -> None:

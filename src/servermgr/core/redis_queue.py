@@ -50,7 +50,7 @@ GROUP = "servermgr"
 DEADLINES = PREFIX + "deadlines"
 POLL_EVERY = 2.0
 READ_KEYS = 500  # streams per XREADGROUP
-CLAIM_BATCH = 1000  # nodes per claim round trip
+CLAIM_BATCH = 250  # nodes per claim call (a few round trips; short, so nothing queues long)
 EXPIRE_BATCH = 1000
 
 # Delete the owner key only if it still names this Core (a node may have moved).

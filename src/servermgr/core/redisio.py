@@ -19,7 +19,12 @@ others wrote) waits with ``wait_up()`` and compares ``connects``.
 
 Failures become ``RedisUnavailableError`` with one line that tells the
 cases apart: a URL that cannot be used (or a server there that is not
-Redis), a refused password, nothing answering, no answer in time.
+Redis), a refused password, nothing answering, no answer in time. A call
+that waited too long for a free thread (``busy``: Core's own calls queued,
+as when a busy machine starves Core of CPU) fails alone: that says nothing
+about Redis, so the link stays up (taking it for down made Core resync,
+which queued more calls: over and over). The checks run on a thread of
+their own, never queued behind the calls.
 """
 
 from __future__ import annotations
@@ -134,13 +139,15 @@ class RedisLink:
                 # Retries are ours (serve's backoff): one try per call, bounded.
                 retry=Retry(NoBackoff(), 0),
                 retry_on_timeout=False,
-                max_connections=threads + 2,  # the calls, the pub/sub thread, a spare
+                # The calls, the checks, two pub/sub threads, a spare.
+                max_connections=threads + 4,
                 health_check_interval=max(1, math.ceil(check_every * 2)),
                 client_name=re.sub(r"[^A-Za-z0-9._:-]", "_", name)[:100],  # CLIENT LIST
             )
         except ValueError as exc:
             raise describe(exc, url, timeout) from None
         self._limiter = trio.CapacityLimiter(threads)
+        self._check_limiter = trio.CapacityLimiter(1)
         self.up = False
         self.problem: RedisUnavailableError | None = None  # why it is down
         self.down_since: float | None = None  # trio time
@@ -168,19 +175,26 @@ class RedisLink:
         try:
             return await self._run(partial(fn, self.client, *args, **kwargs))
         except RedisUnavailableError as err:
-            if err.kind != "error":
+            if err.kind not in ("error", "busy"):
                 self._mark_down(err)
             raise
 
-    async def _run(self, job: Callable[[], T]) -> T:
+    async def _run(self, job: Callable[[], T], limiter: trio.CapacityLimiter | None = None) -> T:
         # The socket timeout bounds each command once it runs; this bounds the
-        # wait for a thread behind other calls. A running call is not
-        # abandoned when cancelled (its connection would outlive ``close``):
-        # the socket timeout ends it.
+        # wait for a thread behind other calls (a running call is not
+        # abandoned when cancelled: its connection would outlive ``close``;
+        # the socket timeout ends it), so it only ever fires while waiting.
+        wait = self.timeout * 2 + 1
         try:
-            with trio.fail_after(self.timeout * 2 + 1):
-                return await trio.to_thread.run_sync(job, limiter=self._limiter)
-        except (trio.TooSlowError, rx.RedisError, OSError) as exc:
+            with trio.fail_after(wait):
+                return await trio.to_thread.run_sync(job, limiter=limiter or self._limiter)
+        except trio.TooSlowError:
+            raise RedisUnavailableError(
+                f"a call to Redis at {self.where} waited over {wait:g} s for a free thread: "
+                "Core is busy",
+                "busy",
+            ) from None
+        except (rx.RedisError, OSError) as exc:
             raise describe(exc, self.url, self.timeout) from None
         except ValueError as exc:
             raise describe(_broken(exc), self.url, self.timeout) from None
@@ -229,7 +243,7 @@ class RedisLink:
             info: dict[str, Any] = client.info("server")
             return str(info.get("redis_version", ""))
 
-        self.server_version = await self._run(partial(ping, self.client))
+        self.server_version = await self._run(partial(ping, self.client), self._check_limiter)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the link: the first check before ``started`` (so Core says at
