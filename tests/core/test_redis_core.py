@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 
+from servermgr.common.events import CORE_STOPPED
 from servermgr.core.app import Core
 from servermgr.ctl.client import events_path
 from servermgr.ctl.wsclient import connect
@@ -279,3 +280,23 @@ async def test_jobs_through_both_cores_during_a_redis_outage_reach_every_node(
             "node-a": {"state": "succeeded", "stdout": "during\n"},
             "node-b": {"state": "succeeded", "stdout": "during\n"},
         }
+
+
+async def test_a_dead_cores_whole_fleet_going_offline_at_once_does_not_stop_core(
+    start_core: StartCore, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Another Core taken for dead: its thousands of nodes go offline here at
+    # once; the follower of those events overflowed at 1,024 and stopped Core.
+    core = (await start_core(redis_config(tmp_path, redis_server.url))).core
+    for i in range(3000):
+        core.bus.publish(
+            {
+                "type": "node.offline",
+                "node_id": f"n{i}",
+                "name": None,
+                "ts": 1.0,
+                "reason": CORE_STOPPED,
+            }
+        )
+    await trio.sleep(0.5)
+    assert (await nodes(core)) == {}  # Core still answers
