@@ -2,7 +2,8 @@
 
 A push lands atomically with its checksum, a pull comes back byte for byte,
 the node's ``[files]`` policy refuses what it does not list, a transfer cut
-in the middle leaves no temporary file, and every transfer is in the audit.
+in the middle leaves no temporary file, a client that lies about its data
+places nothing, and every transfer is in the audit.
 """
 
 from __future__ import annotations
@@ -111,4 +112,44 @@ async def test_push_cut_in_the_middle_leaves_nothing(
             nursery.cancel_scope.cancel()
     assert not scope.cancelled_caught
     await wait_for(lambda: [p.name for p in area.iterdir()] == ["app.bin"], 20)
+    assert target.read_bytes() == b"old"
+
+
+async def _raw_push(
+    core: Core, target: Path, size: int, frames: list[bytes | str]
+) -> dict[str, str]:
+    """A client that declares ``size`` and then sends ``frames``: Core's answer to it."""
+    import json
+
+    from servermgr.common import relay
+    from servermgr.ctl.wsclient import connect
+
+    opening = {"type": "open", "node": "node-01", "direction": "push", "path": str(target)}
+    async with connect(core.url, relay.FILES_PATH, core.key.value) as ws:
+        await ws.send_message(json.dumps(opening | {"size": size}))
+        with trio.fail_after(20):
+            while json.loads(await ws.get_message())["type"] != "credit":
+                pass
+            for frame in frames:
+                await ws.send_message(frame)
+            while (answer := json.loads(await ws.get_message()))["type"] == "credit":
+                pass
+    return answer["error"] if answer["type"] == "error" else answer
+
+
+async def test_a_client_that_lies_about_its_data_places_nothing(
+    core: Core, start_node: StartNode, tmp_path: Path
+) -> None:
+    """More bytes than declared, or an end whose size or checksum is not what came:
+    refused, the target untouched, no temporary file left."""
+    area = await files_node(core, start_node, tmp_path, "node-01")
+    target = area / "app.conf"
+    target.write_bytes(b"old")
+    past = await _raw_push(core, target, 3, [b"four"])
+    assert (past["code"], past["message"]) == ("bad_request", "data past the size")
+    wrong = '{"type": "end", "size": 3, "sha256": "' + "0" * 64 + '"}'
+    mismatch = await _raw_push(core, target, 3, [b"new", wrong])
+    assert mismatch["code"] == "checksum_mismatch"
+    assert "Core received 3 bytes" in mismatch["message"]
+    await wait_for(lambda: [p.name for p in area.iterdir()] == ["app.conf"], 20)
     assert target.read_bytes() == b"old"

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from starlette.websockets import WebSocket
 
-from servermgr.common import flow, proto, relay
+from servermgr.common import proto, relay
 from servermgr.common.errors import ProtocolError
 from servermgr.core.auth import Access
 from servermgr.core.jobstate import State
@@ -34,7 +34,6 @@ from servermgr.core.stream_relay import (
     accept,
     end,
     refuse,
-    unwrap_failure,
 )
 from servermgr.core.streams import StreamFailed
 
@@ -117,43 +116,22 @@ class StdinApi:
             return 0
         await link.to_node(proto.StdinOpen(stream_id=sid, job_id=job_id))
         await link.to_ctl(relay.Ready(id=sid, node=link.node.name))
-        budget = flow.Budget()  # what the node granted and ctl has not sent
-        closed: list[proto.StdinClosed] = []
 
-        async def node_side(cancel: trio.CancelScope) -> None:
-            while True:
-                msg = await link.stream.receive(idle)
-                if isinstance(msg, proto.StreamCredit):
-                    budget.granted(msg.bytes)
-                    await link.to_ctl(relay.Credit(bytes=msg.bytes))
-                elif isinstance(msg, proto.StdinClosed):
-                    closed.append(msg)
-                    cancel.cancel()
-                    return
+        async def forward(chunk: bytes) -> None:
+            await link.to_node(proto.StdinData(stream_id=sid, data=chunk))
 
-        with unwrap_failure():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(node_side, nursery.cancel_scope)
-                while True:
-                    frame = await link.from_ctl(idle)
-                    if isinstance(frame, bytes):
-                        if not budget.spend(len(frame)):
-                            raise StreamFailed("bad_request", "data past the credit")
-                        await link.to_node(proto.StdinData(stream_id=sid, data=frame))
-                        continue
-                    try:
-                        control = relay.decode_stdin_client(frame)
-                    except ProtocolError as exc:
-                        raise StreamFailed("bad_request", exc.reason) from None
-                    if not isinstance(control, relay.Eof):
-                        raise StreamFailed("bad_request", "expected data or eof")
-                    await link.to_node(proto.StdinEnd(stream_id=sid, complete=True))
-                    break
-        while not closed:  # the process may take a while to read the rest
-            last = await link.stream.receive(idle)
-            if isinstance(last, proto.StdinClosed):
-                closed.append(last)
-        if closed[0].error is not None:
-            raise StreamFailed("refused", f"node {link.node.name}: {closed[0].error}")
-        await link.to_ctl(relay.Done(size=closed[0].size))
-        return closed[0].size
+        async def finish(control: str) -> None:
+            try:
+                eof = relay.decode_stdin_client(control)
+            except ProtocolError as exc:
+                raise StreamFailed("bad_request", exc.reason) from None
+            if not isinstance(eof, relay.Eof):
+                raise StreamFailed("bad_request", "expected data or eof")
+            await link.to_node(proto.StdinEnd(stream_id=sid, complete=True))
+
+        # The process may take a while to read the rest, or stop reading early.
+        closed = await link.push(proto.StdinClosed, forward, finish, idle)
+        if closed.error is not None:
+            raise StreamFailed("refused", f"node {link.node.name}: {closed.error}")
+        await link.to_ctl(relay.Done(size=closed.size))
+        return closed.size

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -25,6 +26,8 @@ from servermgr.core.sessions import CLOSE_POLICY, Sessions
 from servermgr.core.storage import NodeRow
 from servermgr.core.streams import IDLE_TIMEOUT, NodeStream, StreamFailed, StreamRouter
 from servermgr.core.writer import Database
+
+F = TypeVar("F", bound=proto.StreamMessage)
 
 log = logging.getLogger("servermgr.core.streams")
 
@@ -97,6 +100,51 @@ class Relay:
         if not data or len(data) > flow.CHUNK:
             raise StreamFailed("bad_request", f"data frames hold 1 to {flow.CHUNK} bytes")
         return bytes(data)
+
+    async def push(
+        self,
+        final: type[F],
+        forward: Callable[[bytes], Awaitable[None]],
+        finish: Callable[[str], Awaitable[None]],
+        idle: float = IDLE_TIMEOUT,
+    ) -> F:
+        """ctl's data to the node within the credit the node grants, then its last word.
+
+        ``forward`` sends one data frame on (the budget is checked already);
+        ``finish`` takes the control frame that ends the data and tells the node.
+        Returns the node's ``final`` answer, which may come before the end (the
+        node stops early) or after it (it still has work to do).
+        """
+        budget = flow.Budget()  # what the node granted and ctl has not sent
+        answer: list[F] = []
+
+        async def node_side(cancel: trio.CancelScope) -> None:
+            while True:
+                msg = await self.stream.receive(idle)
+                if isinstance(msg, proto.StreamCredit):
+                    budget.granted(msg.bytes)
+                    await self.to_ctl(relay.Credit(bytes=msg.bytes))
+                elif isinstance(msg, final):
+                    answer.append(msg)
+                    cancel.cancel()
+                    return
+
+        with unwrap_failure():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node_side, nursery.cancel_scope)
+                while True:
+                    frame = await self.from_ctl(idle)
+                    if isinstance(frame, str):
+                        await finish(frame)
+                        break
+                    if not budget.spend(len(frame)):
+                        raise StreamFailed("bad_request", "data past the credit")
+                    await forward(frame)
+        while not answer:
+            msg = await self.stream.receive(idle)
+            if isinstance(msg, final):
+                answer.append(msg)
+        return answer[0]
 
     async def audit(self, started: float, action: str, detail: str, outcome: str) -> None:
         try:

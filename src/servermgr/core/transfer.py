@@ -103,58 +103,34 @@ class FilesApi:
         size = req.size or 0
         await self._opened(link, open_msg)
         await link.to_ctl(relay.Ready(id=tid, node=link.node.name))
-        budget = flow.Budget()  # what the node granted and ctl has not sent
         digest = hashlib.sha256()
         offset = 0
-        outcome: list[proto.FileResult] = []
 
-        async def node_side(cancel: trio.CancelScope) -> None:
-            while True:
-                msg = await link.stream.receive()
-                if isinstance(msg, proto.StreamCredit):
-                    budget.granted(msg.bytes)
-                    await link.to_ctl(relay.Credit(bytes=msg.bytes))
-                elif isinstance(msg, proto.FileResult):
-                    outcome.append(msg)
-                    cancel.cancel()
-                    return
+        async def forward(chunk: bytes) -> None:
+            nonlocal offset
+            if offset + len(chunk) > size:
+                raise StreamFailed("bad_request", "data past the size")
+            digest.update(chunk)
+            await link.to_node(proto.FileData(transfer_id=tid, offset=offset, chunk=chunk))
+            offset += len(chunk)
 
-        with unwrap_failure():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(node_side, nursery.cancel_scope)
-                while True:
-                    frame = await link.from_ctl()
-                    if isinstance(frame, bytes):
-                        if not budget.spend(len(frame)) or offset + len(frame) > size:
-                            raise StreamFailed("bad_request", "data past the credit or the size")
-                        digest.update(frame)
-                        await link.to_node(
-                            proto.FileData(transfer_id=tid, offset=offset, chunk=frame)
-                        )
-                        offset += len(frame)
-                        continue
-                    try:
-                        end = relay.decode_file_client(frame)
-                    except ProtocolError as exc:
-                        raise StreamFailed("bad_request", exc.reason) from None
-                    if not isinstance(end, relay.End):
-                        raise StreamFailed("bad_request", "expected data or end")
-                    if end.size != offset or end.sha256 != digest.hexdigest():
-                        raise StreamFailed(
-                            "checksum_mismatch",
-                            f"the client says {end.size} bytes, sha256 {end.sha256}; Core received "
-                            f"{offset} bytes, sha256 {digest.hexdigest()}",
-                        )
-                    await link.to_node(
-                        proto.FileEnd(transfer_id=tid, size=offset, sha256=end.sha256)
-                    )
-                    break
+        async def finish(control: str) -> None:
+            try:
+                end = relay.decode_file_client(control)
+            except ProtocolError as exc:
+                raise StreamFailed("bad_request", exc.reason) from None
+            if not isinstance(end, relay.End):
+                raise StreamFailed("bad_request", "expected data or end")
+            if end.size != offset or end.sha256 != digest.hexdigest():
+                raise StreamFailed(
+                    "checksum_mismatch",
+                    f"the client says {end.size} bytes, sha256 {end.sha256}; Core received "
+                    f"{offset} bytes, sha256 {digest.hexdigest()}",
+                )
+            await link.to_node(proto.FileEnd(transfer_id=tid, size=offset, sha256=end.sha256))
+
         # The node's answer may come after the end (fsync and rename take a moment).
-        while not outcome:
-            msg = await link.stream.receive()
-            if isinstance(msg, proto.FileResult):
-                outcome.append(msg)
-        result = outcome[0]
+        result = await link.push(proto.FileResult, forward, finish)
         if result.error is not None:
             raise StreamFailed("failed", result.error)
         if result.sha256 != digest.hexdigest() or result.size != offset:
