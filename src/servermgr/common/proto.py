@@ -222,6 +222,23 @@ class JobResult(_Msg, tag="job.result"):
     stderr_truncated: bool
 
 
+def no_run(job_id: str, outcome: JobOutcome, error: str) -> JobResult:
+    """The result of a job whose process never ran, or whose run is unknown:
+    refused before it was sent, or lost with the agent that ran it."""
+    return JobResult(
+        job_id=job_id,
+        outcome=outcome,
+        exit_code=None,
+        signal=None,
+        error=error,
+        duration=0.0,
+        stdout_bytes=0,
+        stderr_bytes=0,
+        stdout_truncated=False,
+        stderr_truncated=False,
+    )
+
+
 class FileReady(_Msg, tag="file.ready"):
     """The node took a ``file.open``: for a pull, the file's size and mode."""
 

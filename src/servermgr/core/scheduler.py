@@ -621,18 +621,7 @@ class Scheduler:
 
     async def _refuse(self, entry: Entry, why: str) -> None:
         """End ``entry`` as refused without sending it, as if its node had said so."""
-        result = proto.JobResult(
-            job_id=entry.job.id,
-            outcome="refused",
-            exit_code=None,
-            signal=None,
-            error=why,
-            duration=0.0,
-            stdout_bytes=0,
-            stderr_bytes=0,
-            stdout_truncated=False,
-            stderr_truncated=False,
-        )
+        result = proto.no_run(entry.job.id, "refused", why)
         await self.on_result(entry.node_id, result, _nothing)
 
     def stdin_entry(self, job_id: str, node_id: str) -> Entry | None:

@@ -142,20 +142,7 @@ class Spool:
                 continue
             if not entry.finished:
                 self._stop_leftovers(entry)
-                entry.messages.append(
-                    proto.JobResult(
-                        job_id=entry.job_id,
-                        outcome="error",
-                        exit_code=None,
-                        signal=None,
-                        error=AGENT_DIED,
-                        duration=0.0,
-                        stdout_bytes=0,
-                        stderr_bytes=0,
-                        stdout_truncated=False,
-                        stderr_truncated=False,
-                    )
-                )
+                entry.messages.append(proto.no_run(entry.job_id, "error", AGENT_DIED))
                 self.finished(entry)
             entries[entry.job_id] = entry
         return entries
