@@ -21,7 +21,7 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -143,34 +143,21 @@ async def push(
             if not isinstance(ready, relay.Ready):
                 raise ClientError("Core answered the open with something else than ready")
             out.node = ready.node
-            credit = flow.Credit()
             digest = hashlib.sha256()
             sent = 0
 
-            async def sender() -> None:
+            async def read(n: int) -> bytes:
                 nonlocal sent
-                while True:
-                    n = await credit.take(flow.CHUNK)
-                    chunk = await trio.to_thread.run_sync(os.read, fd, n)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    await ws.send_message(chunk)
-                    sent += len(chunk)
-                    if len(chunk) < n:
-                        credit.grant(n - len(chunk))
-                await streamclient.send(ws, relay.End(size=sent, sha256=digest.hexdigest()))
+                chunk = await trio.to_thread.run_sync(os.read, fd, n)
+                digest.update(chunk)
+                sent += len(chunk)
+                return chunk
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_quietly, sender)
-                while True:
-                    msg = await streamclient.receive(ws)
-                    if isinstance(msg, relay.Credit):
-                        credit.grant(msg.bytes)
-                    elif isinstance(msg, relay.Result):
-                        nursery.cancel_scope.cancel()
-                        out.size, out.sha256 = msg.size, msg.sha256
-                        break
+            def end() -> relay.End:
+                return relay.End(size=sent, sha256=digest.hexdigest())
+
+            result = await streamclient.push(ws, read, end, relay.Result)
+            out.size, out.sha256 = result.size, result.sha256
         if out.sha256 != digest.hexdigest():
             raise ClientError("Core's checksum differs from what was sent")
     except (ClientError, ConnectionClosed, BaseExceptionGroup) as exc:
@@ -178,12 +165,6 @@ async def push(
     finally:
         os.close(fd)
     return out
-
-
-async def _quietly(fn: Callable[[], Awaitable[None]]) -> None:
-    """Run a sender whose failure (Core closed the stream) the reader reports."""
-    with contextlib.suppress(ConnectionClosed):
-        await fn()
 
 
 def _record(out: Outcome, exc: BaseException) -> None:

@@ -15,7 +15,7 @@ import os
 import signal
 import termios
 import tty
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -98,8 +98,8 @@ async def _session(ws: WebSocketConnection, stdin: int, stdout: int) -> int:
                 await streamclient.send(ws, relay.Resize(rows=rows, cols=cols))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_quietly, keys)
-        nursery.start_soon(_quietly, resizes)
+        nursery.start_soon(streamclient.quietly, keys)
+        nursery.start_soon(streamclient.quietly, resizes)
         while True:
             msg = await streamclient.receive(ws)
             if isinstance(msg, bytes):
@@ -116,11 +116,6 @@ async def _session(ws: WebSocketConnection, stdin: int, stdout: int) -> int:
                     return msg.exit_code
                 return 128 + (msg.signal or 0)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _quietly(fn: Callable[[], Awaitable[None]]) -> None:
-    with contextlib.suppress(ConnectionClosed):
-        await fn()
 
 
 def _write_all(fd: int, data: bytes) -> None:

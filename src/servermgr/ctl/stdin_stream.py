@@ -10,13 +10,12 @@ client load while the main thread makes the job.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 from trio_websocket import ConnectionClosed
 
-from servermgr.common import flow, relay
+from servermgr.common import relay
 from servermgr.common.errors import ClientError
 from servermgr.ctl import streamclient
 
@@ -35,40 +34,13 @@ async def stream(
         ready = await streamclient.receive(ws)
         if not isinstance(ready, relay.Ready):
             raise ClientError("Core answered the open with something else than ready")
-        credit = flow.Credit()
 
-        async def sender() -> None:
-            while True:
-                n = await credit.take(flow.CHUNK)
-                if n == 0:
-                    return
-                # A pipe may never end: leave its read behind when the stream is done.
-                chunk = await trio.to_thread.run_sync(os.read, fd, n, abandon_on_cancel=True)
-                if not chunk:
-                    break
-                await ws.send_message(chunk)
-                if len(chunk) < n:
-                    credit.grant(n - len(chunk))
-            await streamclient.send(ws, relay.Eof())
+        async def read(n: int) -> bytes:
+            # A pipe may never end: leave its read behind when the stream is done.
+            return await trio.to_thread.run_sync(os.read, fd, n, abandon_on_cancel=True)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_quietly, sender)
-            while True:
-                msg = await streamclient.receive(ws)
-                if isinstance(msg, relay.Credit):
-                    credit.grant(msg.bytes)
-                elif isinstance(msg, relay.Done):
-                    nursery.cancel_scope.cancel()
-                    return msg.size
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _quietly(sender: Callable[[], Awaitable[None]]) -> None:
-    """Run the sender; a stream Core closed is reported by the reader."""
-    try:
-        await sender()
-    except ConnectionClosed:
-        pass
+        done = await streamclient.push(ws, read, relay.Eof, relay.Done)
+        return done.size
 
 
 def message(exc: BaseException) -> str:

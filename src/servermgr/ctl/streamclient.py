@@ -8,15 +8,16 @@ answer ``CoreUnreachableError``; an error Core sends on the stream becomes
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
 
-from servermgr.common import relay
+from servermgr.common import flow, relay
 from servermgr.common.errors import (
     ApiError,
     AuthError,
@@ -28,6 +29,17 @@ from servermgr.ctl import wsclient
 
 if TYPE_CHECKING:
     from servermgr.common.tls import Trust
+
+F = TypeVar("F", relay.Result, relay.Done)
+ClientMessage = (
+    relay.FileRequest
+    | relay.ShellRequest
+    | relay.StdinRequest
+    | relay.Credit
+    | relay.End
+    | relay.Resize
+    | relay.Eof
+)
 
 
 @asynccontextmanager
@@ -75,16 +87,47 @@ async def receive(ws: WebSocketConnection) -> relay.CoreMessage | bytes:
     return msg
 
 
-async def send(
-    ws: WebSocketConnection,
-    msg: (
-        relay.FileRequest
-        | relay.ShellRequest
-        | relay.StdinRequest
-        | relay.Credit
-        | relay.End
-        | relay.Resize
-        | relay.Eof
-    ),
-) -> None:
+async def send(ws: WebSocketConnection, msg: ClientMessage) -> None:
     await ws.send_message(relay.encode(msg))
+
+
+async def push(
+    ws: WebSocketConnection,
+    read: Callable[[int], Awaitable[bytes]],
+    last: Callable[[], ClientMessage],
+    final: type[F],
+) -> F:
+    """Send what ``read`` gives within the credit Core passes on, then ``last()``
+    once it gives nothing; Core's ``final`` answer (which may come first: the
+    other end stopped taking)."""
+    credit = flow.Credit()
+
+    async def sender() -> None:
+        while True:
+            n = await credit.take(flow.CHUNK)
+            if n == 0:
+                return
+            chunk = await read(n)
+            if not chunk:
+                break
+            await ws.send_message(chunk)
+            if len(chunk) < n:
+                credit.grant(n - len(chunk))
+        await send(ws, last())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(quietly, sender)
+        while True:
+            msg = await receive(ws)
+            if isinstance(msg, relay.Credit):
+                credit.grant(msg.bytes)
+            elif isinstance(msg, final):
+                nursery.cancel_scope.cancel()
+                return msg
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def quietly(fn: Callable[[], Awaitable[None]]) -> None:
+    """Run a sender whose failure (Core closed the stream) the reader reports."""
+    with contextlib.suppress(ConnectionClosed):
+        await fn()
