@@ -18,20 +18,25 @@ INFO = proto.SystemInfo(
 )
 
 
+def _hello(node_id: str, name: str) -> proto.Hello:
+    """What a node of today's protocol says first."""
+    return proto.Hello(
+        protocol=proto.PROTOCOL_VERSION,
+        node_id=node_id,
+        hostname=name,
+        agent_version="0.1.0",
+        info=INFO,
+        min_protocol=msgspec.UNSET,
+    )
+
+
 async def test_a_job_that_waited_for_its_node_still_streams_its_stdin(core: Core) -> None:
     doc = await transport.register(core.url, core.key.value, "back-01", {})
     async with api(core) as client:  # the node is away: the job waits for it
         body = {"target": "back-01", "command": "cat", "stdin_stream": True, "wait": 60}
         resp = await client.post("/api/v1/jobs", json=body)
     assert resp.is_success, resp.text
-    hello = proto.Hello(
-        protocol=proto.PROTOCOL_VERSION,
-        node_id=doc["node_id"],
-        hostname="back-01",
-        agent_version="0.1.0",
-        info=INFO,
-        min_protocol=msgspec.UNSET,
-    )
+    hello = _hello(doc["node_id"], "back-01")
     async with transport.connect(core.url, doc["credential"]) as ws:
         await ws.send_message(proto.encode(hello))
         with trio.fail_after(20):
@@ -60,14 +65,7 @@ async def test_only_whoever_made_the_job_feeds_its_stdin(
 
     doc = await transport.register(core.url, core.key.value, "feed-01", {})
     other = await make_token(core, "mallory", "operate")
-    hello = proto.Hello(
-        protocol=proto.PROTOCOL_VERSION,
-        node_id=doc["node_id"],
-        hostname="feed-01",
-        agent_version="0.1.0",
-        info=INFO,
-        min_protocol=msgspec.UNSET,
-    )
+    hello = _hello(doc["node_id"], "feed-01")
     async with transport.connect(core.url, doc["credential"]) as node:
         await node.send_message(proto.encode(hello))
         with trio.fail_after(20):  # online: the job goes out at once
