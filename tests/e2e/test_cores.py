@@ -100,9 +100,9 @@ def test_two_cores_one_fleet_and_a_killed_core_s_nodes_move(
 
     # kill -9 Core A: n1 moves to B within 10 s, keeping its identity.
     ids = {n["name"]: n["id"] for n in fleet_online(env_b) or []}
+    killed = time.time()  # before the kill: n1 may be back at B before wait() returns
     os.kill(core_a.pid, signal.SIGKILL)
     core_a.popen.wait(timeout=5)
-    killed = time.time()
 
     def n1_back() -> dict[str, Any] | None:
         listed = (fleet.ctl_json("nodes", env=env_b) or {}).get("items") or []
@@ -110,8 +110,9 @@ def test_two_cores_one_fleet_and_a_killed_core_s_nodes_move(
         ok = n1 is not None and n1["status"] == "online" and (n1["connected_at"] or 0) > killed
         return n1 if ok else None
 
-    moved = fleet.poll("n1 connected to Core B", n1_back, 10)
-    assert time.time() - killed < 10
+    # Listing it may take a loaded machine longer; the move itself is Core B's clock.
+    moved = fleet.poll("n1 connected to Core B", n1_back, 30)
+    assert moved["connected_at"] - killed < 10
     assert moved["id"] == ids["n1"]
     results = exec_all(env_b)
     assert {name: n["state"] for name, n in results.items()} == {
