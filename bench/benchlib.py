@@ -100,6 +100,15 @@ def rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size of ``pid`` so far (VmHWM); 0 if the kernel does not tell."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def pss_bytes(pid: int) -> int | None:
     """Proportional set size (shared pages divided among their users), if the kernel tells."""
     try:

@@ -31,14 +31,6 @@ import benchlib
 MIB = 1024 * 1024
 
 
-def vm_hwm(pid: int) -> int:
-    """Peak RSS of ``pid`` in bytes (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def ctl_exec_all(core: benchlib.Core, size: int, stall: float = 0.0) -> dict[str, Any]:
     """One ``ctl exec --all`` writing ``size`` bytes per node; ctl's figures."""
     command = f"head -c {size} /dev/zero | tr '\\0' x | fold -w 63 | head -c {size}"
@@ -86,7 +78,7 @@ def ctl_exec_all(core: benchlib.Core, size: int, stall: float = 0.0) -> dict[str
         "printed": got,
         "ctl_peak_rss": usage.ru_maxrss * 1024,
         "wall_s": time.perf_counter() - t0,
-        "core_peak_rss": vm_hwm(core.pid),
+        "core_peak_rss": benchlib.peak_rss_bytes(core.pid),
     }
 
 

@@ -31,14 +31,6 @@ import benchlib
 MIB = 1024 * 1024
 
 
-def vm_hwm(pid: int) -> int:
-    """Peak RSS of ``pid`` in bytes (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def piped_exec(core: benchlib.Core, source: str, node: str, command: str) -> dict[str, Any]:
     """``source | servermgr ctl exec node command``: its output and ctl's figures."""
     t0 = time.perf_counter()
@@ -93,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             r = piped_exec(core, f"head -c {size} /dev/zero", "in-01", "wc -c")
             r |= {"size": size, "ok": r["exit"] == 0 and r["stdout"] == str(size)}
-            r |= {"core_peak_rss": vm_hwm(core.pid), "agent_peak_rss": vm_hwm(agent.pid)}
+            r |= {
+                "core_peak_rss": benchlib.peak_rss_bytes(core.pid),
+                "agent_peak_rss": benchlib.peak_rss_bytes(agent.pid),
+            }
             results.append(r)
             rows.append(
                 (
@@ -109,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         r = piped_exec(core, "yes", "in-01", "true")
         r |= {"size": None, "ok": r["exit"] == 0}
-        r |= {"core_peak_rss": vm_hwm(core.pid), "agent_peak_rss": vm_hwm(agent.pid)}
+        r |= {
+            "core_peak_rss": benchlib.peak_rss_bytes(core.pid),
+            "agent_peak_rss": benchlib.peak_rss_bytes(agent.pid),
+        }
         results.append(r)
         rows.append(
             (

@@ -30,14 +30,6 @@ from servermgr.common.config_fields import parse_size
 MIB = 1024 * 1024
 
 
-def vm_hwm(pid: int) -> int:
-    """Peak RSS of ``pid`` in bytes (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def make_file(path: Path, size: int) -> str:
     """``size`` random bytes in ``path``; their SHA-256."""
     digest = hashlib.sha256()
@@ -113,8 +105,8 @@ def main() -> None:
                     f"{wall:.1f} s",
                     f"{size / MIB / wall:.0f} MiB/s",
                     benchlib.mib(ctl_rss),
-                    benchlib.mib(vm_hwm(core.pid)),
-                    benchlib.mib(vm_hwm(agent.pid)),
+                    benchlib.mib(benchlib.peak_rss_bytes(core.pid)),
+                    benchlib.mib(benchlib.peak_rss_bytes(agent.pid)),
                     "yes" if same and want in out else "NO",
                 ]
             )
