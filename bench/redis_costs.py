@@ -10,7 +10,13 @@ around each step:
 - claims: N nodes connecting together (their claims batched) and the same
   N one after the other (each its own call, as a lone connect): CPU and
   Redis calls per node,
-- the poll: every held node's stream read once (every 2 s in Core): CPU per node.
+- the poll: every held node's stream read once (every 2 s in Core): CPU per node,
+- steady state: N nodes heartbeating for a minute of node time (one sample
+  each per 5 s, a write behind per simulated second, as ``serve`` does):
+  CPU per heartbeat of the status store, with nobody subscribed to
+  ``servermgr:events:samples`` and with a subscriber (another Core whose
+  ``ctl top`` is open); and what one sample heard on that channel costs
+  the Core that follows it (decoded, made a heartbeat event).
 
 Examples::
 
@@ -28,12 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
+import msgspec
 import trio
 from fleet_sim import SampleGen
 
+from servermgr.core.bus import MemoryBus
+from servermgr.core.redis_peers import Peers
 from servermgr.core.redis_queue import RedisJobQueue
 from servermgr.core.redis_status import RedisStatus
-from servermgr.core.redisio import RedisLink
+from servermgr.core.redisio import Message, RedisLink
+
+ROUNDS = 12  # heartbeats per node in the steady-state run (a minute at 5 s)
 
 
 async def measure(url: str, nodes: int) -> dict[str, Any]:
@@ -73,9 +84,62 @@ async def measure(url: str, nodes: int) -> dict[str, Any]:
         t = time.process_time()
         await alone.poll_once()
         doc["poll_us_per_node"] = 1e6 * (time.process_time() - t) / nodes
+
+        doc["steady_us_per_hb"] = await steady(link, ids, gen, "steady-a")
+        send, receive = trio.open_memory_channel[Message](100_000)
+        await nursery.start(link.subscribe, ["servermgr:events:samples"], send)
+        doc["steady_watched_us_per_hb"] = await steady(link, ids, gen, "steady-b")
+        messages = []
+        while True:
+            try:
+                messages.append(receive.receive_nowait()[1])
+            except trio.WouldBlock:
+                break
+        doc["heard_us_per_sample"] = heard(link, messages)
         nursery.cancel_scope.cancel()
     link.close()
     return doc
+
+
+async def steady(link: RedisLink, ids: list[str], gen: SampleGen, core: str) -> float:
+    """CPU per heartbeat of one Core's status store over ``ROUNDS`` heartbeats per node."""
+    status = RedisStatus(core, link, heartbeat_interval=5.0)
+    base = time.time()
+    for node_id in ids:
+        await status.set_online(node_id, now=base, peer="127.0.0.1:1")
+    await status.flush()
+    await status.flush()  # whether anyone listens is known from here on
+    fifth = (len(ids) + 4) // 5
+    # The samples made beforehand (making them is the simulator's work, not Core's).
+    beats = [
+        [
+            [
+                (node_id, [gen.sample(base + 5 * r + part)])
+                for node_id in ids[part * fifth :][:fifth]
+            ]
+            for part in range(5)
+        ]
+        for r in range(ROUNDS)
+    ]
+    t = time.process_time()
+    for r in range(ROUNDS):
+        for part in range(5):  # a flush per simulated second, a fifth of the fleet each
+            ts = base + 5 * r + part
+            for node_id, samples in beats[r][part]:
+                await status.record_samples(node_id, samples, now=ts)
+            await status.flush()
+    return 1e6 * (time.process_time() - t) / (len(ids) * ROUNDS)
+
+
+def heard(link: RedisLink, messages: list[bytes]) -> float:
+    """CPU per sample of another Core's samples messages, decoded and made heartbeats."""
+    status = RedisStatus("listener", link, heartbeat_interval=5.0)
+    peers = Peers("listener", link, status, MemoryBus())
+    decode = msgspec.json.Decoder(dict[str, Any]).decode
+    t = time.process_time()
+    for data in messages:
+        peers.heard(decode(data))
+    return 1e6 * (time.process_time() - t) / max(1, peers.heard_samples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             "calls",
             "wall s",
             "poll us/node",
+            "status us/hb",
+            "status us/hb, samples followed",
+            "us per sample heard",
         ],
         [
             (
@@ -119,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                 d["claim_alone_calls"],
                 f"{d['claim_alone_wall_s']:.2f}",
                 f"{d['poll_us_per_node']:.1f}",
+                f"{d['steady_us_per_hb']:.1f}",
+                f"{d['steady_watched_us_per_hb']:.1f}",
+                f"{d['heard_us_per_sample']:.1f}",
             )
             for d in docs
         ],

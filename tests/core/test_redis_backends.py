@@ -4,12 +4,13 @@ the keys, channels and streams docs/redis.md documents, and Redis outages."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
-from servermgr.core.bus import MemoryBus
+from servermgr.core.bus import HeartbeatWatchers, MemoryBus
 from servermgr.core.redis_bus import RedisBus
 from servermgr.core.redis_peers import Peers
 from servermgr.core.redis_queue import RedisJobQueue
@@ -56,8 +57,9 @@ async def test_status_keys_with_ttl_and_other_cores_nodes(
     assert doc["core"] == "core-a"
     ttl = int(redis_server.cli("ttl", "servermgr:status:n1"))
     assert 0 < ttl <= 30
+    await wait_for(lambda: '"nodes":1' in redis_server.cli("get", "servermgr:core:core-a"))
     core_doc = json.loads(redis_server.cli("get", "servermgr:core:core-a"))
-    assert core_doc["nodes"] == 1
+    assert core_doc["id"] == "core-a"
     # Core B lists A's node, live, with its figures.
     seen = {st.node_id: st for st in await b.all()}
     assert seen["n1"].online
@@ -83,9 +85,12 @@ async def test_samples_channel_at_a_reduced_rate(
     await nursery.start(a.serve)
     await a.set_online("n1", now=100.0, peer=None)
     for ts in (101.0, 102.0, 103.0, 112.0):  # 102 and 103 are within 10 s of 101
-        writes = a.writes
+        flushes = a.flushes
         await a.record_samples("n1", [make_sample(ts)], now=ts)
-        await wait_for(lambda: a.writes > writes)  # noqa: B023
+        await wait_for(lambda: a.flushes > flushes + 1)  # noqa: B023
+        # The key too is written at that rate, not at each heartbeat.
+        key = json.loads(redis_server.cli("get", "servermgr:status:n1"))
+        assert key["latest"]["ts"] == (112.0 if ts == 112.0 else 101.0)
     events = []
     with trio.move_on_after(5):
         while len(events) < 2:
@@ -93,6 +98,54 @@ async def test_samples_channel_at_a_reduced_rate(
     assert [e["type"] for e in events] == ["samples", "samples"]
     assert [e["nodes"][0]["sample"]["ts"] for e in events] == [101.0, 112.0]
     assert events[0]["core"] == "core-a"
+
+
+def publishes(server: RedisServer) -> int:
+    """PUBLISH commands Redis has run so far."""
+    for line in server.cli("info", "commandstats").splitlines():
+        if line.startswith("cmdstat_publish:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_samples_are_published_only_while_someone_subscribes(
+    redis_server: RedisServer, links: tuple[RedisLink, RedisLink], nursery: trio.Nursery
+) -> None:
+    a = RedisStatus("core-a", links[0], heartbeat_interval=1.0, flush_every=0.05, sample_every=0)
+    await nursery.start(a.serve)
+    await a.set_online("n1", now=100.0, peer=None)
+    await a.record_samples("n1", [make_sample(101.0)], now=101.0)
+    await wait_for(lambda: a.flushes >= 3)
+    before = publishes(redis_server)
+    for ts in range(102, 110):  # every one due (sample_every=0), nobody listening
+        flushes = a.flushes
+        await a.record_samples("n1", [make_sample(float(ts))], now=float(ts))
+        await wait_for(lambda: a.flushes > flushes + 1)  # noqa: B023
+    assert publishes(redis_server) == before
+    assert json.loads(redis_server.cli("get", "servermgr:status:n1"))["latest"]["ts"] == 109.0
+    send, receive = trio.open_memory_channel[Message](100)
+    await nursery.start(links[1].subscribe, ["servermgr:events:samples"], send)
+    for ts in range(110, 140):
+        await a.record_samples("n1", [make_sample(float(ts))], now=float(ts))
+        await trio.sleep(0.05)
+        if publishes(redis_server) > before:
+            break
+    with trio.fail_after(10):
+        event = json.loads((await receive.receive())[1])
+    assert event["type"] == "samples"
+    assert event["nodes"][0]["node_id"] == "n1"
+
+
+async def test_the_liveness_key_is_renewed_while_trio_is_starved(
+    redis_server: RedisServer, links: tuple[RedisLink, RedisLink], nursery: trio.Nursery
+) -> None:
+    a = RedisStatus("core-a", links[0], heartbeat_interval=1.0)
+    await nursery.start(a.serve)
+    await wait_for(lambda: a.renewals >= 1)
+    renewals = a.renewals
+    time.sleep(3.5)  # noqa: ASYNC251 (trio's loop stopped, as in a Core starved of CPU)
+    assert a.renewals > renewals
+    assert 0 < int(redis_server.cli("ttl", "servermgr:core:core-a"))
 
 
 async def test_status_survives_a_redis_outage_and_resyncs(
@@ -268,6 +321,33 @@ async def test_a_node_claimed_while_redis_is_down_gets_its_jobs_once_it_is_back(
         assert await a.receive() == ("n1", "j1")
 
 
+def samples_subscribers(server: RedisServer) -> int:
+    return int(server.cli("pubsub", "numsub", "servermgr:events:samples").split()[-1])
+
+
+async def test_another_cores_samples_are_followed_only_while_watched(
+    redis_server: RedisServer, links: tuple[RedisLink, RedisLink], nursery: trio.Nursery
+) -> None:
+    b = RedisStatus("core-b", links[1], heartbeat_interval=1.0)
+    local = MemoryBus()
+    peers = Peers("core-b", links[1], b, local)
+    watchers = HeartbeatWatchers()
+    bus = RedisBus("core-b", links[1], local=local, samples=peers.heard, watchers=watchers)
+    await nursery.start(bus.serve)
+    assert samples_subscribers(redis_server) == 0  # nobody watches B: A's samples not read
+    watchers.count = 1
+    await wait_for(lambda: samples_subscribers(redis_server) == 1)
+    watchers.count = 0
+    await wait_for(lambda: samples_subscribers(redis_server) == 0)
+    # The other channels stayed followed throughout.
+    async with local.subscribe() as events:
+        redis_server.cli(
+            "publish", "servermgr:events:nodes", '{"type":"node.online","node_id":"n1","core":"a"}'
+        )
+        with trio.fail_after(10):
+            assert (await events.receive())["node_id"] == "n1"
+
+
 async def test_another_cores_samples_and_its_death_reach_this_cores_streams(
     redis_server: RedisServer, links: tuple[RedisLink, RedisLink], nursery: trio.Nursery
 ) -> None:
@@ -278,7 +358,9 @@ async def test_another_cores_samples_and_its_death_reach_this_cores_streams(
     b = RedisStatus("core-b", links[1], heartbeat_interval=1.0, flush_every=0.05, refresh_every=0)
     local = MemoryBus()
     peers = Peers("core-b", links[1], b, local, check_every=0.05)
-    bus = RedisBus("core-b", links[1], local=local, samples=peers.heard)
+    watchers = HeartbeatWatchers()
+    watchers.count = 1  # a live stream of B wants heartbeats: B follows A's samples
+    bus = RedisBus("core-b", links[1], local=local, samples=peers.heard, watchers=watchers)
     await nursery.start(bus.serve)
     await nursery.start(peers.serve)
     core_a = trio.CancelScope()

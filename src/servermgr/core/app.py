@@ -58,7 +58,7 @@ from servermgr.core.auth import Authenticator
 from servermgr.core.backends import Backends, memory_backends, open_backends
 from servermgr.core.bus import EventBus
 from servermgr.core.events_api import EventsApi
-from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig, HeartbeatWatchers
+from servermgr.core.gateway import NODE_WS_PATH, Gateway, GatewayConfig
 from servermgr.core.history import History, retention_of
 from servermgr.core.job_streams import JobStreams
 from servermgr.core.jobs_api import JobsApi
@@ -156,7 +156,7 @@ def build(
         peers_reachable=backends.peers_reachable,
         clock=clock,
     )
-    watchers = HeartbeatWatchers()
+    watchers = backends.watchers  # a Redis bus follows other Cores' samples only for them
     interval = config.server.heartbeat_interval
     gateway = Gateway(
         GatewayConfig(heartbeat_interval=interval),

@@ -17,10 +17,10 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from servermgr.common.config import Config
-from servermgr.core.bus import EventBus, MemoryBus
+from servermgr.core.bus import EventBus, HeartbeatWatchers, MemoryBus
 from servermgr.core.jobqueue import JobQueue, MemoryJobQueue
 from servermgr.core.status import MemoryStatus, StatusStore
 
@@ -38,6 +38,8 @@ class Backends:
     shared: bool = False  # other Core processes may share them (and the fleet)
     # Whether the other Core processes can be reached now (Redis is up).
     peers_reachable: Callable[[], bool] = lambda: True
+    # This Core's live streams that want heartbeats (the gateway publishes for them).
+    watchers: HeartbeatWatchers = field(default_factory=HeartbeatWatchers)
 
 
 def new_core_id() -> str:
@@ -62,5 +64,11 @@ async def open_backends(config: Config, *, core_id: str | None = None) -> AsyncI
     core_id = core_id or new_core_id()
     async with open_redis(config, core_id) as (status, bus, queue):
         yield Backends(
-            core_id, status, bus, queue, shared=True, peers_reachable=lambda: status.link.up
+            core_id,
+            status,
+            bus,
+            queue,
+            shared=True,
+            peers_reachable=lambda: status.link.up,
+            watchers=bus.watchers,
         )

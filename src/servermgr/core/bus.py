@@ -54,6 +54,17 @@ class EventBus(Protocol):
     ) -> AbstractAsyncContextManager[Subscription]: ...
 
 
+class HeartbeatWatchers:
+    """How many live client streams of this Core want heartbeat events.
+
+    None: the gateway publishes no heartbeat event, and a Redis bus follows
+    no other Core's samples (core/redis_bus.py).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class MemoryBus:
     """Fan-out of events to subscribers, each with a bounded queue.
 

@@ -65,8 +65,7 @@ from servermgr import __version__
 from servermgr.common.events import ALERT_EVENTS, EventType
 from servermgr.core.api import Api
 from servermgr.core.auth import Access, error_body
-from servermgr.core.bus import Event, SubscriberTooSlow, Subscription
-from servermgr.core.gateway import HeartbeatWatchers
+from servermgr.core.bus import Event, HeartbeatWatchers, SubscriberTooSlow, Subscription
 from servermgr.core.openapi import Doc, Param
 from servermgr.core.scheduler import Scheduler
 from servermgr.core.sessions import CLOSE_GOING_AWAY, CLOSE_POLICY

@@ -46,7 +46,7 @@ from servermgr.common.errors import ProtocolError, StorageUnavailableError
 from servermgr.common.events import EventType
 from servermgr.common.text import printable
 from servermgr.core.auth import Access, error_body, principal_of
-from servermgr.core.bus import EventBus
+from servermgr.core.bus import EventBus, HeartbeatWatchers
 from servermgr.core.openapi import Doc
 from servermgr.core.registry import NodeRegistry
 from servermgr.core.sessions import (
@@ -113,13 +113,6 @@ class JobMessages(Protocol):
     ) -> None:
         """Store the result, then ``ack`` it (StorageUnavailableError: not stored)."""
         ...
-
-
-class HeartbeatWatchers:
-    """How many live client streams want heartbeat events (none: none published)."""
-
-    def __init__(self) -> None:
-        self.count = 0
 
 
 class Gateway:

@@ -25,7 +25,7 @@ import trio
 
 from servermgr.common.config import Config
 from servermgr.common.errors import RedisUnavailableError
-from servermgr.core.bus import MemoryBus
+from servermgr.core.bus import HeartbeatWatchers, MemoryBus
 from servermgr.core.redis_bus import RedisBus
 from servermgr.core.redis_peers import Peers
 from servermgr.core.redis_queue import RedisJobQueue
@@ -50,7 +50,7 @@ async def open_redis(
     status = RedisStatus(core_id, link, heartbeat_interval=interval, sample_every=sample_every)
     local = MemoryBus()
     peers = Peers(core_id, link, status, local)
-    bus = RedisBus(core_id, link, local=local, samples=peers.heard)
+    bus = RedisBus(core_id, link, local=local, samples=peers.heard, watchers=HeartbeatWatchers())
     queue = RedisJobQueue(core_id, link)
     try:
         async with trio.open_nursery() as nursery:

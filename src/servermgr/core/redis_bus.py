@@ -5,7 +5,11 @@ process's subscribers at once (a ``MemoryBus``) and, for the events other
 Cores and outside programs want, queues it for Redis: a task of its own
 (``serve``) sends the queue in pipelines, with ``"core"`` (this Core's id)
 added. Another task reads the channels on pub/sub's own thread and hands
-what other Cores published to this process's subscribers.
+what other Cores published to this process's subscribers. Other Cores'
+samples (``servermgr:events:samples``, the most traffic by far) are
+followed only while a live stream of this Core wants heartbeats
+(``HeartbeatWatchers``): subscribed when the first such stream opens,
+unsubscribed when the last closes, so a Core nobody watches decodes none.
 
 ``publish`` never blocks and never fails. While Redis is down the queue
 keeps the newest ``max_queued`` events (older ones are dropped and counted,
@@ -28,7 +32,7 @@ import trio
 
 from servermgr.common.errors import RedisUnavailableError
 from servermgr.common.events import JOB_EVENTS, NODE_EVENTS, EventType
-from servermgr.core.bus import Event, Match, MemoryBus, Subscription
+from servermgr.core.bus import Event, HeartbeatWatchers, Match, MemoryBus, Subscription
 from servermgr.core.redisio import RedisLink
 
 log = logging.getLogger("servermgr.core.redis")
@@ -40,6 +44,9 @@ OUTPUT = PREFIX + "output"
 ALERTS = PREFIX + "alerts"
 SAMPLES = PREFIX + "samples"  # written by the status store (core/redis_status.py)
 CHANNELS = (NODES, JOBS, OUTPUT, ALERTS)
+
+_SAMPLES_ONLY = frozenset({SAMPLES})
+_NONE: frozenset[str] = frozenset()
 
 MAX_QUEUED = 10_000
 BATCH = 500
@@ -70,11 +77,14 @@ class RedisBus:
         max_queued: int = MAX_QUEUED,
         local: MemoryBus | None = None,
         samples: Callable[[Event], None] | None = None,
+        watchers: HeartbeatWatchers | None = None,
     ) -> None:
         self.core = core
         self.link = link
         self.local = local or MemoryBus()
         self.samples = samples  # other Cores' samples messages (core/redis_peers.py)
+        # Samples are followed while this Core's live streams want heartbeats.
+        self.watchers = watchers or HeartbeatWatchers()
         self.max_queued = max_queued
         self._queue: deque[tuple[str, bytes]] = deque()
         self._ready = trio.Event()
@@ -162,10 +172,19 @@ class RedisBus:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Other Cores' events to this process's subscribers; subscribed again after an outage."""
-        channels = CHANNELS if self.samples is None else (*CHANNELS, SAMPLES)
         await self.link.follow(
-            channels, lambda m: self._deliver(m[1]), buffer=1000, task_status=task_status
+            CHANNELS,
+            lambda m: self._deliver(m[1]),
+            buffer=1000,
+            wanted=self._wanted,
+            task_status=task_status,
         )
+
+    def _wanted(self) -> frozenset[str]:
+        """The channels followed on demand (called from pub/sub's thread)."""
+        if self.samples is not None and self.watchers.count > 0:
+            return _SAMPLES_ONLY
+        return _NONE
 
     def _deliver(self, data: bytes) -> None:
         if data.startswith(self._own_samples):

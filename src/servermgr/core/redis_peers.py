@@ -10,7 +10,8 @@ Two things a Core learns from its peers through Redis that no event says:
 - **a Core that died**: a Core killed hard says nothing; its liveness key
   ``servermgr:core:<core_id>`` (TTL 10 s) is what goes. ``serve`` reads the
   liveness keys every ``check_every`` s; a Core seen alive before and gone
-  now is dead: the status store stops taking its nodes' keys for online
+  now is dead (unless Redis itself restarted meanwhile, empty: its
+  ``run_id`` says so): the status store stops taking its nodes' keys for online
   (they expire with their TTL), and each of its nodes not connected
   anywhere else now is ``node.offline`` here. A node that moved to another
   Core meanwhile is not: that Core said ``node.online``.
@@ -62,6 +63,7 @@ class Peers:
         self.check_every = check_every
         self.clock = clock
         self.alive: set[str] | None = None  # as last read; None: not read yet
+        self._run_id = ""  # the Redis server's run (a restarted Redis is empty)
         self.heard_samples = 0
         self.deaths = 0
 
@@ -93,10 +95,12 @@ class Peers:
                 self.alive = None  # an outage: keys may have expired meanwhile, no death
                 await self.link.wait_up()
             try:
-                alive = await self.link.call(_alive_cores)
+                run_id, alive = await self.link.call(_alive_cores)
             except RedisUnavailableError:
                 alive = None
             if alive is not None:
+                if run_id != self._run_id:  # Redis restarted, empty: no key means nothing yet
+                    self._run_id, self.alive = run_id, None
                 await self._compare(alive | {self.core})
             await trio.sleep(self.check_every)
 
@@ -143,9 +147,11 @@ class Peers:
             )
 
 
-def _alive_cores(client: redis.Redis) -> set[str]:
+def _alive_cores(client: redis.Redis) -> tuple[str, set[str]]:
+    """The Redis server's run id, and the Cores whose liveness key it holds."""
+    info: dict[str, Any] = client.info("server")
     out: set[str] = set()
     for key in client.scan_iter(match=CORE + "*", count=1000):
         text: Any = key.decode() if isinstance(key, bytes) else key
         out.add(str(text)[len(CORE) :])
-    return out
+    return str(info.get("run_id", "")), out

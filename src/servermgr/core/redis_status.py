@@ -4,9 +4,16 @@ Keys and channels are docs/redis.md's. The nodes connected to this Core
 live in this process's memory first (a ``MemoryStatus``): a heartbeat is a
 dict update and nothing more, so ingest never waits for Redis. A task of
 its own (``serve``) writes what changed behind, once per ``flush_every``,
-in one pipeline: each changed node's key with its TTL, this Core's own
-liveness key, and a ``samples`` event on ``servermgr:events:samples`` with
-the nodes whose last published sample is ``sample_every`` old.
+in one script call: the key of each node that came online or went offline
+meanwhile, and of each node whose key holds a sample ``sample_every`` older
+than its newest (a heartbeat is not a write: at a 5 s interval each key is
+written every 10 s, well within its TTL); and with it a ``samples`` event
+on ``servermgr:events:samples`` with those nodes' newest samples, when
+anyone subscribes to that channel (other Cores follow it only while one of
+their live streams wants heartbeats: core/redis_bus.py). This Core's
+liveness key is renewed by a thread of its own (``keep_alive``), apart
+from those writes and from trio's loop, so that a Core starved of CPU is
+not taken for dead by its peers.
 
 Other Cores' nodes are read from Redis when someone lists the fleet, at
 most once per ``refresh_every`` (a listing reads this process's copy; the
@@ -21,6 +28,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,10 +51,14 @@ SAMPLES_CHANNEL = PREFIX + "events:samples"
 
 FLUSH_EVERY = 1.0
 WRITE_SOON = 0.05  # an online/offline change is written within this, with the others meanwhile
-SAMPLE_EVERY = 10.0
+SAMPLE_EVERY = 10.0  # a node's key is written when its newest sample is this much newer
+SAMPLE_SLACK = 0.95  # ... times this (samples 5 s apart are 10 s apart, give or take)
+STALE_AFTER = 10.0  # and at least this often (trio time), whatever its samples
 REFRESH_EVERY = 1.0
 HEARD_FRESH = 3.0  # seconds another Core's sample heard on the channel serves ``get``
 CORE_TTL = 10
+CORE_EVERY = 1.0  # the liveness key is renewed this often
+CORE_RETRY = 0.2  # ... and tried again this soon when Redis did not take it
 SCAN_COUNT = 1000
 MGET_CHUNK = 1000
 SET_CHUNK = 1000  # status keys per script call (Redis runs one call at a time: ~1 ms)
@@ -96,15 +109,21 @@ class RedisStatus:
         self._online: set[str] = set()  # connected here (counted in this Core's key)
         self._heard_at: dict[str, float] = {}  # node id -> trio time its sample was heard
         self._dead: set[str] = set()  # Cores whose liveness key expired (core/redis_peers.py)
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # a heartbeat since: written if its key is old
+        self._urgent: set[str] = set()  # online/offline, or a resync: written next flush
         self._gone: set[str] = set()  # forgotten here: their keys to delete
-        self._published: dict[str, float] = {}  # node id -> sample ts last published
+        # node id -> (newest sample's ts, trio time) when its key was last written
+        self._written: dict[str, tuple[float, float]] = {}
+        self._listened = True  # anyone subscribes to the samples channel (as of the last write)
+        self._renew = threading.Event()  # the liveness key: write it now (the count changed)
+        self._counted = -1  # nodes in the liveness key as last written
         self._refreshed = -float("inf")  # trio time of the last read of every key
         self._refreshing = False
         self._wake = trio.Event()
-        self._started = 0.0
+        self._started = time.monotonic()
         self.writes = 0  # keys written, for tests and figures
         self.flushes = 0
+        self.renewals = 0  # liveness key writes
 
     # --- StatusStore ----------------------------------------------------
 
@@ -163,12 +182,13 @@ class RedisStatus:
         self._others.pop(node_id, None)
         self._heard_at.pop(node_id, None)
         self._dirty.discard(node_id)
-        self._published.pop(node_id, None)
+        self._urgent.discard(node_id)
+        self._written.pop(node_id, None)
         self._gone.add(node_id)
         self._wake.set()
 
     def _changed(self, node_id: str) -> None:
-        self._dirty.add(node_id)
+        self._urgent.add(node_id)
         self._wake.set()  # online/offline: written at once, not at the next flush
 
     # --- writing behind ---------------------------------------------------
@@ -177,61 +197,64 @@ class RedisStatus:
         """Write what changed, once per ``flush_every`` (an online/offline change
         within ``write_soon``, with what changed meanwhile: a fleet connecting
         is not one write per node); all of it again after an outage."""
-        self._started = trio.current_time()
         connects = self.link.connects
-        task_status.started()
-        while True:
-            with trio.move_on_after(self.flush_every):
-                await self._wake.wait()
-                await trio.sleep(self.write_soon)
-            self._wake = trio.Event()
-            if not self.link.up:
-                await self.link.wait_up()
-            if self.link.connects != connects:  # back after an outage: write everything
-                connects = self.link.connects
-                self._dirty.update(st.node_id for st in await self.local.all())
-                self._published.clear()
-            try:
-                await self.flush()
-            except RedisUnavailableError:
-                pass  # the link logs it; what changed stays marked
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.keep_alive)
+            task_status.started()
+            while True:
+                with trio.move_on_after(self.flush_every):
+                    await self._wake.wait()
+                    await trio.sleep(self.write_soon)
+                self._wake = trio.Event()
+                if not self.link.up:
+                    await self.link.wait_up()
+                if self.link.connects != connects:  # back after an outage: write everything
+                    connects = self.link.connects
+                    self._urgent.update(st.node_id for st in await self.local.all())
+                try:
+                    await self.flush()
+                except RedisUnavailableError:
+                    pass  # the link logs it; what changed stays marked
+
+    def _due(self, node_id: str, latest: float, now: float) -> bool:
+        """Whether a node's key is old enough to write again (after a heartbeat)."""
+        last = self._written.get(node_id)
+        return (
+            last is None
+            or latest - last[0] >= self.sample_every * SAMPLE_SLACK
+            or now - last[1] >= STALE_AFTER
+        )
 
     async def flush(self) -> None:
-        """Write the changed nodes' keys, this Core's key and a samples event."""
-        dirty, gone = self._dirty, self._gone
-        self._dirty, self._gone = set(), set()
+        """Write the keys of the nodes that changed (online/offline) or whose key
+        is old, and a samples event with the latter when anyone listens."""
+        dirty, urgent, gone = self._dirty, self._urgent, self._gone
+        self._dirty, self._urgent, self._gone = set(), set(), set()
         now = trio.current_time()
         writes: list[tuple[str, bytes]] = []
         samples: list[dict[str, Any]] = []
-        for node_id in dirty:
-            st = await self.local.get(node_id)
+        written: dict[str, tuple[float, float]] = {}
+        listened = self._listened
+        peek = self.local.peek
+        for node_id in dirty | urgent if urgent else dirty:
+            st = peek(node_id)
             if st is None:
                 continue
-            writes.append((STATUS + node_id, _encode(st)))
             latest = st.latest
-            if latest is not None and st.online:
-                last = self._published.get(node_id)
-                if last is None or latest.ts - last >= self.sample_every:
-                    self._published[node_id] = latest.ts
-                    samples.append({"node_id": node_id, "sample": latest})
-        online = len(self._online)  # not a pass over the fleet each write
-        core_doc = _encode(
-            {
-                "id": self.core,
-                "url": self.url,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "nodes": online,
-                "up_s": round(now - self._started, 1),
-            }
-        )
+            ts = latest.ts if latest is not None else 0.0
+            if node_id not in urgent and not self._due(node_id, ts, now):
+                continue  # its next heartbeat asks again
+            writes.append((STATUS + node_id, _encode(st)))
+            written[node_id] = (ts, now)
+            if listened and latest is not None and st.online:
+                samples.append({"node_id": node_id, "sample": latest})
         event = (
             _encode({"type": "samples", "core": self.core, "nodes": samples}) if samples else None
         )
         ttl = self.ttl
         set_many = self._set_many
 
-        def write(client: redis.Redis) -> None:
+        def write(client: redis.Redis) -> bool:
             for i in range(0, len(writes), SET_CHUNK):
                 chunk = writes[i : i + SET_CHUNK]
                 set_many(
@@ -242,22 +265,75 @@ class RedisStatus:
             pipe = client.pipeline(transaction=False)
             for node_id in gone:
                 pipe.delete(STATUS + node_id)
-            pipe.set(CORE + self.core, core_doc, ex=CORE_TTL)
             if event is not None:
                 pipe.publish(SAMPLES_CHANNEL, event)
-            pipe.execute()
+            # Whether to build the next samples event: anyone subscribed to
+            # the channel, or any pattern subscription at all (it may match).
+            pipe.pubsub_numsub(SAMPLES_CHANNEL)
+            pipe.pubsub_numpat()
+            *_, numsub, numpat = pipe.execute()
+            return bool(numpat) or any(n for _, n in numsub)
 
         try:
-            await self.link.call(write)
+            self._listened = await self.link.call(write)
         except RedisUnavailableError:
             self._dirty |= dirty
+            self._urgent |= urgent
             self._gone |= gone
-            for item in samples:  # published again with the next try
-                self._published.pop(item["node_id"], None)
             raise
+        self._written.update(written)
         self.writes += len(writes)
         self.flushes += 1
+        if len(self._online) != self._counted:
+            self._renew.set()  # the liveness key says how many: now, not within a second
         # Offline nodes written once: the key then expires with its TTL.
+
+    # --- this Core's liveness key -----------------------------------------------
+
+    def _core_doc(self) -> bytes:
+        self._counted = online = len(self._online)  # not a pass over the fleet each write
+        return _encode(
+            {
+                "id": self.core,
+                "url": self.url,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "nodes": online,
+                "up_s": round(time.monotonic() - self._started, 1),
+            }
+        )
+
+    async def keep_alive(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Renew ``servermgr:core:<id>`` every ``CORE_EVERY`` s from a thread of its own.
+
+        Not queued behind the status writes nor trio's loop: a Core whose
+        loop is starved of CPU (its thousands of nodes taken offline at the
+        other Cores if its key lapsed) still renews it, as the thread needs
+        only the GIL for a moment each second. A failed write (Redis down)
+        is tried again a second later; the link says what went wrong.
+        """
+        client, key, renew = self.link.client, CORE + self.core, self._renew
+
+        def loop() -> None:
+            while True:
+                trio.from_thread.check_cancelled()
+                every = CORE_EVERY
+                try:
+                    client.set(key, self._core_doc(), ex=CORE_TTL)
+                    self.renewals += 1
+                except (redis.RedisError, OSError, ValueError):
+                    every = CORE_RETRY  # down: the link says so; written soon after it is back
+                until = time.monotonic() + every
+                while (left := until - time.monotonic()) > 0:
+                    trio.from_thread.check_cancelled()
+                    if renew.wait(min(left, 0.5)):
+                        renew.clear()
+                        break
+
+        task_status.started()
+        await trio.to_thread.run_sync(loop, limiter=trio.CapacityLimiter(1))
 
     # --- reading the others' -----------------------------------------------
 

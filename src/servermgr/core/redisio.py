@@ -139,8 +139,8 @@ class RedisLink:
                 # Retries are ours (serve's backoff): one try per call, bounded.
                 retry=Retry(NoBackoff(), 0),
                 retry_on_timeout=False,
-                # The calls, the checks, two pub/sub threads, a spare.
-                max_connections=threads + 4,
+                # The calls, the checks, two pub/sub threads, the liveness key, a spare.
+                max_connections=threads + 5,
                 health_check_interval=max(1, math.ceil(check_every * 2)),
                 client_name=re.sub(r"[^A-Za-z0-9._:-]", "_", name)[:100],  # CLIENT LIST
             )
@@ -279,9 +279,11 @@ class RedisLink:
         handle: Callable[[Message], None],
         *,
         buffer: int,
+        wanted: Callable[[], frozenset[str]] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """``handle`` each message on ``channels``, subscribed again after every outage.
+        """``handle`` each message on ``channels`` (and on ``wanted()``'s, see
+        ``subscribe``), subscribed again after every outage.
 
         Started once subscribed, or at once when Redis is down (Core starts
         without it and does not wait). Runs until cancelled.
@@ -296,7 +298,9 @@ class RedisLink:
             send, receive = trio.open_memory_channel[Message](buffer)
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self.subscribe, channels, send)
+                    await nursery.start(
+                        partial(self.subscribe, channels, send, wanted=wanted)
+                    )
                     if not started:
                         started = True
                         task_status.started()
@@ -311,6 +315,7 @@ class RedisLink:
         channels: Sequence[str],
         send: trio.MemorySendChannel[Message],
         *,
+        wanted: Callable[[], frozenset[str]] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Feed what is published on ``channels`` into ``send`` until cancelled.
@@ -319,16 +324,29 @@ class RedisLink:
         ``send`` holds the thread back and Redis buffers for it. Started once
         subscribed; raises ``RedisUnavailableError`` when the link breaks
         (messages published meanwhile are not seen: pub/sub keeps nothing).
+        ``wanted``, called from that thread before each read (at least every
+        ``POLL`` s), names more channels to follow for as long as it names
+        them: subscribed when they appear, unsubscribed when they go.
         """
         timeout = self.timeout
         pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        initial = {c.encode() for c in channels}
 
         def loop() -> None:
             pubsub.subscribe(*channels)
             confirmed = 0
             waited = 0.0
+            extra: frozenset[str] = frozenset()
             while True:
                 trio.from_thread.check_cancelled()
+                if wanted is not None and confirmed >= len(channels):
+                    want = wanted() - set(channels)
+                    if want != extra:
+                        if want - extra:
+                            pubsub.subscribe(*(want - extra))
+                        if extra - want:
+                            pubsub.unsubscribe(*(extra - want))
+                        extra = want
                 got = pubsub.get_message(timeout=POLL)
                 if got is None:
                     waited += POLL
@@ -336,9 +354,11 @@ class RedisLink:
                         raise rx.TimeoutError("SUBSCRIBE was not confirmed")
                     continue
                 if got.get("type") == "subscribe":
-                    confirmed += 1
-                    if confirmed == len(channels):  # published from now on: seen
-                        trio.from_thread.run_sync(task_status.started)
+                    name = got.get("channel")
+                    if (name if isinstance(name, bytes) else str(name).encode()) in initial:
+                        confirmed += 1
+                        if confirmed == len(channels):  # published from now on: seen
+                            trio.from_thread.run_sync(task_status.started)
                     continue
                 if got.get("type") != "message":
                     continue
