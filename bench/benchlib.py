@@ -87,11 +87,17 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` (all its threads) so far."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` (all its threads) so far."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         text = f.read()
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:
@@ -200,17 +206,23 @@ class Window:
     end: float = 0.0
     cpu0: dict[str, float] = field(default_factory=dict)
     cpu1: dict[str, float] = field(default_factory=dict)
+    sys0: dict[str, float] = field(default_factory=dict)
+    sys1: dict[str, float] = field(default_factory=dict)
     busy0: float = 0.0
     busy1: float = 0.0
 
     def __enter__(self) -> Window:
         self.start = time.time()
         self.busy0 = system_busy_seconds()
-        self.cpu0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        split = {k: cpu_split(p) for k, p in self.pids.items()}
+        self.cpu0 = {k: u + s for k, (u, s) in split.items()}
+        self.sys0 = {k: s for k, (_, s) in split.items()}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cpu1 = {k: _cpu_or_nan(p) for k, p in self.pids.items()}
+        split = {k: _split_or_nan(p) for k, p in self.pids.items()}
+        self.cpu1 = {k: u + s for k, (u, s) in split.items()}
+        self.sys1 = {k: s for k, (_, s) in split.items()}
         self.busy1 = system_busy_seconds()
         self.end = time.time()
 
@@ -221,17 +233,21 @@ class Window:
     def cpu(self, name: str) -> float:
         return self.cpu1[name] - self.cpu0[name]
 
+    def system_cpu(self, name: str) -> float:
+        """The kernel's share of ``cpu(name)`` (system time: syscalls, the network stack)."""
+        return self.sys1[name] - self.sys0[name]
+
     def others(self) -> float:
         """Cores' worth of CPU used by everything not in ``pids`` (other people's work)."""
         ours = sum(self.cpu(k) for k in self.pids)
         return max(0.0, (self.busy1 - self.busy0 - ours) / self.seconds)
 
 
-def _cpu_or_nan(pid: int) -> float:
+def _split_or_nan(pid: int) -> tuple[float, float]:
     try:
-        return cpu_seconds(pid)
+        return cpu_split(pid)
     except OSError:
-        return float("nan")
+        return float("nan"), float("nan")
 
 
 # --- statistics and output ----------------------------------------------------------

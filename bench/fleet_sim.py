@@ -15,8 +15,15 @@ Each simulated node does what ``servermgr node run`` does on the wire:
    ``heartbeat.ack`` (Core acks at most once per ``welcome.ack_interval``,
    cumulatively by ``seq``).
 
-A lost connection is re-opened after 1-3 s, as an agent would; so is one on
-which Core has been silent as long as the agent would allow. Every message
+A failed handshake (TCP connect, the upgrade, or ``hello`` to ``welcome``)
+and a lost connection are retried after a jittered exponential backoff, as
+an agent does (``servermgr.common.ws.Backoff``: 0.5-1 s, then 1-2 s, ...
+up to 15-30 s; reset by ``welcome``); so is a connection on which Core has
+been silent as long as the agent would allow. With ``Fleet(handshakes=N)``
+at most N nodes per worker handshake at once: a Core answering slower than
+the ramp then slows the ramp, instead of handshakes timing out while they
+wait for CPU and being retried on top of the ramp (which stormed a loaded
+Core before). Every message
 is encoded and decoded with ``servermgr.common.proto``. With ``keep_unacked``
 (``Fleet(keep_unacked=True)``, for bench/faults.py) a node also keeps its
 samples until Core acks them and sends them again after a reconnect, as the
@@ -51,7 +58,9 @@ task per node doing its own timing and sending), so 20,000 nodes at 5 s
 Start-up. First every worker registers its nodes (16 requests at a time),
 then the parent names one start time and node ``i`` of ``N`` connects at
 ``start + ramp * i / N`` (``--ramp``, default N/500 s), so there is no
-thundering herd. Each node's first heartbeat comes at a random point of its
+thundering herd. Every 2 s each worker reports its nodes online and its
+failed handshakes (``Fleet.online``), so a benchmark waiting for the fleet
+can say how far it got. Each node's first heartbeat comes at a random point of its
 first interval, so heartbeats are spread evenly.
 
 Measures. Per heartbeat: its send time and how late the simulator was in
@@ -106,11 +115,17 @@ from urllib.parse import urlsplit
 import benchlib
 
 from servermgr.common import proto
+from servermgr.common.ws import Backoff
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WS_PATH = "/api/v1/node/ws"
 CONNECT_TIMEOUT = 10.0
 WELCOME_TIMEOUT = 30.0
+# A failed handshake or a lost connection is retried after a jittered
+# exponential backoff (the agent's ``Backoff``): 0.5-1 s, 1-2 s, ... 15-30 s.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 30.0
+PROGRESS_EVERY = 2.0  # s between a worker's "progress" events
 REGISTER_CONCURRENCY = 16
 NODES_PER_WORKER = 7_000  # two fds per node (the stream and its dup): stays under 20,000
 TICK = 0.01  # the beater's period (s)
@@ -501,6 +516,7 @@ class WorkerConfig:
     worker: int
     seed: int
     keep_unacked: bool = False
+    handshakes: int = 0  # at most this many nodes handshaking at once (0: no bound)
 
 
 @dataclass
@@ -510,7 +526,7 @@ class WorkerStats:
     connected: int = 0
     connect_seconds: float = 0.0
     sessions: int = 0
-    connect_failures: int = 0
+    connect_failures: int = 0  # handshakes that failed: TCP, the upgrade, or hello -> welcome
     disconnects: int = 0
     hb_sent: int = 0
     acks: int = 0  # heartbeat.ack messages
@@ -568,12 +584,14 @@ class Worker:
         command = await anext(lines, "stop")
         if command.startswith("connect"):
             _, start, ramp = command.split()
+            limiter = trio.CapacityLimiter(self.cfg.handshakes or math.inf)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.beater)
                 for k, node in enumerate(self.nodes):
                     at = float(start) + float(ramp) * node.index / self.cfg.total
-                    nursery.start_soon(self.run_node, k, node, at)
+                    nursery.start_soon(self.run_node, k, node, at, limiter)
                 nursery.start_soon(self.report_connected, float(start))
+                nursery.start_soon(self.report_progress, limiter)
                 async for line in lines:
                     if line == "stats":
                         self.emit("stats", **self.snapshot())
@@ -612,6 +630,19 @@ class Worker:
             await self.connected_changed.wait()
         self.stats.connect_seconds = time.time() - start
         self.emit("connected", n=self.stats.connected, seconds=self.stats.connect_seconds)
+
+    async def report_progress(self, limiter: Any) -> None:
+        """Every PROGRESS_EVERY: nodes online, failed handshakes, handshakes under way."""
+        import trio
+
+        while True:
+            self.emit(
+                "progress",
+                online=self.stats.connected,
+                failed=self.stats.connect_failures,
+                handshaking=limiter.borrowed_tokens,
+            )
+            await trio.sleep(PROGRESS_EVERY)
 
     async def register_all(self) -> None:
         import httpx
@@ -652,22 +683,43 @@ class Worker:
                     nursery.start_soon(register, node)
         self.stats.register_seconds = time.time() - t0
 
-    async def run_node(self, k: int, node: SimNode, at: float) -> None:
+    async def run_node(self, k: int, node: SimNode, at: float, limiter: Any) -> None:
+        """Connect at ``at``, then keep the node connected.
+
+        At most ``limiter``'s tokens of nodes handshake at once (a slow Core
+        slows the ramp rather than timing handshakes out); a failed handshake
+        or a lost connection is retried after the backoff, reset by ``welcome``.
+        """
         import trio
 
         if not node.credential:
             return
         await trio.sleep(max(0.0, at - time.time()))
+        backoff = Backoff(base=BACKOFF_BASE, cap=BACKOFF_CAP)
         while True:
             try:
-                ws = await WsClient.connect(self.host, self.port, WS_PATH, node.credential)
-            except (OSError, HandshakeFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                async with limiter:
+                    ws = await WsClient.connect(self.host, self.port, WS_PATH, node.credential)
+                    try:
+                        welcome = await self.handshake(node, ws)
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            await ws.aclose()
+                        raise
+            except (
+                Closed,
+                OSError,
+                HandshakeFailed,
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+            ) as exc:
                 self.stats.connect_failures += 1
-                self.error("connect", exc)
-                await trio.sleep(random.uniform(1, 3))
+                self.error("handshake", exc)
+                await trio.sleep(backoff.next())
                 continue
+            backoff.reset()
             try:
-                await self.session(k, node, ws)
+                await self.session(k, node, ws, welcome)
             except (Closed, OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
                 self.stats.disconnects += 1
                 self.error("session", exc)
@@ -679,10 +731,10 @@ class Worker:
                 if node.connected_once:
                     self.stats.connected -= 1
                     node.connected_once = False
-            await trio.sleep(random.uniform(1, 3))
+            await trio.sleep(backoff.next())
 
-    async def session(self, k: int, node: SimNode, ws: WsClient) -> None:
-        """Say hello, then read what Core sends; the beater sends the heartbeats."""
+    async def handshake(self, node: SimNode, ws: WsClient) -> proto.Welcome:
+        """Say hello and wait for ``welcome``."""
         import trio
 
         hello = proto.Hello(
@@ -699,6 +751,12 @@ class Worker:
             msg = proto.decode_from_core(await ws.recv())
         if not isinstance(msg, proto.Welcome):
             raise Closed(f"expected welcome, got {type(msg).__name__}")
+        return msg
+
+    async def session(self, k: int, node: SimNode, ws: WsClient, msg: proto.Welcome) -> None:
+        """Read what Core sends; the beater sends the heartbeats."""
+        import trio
+
         interval = msg.heartbeat_interval
         self.stats.sessions += 1
         self.stats.connected += 1
@@ -1023,11 +1081,15 @@ class Fleet:
         seed: int = 1,
         keep_unacked: bool = False,
         prefix_cmd: list[str] | None = None,
+        handshakes: int = 0,
     ) -> None:
         """``keep_unacked``: nodes keep samples until acked and re-send them after a
         reconnect, as the agent does, and count what they made (``stats``), so a
         benchmark can compare that with what Core stored. ``prefix_cmd``: run the
-        workers under it (``ip netns exec NS``).
+        workers under it (``ip netns exec NS``). ``handshakes``: at most this many
+        nodes per worker handshaking at once (0: no bound, every node on its own
+        like real agents); a Core slower than the ramp then slows the ramp
+        instead of timing handshakes out.
         """
         self.procs = procs
         self.core_url = core_url
@@ -1041,8 +1103,11 @@ class Fleet:
         self.seed = seed
         self.keep_unacked = keep_unacked
         self.prefix_cmd = prefix_cmd or []
+        self.handshakes = handshakes
         self.children: list[subprocess.Popen[bytes]] = []
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.got: dict[str, dict[int, dict[str, Any]]] = {}  # event -> worker -> the event
+        self.progress: dict[int, dict[str, Any]] = {}  # worker -> its latest "progress"
         self.register_seconds = 0.0
         self.connect_seconds = 0.0
         self._t_launch = 0.0
@@ -1083,6 +1148,7 @@ class Fleet:
                 worker=w,
                 seed=self.seed,
                 keep_unacked=self.keep_unacked,
+                handshakes=self.handshakes,
             )
             proc = self.procs.start(
                 [
@@ -1123,9 +1189,37 @@ class Fleet:
             self._send(proc, f"connect {self._t_connect} {self.ramp}")
 
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Return when every node has ``welcome`` (after ``begin_connect``)."""
-        self._wait("connected", timeout if timeout is not None else self.ramp + 120.0)
-        self.connect_seconds = time.time() - self._t_connect
+        """Return when every node has ``welcome`` (after ``begin_connect``).
+
+        ``TimeoutError`` past ``timeout`` (default twice the ramp plus a minute),
+        saying how many nodes are online."""
+        timeout = timeout if timeout is not None else 2 * self.ramp + 60.0
+        try:
+            done = self._wait("connected", max(0.0, self._t_connect + timeout - time.time()))
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self.prefix}: {self.describe_online()} "
+                f"{time.time() - self._t_connect:.0f} s after the connects began"
+            ) from None
+        self.connect_seconds = max(e["seconds"] for e in done)
+
+    def connected(self) -> bool:
+        """Whether every node has had ``welcome`` (after ``begin_connect``); does not wait."""
+        with contextlib.suppress(TimeoutError):
+            done = self._wait("connected", 0.0, keep=True)
+            self.connect_seconds = max(e["seconds"] for e in done)
+            return True
+        return False
+
+    def online(self) -> tuple[int, int]:
+        """(nodes online, failed handshakes so far), from the workers' latest progress."""
+        progress = list(self.progress.values())
+        return sum(p["online"] for p in progress), sum(p["failed"] for p in progress)
+
+    def describe_online(self) -> str:
+        """Now: "7,003 of 10,000 nodes online, 3,701 failed handshakes"."""
+        online, failed = self.online()
+        return f"{online:,} of {self.nodes:,} nodes online, {failed:,} failed handshakes"
 
     def stats(self, timeout: float = 60.0) -> dict[str, Any]:
         """The workers' counts now, merged: see ``Worker.snapshot``."""
@@ -1187,27 +1281,35 @@ class Fleet:
         assert proc.stdout is not None
         for raw in proc.stdout:
             with contextlib.suppress(ValueError):
-                self.events.put(json.loads(raw))
+                e = json.loads(raw)
+                if e.get("event") == "progress":
+                    self.progress[worker] = e
+                else:
+                    self.events.put(e)
         self.events.put({"event": "exit", "worker": worker})
 
-    def _wait(self, event: str, timeout: float) -> list[dict[str, Any]]:
-        got: dict[int, dict[str, Any]] = {}
+    def _wait(self, event: str, timeout: float, *, keep: bool = False) -> list[dict[str, Any]]:
+        """Every worker's ``event``, waiting up to ``timeout``; events of other kinds
+        that come meanwhile are kept for their own wait. ``keep``: leave them kept."""
+        got = self.got.setdefault(event, {})
         deadline = time.monotonic() + timeout
         while len(got) < len(self.children):
             try:
-                e = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+                wait = deadline - time.monotonic()
+                e = self.events.get(timeout=wait) if wait > 0 else self.events.get_nowait()
             except queue.Empty:
                 raise TimeoutError(
                     f"fleet: {len(got)} of {len(self.children)} workers reported "
                     f"{event!r} within {timeout:g} s"
                 ) from None
-            if e["event"] == event:
-                got[e["worker"]] = e
-            elif e["event"] == "exit" and event != "done":
+            if e["event"] == "exit" and event != "done":
                 log = self.out / f"worker-{e['worker']}.log"
                 raise RuntimeError(
                     f"fleet worker {e['worker']} exited early:\n{benchlib.tail(log)}"
                 )
+            self.got.setdefault(e["event"], {})[e["worker"]] = e
+        if not keep:
+            del self.got[event]
         return list(got.values())
 
 
@@ -1267,6 +1369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1 per 7,000)")
     parser.add_argument("--ramp", type=float, help="seconds to spread connects over (N/500)")
+    parser.add_argument(
+        "--handshakes",
+        type=int,
+        default=32,
+        help="nodes per worker handshaking at once (32; 0: no bound, like real agents)",
+    )
     parser.add_argument("--duration", type=float, default=30, help="seconds connected (30)")
     parser.add_argument("--prefix", default="sim", help="node names: PREFIX-00001 (sim)")
     parser.add_argument("--label", action="append", default=[], help="KEY=VALUE (fleet=sim)")
@@ -1292,6 +1400,7 @@ def main(argv: list[str] | None = None) -> int:
             ramp=args.ramp,
             prefix=args.prefix,
             labels=labels,
+            handshakes=args.handshakes,
         )
         fleet.start()
         print(f"registered {args.nodes} nodes in {fleet.register_seconds:.1f} s", flush=True)

@@ -51,6 +51,7 @@ Examples::
     python bench/ingest.py --quick              # 200 nodes at 1 s for 15 s
     python bench/ingest.py --nodes 20000 --cores 2   # two Cores sharing Redis
     python bench/ingest.py --nodes 5000 --profile   # py-spy of Core in the window
+    python bench/ingest.py --nodes 5000 --profile-sim   # ... of a simulator worker
     python bench/ingest.py --nodes 10000 --rules 20  # alert rules' cost: 0 and 20 rules
 
 With ``--rules N`` each fleet size is measured twice, without alert rules
@@ -73,6 +74,13 @@ from typing import Any
 import benchlib
 import httpx
 from fleet_sim import Fleet, FleetResult, IngestDelta, age_ms, counts_between
+
+# Nodes per simulator worker handshaking at once: when Core answers slower
+# than the ramp asks, the ramp slows down instead of handshakes timing out
+# and being retried (which piles more work on a Core already behind).
+HANDSHAKES = 32
+CONNECT_SLACK = 60.0  # s beyond twice the ramp before the connect phase gives up
+STALL = 60.0  # s without a node coming online before it gives up
 
 # Twenty rules as an operator might write them; the simulated fleet breaches few.
 ALERT_RULES = (
@@ -153,6 +161,7 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
                     workers=args.workers,
                     ramp=share / (args.connect_rate / n_cores),
                     prefix=f"sim{i}-" if n_cores > 1 else "sim",
+                    handshakes=HANDSHAKES,
                 )
             )
         # Side by side: each fleet registers, then connects, at the same time as the others.
@@ -166,16 +175,17 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
         cpu0 = sum(benchlib.cpu_seconds(c.pid) for c in cores)
         for fleet in fleets:
             fleet.begin_connect(start)
-        for fleet in fleets:
-            fleet.wait_connected()
+        connect_all(fleets, start, nodes / args.connect_rate)
         doc["connect_s"] = max(f.connect_seconds for f in fleets)
         # Core CPU while the fleet connects, per node (the heartbeats of the nodes
         # connected so far included: an upper bound of a connect's cost).
         connect_cpu = sum(benchlib.cpu_seconds(c.pid) for c in cores) - cpu0
         doc["connect_cpu_ms_per_node"] = 1e3 * connect_cpu / nodes
+        doc["connect_failures_ramp"] = sum(f.online()[1] for f in fleets)
         print(
             f"connected in {doc['connect_s']:.1f} s, Core CPU "
-            f"{doc['connect_cpu_ms_per_node']:.2f} ms per node meanwhile",
+            f"{doc['connect_cpu_ms_per_node']:.2f} ms per node meanwhile, "
+            f"{doc['connect_failures_ramp']:,} failed handshakes",
             flush=True,
         )
         time.sleep(max(args.warmup, 2 * args.interval))
@@ -187,10 +197,12 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
         if redis is not None:
             pids["redis"] = redis.pid
         profiler = None
-        if args.profile:
+        if args.profile or args.profile_sim:
+            target = fleets[0].pids[0] if args.profile_sim else cores[0].pid
             profiler = threading.Thread(
+                # 199 Hz: not a multiple of the simulator's 100 Hz tick
                 target=lambda: prof.append(
-                    benchlib.profile(cores[0].pid, args.window, tmp / "core.prof")
+                    benchlib.profile(target, args.window, tmp / "window.prof", rate=199)
                 ),
                 daemon=True,
             )
@@ -227,10 +239,43 @@ def measure(args: argparse.Namespace, nodes: int, tmp: Path, rules: int = 0) -> 
     doc["redis_rss_max"] = max(redis_rss, default=0)
     doc["redis_cpu_pct"] = 100 * win.cpu("redis") / win.seconds if redis is not None else 0.0
     if prof and prof[0] is not None:
+        doc["profiled"] = "simulator worker 0" if args.profile_sim else "Core"
         doc["profile"] = benchlib.top_frames(prof[0], 20)
         doc["profile_inclusive"] = benchlib.top_inclusive(prof[0], 40)
         print_profile(doc)
     return doc
+
+
+def connect_all(fleets: list[Fleet], start: float, ramp: float) -> None:
+    """Wait for every fleet to connect, saying how far they are every 10 s.
+
+    Gives up (``TimeoutError``, naming each Core's nodes online and failed
+    handshakes) when the fleets are not online CONNECT_SLACK s after the ramp
+    would have ended twice over, or when no node came online for STALL s.
+    """
+    deadline = start + 2 * ramp + CONNECT_SLACK
+    most, last_change, last_note = -1, time.time(), time.time()
+    while not all(f.connected() for f in fleets):
+        now = time.time()
+        online = sum(f.online()[0] for f in fleets)
+        if online > most:
+            most, last_change = online, now
+        why = ""
+        if now > deadline:
+            why = f"not connected {now - start:.0f} s after the connects began"
+        elif now - last_change > STALL and now > start + 10:
+            why = f"no more nodes online than {most:,} for {STALL:g} s"
+        if why:
+            where = "; ".join(f"Core {i}: {f.describe_online()}" for i, f in enumerate(fleets))
+            raise TimeoutError(f"connect phase gave up, {why}: {where}")
+        if now - last_note >= 10:
+            last_note = now
+            print(
+                f"connecting, {now - start:.0f} s: "
+                + "; ".join(f"Core {i}: {f.describe_online()}" for i, f in enumerate(fleets)),
+                flush=True,
+            )
+        time.sleep(1.0)
 
 
 def gc_window(gc0: dict[str, Any], gc1: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +324,7 @@ def summarize(
     per_core = [100 * win.cpu(k) / win.seconds for k in win.pids if k.startswith("core")]
     core_cpu = sum(win.cpu(k) for k in win.pids if k.startswith("core"))
     sim_cpu = sum(win.cpu(k) for k in win.pids if k.startswith("sim"))
+    sim_sys = sum(win.system_cpu(k) for k in win.pids if k.startswith("sim"))
     lag = [x for f in fleets for x in f.lag]
     return {
         "window_s": win.seconds,
@@ -299,6 +345,7 @@ def summarize(
         "core_rss_max": max(rss, default=0),
         "sim_cpu_pct": 100 * sim_cpu / win.seconds,
         "sim_us_per_hb": 1e6 * sim_cpu / sent if sent else float("nan"),
+        "sim_sys_us_per_hb": 1e6 * sim_sys / sent if sent else float("nan"),
         "sim_lag_p99_s": benchlib.percentile(lag, 99),
         "others_cores": win.others(),
         "disconnects": sum(r.total("disconnects") for r in results),
@@ -309,12 +356,12 @@ def summarize(
 
 def print_profile(doc: dict[str, Any]) -> None:
     benchlib.print_table(
-        f"Core profile, {doc['nodes']} nodes (py-spy, self time)",
+        f"{doc['profiled']} profile, {doc['nodes']} nodes (py-spy, self time)",
         ["frame", "self %", "total %"],
         [(f[:110], f"{s:.1f}", f"{t:.1f}") for f, s, t in doc["profile"]],
     )
     benchlib.print_table(
-        f"Core profile, {doc['nodes']} nodes (inclusive)",
+        f"{doc['profiled']} profile, {doc['nodes']} nodes (inclusive)",
         ["frame", "total %"],
         [(f[:110], f"{t:.1f}") for f, t in doc["profile_inclusive"]],
     )
@@ -327,7 +374,7 @@ def table(docs: list[dict[str, Any]]) -> None:
         if "error" in d:
             rows.append(
                 (d["nodes"], cores, f"{d['interval']:g}", d["load"], f"broke: {d['error']}")
-                + ("",) * 18
+                + ("",) * 19
             )
             continue
         rows.append(
@@ -350,11 +397,12 @@ def table(docs: list[dict[str, Any]]) -> None:
                 d["not_stored"],
                 benchlib.ms(d["sim_lag_p99_s"]),
                 f"{d['sim_cpu_pct']:.0f}",
-                f"{d['sim_us_per_hb']:.0f}",
+                f"{d['sim_us_per_hb']:.0f} ({d.get('sim_sys_us_per_hb', float('nan')):.0f})",
                 f"{d['others_cores']:.2f}",
                 f"{d['register_s']:.0f}",
                 f"{d['connect_s']:.0f}",
                 f"{d.get('connect_cpu_ms_per_node', float('nan')):.2f}",
+                d.get("connect_failures", "-"),
             )
         )
     benchlib.print_table(
@@ -378,11 +426,12 @@ def table(docs: list[dict[str, Any]]) -> None:
             "not stored",
             "sim lag p99 ms",
             "sim CPU %",
-            "sim CPU us/hb",
+            "sim CPU us/hb (kernel's)",
             "other load (cores)",
             "register s",
             "connect s",
             "Core CPU ms per connect",
+            "failed handshakes",
         ],
         rows,
     )
@@ -435,7 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before it (10)")
     parser.add_argument("--workers", type=int, help="simulator processes (1 per 7,000 nodes)")
     parser.add_argument(
-        "--connect-rate", type=float, default=250.0, help="nodes connecting per second (250)"
+        "--connect-rate",
+        type=float,
+        help="nodes connecting per second, all Cores together (default 250 with one Core, "
+        "100 with several: on 2 cores the Cores' connect cost, 1.6-4 ms of Core CPU each, "
+        "comes on top of the heartbeats of the nodes already connected; at 20,000 nodes "
+        "those take ~1.5 of the 2 cores, leaving ~0.4 for 100 connects a second)",
     )
     parser.add_argument(
         "--cores", type=int, default=1, help="Core processes sharing Redis and one data dir (1)"
@@ -443,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", action="store_true", help="use Redis with one Core too")
     parser.add_argument("--log-level", default="info", help="Core's log level (info)")
     parser.add_argument("--profile", action="store_true", help="py-spy Core during the window")
+    parser.add_argument(
+        "--profile-sim",
+        action="store_true",
+        help="py-spy the first simulator worker during the window instead",
+    )
     parser.add_argument("--quick", action="store_true", help="200 nodes, 1 s interval, 15 s")
     parser.add_argument(
         "--rules", type=int, default=0, help="also measure with this many alert rules per node"
@@ -452,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.interval, args.window, args.warmup = [200], 1.0, 15.0, 3.0
+    if args.connect_rate is None:
+        args.connect_rate = 250.0 if args.cores == 1 else 100.0
     benchlib.install_signal_handlers()
     benchlib.raise_nofile(2 * max(args.nodes) + 4096)
     benchlib.print_machine()
