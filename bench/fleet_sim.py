@@ -100,6 +100,7 @@ import math
 import os
 import queue
 import random
+import select
 import socket
 import subprocess
 import sys
@@ -115,6 +116,7 @@ from urllib.parse import urlsplit
 import benchlib
 
 from servermgr.common import proto
+from servermgr.common.errors import ProtocolError
 from servermgr.common.ws import Backoff
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -152,22 +154,21 @@ def _mask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ k).to_bytes(n, "little")
 
 
-# Masking tables: the key of each frame is one random byte repeated four times,
-# so masking is one ``bytes.translate`` (Core unmasks any key at the same cost).
-_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
-
-
 def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """A final client frame (masked with a random key, as RFC 6455 requires of clients)."""
+    """A final client frame, masked as RFC 6455 requires of a client.
+
+    The client picks the masking key; this one picks zero, so the masked
+    payload is the payload itself (no copy). Core unmasks whatever the key,
+    at the same cost.
+    """
     n = len(payload)
-    k = random.getrandbits(8)
     if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n, k, k, k, k))
+        head = bytes((0x80 | opcode, 0x80 | n, 0, 0, 0, 0))
     elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126, n >> 8, n & 0xFF, k, k, k, k))
+        head = bytes((0x80 | opcode, 0x80 | 126, n >> 8, n & 0xFF, 0, 0, 0, 0))
     else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big") + bytes((k, k, k, k))
-    return head + payload.translate(_XOR[k])
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big") + bytes(4)
+    return head + payload
 
 
 def parse_frame(buf: bytearray) -> tuple[int, bool, bytes, int] | None:
@@ -202,11 +203,14 @@ def parse_frame(buf: bytearray) -> tuple[int, bool, bytes, int] | None:
 class WsClient:
     """A minimal WebSocket client: text messages, ping/pong, close.
 
-    Until ``go_raw`` frames are sent with the trio stream (``send_text``);
-    after it with ``write``: synchronously on a dup of the socket, the rest
-    kept in ``wbuf`` when the kernel does not take it all, for ``flush``.
-    Reading stays on the trio stream. A failed write sets ``broken`` and
-    cancels ``scope`` (the reader's), which ends the session.
+    Until ``go_raw`` frames are sent and received with the trio stream
+    (``send_text``, ``recv``); after it synchronously on a non-blocking dup
+    of the socket: ``write`` sends (the rest kept in ``wbuf`` when the
+    kernel does not take it all, for ``flush``), ``receive`` reads what has
+    come (the worker polls every connection's socket once per tick, so a
+    message from Core costs no wake of its own). A failed write or read,
+    or Core closing, sets ``broken`` and cancels ``scope`` (the session
+    task's), which ends the session.
     """
 
     def __init__(self, stream: Any, leftover: bytes) -> None:
@@ -217,7 +221,8 @@ class WsClient:
         self.wbuf = bytearray()
         self.unflushed: set[WsClient] = set()  # the worker's: clients with a non-empty wbuf
         self.broken: BaseException | None = None
-        self.scope: Any = None  # a trio.CancelScope, cancelled when a write fails
+        self.scope: Any = None  # a trio.CancelScope, cancelled when the connection fails
+        self.last_rx = 0.0  # trio time Core last sent something (after go_raw)
 
     @classmethod
     async def connect(cls, host: str, port: int, path: str, credential: str) -> WsClient:
@@ -259,13 +264,51 @@ class WsClient:
         """Before ``go_raw``: send a text message through the trio stream."""
         await self.stream.send_all(encode_frame(0x1, text.encode()))
 
-    def go_raw(self, unflushed: set[WsClient], scope: Any) -> None:
-        """From now on, send with ``write``."""
+    def go_raw(self, unflushed: set[WsClient], scope: Any, now: float) -> int:
+        """From now on, send with ``write`` and read with ``receive``; the socket's fd."""
         sock = socket.socket(fileno=os.dup(self.stream.socket.fileno()))
         sock.setblocking(False)
         self.sock = sock
         self.unflushed = unflushed
         self.scope = scope
+        self.last_rx = now
+        return sock.fileno()
+
+    def receive(self, now: float) -> list[bytes]:
+        """After ``go_raw``: the text messages that have come (maybe none); answers
+        pings; ``Closed`` when Core closed or the connection broke."""
+        if self.broken is not None or self.sock is None:
+            raise Closed("connection already broken")
+        try:
+            chunk = self.sock.recv(65536)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            raise Closed(f"receive failed: {type(exc).__name__}: {exc}") from None
+        if not chunk:
+            raise Closed("connection closed by Core")
+        self.last_rx = now
+        self.buf += chunk
+        return self.messages()
+
+    def messages(self) -> list[bytes]:
+        """After ``go_raw``: the whole text messages in the read buffer."""
+        out = []
+        while (frame := parse_frame(self.buf)) is not None:
+            opcode, fin, payload, used = frame
+            del self.buf[:used]
+            if opcode == 0x8:
+                self.write(encode_frame(0x8, payload[:2]))
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                raise Closed(f"closed by Core (code {code})")
+            if opcode == 0x9:
+                self.write(encode_frame(0xA, payload))
+            elif opcode != 0xA:
+                self.parts.append(payload)
+                if fin:
+                    out.append(b"".join(self.parts))
+                    self.parts.clear()
+        return out
 
     def write(self, frame: bytes) -> bool:
         """Send ``frame`` now or queue what is left of it; False if the connection broke."""
@@ -279,7 +322,7 @@ class WsClient:
         except BlockingIOError:
             n = 0
         except OSError as exc:
-            self._break(exc)
+            self.fail(exc)
             return False
         if n < len(frame):
             self.wbuf += memoryview(frame)[n:]
@@ -295,13 +338,15 @@ class WsClient:
         except BlockingIOError:
             return False
         except OSError as exc:
-            self._break(exc)
+            self.fail(exc)
             return True
         del self.wbuf[:n]
         return not self.wbuf
 
-    def _break(self, exc: BaseException) -> None:
-        self.broken = exc
+    def fail(self, exc: BaseException) -> None:
+        """The connection is done: ``broken`` says why; the session task is cancelled."""
+        if self.broken is None:
+            self.broken = exc
         self.wbuf.clear()
         if self.scope is not None:
             self.scope.cancel()
@@ -493,13 +538,16 @@ class SimNode:
 class Session:
     """A node's connection after ``welcome``: what the beater needs to send its heartbeats."""
 
-    __slots__ = ("acked", "gen", "interval", "node", "seq", "ws")
+    __slots__ = ("acked", "gen", "interval", "node", "seq", "silent", "ws")
 
-    def __init__(self, node: SimNode, gen: int, ws: WsClient, interval: float) -> None:
+    def __init__(
+        self, node: SimNode, gen: int, ws: WsClient, interval: float, silent: float
+    ) -> None:
         self.node = node
         self.gen = gen  # tells this session's heap entries from an earlier session's
         self.ws = ws
         self.interval = interval
+        self.silent = silent  # Core silent this long (s): the connection is taken for dead
         self.seq = 0  # of the last heartbeat sent
         self.acked = 0  # the highest heartbeat.ack seq
 
@@ -561,6 +609,9 @@ class Worker:
         # (due trio time, node k, session generation) of every connected node's next heartbeat.
         self.heap: list[tuple[float, int, int]] = []
         self.unflushed: set[WsClient] = set()
+        # Every session's socket (its dup), polled once per tick for what Core sent.
+        self.poller = select.epoll()
+        self.by_fd: dict[int, Session] = {}
         self.connected_changed: Any = None  # a trio.Event while someone waits for connects
         self.quiet = False  # after "quiesce": no new samples, the unacked ones still go out
 
@@ -763,26 +814,31 @@ class Worker:
         if self.connected_changed is not None:
             self.connected_changed.set()
         node.connected_once = True
+        # Like the agent: a Core silent this long is gone (a partition drops
+        # packets without closing anything): reconnect. The beater checks it
+        # when it sends the node's heartbeat.
+        silent = max(interval * 3, msg.ack_interval + 2 * interval) + 1.0
+        self.generation += 1
         with trio.CancelScope() as scope:
-            ws.go_raw(self.unflushed, scope)
-            for result in node.unacked.values():
-                ws.write(encode_frame(0x1, proto.encode(result).encode()))
-            self.generation += 1
-            session = Session(node, self.generation, ws, interval)
-            self.sessions[k] = session
-            first = trio.current_time() + random.uniform(0, interval)
-            heapq.heappush(self.heap, (first, k, session.gen))
-            # Like the agent: a Core silent this long is gone (a partition drops
-            # packets without closing anything): reconnect.
-            silent = max(interval * 3, msg.ack_interval + 2 * interval) + 1.0
-            while True:
-                with trio.move_on_after(silent) as idle:
-                    text = await ws.recv()
-                if idle.cancelled_caught:
-                    raise Closed(f"Core silent for {silent:g} s")
-                self.handle(session, proto.decode_from_core(text))
-        if ws.broken is not None:  # a write failed and cancelled the scope
-            raise Closed(f"send failed: {type(ws.broken).__name__}: {ws.broken}")
+            fd = ws.go_raw(self.unflushed, scope, trio.current_time())
+            session = Session(node, self.generation, ws, interval, silent)
+            try:
+                self.poller.register(fd, select.EPOLLIN)
+                self.by_fd[fd] = session
+                for result in node.unacked.values():
+                    ws.write(encode_frame(0x1, proto.encode(result).encode()))
+                for text in ws.messages():  # what came with welcome
+                    self.handle(session, proto.decode_from_core(text))
+                self.sessions[k] = session
+                first = trio.current_time() + random.uniform(0, interval)
+                heapq.heappush(self.heap, (first, k, session.gen))
+                await trio.sleep_forever()  # until ws.fail cancels the scope
+            finally:
+                self.by_fd.pop(fd, None)
+                with contextlib.suppress(OSError, ValueError):
+                    self.poller.unregister(fd)
+        if ws.broken is not None:
+            raise Closed(f"{type(ws.broken).__name__}: {ws.broken}")
 
     def handle(self, session: Session, msg: Any) -> None:
         if isinstance(msg, proto.HeartbeatAck):
@@ -832,8 +888,22 @@ class Worker:
         elif isinstance(msg, proto.Error):
             self.error("core error", RuntimeError(f"{msg.code}: {msg.message}"))
 
+    def read_all(self, now: float) -> None:
+        """What Core sent to any session since the last tick (one ``epoll_wait``)."""
+        for fd, _ in self.poller.poll(0):
+            session = self.by_fd.get(fd)
+            if session is None:
+                continue
+            ws = session.ws
+            try:
+                for text in ws.receive(now):
+                    self.handle(session, proto.decode_from_core(text))
+            except (Closed, ProtocolError) as exc:
+                ws.fail(exc)
+
     async def beater(self) -> None:
-        """Every TICK: flush write buffers, then send every heartbeat that is due."""
+        """Every TICK: flush write buffers, read what Core sent, then send every
+        heartbeat that is due (and take a node whose Core fell silent for dead)."""
         import trio
 
         encode, heartbeat = proto.encode, proto.Heartbeat
@@ -851,12 +921,16 @@ class Worker:
                     if ws.flush():
                         unflushed.discard(ws)
             now = clock()
+            self.read_all(now)
             wall0 = wall()
             while heap and heap[0][0] <= now:
                 due, k, gen = heappop(heap)
                 s = sessions[k]
                 if s is None or s.gen != gen:
                     continue  # that session ended
+                if now - s.ws.last_rx > s.silent:
+                    s.ws.fail(Closed(f"Core silent for {s.silent:g} s"))
+                    continue
                 ts = wall()
                 if keep:
                     node = s.node
