@@ -94,7 +94,6 @@ import argparse
 import base64
 import contextlib
 import hashlib
-import heapq
 import json
 import math
 import os
@@ -538,15 +537,16 @@ class SimNode:
 class Session:
     """A node's connection after ``welcome``: what the beater needs to send its heartbeats."""
 
-    __slots__ = ("acked", "gen", "interval", "node", "seq", "silent", "ws")
+    __slots__ = ("acked", "gen", "interval", "node", "period", "seq", "silent", "ws")
 
     def __init__(
         self, node: SimNode, gen: int, ws: WsClient, interval: float, silent: float
     ) -> None:
         self.node = node
-        self.gen = gen  # tells this session's heap entries from an earlier session's
+        self.gen = gen  # tells this session's wheel entries from an earlier session's
         self.ws = ws
         self.interval = interval
+        self.period = max(1, round(interval / TICK))  # ticks between heartbeats
         self.silent = silent  # Core silent this long (s): the connection is taken for dead
         self.seq = 0  # of the last heartbeat sent
         self.acked = 0  # the highest heartbeat.ack seq
@@ -606,8 +606,10 @@ class Worker:
         ]
         self.sessions: list[Session | None] = [None] * len(self.nodes)
         self.generation = 0
-        # (due trio time, node k, session generation) of every connected node's next heartbeat.
-        self.heap: list[tuple[float, int, int]] = []
+        # Tick number (trio time // TICK) -> (node k, session generation) of the
+        # heartbeats due in that tick; ``done``: the last tick the beater sent.
+        self.wheel: dict[int, list[tuple[int, int]]] = {}
+        self.done = -1
         self.unflushed: set[WsClient] = set()
         # Every session's socket (its dup), polled once per tick for what Core sent.
         self.poller = select.epoll()
@@ -775,7 +777,7 @@ class Worker:
                 self.stats.disconnects += 1
                 self.error("session", exc)
             finally:
-                self.sessions[k] = None  # the beater drops its heap entry
+                self.sessions[k] = None  # the beater drops its wheel entry
                 node.requeue()
                 with trio.CancelScope(shield=True):
                     await ws.aclose()
@@ -830,8 +832,8 @@ class Worker:
                 for text in ws.messages():  # what came with welcome
                     self.handle(session, proto.decode_from_core(text))
                 self.sessions[k] = session
-                first = trio.current_time() + random.uniform(0, interval)
-                heapq.heappush(self.heap, (first, k, session.gen))
+                first = int((trio.current_time() + random.uniform(0, interval)) / TICK)
+                self.wheel.setdefault(max(first, self.done + 1), []).append((k, session.gen))
                 await trio.sleep_forever()  # until ws.fail cancels the scope
             finally:
                 self.by_fd.pop(fd, None)
@@ -903,59 +905,68 @@ class Worker:
 
     async def beater(self) -> None:
         """Every TICK: flush write buffers, read what Core sent, then send every
-        heartbeat that is due (and take a node whose Core fell silent for dead)."""
+        heartbeat that is due (and take a node whose Core fell silent for dead).
+
+        Each heartbeat is put back one interval later on the wheel of ticks;
+        one that fell more than an interval behind goes to the next tick.
+        """
         import trio
 
         encode, heartbeat = proto.encode, proto.Heartbeat
-        heap, sessions, unflushed = self.heap, self.sessions, self.unflushed
-        heappop, heappush = heapq.heappop, heapq.heappush
+        wheel, sessions, unflushed = self.wheel, self.sessions, self.unflushed
         sent_at, lags, stats = self.sent_at, self.lag, self.stats
         wall, clock = time.time, trio.current_time
         keep, most = self.cfg.keep_unacked, proto.MAX_SAMPLES_PER_HEARTBEAT
-        tick = clock()
+        self.done = int(clock() / TICK)
         while True:
-            tick = max(tick + TICK, clock())
-            await trio.sleep_until(tick)
+            await trio.sleep_until((self.done + 1) * TICK)
             if unflushed:
                 for ws in list(unflushed):
                     if ws.flush():
                         unflushed.discard(ws)
             now = clock()
             self.read_all(now)
+            current = int(now / TICK)
             wall0 = wall()
-            while heap and heap[0][0] <= now:
-                due, k, gen = heappop(heap)
-                s = sessions[k]
-                if s is None or s.gen != gen:
-                    continue  # that session ended
-                if now - s.ws.last_rx > s.silent:
-                    s.ws.fail(Closed(f"Core silent for {s.silent:g} s"))
+            for t in range(self.done + 1, current + 1):
+                self.done = t
+                due_now = wheel.pop(t, None)
+                if due_now is None:
                     continue
-                ts = wall()
-                if keep:
-                    node = s.node
-                    if not self.quiet:
-                        node.produced += 1
-                        node.unsent.append(ts)
-                    if not node.unsent:  # quiesced, nothing left to send
-                        heappush(heap, (due + s.interval, k, gen))
+                lag0 = now - t * TICK - wall0
+                for k, gen in due_now:
+                    s = sessions[k]
+                    if s is None or s.gen != gen:
+                        continue  # that session ended
+                    if now - s.ws.last_rx > s.silent:
+                        s.ws.fail(Closed(f"Core silent for {s.silent:g} s"))
                         continue
-                    s.seq += 1
-                    batch = [node.unsent.popleft() for _ in range(min(most, len(node.unsent)))]
-                    node.inflight.extend((s.seq, t) for t in batch)
-                    hb = heartbeat(seq=s.seq, samples=[node.gen.sample(t) for t in batch])
+                    later = t + s.period
+                    if later <= current:
+                        later = current + 1
+                    ts = wall()
+                    if keep:
+                        node = s.node
+                        if not self.quiet:
+                            node.produced += 1
+                            node.unsent.append(ts)
+                        if not node.unsent:  # quiesced, nothing left to send
+                            wheel.setdefault(later, []).append((k, gen))
+                            continue
+                        s.seq += 1
+                        batch = [node.unsent.popleft() for _ in range(min(most, len(node.unsent)))]
+                        node.inflight.extend((s.seq, made) for made in batch)
+                        samples = [node.gen.sample(made) for made in batch]
+                        hb = heartbeat(seq=s.seq, samples=samples)
+                    else:
+                        s.seq += 1
+                        hb = heartbeat(seq=s.seq, samples=[s.node.gen.sample(ts)])
                     if not s.ws.write(encode_frame(0x1, encode(hb).encode())):
                         continue
-                else:
-                    s.seq += 1
-                    hb = heartbeat(seq=s.seq, samples=[s.node.gen.sample(ts)])
-                    if not s.ws.write(encode_frame(0x1, encode(hb).encode())):
-                        continue
-                sent_at.append(ts)
-                lags.append(now - due + (ts - wall0))
-                stats.hb_sent += 1
-                due += s.interval
-                heappush(heap, (due if due > now else now, k, gen))
+                    sent_at.append(ts)
+                    lags.append(lag0 + ts)
+                    stats.hb_sent += 1
+                    wheel.setdefault(later, []).append((k, gen))
 
     def finish(self) -> None:
         out = Path(self.cfg.out)
