@@ -34,24 +34,26 @@ Processes. The nodes are spread over a few worker processes (``--workers``,
 default one per 7,000 nodes), each one trio loop. The WebSocket client is a
 small RFC 6455 client (masked frames, no extensions) rather than
 trio-websocket, and the work per heartbeat is kept small, so that the
-simulator leaves the shared 2 cores to Core: about 45 us of CPU per
-heartbeat, including the kernel's share of the send (was ~150-250 us with a
-task per node doing its own timing and sending), so 20,000 nodes at 5 s
-(4,000 heartbeats/s) take under a fifth of a core:
+simulator leaves the shared 2 cores to Core (its CPU per heartbeat is in
+docs/performance.md, "The fleet simulator"):
 
-- one trio task per node connects, says ``hello``, waits for ``welcome``,
-  then only reads what Core sends (acks, ``job.run``, errors): it wakes for
-  a message, not per heartbeat;
-- one "beater" task per worker sends every node's heartbeats: a heap of
-  (due time, node, session), woken every 10 ms, sends all that are due and
-  puts each back one interval later (``due + interval``; ``now`` if it fell
-  more than an interval behind);
+- one trio task per node connects, says ``hello`` and waits for
+  ``welcome``, then sleeps until its connection ends: after ``welcome`` a
+  node costs no task wake at all;
+- one "beater" task per worker does the rest, woken once per tick (10 ms):
+  it reads what Core sent to any node since the last tick (one
+  ``epoll_wait`` over every session's socket, then a ``recv`` on each that
+  has data: acks, ``job.run``, pings, close), then sends every heartbeat due
+  in this tick and puts each back one interval later on a wheel of ticks
+  (the next tick if it fell more than an interval behind); a node whose
+  Core has been silent too long is taken for dead when its heartbeat is due;
 - after ``welcome`` every frame (heartbeats, job replies, pong, close) is
   written synchronously to the raw non-blocking socket (a dup of the
   connection's); what the kernel does not take waits in the node's small
   write buffer, which the beater flushes first on each tick, so frames are
-  never interleaved and nobody waits; frames are masked with a random key
-  (one random byte four times, so masking is a ``bytes.translate``);
+  never interleaved and nobody waits; frames are masked with the zero key
+  (RFC 6455 lets the client pick the key; the masked payload is then the
+  payload, no copy);
 - sample noise comes from tables of random numbers drawn once (a different
   walk through them per node), not from a dozen ``random`` calls per sample.
 
@@ -60,8 +62,8 @@ then the parent names one start time and node ``i`` of ``N`` connects at
 ``start + ramp * i / N`` (``--ramp``, default N/500 s), so there is no
 thundering herd. Every 2 s each worker reports its nodes online and its
 failed handshakes (``Fleet.online``), so a benchmark waiting for the fleet
-can say how far it got. Each node's first heartbeat comes at a random point of its
-first interval, so heartbeats are spread evenly.
+can say how far it got. Each node's first heartbeat comes at a random point
+of its first interval, so heartbeats are spread evenly.
 
 Measures. Per heartbeat: its send time and how late the simulator was in
 sending it (sender lag, 0-10 ms from the tick alone when keeping up: the
