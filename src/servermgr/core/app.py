@@ -423,6 +423,7 @@ async def _serve(
                             config.limits.unauthenticated_connections,
                             send_timeout=config.limits.send_timeout,
                         ),
+                        lanes=frozenset({NODE_WS_PATH.encode()}),
                         shutdown_trigger=stop_http.wait,
                     )
                 )

@@ -49,15 +49,18 @@ from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.utils import repr_socket_addr
+from hypercorn.utils import parse_socket_addr, repr_socket_addr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servermgr.core.ratelimit import AddressCounter, LogThrottle
+from servermgr.core.wslane import WebSocketLane, upgrade_path
 
 log = logging.getLogger("servermgr.core.listen")
 
 OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_RETRY = 0.1
+HEAD_LIMIT = 16 * 1024  # Hypercorn's (h11_max_incomplete_size): it refuses a longer head
+MAX_RECV = 65536
 _NOT_AUTHENTICATED = (401, 429)
 
 Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
@@ -177,11 +180,14 @@ class _EofWatch:
     of input as the connection's end anyway, so the timer can stop there.
     """
 
-    __slots__ = ("_peer_closed", "_stream")
+    __slots__ = ("_head", "_peer_closed", "_stream")
 
-    def __init__(self, stream: Stream, peer_closed: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, stream: Stream, peer_closed: Callable[[], Awaitable[None]], head: bytes = b""
+    ) -> None:
         self._stream = stream
         self._peer_closed = peer_closed
+        self._head = head  # what Core read first (read_head): handed on before the stream
 
     def __getattr__(self, name: str) -> Any:  # everything else is the stream's own
         return getattr(self._stream, name)
@@ -192,6 +198,9 @@ class _EofWatch:
         await self._stream.send_all(data if replaced is None else replaced)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
         try:
             data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -217,6 +226,36 @@ def _drop_when_unread(stream: Stream, seconds: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
+async def read_head(stream: Stream, within: float) -> bytes:
+    """A connection's first bytes: up to the end of its first request head (or past
+    ``HEAD_LIMIT``, for Hypercorn to refuse); b"" if it sent nothing whole ``within`` s
+    (a TLS handshake included) or closed."""
+    data = b""
+    with trio.move_on_after(within):
+        try:
+            while b"\r\n\r\n" not in data and len(data) <= HEAD_LIMIT:
+                chunk = await stream.receive_some(MAX_RECV)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return b""
+    return b""
+
+
+def socket_addresses(stream: Stream) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """The (client, server) addresses of an ASGI scope."""
+    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    try:
+        return (
+            parse_socket_addr(sock.family, sock.getpeername()),
+            parse_socket_addr(sock.family, sock.getsockname()),
+        )
+    except OSError:
+        return None, None
+
+
 def peer_address(stream: Stream) -> str:
     sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
     return str(sock.getpeername()[0])
@@ -227,10 +266,15 @@ async def serve(
     config: HyperConfig,
     gate: Gate,
     *,
+    lanes: frozenset[bytes] = frozenset(),
     shutdown_trigger: Callable[[], Awaitable[Any]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` returns; reports the binds."""
+    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` returns; reports the binds.
+
+    A connection whose first request is a WebSocket upgrade on a path in ``lanes``
+    is served by ``core/wslane.py``; every other by Hypercorn.
+    """
     context = WorkerContext(None)
     sockets = config.create_sockets()
     listeners: list[trio.SocketListener | trio.SSLListener[trio.SocketStream]] = []
@@ -261,8 +305,15 @@ async def serve(
                 await server.idle_task.stop()
 
         try:
+            head = await read_head(stream, config.keep_alive_timeout)
+            if not head:
+                return  # closed, or silent for the whole handshake time
+            if upgrade_path(head, lanes):
+                lane = WebSocketLane(stream, max_message=config.websocket_max_message_size)
+                await lane.serve(conn, head, *socket_addresses(stream))
+                return
             wrapped = ASGIWrapper(conn)  # type: ignore[arg-type]  # Starlette's ASGI types
-            watched = _EofWatch(stream, peer_closed)
+            watched = _EofWatch(stream, peer_closed, head)
             server = TCPServer(wrapped, config, context, {}, watched)  # type: ignore[arg-type]
             try:
                 await server.run()

@@ -1,0 +1,360 @@
+"""The node WebSocket served on its own lane: the app's ASGI chain, without Hypercorn.
+
+Every connected node costs Core one WebSocket frame per heartbeat, and at
+thousands of nodes that per-frame cost is Core's ceiling. Through Hypercorn
+a frame wakes two tasks (the connection's reader, which runs it through
+h11's and Hypercorn's protocol layers and puts it on the app's channel, and
+then the app's task) and about half of Core's CPU went there
+(docs/performance.md). Here the node's session task reads its own socket:
+one task, one wake per frame, wsproto's frame parser and nothing else.
+
+It is an ASGI server for one kind of request only, a WebSocket upgrade on
+a path of ``paths``: ``core/listen.py`` reads each connection's first
+request head and hands it here, or to Hypercorn with the head replayed. The
+app is the same chain Hypercorn runs (the unauthenticated-connection gate,
+the abuse limits, the auth guard, the gateway), so what a node is allowed,
+refused or counted for does not change. What it supports is what that
+chain uses: ``websocket.accept`` (with a subprotocol), ``send`` (text or
+bytes), ``close``, and a refusal as an HTTP response (the
+``websocket.http.response`` extension). No compression extension is
+offered: heartbeats are small, and inflating what a peer sends is work and
+risk Core does not need.
+
+Frames a node sends are taken when the app asks for a message: a ping is
+answered and a close is answered then. A message over ``max_message`` bytes
+closes the connection (1009). Sends are one at a time (a lock: an answer to
+a ping and a message from the scheduler may meet).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+import trio
+from starlette.types import ASGIApp, Message
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    TextMessage,
+)
+from wsproto.events import (
+    Message as FrameMessage,
+)
+from wsproto.handshake import WEBSOCKET_VERSION
+from wsproto.utilities import LocalProtocolError, generate_accept_token, split_comma_header
+
+log = logging.getLogger("servermgr.core.wslane")
+
+MAX_RECV = 65536
+CLOSE_ABNORMAL = 1006
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+
+_UPGRADE = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n", re.IGNORECASE)
+
+Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+def upgrade_path(head: bytes, paths: frozenset[bytes]) -> bool:
+    """Whether ``head`` (a connection's first bytes) asks for a WebSocket on one of ``paths``.
+
+    The request line and an ``Upgrade: websocket`` header are looked at (a
+    plain GET goes to Hypercorn and the app); an upgrade that is not valid
+    after all (no key, another version) is answered here (400), as Hypercorn would.
+    """
+    if not head.startswith(b"GET /"):
+        return False
+    line_end = head.find(b"\r\n")
+    if line_end < 0:
+        return False
+    parts = head[4:line_end].split(b" ")
+    if len(parts) != 2 or parts[1] != b"HTTP/1.1":
+        return False
+    return parts[0].partition(b"?")[0] in paths and _UPGRADE.search(head) is not None
+
+
+class _Handshake:
+    """The upgrade request's checks (RFC 6455 4.2.1) and the 101 that accepts it."""
+
+    def __init__(self, request: h11.Request) -> None:
+        self.request = request
+        self.key: bytes | None = None
+        self.subprotocols: list[str] = []
+        upgrade = b""
+        version = None
+        tokens: list[str] = []
+        for name, value in request.headers:  # h11 gives names lower-cased
+            if name == b"connection":
+                tokens.extend(split_comma_header(value))
+            elif name == b"sec-websocket-key":
+                self.key = value
+            elif name == b"sec-websocket-protocol":
+                self.subprotocols.extend(split_comma_header(value))
+            elif name == b"sec-websocket-version":
+                version = value
+            elif name == b"upgrade":
+                upgrade = value
+        self.valid = (
+            request.method == b"GET"
+            and self.key is not None
+            and version == WEBSOCKET_VERSION
+            and upgrade.lower() == b"websocket"
+            and any(token.lower() == "upgrade" for token in tokens)
+        )
+
+    def accept(self, subprotocol: str | None) -> h11.InformationalResponse:
+        assert self.key is not None
+        headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(self.key)),
+        ]
+        if subprotocol is not None:
+            if subprotocol not in self.subprotocols:
+                raise RuntimeError(f"subprotocol {subprotocol!r} was not offered")
+            headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+        return h11.InformationalResponse(status_code=101, headers=headers)
+
+
+class WebSocketLane:
+    """One WebSocket connection served to an ASGI app, on the raw stream."""
+
+    __slots__ = (
+        "_closed",
+        "_frames",
+        "_handshake",
+        "_http",
+        "_pending",
+        "_received",
+        "_response",
+        "_send_lock",
+        "_state",
+        "_stream",
+        "_text",
+        "max_message",
+    )
+
+    def __init__(self, stream: Stream, *, max_message: int) -> None:
+        self._stream = stream
+        self.max_message = max_message
+        self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        self._handshake: _Handshake | None = None
+        self._frames: Connection | None = None
+        self._state = "handshake"  # -> open -> closed, or -> response -> closed
+        self._pending: deque[Message] = deque([{"type": "websocket.connect"}])
+        self._received: list[bytes | str] = []  # a fragmented message's parts
+        self._text = True
+        self._closed: int | None = None  # the close code once the connection ended
+        self._response: dict[str, Any] | None = None
+        self._send_lock = trio.Lock()
+
+    async def serve(
+        self,
+        app: ASGIApp,
+        head: bytes,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+    ) -> None:
+        """Parse ``head``, run ``app`` on the connection, and close it when the app ends."""
+        self._http.receive_data(head)
+        try:
+            request = self._http.next_event()
+            if isinstance(request, h11.Request):
+                self._http.next_event()  # its end (a GET has no body), so h11 may answer 101
+        except h11.RemoteProtocolError:
+            request = None
+        if not isinstance(request, h11.Request):
+            await self._refuse(400)
+            return
+        self._handshake = _Handshake(request)
+        if not self._handshake.valid:
+            await self._refuse(400)
+            return
+        raw_path, _, query = request.target.partition(b"?")
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": {"spec_version": "2.3", "version": "3.0"},
+            "scheme": "wss" if isinstance(self._stream, trio.SSLStream) else "ws",
+            "http_version": "1.1",
+            "path": unquote(raw_path.decode("ascii")),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": list(request.headers),
+            "client": client,
+            "server": server,
+            "state": {},
+            "subprotocols": self._handshake.subprotocols,
+            "extensions": {"websocket.http.response": {}},
+        }
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception:
+            log.exception("the WebSocket handler of %s failed", scope["path"])
+        if self._state == "handshake":
+            await self._refuse(500)
+        elif self._state == "open" and self._closed is None:
+            await self._send_close(CLOSE_INTERNAL, "")
+
+    async def receive(self) -> Message:
+        """The next ASGI message: connect first, then each whole message, then disconnect."""
+        while not self._pending:
+            if self._closed is not None:
+                return {"type": "websocket.disconnect", "code": self._closed}
+            try:
+                data = await self._stream.receive_some(MAX_RECV)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            assert self._frames is not None  # the app reads messages only once accepted
+            if not data:
+                self._closed = CLOSE_ABNORMAL
+                continue
+            try:
+                self._frames.receive_data(bytes(data))
+                await self._take_frames()
+            except OSError:  # a pong or a close's answer could not be written
+                self._closed = CLOSE_ABNORMAL
+        return self._pending.popleft()
+
+    async def _take_frames(self) -> None:
+        assert self._frames is not None
+        for event in self._frames.events():
+            if isinstance(event, FrameMessage):
+                if not self._received:
+                    self._text = isinstance(event, TextMessage)
+                self._received.append(event.data)
+                if sum(len(part) for part in self._received) > self.max_message:
+                    self._received.clear()
+                    await self._send_close(CLOSE_TOO_BIG, "message too big")
+                    self._closed = CLOSE_TOO_BIG
+                    return
+                if event.message_finished:
+                    parts, self._received = self._received, []
+                    if self._text:
+                        self._pending.append(
+                            {"type": "websocket.receive", "text": "".join(parts)}  # type: ignore[arg-type]
+                        )
+                    else:
+                        self._pending.append(
+                            {"type": "websocket.receive", "bytes": b"".join(parts)}  # type: ignore[arg-type]
+                        )
+            elif isinstance(event, Ping):
+                await self._write(self._frames.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                state = self._frames.state
+                if state is ConnectionState.REMOTE_CLOSING:  # the node's close: answered
+                    await self._write(self._frames.send(event.response()))
+                elif state is ConnectionState.OPEN:  # a frame wsproto refused (1002, 1007)
+                    log.info("WebSocket from %s: %s", _peer(self._stream), event.reason)
+                    await self._send_close(event.code, event.reason or "")
+                self._closed = event.code
+                return
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.send":
+            frames = self._frames
+            if (
+                self._closed is not None
+                or frames is None
+                or frames.state is not ConnectionState.OPEN
+            ):
+                raise OSError("the WebSocket is closed")
+            data = message.get("bytes")
+            event = (
+                BytesMessage(data=bytes(data))
+                if data is not None
+                else TextMessage(data=message["text"])
+            )
+            await self._write(frames.send(event))
+        elif kind == "websocket.accept" and self._state == "handshake":
+            assert self._handshake is not None
+            response = self._handshake.accept(message.get("subprotocol"))
+            data = self._http.send(response) or b""
+            self._state = "open"
+            # Bytes the node sent after its request head (it should wait for the 101).
+            self._frames = Connection(
+                ConnectionType.SERVER, trailing_data=self._http.trailing_data[0]
+            )
+            await self._write(data)
+        elif kind == "websocket.close":
+            if self._state == "handshake":
+                await self._refuse(403)
+            elif self._state == "open":
+                await self._send_close(int(message.get("code", 1000)), message.get("reason") or "")
+        elif kind == "websocket.http.response.start" and self._state == "handshake":
+            self._response = dict(message)
+            self._state = "response"
+        elif kind == "websocket.http.response.body" and self._state == "response":
+            await self._respond(
+                bytes(message.get("body", b"")), more=message.get("more_body", False)
+            )
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in state {self._state}")
+
+    async def _respond(self, body: bytes, *, more: bool) -> None:
+        """The app's refusal (an HTTP response in place of the upgrade)."""
+        if self._response is not None:
+            start, self._response = self._response, None
+            headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
+            if not any(k.lower() == b"content-length" for k, _ in headers):
+                headers.append((b"transfer-encoding", b"chunked"))
+            headers.append((b"connection", b"close"))
+            await self._write(
+                self._http.send(h11.Response(status_code=int(start["status"]), headers=headers))
+                or b""
+            )
+        data = (self._http.send(h11.Data(data=body)) or b"") if body else b""
+        if not more:
+            data += self._http.send(h11.EndOfMessage()) or b""
+            self._state = "closed"
+            self._closed = 1000
+        await self._write(data)
+
+    async def _refuse(self, status: int) -> None:
+        """Answer the upgrade with ``status`` and an empty body (as Hypercorn does)."""
+        self._state = "closed"
+        self._closed = CLOSE_ABNORMAL
+        response = h11.Response(
+            status_code=status, headers=[(b"content-length", b"0"), (b"connection", b"close")]
+        )
+        try:
+            data = (self._http.send(response) or b"") + (self._http.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:  # h11 saw no request it could answer
+            data = b"HTTP/1.1 %d \r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % status
+        await self._write(data)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        assert self._frames is not None
+        try:
+            reason = reason.encode()[:120].decode(errors="ignore")  # a close frame holds 123
+            data = self._frames.send(CloseConnection(code=code, reason=reason))
+        except LocalProtocolError:  # closing already
+            return
+        await self._write(data)
+
+    async def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._closed = CLOSE_ABNORMAL
+                raise OSError("the connection is gone") from exc
+
+
+def _peer(stream: Stream) -> str:
+    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "a node"
+    return f"{host}:{port}"
