@@ -289,6 +289,9 @@ def gc_window(gc0: dict[str, Any], gc1: dict[str, Any]) -> dict[str, Any]:
         "by_generation": counts_between(
             gc0.get("by_generation", [0, 0, 0]), gc1.get("by_generation", [0, 0, 0])
         ),
+        "freed_by_generation": counts_between(
+            gc0.get("freed_by_generation", [0, 0, 0]), gc1.get("freed_by_generation", [0, 0, 0])
+        ),
         "longest_by_generation_ms_since_start": gc1.get("longest_by_generation_ms"),
         "frozen": gc1.get("frozen_objects"),
         "pauses_ms": {},

@@ -53,7 +53,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servermgr.core.ratelimit import AddressCounter, LogThrottle
-from servermgr.core.wslane import WebSocketLane, upgrade_path
+from servermgr.core.wslane import WebSocketLane, may_be_upgrade, upgrade_path
 
 log = logging.getLogger("servermgr.core.listen")
 
@@ -226,14 +226,21 @@ def _drop_when_unread(stream: Stream, seconds: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
-async def read_head(stream: Stream, within: float) -> bytes:
-    """A connection's first bytes: up to the end of its first request head (or past
-    ``HEAD_LIMIT``, for Hypercorn to refuse); b"" if it sent nothing whole ``within`` s
-    (a TLS handshake included) or closed."""
+async def read_head(stream: Stream, within: float, lanes: frozenset[bytes]) -> bytes:
+    """A connection's first bytes, for ``upgrade_path``: its first read, and more up to
+    the end of its request head (or past ``HEAD_LIMIT``) while they may be an upgrade
+    on one of ``lanes``; b"" if it sent nothing ``within`` s (a TLS handshake
+    included) or closed.
+
+    Anything else is Hypercorn's as soon as it is seen not to be such an upgrade, so
+    it answers as it always did (a TLS hello sent to a plain port gets its 400 at once).
+    """
     data = b""
     with trio.move_on_after(within):
         try:
-            while b"\r\n\r\n" not in data and len(data) <= HEAD_LIMIT:
+            while not data or (
+                b"\r\n\r\n" not in data and len(data) <= HEAD_LIMIT and may_be_upgrade(data, lanes)
+            ):
                 chunk = await stream.receive_some(MAX_RECV)
                 if not chunk:
                     break
@@ -305,7 +312,7 @@ async def serve(
                 await server.idle_task.stop()
 
         try:
-            head = await read_head(stream, config.keep_alive_timeout)
+            head = await read_head(stream, config.keep_alive_timeout, lanes)
             if not head:
                 return  # closed, or silent for the whole handshake time
             if upgrade_path(head, lanes):

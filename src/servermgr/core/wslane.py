@@ -62,6 +62,15 @@ _UPGRADE = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n", re.IGNORECASE)
 Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 
+def may_be_upgrade(data: bytes, paths: frozenset[bytes]) -> bool:
+    """Whether ``data`` (a request head's first bytes) may be a request for one of ``paths``."""
+    for path in paths:
+        start = b"GET " + path
+        if data[: len(start)] == start[: len(data)]:
+            return True
+    return False
+
+
 def upgrade_path(head: bytes, paths: frozenset[bytes]) -> bool:
     """Whether ``head`` (a connection's first bytes) asks for a WebSocket on one of ``paths``.
 
