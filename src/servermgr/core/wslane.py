@@ -6,7 +6,8 @@ a frame wakes two tasks (the connection's reader, which runs it through
 h11's and Hypercorn's protocol layers and puts it on the app's channel, and
 then the app's task) and about half of Core's CPU went there
 (docs/performance.md). Here the node's session task reads its own socket:
-one task, one wake per frame, wsproto's frame parser and nothing else.
+one task, one wake per frame, and a frame reader made for this one job
+(``core/wsframes.py``).
 
 It is an ASGI server for one kind of request only, a WebSocket upgrade on
 a path of ``paths``: ``core/listen.py`` reads each connection's first
@@ -21,13 +22,15 @@ offered: heartbeats are small, and inflating what a peer sends is work and
 risk Core does not need.
 
 Frames a node sends are taken when the app asks for a message: a ping is
-answered and a close is answered then. A message over ``max_message`` bytes
-closes the connection (1009). Sends are one at a time (a lock: an answer to
+answered and a close is answered then. A frame that breaks the protocol, or
+a message over ``max_message`` bytes, closes the connection with the code
+RFC 6455 names (1002, 1007, 1009). Sends are one at a time (a lock: an answer to
 a ping and a message from the scheduler may meet).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections import deque
@@ -37,24 +40,26 @@ from urllib.parse import unquote
 import h11
 import trio
 from starlette.types import ASGIApp, Message
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    TextMessage,
+
+from servermgr.core.wsframes import (
+    CLOSE_NO_STATUS,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameReader,
+    Received,
+    accept_token,
+    close_frame,
+    frame,
 )
-from wsproto.events import (
-    Message as FrameMessage,
-)
-from wsproto.handshake import WEBSOCKET_VERSION
-from wsproto.utilities import LocalProtocolError, generate_accept_token, split_comma_header
 
 log = logging.getLogger("servermgr.core.wslane")
 
 MAX_RECV = 65536
 CLOSE_ABNORMAL = 1006
-CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 
 _UPGRADE = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n", re.IGNORECASE)
@@ -101,11 +106,11 @@ class _Handshake:
         tokens: list[str] = []
         for name, value in request.headers:  # h11 gives names lower-cased
             if name == b"connection":
-                tokens.extend(split_comma_header(value))
+                tokens.extend(_comma_list(value))
             elif name == b"sec-websocket-key":
                 self.key = value
             elif name == b"sec-websocket-protocol":
-                self.subprotocols.extend(split_comma_header(value))
+                self.subprotocols.extend(_comma_list(value))
             elif name == b"sec-websocket-version":
                 version = value
             elif name == b"upgrade":
@@ -113,7 +118,7 @@ class _Handshake:
         self.valid = (
             request.method == b"GET"
             and self.key is not None
-            and version == WEBSOCKET_VERSION
+            and version == b"13"
             and upgrade.lower() == b"websocket"
             and any(token.lower() == "upgrade" for token in tokens)
         )
@@ -123,7 +128,7 @@ class _Handshake:
         headers = [
             (b"upgrade", b"websocket"),
             (b"connection", b"Upgrade"),
-            (b"sec-websocket-accept", generate_accept_token(self.key)),
+            (b"sec-websocket-accept", accept_token(self.key)),
         ]
         if subprotocol is not None:
             if subprotocol not in self.subprotocols:
@@ -136,31 +141,27 @@ class WebSocketLane:
     """One WebSocket connection served to an ASGI app, on the raw stream."""
 
     __slots__ = (
+        "_close_sent",
         "_closed",
-        "_frames",
         "_handshake",
         "_http",
         "_pending",
-        "_received",
+        "_reader",
         "_response",
         "_send_lock",
         "_state",
         "_stream",
-        "_text",
-        "max_message",
     )
 
     def __init__(self, stream: Stream, *, max_message: int) -> None:
         self._stream = stream
-        self.max_message = max_message
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         self._handshake: _Handshake | None = None
-        self._frames: Connection | None = None
-        self._state = "handshake"  # -> open -> closed, or -> response -> closed
+        self._reader = FrameReader(max_message)
+        self._state = "handshake"  # -> open, or -> response; then closed
         self._pending: deque[Message] = deque([{"type": "websocket.connect"}])
-        self._received: list[bytes | str] = []  # a fragmented message's parts
-        self._text = True
         self._closed: int | None = None  # the close code once the connection ended
+        self._close_sent = False
         self._response: dict[str, Any] | None = None
         self._send_lock = trio.Lock()
 
@@ -210,7 +211,8 @@ class WebSocketLane:
         if self._state == "handshake":
             await self._refuse(500)
         elif self._state == "open" and self._closed is None:
-            await self._send_close(CLOSE_INTERNAL, "")
+            with contextlib.suppress(OSError):
+                await self._send_close(CLOSE_INTERNAL, "")
 
     async def receive(self) -> Message:
         """The next ASGI message: connect first, then each whole message, then disconnect."""
@@ -221,77 +223,64 @@ class WebSocketLane:
                 data = await self._stream.receive_some(MAX_RECV)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
-            assert self._frames is not None  # the app reads messages only once accepted
             if not data:
                 self._closed = CLOSE_ABNORMAL
                 continue
             try:
-                self._frames.receive_data(bytes(data))
-                await self._take_frames()
+                await self._take(self._reader.feed(data))
+            except FrameError as exc:
+                log.info(
+                    "WebSocket from %s: %s; closing it (%d)", _peer(self._stream), exc, exc.code
+                )
+                self._closed = exc.code
+                with contextlib.suppress(OSError):
+                    await self._send_close(exc.code, exc.reason)
             except OSError:  # a pong or a close's answer could not be written
                 self._closed = CLOSE_ABNORMAL
         return self._pending.popleft()
 
-    async def _take_frames(self) -> None:
-        assert self._frames is not None
-        for event in self._frames.events():
-            if isinstance(event, FrameMessage):
-                if not self._received:
-                    self._text = isinstance(event, TextMessage)
-                self._received.append(event.data)
-                if sum(len(part) for part in self._received) > self.max_message:
-                    self._received.clear()
-                    await self._send_close(CLOSE_TOO_BIG, "message too big")
-                    self._closed = CLOSE_TOO_BIG
-                    return
-                if event.message_finished:
-                    parts, self._received = self._received, []
-                    if self._text:
-                        self._pending.append(
-                            {"type": "websocket.receive", "text": "".join(parts)}  # type: ignore[arg-type]
-                        )
-                    else:
-                        self._pending.append(
-                            {"type": "websocket.receive", "bytes": b"".join(parts)}  # type: ignore[arg-type]
-                        )
-            elif isinstance(event, Ping):
-                await self._write(self._frames.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                state = self._frames.state
-                if state is ConnectionState.REMOTE_CLOSING:  # the node's close: answered
-                    await self._write(self._frames.send(event.response()))
-                elif state is ConnectionState.OPEN:  # a frame wsproto refused (1002, 1007)
-                    log.info("WebSocket from %s: %s", _peer(self._stream), event.reason)
-                    await self._send_close(event.code, event.reason or "")
-                self._closed = event.code
-                return
+    async def _take(self, received: list[Received]) -> None:
+        for got in received:
+            if got.opcode == OP_TEXT:
+                self._pending.append({"type": "websocket.receive", "text": got.text})
+            elif got.opcode == OP_BINARY:
+                self._pending.append({"type": "websocket.receive", "bytes": got.data})
+            elif got.opcode == OP_PING:
+                if not self._close_sent:
+                    await self._write(frame(OP_PONG, got.data))
+            elif got.opcode == OP_CLOSE:
+                self._closed = got.code
+                # Answered with the node's own code (none for none), unless Core closed first.
+                if not self._close_sent:
+                    self._close_sent = True
+                    code = got.code
+                    await self._write(
+                        frame(OP_CLOSE, b"") if code == CLOSE_NO_STATUS else close_frame(code, "")
+                    )
+                return  # nothing after a close counts
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "websocket.send":
-            frames = self._frames
-            if (
-                self._closed is not None
-                or frames is None
-                or frames.state is not ConnectionState.OPEN
-            ):
+            if self._state != "open" or self._closed is not None or self._close_sent:
                 raise OSError("the WebSocket is closed")
             data = message.get("bytes")
-            event = (
-                BytesMessage(data=bytes(data))
-                if data is not None
-                else TextMessage(data=message["text"])
-            )
-            await self._write(frames.send(event))
+            if data is not None:
+                await self._write(frame(OP_BINARY, bytes(data)))
+            else:
+                await self._write(frame(OP_TEXT, message["text"].encode()))
         elif kind == "websocket.accept" and self._state == "handshake":
             assert self._handshake is not None
             response = self._handshake.accept(message.get("subprotocol"))
             data = self._http.send(response) or b""
             self._state = "open"
             # Bytes the node sent after its request head (it should wait for the 101).
-            self._frames = Connection(
-                ConnectionType.SERVER, trailing_data=self._http.trailing_data[0]
-            )
+            early = self._http.trailing_data[0]
+            if early:
+                try:
+                    await self._take(self._reader.feed(early))
+                except FrameError as exc:
+                    self._closed = exc.code
             await self._write(data)
         elif kind == "websocket.close":
             if self._state == "handshake":
@@ -302,9 +291,8 @@ class WebSocketLane:
             self._response = dict(message)
             self._state = "response"
         elif kind == "websocket.http.response.body" and self._state == "response":
-            await self._respond(
-                bytes(message.get("body", b"")), more=message.get("more_body", False)
-            )
+            body = bytes(message.get("body", b""))
+            await self._respond(body, more=message.get("more_body", False))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in state {self._state}")
 
@@ -341,13 +329,10 @@ class WebSocketLane:
         await self._write(data)
 
     async def _send_close(self, code: int, reason: str) -> None:
-        assert self._frames is not None
-        try:
-            reason = reason.encode()[:120].decode(errors="ignore")  # a close frame holds 123
-            data = self._frames.send(CloseConnection(code=code, reason=reason))
-        except LocalProtocolError:  # closing already
+        if self._close_sent:
             return
-        await self._write(data)
+        self._close_sent = True
+        await self._write(close_frame(code, reason))
 
     async def _write(self, data: bytes) -> None:
         if not data:
@@ -367,3 +352,7 @@ def _peer(stream: Stream) -> str:
     except OSError:
         return "a node"
     return f"{host}:{port}"
+
+
+def _comma_list(value: bytes) -> list[str]:
+    return [part.strip() for part in value.decode("latin-1").split(",") if part.strip()]
