@@ -56,7 +56,9 @@ def node_config(
     )
 
 
-async def run(config: Config, *, announce: Callable[[str], None], overridden: bool = False) -> None:
+async def run(
+    config: Config, *, announce: Callable[[str], None], overridden: bool = False
+) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(stop_on_signals, stop)
@@ -123,7 +125,9 @@ def _prog() -> str:
     return "servermgr"
 
 
-def _banner(url: str, key_path: Path, hostname: str, *, prog: str, overridden: bool = False) -> str:
+def _banner(
+    url: str, key_path: Path, hostname: str, *, prog: str, overridden: bool = False
+) -> str:
     ws = addr.ws_url(url, "")
     if overridden:  # --listen / --data-dir: the config here does not say where Core is
         how = (
@@ -163,7 +167,7 @@ def _tls_note(pin: str | None) -> str:
     if pin is None:
         return ""
     return (
-        f'TLS: nodes elsewhere add tls_fingerprint = "{pin}";\n'
+        f"TLS: nodes elsewhere add tls_fingerprint = \"{pin}\";\n"
         f"ctl elsewhere: export SERVERMGR_FINGERPRINT={pin}\n"
     )
 

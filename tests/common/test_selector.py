@@ -312,12 +312,11 @@ def test_label_terms_pick_exactly_the_nodes_satisfying_every_term(
     expected = [
         n
         for n in sorted(fleet, key=lambda n: n.name)
-        if want.items() <= dict(n.labels).items() and all(n.labels.get(k) != v for k, v in avoid)
+        if want.items() <= dict(n.labels).items()
+        and all(n.labels.get(k) != v for k, v in avoid)
     ]
     assert picked == expected
     assert parse_target(target.describe()) == target
-
-
 @given(st.from_regex(TARGET_PATTERN))
 def test_every_target_the_schema_allows_parses(spec: str) -> None:
     """The API schema's target pattern never promises what parse_target refuses."""
