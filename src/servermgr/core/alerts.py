@@ -235,6 +235,8 @@ class AlertEngine:
         return checks
 
     def sample(self, node_id: str, sample: proto.Sample, now: float) -> None:
+        if not self.rules:  # the common case, per heartbeat: nothing to look up
+            return
         checks = self._checks_of(node_id)
         alerts = self._alerts.get(node_id)
         for rule, field, compare, threshold in checks.fields:
