@@ -60,6 +60,7 @@ log = logging.getLogger("servermgr.core.wslane")
 
 MAX_RECV = 65536
 CLOSE_ABNORMAL = 1006
+CLOSE_DRAIN = 2.0
 CLOSE_INTERNAL = 1011
 
 _UPGRADE = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n", re.IGNORECASE)
@@ -151,6 +152,7 @@ class WebSocketLane:
         "_send_lock",
         "_state",
         "_stream",
+        "_unread",
     )
 
     def __init__(self, stream: Stream, *, max_message: int) -> None:
@@ -162,6 +164,7 @@ class WebSocketLane:
         self._pending: deque[Message] = deque([{"type": "websocket.connect"}])
         self._closed: int | None = None  # the close code once the connection ended
         self._close_sent = False
+        self._unread = False  # input left unread after a refused frame (see _drain)
         self._response: dict[str, Any] | None = None
         self._send_lock = trio.Lock()
 
@@ -213,6 +216,19 @@ class WebSocketLane:
         elif self._state == "open" and self._closed is None:
             with contextlib.suppress(OSError):
                 await self._send_close(CLOSE_INTERNAL, "")
+        if self._unread:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Read and drop what the node still sends after a frame Core refused (the rest
+        of a message too big, say), until it closes or ``CLOSE_DRAIN`` s: a socket closed
+        with unread input is reset, and the node would lose Core's close frame with it."""
+        with trio.move_on_after(CLOSE_DRAIN):
+            try:
+                while await self._stream.receive_some(MAX_RECV):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
     async def receive(self) -> Message:
         """The next ASGI message: connect first, then each whole message, then disconnect."""
@@ -233,6 +249,7 @@ class WebSocketLane:
                     "WebSocket from %s: %s; closing it (%d)", _peer(self._stream), exc, exc.code
                 )
                 self._closed = exc.code
+                self._unread = True
                 with contextlib.suppress(OSError):
                     await self._send_close(exc.code, exc.reason)
             except OSError:  # a pong or a close's answer could not be written
