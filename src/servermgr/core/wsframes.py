@@ -89,7 +89,7 @@ class FrameReader:
         self.max_message = max_message
         self._buffer = bytearray()
         self._opcode: int | None = None  # the open (fragmented) message's opcode
-        self._message: list[bytes] = []
+        self._message = bytearray()
         self._size = 0
 
     def feed(self, data: bytes | bytearray) -> list[Received]:
@@ -142,25 +142,29 @@ class FrameReader:
             if opcode >= OP_CLOSE:
                 out.append(_control(opcode, payload))
                 continue
+            if fin and opcode != OP_CONTINUATION:  # a message in one frame: the usual
+                out.append(_message(opcode, payload))
+                continue
             if opcode != OP_CONTINUATION:
                 self._opcode = opcode
-            self._message.append(payload)
+            # One buffer, however many fragments: memory is the message's size.
+            self._message += payload
             self._size += length
             if fin:
-                out.append(self._whole())
+                whole, first = bytes(self._message), self._opcode
+                self._opcode, self._message, self._size = None, bytearray(), 0
+                out.append(_message(first, whole))
         del buf[:pos]
         return out
 
-    def _whole(self) -> Received:
-        opcode, parts = self._opcode, self._message
-        self._opcode, self._message, self._size = None, [], 0
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        if opcode == OP_BINARY:
-            return Received(OP_BINARY, data=data)
-        try:
-            return Received(OP_TEXT, text=data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise FrameError(CLOSE_INVALID_DATA, "a text message that is not UTF-8") from None
+
+def _message(opcode: int | None, data: bytes) -> Received:
+    if opcode == OP_BINARY:
+        return Received(OP_BINARY, data=data)
+    try:
+        return Received(OP_TEXT, text=data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FrameError(CLOSE_INVALID_DATA, "a text message that is not UTF-8") from None
 
 
 def _control(opcode: int, payload: bytes) -> Received:
