@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import socket
+import struct
 
+import pytest
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -177,3 +181,19 @@ async def test_a_head_sent_in_pieces_is_served_and_one_never_finished_is_closed(
         await stream.send_all(head[:60])  # and nothing more
         with trio.fail_after(gate + 10):
             assert await stream.receive_some(4096) == b""  # closed by Core
+
+
+async def test_a_node_gone_before_its_upgrade_is_answered_is_no_error(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    node_id, cred = await register_node(core, "gone")
+    for _ in range(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", core.port)
+        # Reset, not closed: Core's 101 (or its close) then fails to be written.
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.send_all(_head(credential=cred))
+        await stream.aclose()
+    raw = await _connect(core)  # Core serves the next one
+    async with raw.stream:
+        await raw.open(core, cred)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -205,7 +205,7 @@ async def receive(ws: WebSocket) -> str | bytes:
 async def send_error(ws: WebSocket, code: str, message: str) -> None:
     try:
         await ws.send_text(proto.encode(proto.Error(code=code, message=message)))
-    except (RuntimeError, OSError):
+    except (RuntimeError, OSError, WebSocketDisconnect):
         pass
 
 
@@ -227,5 +227,5 @@ async def await_close(ws: WebSocket) -> None:
 async def close_ws(ws: WebSocket, code: int, reason: str) -> None:
     try:
         await ws.close(code, reason[:120])
-    except (RuntimeError, OSError):
+    except (RuntimeError, OSError, WebSocketDisconnect):
         pass

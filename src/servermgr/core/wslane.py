@@ -183,14 +183,13 @@ class WebSocketLane:
                 self._http.next_event()  # its end (a GET has no body), so h11 may answer 101
         except h11.RemoteProtocolError:
             request = None
-        if not isinstance(request, h11.Request):
-            await self._refuse(400)
+        handshake = _Handshake(request) if isinstance(request, h11.Request) else None
+        if handshake is None or not handshake.valid:
+            with contextlib.suppress(OSError):
+                await self._refuse(400)
             return
-        self._handshake = _Handshake(request)
-        if not self._handshake.valid:
-            await self._refuse(400)
-            return
-        raw_path, _, query = request.target.partition(b"?")
+        self._handshake = handshake
+        raw_path, _, query = handshake.request.target.partition(b"?")
         scope: dict[str, Any] = {
             "type": "websocket",
             "asgi": {"spec_version": "2.3", "version": "3.0"},
@@ -200,21 +199,21 @@ class WebSocketLane:
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
-            "headers": list(request.headers),
+            "headers": list(handshake.request.headers),
             "client": client,
             "server": server,
             "state": {},
-            "subprotocols": self._handshake.subprotocols,
+            "subprotocols": handshake.subprotocols,
             "extensions": {"websocket.http.response": {}},
         }
         try:
             await app(scope, self.receive, self.send)
         except Exception:
             log.exception("the WebSocket handler of %s failed", scope["path"])
-        if self._state == "handshake":
-            await self._refuse(500)
-        elif self._state == "open" and self._closed is None:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if self._state == "handshake":
+                await self._refuse(500)
+            elif self._state == "open" and self._closed is None:
                 await self._send_close(CLOSE_INTERNAL, "")
         if self._unread:
             await self._drain()
@@ -298,18 +297,23 @@ class WebSocketLane:
                     await self._take(self._reader.feed(early))
                 except FrameError as exc:
                     self._closed = exc.code
-            await self._write(data)
+            with contextlib.suppress(OSError):  # gone: the app reads the disconnect next
+                await self._write(data)
         elif kind == "websocket.close":
-            if self._state == "handshake":
-                await self._refuse(403)
-            elif self._state == "open":
-                await self._send_close(int(message.get("code", 1000)), message.get("reason") or "")
+            # A close on a connection that is gone is done already: nothing to report.
+            with contextlib.suppress(OSError):
+                if self._state == "handshake":
+                    await self._refuse(403)
+                elif self._state == "open":
+                    code = int(message.get("code", 1000))
+                    await self._send_close(code, message.get("reason") or "")
         elif kind == "websocket.http.response.start" and self._state == "handshake":
             self._response = dict(message)
             self._state = "response"
         elif kind == "websocket.http.response.body" and self._state == "response":
             body = bytes(message.get("body", b""))
-            await self._respond(body, more=message.get("more_body", False))
+            with contextlib.suppress(OSError):  # a refused client that left: nothing to report
+                await self._respond(body, more=message.get("more_body", False))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in state {self._state}")
 
