@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections import deque
 from typing import Any
@@ -144,6 +145,7 @@ class WebSocketLane:
     __slots__ = (
         "_close_sent",
         "_closed",
+        "_fd",
         "_handshake",
         "_http",
         "_pending",
@@ -157,6 +159,8 @@ class WebSocketLane:
 
     def __init__(self, stream: Stream, *, max_message: int) -> None:
         self._stream = stream
+        # Read straight from the descriptor when there is no TLS layer (see _read).
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         self._handshake: _Handshake | None = None
         self._reader = FrameReader(max_message)
@@ -224,7 +228,7 @@ class WebSocketLane:
         with unread input is reset, and the node would lose Core's close frame with it."""
         with trio.move_on_after(CLOSE_DRAIN):
             try:
-                while await self._stream.receive_some(MAX_RECV):
+                while await self._read():
                     pass
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
@@ -235,7 +239,7 @@ class WebSocketLane:
             if self._closed is not None:
                 return {"type": "websocket.disconnect", "code": self._closed}
             try:
-                data = await self._stream.receive_some(MAX_RECV)
+                data = await self._read()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             if not data:
@@ -254,6 +258,23 @@ class WebSocketLane:
             except OSError:  # a pong or a close's answer could not be written
                 self._closed = CLOSE_ABNORMAL
         return self._pending.popleft()
+
+    async def _read(self) -> bytes | bytearray:
+        """The next bytes the node sent (b"" at its end).
+
+        On a plain socket: one wait and one read(2) per wake. trio's
+        ``receive_some`` first tries the read (which fails: the next heartbeat is
+        seconds away), then waits, reads, and yields once more after.
+        """
+        fd = self._fd
+        if fd < 0:
+            return await self._stream.receive_some(MAX_RECV)
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, MAX_RECV)
+            except BlockingIOError:  # woken, but another read took it: wait again
+                continue
 
     async def _take(self, received: list[Received]) -> None:
         for got in received:
