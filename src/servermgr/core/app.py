@@ -366,11 +366,10 @@ async def _serve(
         log.warning("%s", warning)
     async with trio.open_nursery() as outer:
         await outer.start(core.writer.serve)
-        # Rollups lag ingest by up to six heartbeats (30 s at 5 s). Each pass
-        # recomputes the minute still open for every node, so passes every
-        # two heartbeats cost 3x the work (11 % of Core's CPU at 10,000 nodes)
-        # for minute points nobody reads sooner: 1-minute points serve
-        # ranges over 6 h.
+        # A minute's rollup follows its end by up to six heartbeats (30 s at
+        # 5 s): passes every two heartbeats cost 3x the work (11 % of Core's
+        # CPU at 10,000 nodes) for minute points nobody reads sooner (they
+        # serve ranges over 6 h); the open minute waits until it closes.
         history = History(
             core.db,
             core.api.retention,

@@ -1,7 +1,7 @@
 """History that lasts: rollups, retention and the size cap of Core's database.
 
-    History.serve()          one pass every ~2 heartbeat intervals
-    ├── minutes              marked minutes recomputed from raw samples
+    History.serve()          one pass every ~6 heartbeat intervals
+    ├── minutes              marked minutes that have closed, recomputed from raw samples
     ├── hours                marked hours recomputed from their minutes
     ├── retention            rows past their age deleted, 5,000 per transaction
     ├── size cap             oldest raw, then oldest 1-minute rows dropped
@@ -100,15 +100,23 @@ class Plan:
     seen: list[tuple[int, int, int]] = field(default_factory=list)
 
 
-def plan(storage: Storage, level: int, limit: int) -> Plan:
-    """Read up to ``limit`` marks of ``level`` (60 or 3600) and compute their buckets."""
+def plan(storage: Storage, level: int, limit: int, before: float | None = None) -> Plan:
+    """Read up to ``limit`` marks of ``level`` (60 or 3600), of buckets starting
+    before ``before`` if given, and compute their buckets."""
     out = Plan(level)
     with storage.reader() as conn:
-        out.seen = conn.execute(
-            "SELECT node, bucket, mark FROM rollup_dirty WHERE level = ? "
-            "ORDER BY node, bucket LIMIT ?",
-            (level, limit),
-        ).fetchall()
+        if before is None:
+            out.seen = conn.execute(
+                "SELECT node, bucket, mark FROM rollup_dirty WHERE level = ? "
+                "ORDER BY node, bucket LIMIT ?",
+                (level, limit),
+            ).fetchall()
+        else:
+            out.seen = conn.execute(
+                "SELECT node, bucket, mark FROM rollup_dirty WHERE level = ? AND bucket < ? "
+                "ORDER BY node, bucket LIMIT ?",
+                (level, before, limit),
+            ).fetchall()
         marked: dict[int, set[int]] = {}
         for node, b, _ in out.seen:
             marked.setdefault(node, set()).add(b)
@@ -300,10 +308,18 @@ class History:
         return report
 
     async def roll(self, level: int, *, force: bool = False, rounds: int = 20) -> int:
-        """Recompute marked buckets of ``level`` in batches; how many were written."""
+        """Recompute marked buckets of ``level`` in batches; how many were written.
+
+        Minutes still open (the clock's current minute, or later) wait until
+        they close, unless ``force``: each sample marks its minute, so rolling
+        the open minute of every node at each pass did each node's minute
+        two or three times (1-minute points serve ranges over 6 h: nobody
+        reads the open one). A sample that comes late marks its minute again.
+        """
+        before = None if force or level != MINUTE else rollup.bucket(self._clock(), MINUTE)
         written = 0
         for _ in range(rounds if not force else 1 << 30):
-            work = await self._db.read(plan, self._storage, level, self._batch)
+            work = await self._db.read(plan, self._storage, level, self._batch, before)
             if not work.seen:
                 break
             written += await self._db.write(apply, self._storage, work)

@@ -298,9 +298,7 @@ class RedisLink:
             send, receive = trio.open_memory_channel[Message](buffer)
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(
-                        partial(self.subscribe, channels, send, wanted=wanted)
-                    )
+                    await nursery.start(partial(self.subscribe, channels, send, wanted=wanted))
                     if not started:
                         started = True
                         task_status.started()
