@@ -166,6 +166,8 @@ async def test_a_node_that_sends_but_never_reads_is_disconnected(
 class NeverTakes:
     """A WebSocket whose peer never reads: every send waits forever."""
 
+    scope: dict[str, object] = {}  # served without Core's lane: no send_nowait
+
     async def send_text(self, text: str) -> None:
         await trio.sleep_forever()
 

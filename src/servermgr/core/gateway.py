@@ -9,9 +9,10 @@ other forever. The session then waits for
 ``hello``, answers ``welcome``, then reads messages until the node leaves or
 falls silent for three heartbeat intervals (one watchdog task checks every
 session four times per that limit: no timer per message). Messages to a node are sent
-by whichever task has them (Hypercorn writes each message whole, under its
-connection's lock); acks, which come from the writer's callbacks, are sent
-by short tasks in the gateway's nursery. Every send is bounded
+by whichever task has them (each message whole, under the connection's
+lock); acks, which come from the writer's callbacks, are written at once
+when the socket takes them (``NodeSession.send_now``), else sent by short
+tasks in the gateway's nursery. Every send is bounded
 (``SEND_TIMEOUT``): a node whose connection does not take a message in that
 time is stalled (a stopped process, a node that does not read) and is
 disconnected, so it never holds up a sender. No task or queue per session: a
@@ -331,7 +332,9 @@ class Gateway:
             session.next_ack = t + self.config.ack_interval
             if session.unread_ack is None:  # the node's heartbeats must echo it (a reader)
                 session.unread_ack = (session.stored_seq, t)
-            self._spawn(session.send, proto.HeartbeatAck(seq=session.stored_seq))
+            ack = proto.HeartbeatAck(seq=session.stored_seq)
+            if not session.send_now(ack):  # a task only when the socket cannot take it now
+                self._spawn(session.send, ack)
 
     def _check_reading(self, session: NodeSession, acked: int) -> None:
         """A node that sends but does not read: its heartbeats never echo our ack."""

@@ -10,7 +10,7 @@ holds up a sender.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import trio
@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servermgr.common import proto
 from servermgr.core.storage import NodeRow
+from servermgr.core.wslane import SEND_NOWAIT
 
 Delivery = Literal["sent", "offline", "stalled"]
 
@@ -58,6 +59,17 @@ class NodeSession:
         self._closed = False
         self._broken = False  # a send was cut short: the stream is not whole any more
         self.disconnected = False  # the connection is gone already: nothing to close
+        nowait = ws.scope.get("extensions", {}).get(SEND_NOWAIT)
+        self._send_nowait: Callable[[str], bool] | None = nowait["send"] if nowait else None
+
+    def send_now(self, msg: proto.CoreMessage) -> bool:
+        """Send ``msg`` at once, from synchronous code, if the connection takes it
+        without waiting (core/wslane.py); False: ``send`` it instead."""
+        if self._send_nowait is None or self._closed or self._sending.locked():
+            return False
+        if self.cancel_scope.cancel_called:
+            return False
+        return self._send_nowait(proto.encode(msg))
 
     async def send(self, msg: proto.CoreMessage) -> None:
         """Send ``msg`` now; a connection that fails ends the session (never raises)."""

@@ -62,6 +62,7 @@ log = logging.getLogger("servermgr.core.wslane")
 MAX_RECV = 65536
 CLOSE_ABNORMAL = 1006
 CLOSE_DRAIN = 2.0
+SEND_NOWAIT = "servermgr.send_nowait"  # the ASGI extension (scope["extensions"])
 CLOSE_INTERNAL = 1011
 
 _UPGRADE = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n", re.IGNORECASE)
@@ -151,6 +152,7 @@ class WebSocketLane:
         "_pending",
         "_reader",
         "_response",
+        "_rest",
         "_send_lock",
         "_state",
         "_stream",
@@ -171,6 +173,7 @@ class WebSocketLane:
         self._unread = False  # input left unread after a refused frame (see _drain)
         self._response: dict[str, Any] | None = None
         self._send_lock = trio.Lock()
+        self._rest = b""  # a frame's end the kernel did not take (send_nowait)
 
     async def serve(
         self,
@@ -208,7 +211,11 @@ class WebSocketLane:
             "server": server,
             "state": {},
             "subprotocols": handshake.subprotocols,
-            "extensions": {"websocket.http.response": {}},
+            "extensions": {
+                "websocket.http.response": {},
+                # Core's own: a frame written at once from synchronous code (acks).
+                SEND_NOWAIT: {"send": self.send_nowait},
+            },
         }
         try:
             await app(scope, self.receive, self.send)
@@ -376,11 +383,34 @@ class WebSocketLane:
         self._close_sent = True
         await self._write(close_frame(code, reason))
 
+    def send_nowait(self, text: str) -> bool:
+        """Write ``text`` as a frame now, if no send is in progress and the socket takes
+        it without waiting; False: send it the usual way.
+
+        For messages sent from synchronous code, heartbeat.acks mostly: a task per
+        ack, and the ASGI send path, cost as much as a heartbeat's whole receive.
+        A frame the kernel takes only in part (its buffer full: the node does not
+        read) has the rest sent before anything else.
+        """
+        if self._fd < 0 or self._state != "open" or self._closed is not None:
+            return False
+        if self._close_sent or self._send_lock.locked() or self._rest:
+            return False
+        data = frame(OP_TEXT, text.encode())
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:  # full (BlockingIOError), or gone: the usual path finds out
+            return False
+        self._rest = data[sent:]
+        return True
+
     async def _write(self, data: bytes) -> None:
         if not data:
             return
         async with self._send_lock:
             try:
+                if self._rest:  # the end of a frame send_nowait began
+                    data, self._rest = self._rest + data, b""
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._closed = CLOSE_ABNORMAL
