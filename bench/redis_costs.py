@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
-import msgspec
 import trio
 from fleet_sim import SampleGen
 
@@ -135,10 +134,9 @@ def heard(link: RedisLink, messages: list[bytes]) -> float:
     """CPU per sample of another Core's samples messages, decoded and made heartbeats."""
     status = RedisStatus("listener", link, heartbeat_interval=5.0)
     peers = Peers("listener", link, status, MemoryBus())
-    decode = msgspec.json.Decoder(dict[str, Any]).decode
     t = time.process_time()
     for data in messages:
-        peers.heard(decode(data))
+        peers.heard(data)
     return 1e6 * (time.process_time() - t) / max(1, peers.heard_samples)
 
 

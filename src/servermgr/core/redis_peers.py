@@ -34,13 +34,28 @@ import trio
 from servermgr.common import proto
 from servermgr.common.errors import RedisUnavailableError
 from servermgr.common.events import CORE_STOPPED, EventType
-from servermgr.core.bus import Event, MemoryBus
+from servermgr.core.bus import MemoryBus
 from servermgr.core.redis_status import CORE, RedisStatus
 from servermgr.core.redisio import RedisLink
 
 log = logging.getLogger("servermgr.core.redis")
 
 CHECK_EVERY = 2.0
+
+
+class _NodeSample(msgspec.Struct):
+    node_id: str
+    sample: proto.Sample
+
+
+class _Samples(msgspec.Struct):
+    """A ``samples`` message (core/redis_status.py writes them)."""
+
+    core: str
+    nodes: list[_NodeSample]
+
+
+_decode_samples = msgspec.json.Decoder(_Samples).decode
 
 
 class Peers:
@@ -67,20 +82,21 @@ class Peers:
         self.heard_samples = 0
         self.deaths = 0
 
-    def heard(self, event: Event) -> None:
-        """Another Core's ``samples`` message: its nodes' latest, as heartbeats here."""
-        core = event.get("core")
-        nodes = event.get("nodes")
-        if not isinstance(core, str) or core == self.core or not isinstance(nodes, list):
+    def heard(self, data: bytes) -> None:
+        """Another Core's ``samples`` message (as published): its nodes' latest,
+        as heartbeats here. Decoded straight into typed records (a dict per
+        sample converted after cost twice as much)."""
+        try:
+            message = _decode_samples(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        core = message.core
+        if core == self.core:
             return
         now = self.clock()
-        for item in nodes:
-            try:
-                node_id = item["node_id"]
-                sample = msgspec.convert(item["sample"], proto.Sample)
-            except (KeyError, TypeError, msgspec.ValidationError):
-                continue
-            if not isinstance(node_id, str) or not self.status.heard(node_id, sample, core, now):
+        for item in message.nodes:
+            node_id, sample = item.node_id, item.sample
+            if not self.status.heard(node_id, sample, core, now):
                 continue
             self.heard_samples += 1
             self.local.publish(
