@@ -467,3 +467,48 @@ def test_one_of_two_processes_holds_a_lease_until_it_lapses(db_path: Path) -> No
     finally:
         first.close()
         second.close()
+
+
+def test_a_write_waits_for_another_process_lock_and_gives_up_after_the_timeout(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Cores share the file: one waits while the other writes (it tries again
+    every few ms, not in SQLite's steps of up to 100 ms), and says so past the limit."""
+    from servermgr.core import storage as storage_module
+
+    first = Storage.open(db_path)
+    second = Storage.open(db_path)
+    try:
+        holding = threading.Event()
+        release = threading.Event()
+
+        def hold(name: str) -> None:
+            with first.transaction() as conn:
+                conn.execute("INSERT INTO leases (name, holder, until) VALUES (?, 'a', 0)", (name,))
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold, args=("x",))
+        holder.start()
+        assert holding.wait(10)
+        threading.Timer(0.3, release.set).start()
+        assert second.hold_lease("history", "b", 100.0, 30.0)  # waited, then got the lock
+        holder.join()
+        with second.reader() as conn:
+            assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 2
+
+        monkeypatch.setattr(storage_module, "BUSY_TIMEOUT_MS", 200)
+        release.clear()
+        holding.clear()
+        holder = threading.Thread(target=hold, args=("y",))
+        holder.start()
+        assert holding.wait(10)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                second.hold_lease("history", "b", 200.0, 30.0)
+        finally:
+            release.set()
+            holder.join()
+    finally:
+        first.close()
+        second.close()
