@@ -3,7 +3,10 @@
     serve()
     ├── accept loop per listener     caps unauthenticated connections per address;
     │                                out of file descriptors: log once a minute, retry
-    └── TCPServer per connection     Hypercorn's HTTP/1.1 + WebSocket (+ TLS) handling
+    └── per connection               its first request head read (read_head), then:
+        ├── WebSocketLane            a node's WebSocket upgrade (core/wslane.py)
+        └── TCPServer                everything else: Hypercorn's HTTP/1.1 + WebSocket
+                                     (+ TLS) handling, the head replayed
 
 ``hypercorn.trio.serve`` builds its listeners and runs ``trio.serve_listeners``
 inside, and neither can be given a hook: nothing sees a connection before its
