@@ -56,7 +56,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servermgr.core.ratelimit import AddressCounter, LogThrottle
-from servermgr.core.wslane import WebSocketLane, may_be_upgrade, upgrade_path
+from servermgr.core.wslane import WebSocketLane, may_be_upgrade, socket_of, upgrade_path
 
 log = logging.getLogger("servermgr.core.listen")
 
@@ -224,7 +224,7 @@ def _drop_when_unread(stream: Stream, seconds: float) -> None:
     the task and the descriptor are freed. A reader that reads, however
     slowly, keeps its connection.
     """
-    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    sock = socket_of(stream)
     with contextlib.suppress(OSError, AttributeError):  # not TCP (a test's socketpair)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
@@ -256,7 +256,7 @@ async def read_head(stream: Stream, within: float, lanes: frozenset[bytes]) -> b
 
 def socket_addresses(stream: Stream) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
     """The (client, server) addresses of an ASGI scope."""
-    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    sock = socket_of(stream)
     try:
         return (
             parse_socket_addr(sock.family, sock.getpeername()),
@@ -267,7 +267,7 @@ def socket_addresses(stream: Stream) -> tuple[tuple[str, int] | None, tuple[str,
 
 
 def peer_address(stream: Stream) -> str:
-    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    sock = socket_of(stream)
     return str(sock.getpeername()[0])
 
 

@@ -417,8 +417,13 @@ class WebSocketLane:
                 raise OSError("the connection is gone") from exc
 
 
+def socket_of(stream: Stream) -> trio.socket.SocketType:
+    """The TCP socket under ``stream`` (under its TLS layer, if any)."""
+    return stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+
+
 def _peer(stream: Stream) -> str:
-    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+    sock = socket_of(stream)
     try:
         host, port = sock.getpeername()[:2]
     except OSError:
